@@ -1,0 +1,95 @@
+//! Messages exchanged between Raft cores. The transport encodes each with
+//! bincode and moves it; the core tolerates loss, delay, duplication and
+//! reordering of any of them.
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{Entry, Index, NodeId, SnapshotMeta, Term};
+
+/// One message from `from` to `to`, stamped with the sender's term.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub term: Term,
+    pub body: MessageBody,
+}
+
+/// The Raft RPCs, as one-way messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageBody {
+    /// Pre-vote (thesis §9.6): "would you vote for me at `term`?" without
+    /// anyone changing term, so a rejoining node cannot disrupt a healthy
+    /// leader. `term` on the message is the term the candidate *would* use.
+    PreVote {
+        last_index: Index,
+        last_term: Term,
+    },
+    PreVoteResponse {
+        granted: bool,
+    },
+    /// RequestVote. `transfer` marks an election started by TimeoutNow, which
+    /// voters honour even while they hear from a current leader.
+    Vote {
+        last_index: Index,
+        last_term: Term,
+        transfer: bool,
+    },
+    VoteResponse {
+        granted: bool,
+    },
+    /// AppendEntries. `entries` may be empty (a probe).
+    Append {
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: Index,
+    },
+    /// Success: `index` is the highest index now matching the leader.
+    /// Rejection: `index` is the rejected `prev_index`, and `hint_index` /
+    /// `hint_term` let the leader skip back a whole term at a time.
+    AppendResponse {
+        success: bool,
+        index: Index,
+        hint_index: Index,
+        hint_term: Term,
+    },
+    /// Leader liveness plus commit propagation; `read_ctx` confirms leadership
+    /// for ReadIndex (0 = none).
+    Heartbeat {
+        commit: Index,
+        read_ctx: u64,
+    },
+    HeartbeatResponse {
+        read_ctx: u64,
+    },
+    /// One chunk of a snapshot, streamed in order. `offset` is the position of
+    /// `data` within the whole snapshot; `done` marks the last chunk.
+    InstallSnapshot {
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+    },
+    /// `next_offset` is the byte the follower expects next; `done` means the
+    /// snapshot was installed (it is now durable once the Ready is persisted).
+    /// `reject` asks the leader to restart the transfer from offset 0.
+    InstallSnapshotResponse {
+        snapshot_index: Index,
+        next_offset: u64,
+        done: bool,
+        reject: bool,
+    },
+    /// Sent by a leader transferring leadership: start an election now.
+    TimeoutNow,
+    /// A follower forwards a ReadIndex request to its leader.
+    ReadIndex {
+        ctx: u64,
+    },
+    /// The leader's answer: once this node has applied `index`, a read with
+    /// `ctx` is linearizable. `index == 0` means the leader could not serve it.
+    ReadIndexResponse {
+        ctx: u64,
+        index: Index,
+    },
+}
