@@ -1,6 +1,17 @@
 //! Drover: a durable distributed job scheduler for shell commands.
+//!
+//! Module map (see DESIGN.md): `raft` is the pure consensus core, `store` the
+//! only code touching sled, `jobs` the job model and state machine commands,
+//! `node` wires core, store and transport, `api` serves clients, `client` is
+//! the CLI, `config` the node configuration.
 
+pub mod api;
+pub mod client;
+pub mod config;
+pub mod jobs;
+pub mod node;
 pub mod raft;
+pub mod store;
 
 /// Generated gRPC code.
 pub mod proto {

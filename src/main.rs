@@ -1,1 +1,144 @@
-fn main() {}
+//! The `drover` binary: the agent (a cluster node) and the CLI in one.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use drover::client::{self, ClientOpts, JobCommand, RaftCommand};
+use drover::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(name = "drover", version, about = "A durable distributed job scheduler for shell commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand, Debug)]
+enum Top {
+    /// Run a cluster node.
+    Agent(AgentArgs),
+    /// Submit and inspect jobs.
+    Job {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+    /// Cluster operations.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum OperatorCommand {
+    /// Raft membership and leadership.
+    Raft {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: RaftCommand,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct AgentArgs {
+    /// One node on 127.0.0.1 with embedded defaults, data in ./drover-data.
+    #[arg(long, conflicts_with = "config")]
+    dev: bool,
+    /// Node configuration file (see config/).
+    #[arg(long, required_unless_present = "dev")]
+    config: Option<PathBuf>,
+    /// Overrides the data directory of the config.
+    #[arg(long, env = "DROVER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Top::Agent(args) => agent(args).await,
+            Top::Job { opts, command } => client::run(opts, |c, o| client::job(c, o, command)).await,
+            Top::Operator { command: OperatorCommand::Raft { opts, command } } => {
+                client::run(opts, |c, o| client::raft(c, o, command)).await
+            }
+        }
+    })
+}
+
+async fn agent(args: AgentArgs) -> ExitCode {
+    let loaded = match &args.config {
+        Some(path) => Config::from_file(path),
+        None => Config::dev(),
+    };
+    let mut config = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
+    init_logging(&config);
+    let node = match drover::node::Node::start(config) {
+        Ok(node) => node,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match drover::api::serve(node, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

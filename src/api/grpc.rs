@@ -1,0 +1,412 @@
+//! The `drover.v1` gRPC service. Any node serves every call: reads are local
+//! (or linearizable on request), writes are forwarded to the leader.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::jobs::{Command, Job, JobId, JobSpec};
+use crate::node::{Node, RaftError, RaftStatus};
+use crate::proto::v1 as pb;
+use crate::proto::v1::drover_client::DroverClient;
+use crate::raft::{ConfChange, NodeId, PeerInfo, Role};
+use crate::store::Applied;
+
+/// Metadata key marking a request already forwarded once, so two nodes with
+/// stale views never bounce a request between them.
+const FORWARDED: &str = "x-drover-forwarded";
+/// Metadata key carrying the leader's API address in every write response.
+const LEADER_ADDR: &str = "x-drover-leader";
+/// How long a call waits for a leader during an election before UNAVAILABLE.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// Page sizes of ListJobs.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 1000;
+/// How long AddPeer waits for a learner to catch up before promoting it.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
+
+/// The client API implementation over one node.
+pub struct DroverService {
+    node: Arc<Node>,
+    /// One reused channel per leader address.
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl DroverService {
+    /// Wraps a running node.
+    pub fn new(node: Arc<Node>) -> Self {
+        DroverService { node, channels: Mutex::new(HashMap::new()) }
+    }
+
+    /// Where a write must go: `None` = here (this node leads), `Some` = the
+    /// leader's client. Waits for an election, bounded.
+    async fn route<T>(&self, request: &Request<T>) -> Result<Option<DroverClient<Channel>>, Status> {
+        let status = self.node.status();
+        if status.role == Role::Leader {
+            return Ok(None);
+        }
+        if request.metadata().get(FORWARDED).is_some() {
+            return Err(Status::unavailable("this node is not the leader (forwarded request); retry"));
+        }
+        let Some((leader, addr)) = self.node.wait_for_leader(LEADER_WAIT).await else {
+            return Err(no_leader());
+        };
+        if leader == self.node.config.node_id {
+            return Ok(None);
+        }
+        Ok(Some(self.client(&addr)?))
+    }
+
+    fn client(&self, addr: &str) -> Result<DroverClient<Channel>, Status> {
+        let mut channels = self.channels.lock().map_err(|_| Status::internal("channel cache poisoned"))?;
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| Status::internal(format!("bad leader address {addr}: {e}")))?
+                    .connect_timeout(Duration::from_secs(2))
+                    .tcp_nodelay(true);
+                let channel = endpoint.connect_lazy();
+                channels.insert(addr.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(DroverClient::new(channel))
+    }
+
+    /// Runs a write here if this node leads, otherwise forwards it. Retries
+    /// once if leadership moved between routing and proposing.
+    async fn write<Req, Resp, Local, LocalFut, Fwd, FwdFut>(
+        &self,
+        request: Request<Req>,
+        local: Local,
+        forward: Fwd,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        Local: Fn(Req) -> LocalFut,
+        LocalFut: std::future::Future<Output = Result<Resp, Status>>,
+        Fwd: Fn(DroverClient<Channel>, Request<Req>) -> FwdFut,
+        FwdFut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+    {
+        for _attempt in 0..2 {
+            match self.route(&request).await? {
+                None => match local(request.get_ref().clone()).await {
+                    Err(status) if status.code() == tonic::Code::Unavailable && is_not_leader(&status) => {
+                        continue;
+                    }
+                    other => return other.map(|r| self.with_leader(Response::new(r))),
+                },
+                Some(client) => {
+                    let mut forwarded = Request::new(request.get_ref().clone());
+                    forwarded.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                    if let Some(token) = request.metadata().get("authorization") {
+                        forwarded.metadata_mut().insert("authorization", token.clone());
+                    }
+                    return forward(client, forwarded).await;
+                }
+            }
+        }
+        Err(no_leader())
+    }
+
+    fn with_leader<T>(&self, mut response: Response<T>) -> Response<T> {
+        if let Some((_, addr)) = self.node.leader() {
+            if let Ok(value) = addr.parse() {
+                response.metadata_mut().insert(LEADER_ADDR, value);
+            }
+        }
+        response
+    }
+
+    async fn consistent_read(&self, consistent: bool) -> Result<(), Status> {
+        if consistent {
+            self.node.read_barrier().await.map_err(raft_status)?;
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl pb::drover_server::Drover for DroverService {
+    async fn submit_job(&self, request: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let spec = spec_from_proto(request.get_ref().spec.as_ref())?;
+        spec.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let node = self.node.clone();
+        self.write(
+            request,
+            move |_req| {
+                let node = node.clone();
+                let spec = spec.clone();
+                async move {
+                    let command = Command::Submit { id: JobId::new(), spec, submitted_at_ms: now_ms() };
+                    let bytes = command.encode().map_err(|e| Status::internal(e.to_string()))?;
+                    match node.propose(bytes).await.map_err(raft_status)? {
+                        Applied::Job(job) => Ok(pb::SubmitJobResponse { job: Some(job_to_proto(&job)) }),
+                        other => Err(Status::internal(format!("unexpected apply result {other:?}"))),
+                    }
+                }
+            },
+            |mut client, req| async move { client.submit_job(req).await },
+        )
+        .await
+    }
+
+    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {
+        let req = request.into_inner();
+        let id = parse_job_id(&req.id)?;
+        self.consistent_read(req.consistent).await?;
+        let job = self.node.store.get_job(&id).map_err(|e| Status::internal(e.to_string()))?;
+        match job {
+            Some(job) => Ok(Response::new(pb::GetJobResponse { job: Some(job_to_proto(&job)) })),
+            None => Err(Status::not_found(format!("no job with id {id}"))),
+        }
+    }
+
+    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let req = request.into_inner();
+        let page_size = match req.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n if n > MAX_PAGE => {
+                return Err(Status::invalid_argument(format!("page_size {n} exceeds the maximum of {MAX_PAGE}")))
+            }
+            n => n,
+        };
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(req.page_token.parse::<JobId>().map_err(|_| {
+                Status::invalid_argument("page_token is not a token returned by ListJobs; start again without it")
+            })?)
+        };
+        self.consistent_read(req.consistent).await?;
+        let jobs = self
+            .node
+            .store
+            .list_jobs(after.as_ref(), page_size + 1)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let more = jobs.len() > page_size;
+        let jobs: Vec<Job> = jobs.into_iter().take(page_size).collect();
+        let next_page_token = match (more, jobs.last()) {
+            (true, Some(last)) => last.id.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListJobsResponse { jobs: jobs.iter().map(job_to_proto).collect(), next_page_token }))
+    }
+
+    async fn get_cluster_status(
+        &self,
+        _request: Request<pb::GetClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        let status = self.node.status();
+        let leader_api_addr = self.node.leader().map(|(_, addr)| addr).unwrap_or_default();
+        Ok(Response::new(pb::ClusterStatus {
+            cluster_id: self.node.config.cluster_id.clone(),
+            node_id: status.node_id,
+            role: role_name(status.role).to_string(),
+            term: status.term,
+            leader_id: status.leader.unwrap_or(0),
+            leader_api_addr,
+            commit_index: status.commit,
+            applied_index: status.applied,
+            snapshot_index: status.snapshot_index,
+            last_log_index: status.last_index,
+            members: members_to_proto(&status),
+            snapshots_installed: status.snapshots_installed,
+        }))
+    }
+
+    async fn add_peer(&self, request: Request<pb::AddPeerRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        let req = request.get_ref().clone();
+        if req.id == 0 {
+            return Err(Status::invalid_argument("id must be a positive integer"));
+        }
+        for (name, addr) in [("raft_addr", &req.raft_addr), ("api_addr", &req.api_addr)] {
+            if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+                return Err(Status::invalid_argument(format!("{name} `{addr}` is not host:port")));
+            }
+        }
+        let node = self.node.clone();
+        self.write(
+            request,
+            move |req| {
+                let node = node.clone();
+                async move { add_peer_here(&node, req).await }
+            },
+            |mut client, req| async move { client.add_peer(req).await },
+        )
+        .await
+    }
+
+    async fn remove_peer(
+        &self,
+        request: Request<pb::RemovePeerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let id = request.get_ref().id;
+        if !self.node.status().membership.contains(id) {
+            return Err(Status::not_found(format!("node {id} is not a member")));
+        }
+        let node = self.node.clone();
+        self.write(
+            request,
+            move |req| {
+                let node = node.clone();
+                async move {
+                    let applied = node.change_membership(ConfChange::Remove { id: req.id }).await.map_err(raft_status)?;
+                    membership_response(&node, applied)
+                }
+            },
+            |mut client, req| async move { client.remove_peer(req).await },
+        )
+        .await
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let to = request.get_ref().to;
+        if !self.node.status().membership.is_voter(to) {
+            return Err(Status::invalid_argument(format!("node {to} is not a voter")));
+        }
+        let node = self.node.clone();
+        self.write(
+            request,
+            move |req| {
+                let node = node.clone();
+                async move {
+                    node.transfer_leader(req.to).await.map_err(raft_status)?;
+                    let done = node
+                        .wait_status(LEADER_WAIT, |s| s.leader == Some(req.to))
+                        .await;
+                    if !done {
+                        return Err(Status::unavailable(format!(
+                            "node {} did not take over within {LEADER_WAIT:?}; check that it is up and caught up",
+                            req.to
+                        )));
+                    }
+                    Ok(pb::TransferLeaderResponse { leader_id: req.to })
+                }
+            },
+            |mut client, req| async move { client.transfer_leader(req).await },
+        )
+        .await
+    }
+}
+
+/// Adds `req.id` as a learner (unless it is one already), waits for it to
+/// catch up with the log, then promotes it, the safe order: a new voter that
+/// lags would otherwise stall commits until it caught up.
+async fn add_peer_here(node: &Node, req: pb::AddPeerRequest) -> Result<pb::MembershipResponse, Status> {
+    let status = node.status();
+    if status.membership.is_voter(req.id) {
+        return Err(Status::already_exists(format!("node {} is already a voter", req.id)));
+    }
+    let mut last = None;
+    if !status.membership.contains(req.id) {
+        let info = PeerInfo { raft_addr: req.raft_addr.clone(), api_addr: req.api_addr.clone() };
+        last = Some(node.change_membership(ConfChange::AddLearner { id: req.id, info }).await.map_err(raft_status)?);
+    }
+    if req.learner_only {
+        return membership_response(node, last.unwrap_or(Applied::Noop));
+    }
+    let id = req.id;
+    let caught_up = node
+        .wait_status(CATCH_UP_WAIT, |s| {
+            s.role == Role::Leader && s.progress.get(&id).is_some_and(|m| *m + 16 >= s.commit && *m > 0)
+        })
+        .await;
+    if !caught_up {
+        return Err(Status::deadline_exceeded(format!(
+            "node {id} was added as a learner but has not caught up within {CATCH_UP_WAIT:?}; \
+             check it is running and reachable at {}, then run add-peer again to promote it",
+            req.raft_addr
+        )));
+    }
+    let applied = node.change_membership(ConfChange::Promote { id }).await.map_err(raft_status)?;
+    membership_response(node, applied)
+}
+
+fn membership_response(node: &Node, applied: Applied) -> Result<pb::MembershipResponse, Status> {
+    let _ = applied;
+    let status = node.status();
+    Ok(pb::MembershipResponse { members: members_to_proto(&status), index: status.applied })
+}
+
+fn members_to_proto(status: &RaftStatus) -> Vec<pb::Member> {
+    let member = |id: &NodeId, info: &PeerInfo, suffrage: &str| pb::Member {
+        id: *id,
+        raft_addr: info.raft_addr.clone(),
+        api_addr: info.api_addr.clone(),
+        suffrage: suffrage.to_string(),
+        match_index: status.progress.get(id).copied().unwrap_or(0),
+        is_leader: status.leader == Some(*id),
+    };
+    let voters = status.membership.voters.iter().map(|(id, info)| member(id, info, "voter"));
+    let learners = status.membership.learners.iter().map(|(id, info)| member(id, info, "learner"));
+    voters.chain(learners).collect()
+}
+
+/// The name a role has in every API and CLI output.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::PreCandidate => "pre-candidate",
+    }
+}
+
+fn spec_from_proto(spec: Option<&pb::JobSpec>) -> Result<JobSpec, Status> {
+    let spec = spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
+    let command = if spec.command.is_empty() { None } else { Some(spec.command.clone()) };
+    Ok(JobSpec { command, args: spec.args.clone() })
+}
+
+fn job_to_proto(job: &Job) -> pb::Job {
+    pb::Job {
+        id: job.id.to_string(),
+        spec: Some(pb::JobSpec { command: job.spec.command.clone().unwrap_or_default(), args: job.spec.args.clone() }),
+        state: job.state.to_string(),
+        submitted_at_ms: job.submitted_at_ms,
+        index: job.index,
+    }
+}
+
+fn parse_job_id(id: &str) -> Result<JobId, Status> {
+    id.parse::<JobId>()
+        .map_err(|_| Status::invalid_argument(format!("`{id}` is not a job id (26-character ULID)")))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+fn no_leader() -> Status {
+    Status::unavailable(format!(
+        "no leader elected within {LEADER_WAIT:?} (is a quorum of nodes up?); retry shortly"
+    ))
+}
+
+const NOT_LEADER_TEXT: &str = "this node is not the leader";
+
+fn is_not_leader(status: &Status) -> bool {
+    status.message().starts_with(NOT_LEADER_TEXT)
+}
+
+/// Maps a Raft failure to the gRPC status a client can act on.
+pub fn raft_status(error: RaftError) -> Status {
+    let message = error.to_string();
+    match error {
+        RaftError::NotLeader { .. } => Status::unavailable(NOT_LEADER_TEXT),
+        RaftError::Overloaded => Status::resource_exhausted(message),
+        RaftError::Lost => Status::aborted(message),
+        RaftError::Unknown | RaftError::Timeout => Status::unavailable(message),
+        RaftError::ReadFailed | RaftError::ShuttingDown => Status::unavailable(message),
+        RaftError::Rejected(_) => Status::failed_precondition(message),
+        RaftError::Storage(_) => Status::internal(message),
+    }
+}

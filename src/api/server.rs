@@ -1,0 +1,64 @@
+//! Binds the listeners and runs the gRPC servers until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::grpc::DroverService;
+use crate::node::transport::{PeerService, MAX_RPC_BYTES};
+use crate::node::Node;
+use crate::proto::raft::raft_peer_server::RaftPeerServer;
+use crate::proto::v1::drover_server::DroverServer;
+
+/// Largest client request accepted (a job spec is far smaller).
+const MAX_CLIENT_MESSAGE: usize = 4 << 20;
+
+/// Binds both listeners first (so a port in use fails fast with its address),
+/// then serves until `shutdown` resolves.
+pub async fn serve(node: Arc<Node>, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let api_addr = node.config.listen.api;
+    let raft_addr = node.config.listen.raft;
+    let api_listener = TcpListener::bind(api_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {api_addr} (listen.api): {e}"))?;
+    let raft_listener = TcpListener::bind(raft_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {raft_addr} (listen.raft): {e}"))?;
+    let peer = PeerService {
+        cluster_id: node.config.cluster_id.clone(),
+        node_id: node.config.node_id,
+        inputs: node.inputs(),
+    };
+    let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut stop_api = stop_tx.subscribe();
+    let mut stop_raft = stop_tx.subscribe();
+    let api = tonic::transport::Server::builder()
+        .add_service(
+            DroverServer::new(DroverService::new(node.clone()))
+                .max_decoding_message_size(MAX_CLIENT_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(api_listener), async move {
+            let _ = stop_api.recv().await;
+        });
+    let raft = tonic::transport::Server::builder()
+        .add_service(
+            RaftPeerServer::new(peer)
+                .max_decoding_message_size(MAX_RPC_BYTES)
+                .max_encoding_message_size(MAX_RPC_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), async move {
+            let _ = stop_raft.recv().await;
+        });
+    println!("drover node {} listening: api {} (grpc), raft {}", node.config.node_id, api_addr, raft_addr);
+    tracing::info!(%api_addr, %raft_addr, node_id = node.config.node_id, "listening");
+    let api_task = tokio::spawn(api);
+    let raft_task = tokio::spawn(raft);
+    shutdown.await;
+    let _ = stop_tx.send(());
+    let _ = api_task.await;
+    let _ = raft_task.await;
+    node.shutdown();
+    Ok(())
+}

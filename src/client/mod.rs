@@ -1,0 +1,323 @@
+//! The CLI's client commands, over the gRPC API. Errors are one clear line
+//! and an exit code a script can use; `--output json` everywhere.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+use tonic::transport::Channel;
+
+use crate::proto::v1 as pb;
+use crate::proto::v1::drover_client::DroverClient;
+
+/// Exit codes: 0 success, 1 the cluster refused or failed the request,
+/// 2 bad usage (clap), 3 no node reachable.
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_UNREACHABLE: u8 = 3;
+
+/// Options every client command takes.
+#[derive(Args, Clone, Debug)]
+pub struct ClientOpts {
+    /// Node API address(es), comma-separated; the next is tried when one is down.
+    #[arg(long, global = true, env = "DROVER_ADDR", default_value = "http://127.0.0.1:7700")]
+    pub address: String,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// `drover job …`
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Submit a job and print its id. One argument is a shell command
+    /// (`/bin/sh -c`); several are an argument vector run without a shell.
+    Submit {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Show one job, or list jobs when no id is given.
+    Status {
+        id: Option<String>,
+        /// Read through the leader (linearizable) instead of this node's copy.
+        #[arg(long)]
+        consistent: bool,
+        /// Jobs per page when listing.
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        /// Continue a listing from this token.
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+}
+
+/// `drover operator raft …`
+#[derive(Subcommand, Debug)]
+pub enum RaftCommand {
+    /// List the members with their role and replication progress.
+    ListPeers,
+    /// Add a node: as a learner first, promoted to voter once caught up.
+    AddPeer {
+        #[arg(long)]
+        id: u64,
+        /// host:port of the new node's raft listener.
+        #[arg(long)]
+        raft_addr: String,
+        /// host:port of the new node's API listener.
+        #[arg(long)]
+        api_addr: String,
+        /// Keep it a non-voting learner.
+        #[arg(long)]
+        learner_only: bool,
+    },
+    /// Remove a node from the cluster.
+    RemovePeer {
+        #[arg(long)]
+        id: u64,
+    },
+    /// Hand leadership to another voter.
+    TransferLeader {
+        #[arg(long)]
+        to: u64,
+    },
+}
+
+/// A failed command: the line to print and the exit code.
+pub struct Failure {
+    pub message: String,
+    pub code: u8,
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Self {
+        let code = if status.code() == tonic::Code::Unavailable && status.message().contains("transport") {
+            EXIT_UNREACHABLE
+        } else {
+            EXIT_FAILED
+        };
+        Failure { message: format!("{:?}: {}", status.code(), status.message()), code }
+    }
+}
+
+/// Connects to the first reachable address of the list.
+pub async fn connect(opts: &ClientOpts) -> Result<DroverClient<Channel>, Failure> {
+    let mut errors = Vec::new();
+    for raw in opts.address.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        let url = if raw.contains("://") { raw.to_string() } else { format!("http://{raw}") };
+        let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
+            Ok(e) => e.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(30)),
+            Err(_) => {
+                errors.push(format!("{raw}: not a valid address"));
+                continue;
+            }
+        };
+        match endpoint.connect().await {
+            Ok(channel) => return Ok(DroverClient::new(channel)),
+            Err(e) => errors.push(format!("{raw}: {}", source_chain(&e))),
+        }
+    }
+    Err(Failure {
+        message: format!("cannot reach any Drover node ({})", errors.join("; ")),
+        code: EXIT_UNREACHABLE,
+    })
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
+}
+
+/// Runs a client command and turns the outcome into an exit code.
+pub async fn run<F, Fut>(opts: ClientOpts, f: F) -> ExitCode
+where
+    F: FnOnce(DroverClient<Channel>, ClientOpts) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Failure>>,
+{
+    let outcome = match connect(&opts).await {
+        Ok(client) => f(client, opts).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("Error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// `drover job …`
+pub async fn job(mut client: DroverClient<Channel>, opts: ClientOpts, cmd: JobCommand) -> Result<(), Failure> {
+    match cmd {
+        JobCommand::Submit { command } => {
+            let spec = if command.len() == 1 {
+                pb::JobSpec { command: command[0].clone(), args: vec![] }
+            } else {
+                pb::JobSpec { command: String::new(), args: command }
+            };
+            let response = client.submit_job(pb::SubmitJobRequest { spec: Some(spec) }).await?.into_inner();
+            let job = response.job.ok_or_else(|| Failure { message: "empty response".into(), code: EXIT_FAILED })?;
+            match opts.output {
+                Output::Json => println!("{}", job_json(&job)),
+                Output::Table => println!("{}", job.id),
+            }
+        }
+        JobCommand::Status { id: Some(id), consistent, .. } => {
+            let job = client.get_job(pb::GetJobRequest { id, consistent }).await?.into_inner().job;
+            let job = job.ok_or_else(|| Failure { message: "empty response".into(), code: EXIT_FAILED })?;
+            match opts.output {
+                Output::Json => println!("{}", job_json(&job)),
+                Output::Table => {
+                    println!("ID          = {}", job.id);
+                    println!("State       = {}", job.state);
+                    println!("Command     = {}", describe_spec(job.spec.as_ref()));
+                    println!("Submitted   = {}", human_time(job.submitted_at_ms));
+                    println!("Log index   = {}", job.index);
+                }
+            }
+        }
+        JobCommand::Status { id: None, consistent, page_size, page_token } => {
+            let page = client
+                .list_jobs(pb::ListJobsRequest { page_size, page_token, consistent })
+                .await?
+                .into_inner();
+            match opts.output {
+                Output::Json => {
+                    let jobs: Vec<_> = page.jobs.iter().map(job_json).collect();
+                    println!("{}", json!({ "jobs": jobs, "next_page_token": page.next_page_token }));
+                }
+                Output::Table => {
+                    println!("{:<26}  {:<10}  {:<20}  COMMAND", "ID", "STATE", "SUBMITTED");
+                    for job in &page.jobs {
+                        println!(
+                            "{:<26}  {:<10}  {:<20}  {}",
+                            job.id,
+                            job.state,
+                            human_time(job.submitted_at_ms),
+                            truncate(&describe_spec(job.spec.as_ref()), 60)
+                        );
+                    }
+                    if !page.next_page_token.is_empty() {
+                        println!("(more: --page-token {})", page.next_page_token);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `drover operator raft …`
+pub async fn raft(mut client: DroverClient<Channel>, opts: ClientOpts, cmd: RaftCommand) -> Result<(), Failure> {
+    let members = match cmd {
+        RaftCommand::ListPeers => {
+            let status = client.get_cluster_status(pb::GetClusterStatusRequest {}).await?.into_inner();
+            if opts.output == Output::Json {
+                println!("{}", status_json(&status));
+                return Ok(());
+            }
+            status.members
+        }
+        RaftCommand::AddPeer { id, raft_addr, api_addr, learner_only } => {
+            client
+                .add_peer(pb::AddPeerRequest { id, raft_addr, api_addr, learner_only })
+                .await?
+                .into_inner()
+                .members
+        }
+        RaftCommand::RemovePeer { id } => client.remove_peer(pb::RemovePeerRequest { id }).await?.into_inner().members,
+        RaftCommand::TransferLeader { to } => {
+            let r = client.transfer_leader(pb::TransferLeaderRequest { to }).await?.into_inner();
+            match opts.output {
+                Output::Json => println!("{}", json!({ "leader_id": r.leader_id })),
+                Output::Table => println!("leader is now node {}", r.leader_id),
+            }
+            return Ok(());
+        }
+    };
+    match opts.output {
+        Output::Json => println!("{}", json!({ "members": members.iter().map(member_json).collect::<Vec<_>>() })),
+        Output::Table => {
+            println!("{:<6}  {:<22}  {:<22}  {:<8}  {:<7}  MATCH", "ID", "RAFT ADDRESS", "API ADDRESS", "SUFFRAGE", "LEADER");
+            for m in &members {
+                println!(
+                    "{:<6}  {:<22}  {:<22}  {:<8}  {:<7}  {}",
+                    m.id, m.raft_addr, m.api_addr, m.suffrage, m.is_leader, m.match_index
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe_spec(spec: Option<&pb::JobSpec>) -> String {
+    match spec {
+        Some(s) if !s.command.is_empty() => s.command.clone(),
+        Some(s) => s.args.join(" "),
+        None => String::new(),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(max - 1).collect::<String>())
+    }
+}
+
+/// "3s ago", "5m ago", … relative to now.
+pub fn human_time(ms: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let secs = ((now - ms) / 1000).max(0);
+    match secs {
+        0..=59 => format!("{secs}s ago"),
+        60..=3599 => format!("{}m ago", secs / 60),
+        3600..=86399 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86400),
+    }
+}
+
+fn job_json(job: &pb::Job) -> serde_json::Value {
+    let spec = job.spec.clone().unwrap_or_default();
+    json!({
+        "id": job.id,
+        "state": job.state,
+        "command": if spec.command.is_empty() { None } else { Some(spec.command) },
+        "args": spec.args,
+        "submitted_at_ms": job.submitted_at_ms,
+        "index": job.index,
+    })
+}
+
+fn member_json(m: &pb::Member) -> serde_json::Value {
+    json!({
+        "id": m.id, "raft_addr": m.raft_addr, "api_addr": m.api_addr,
+        "suffrage": m.suffrage, "is_leader": m.is_leader, "match_index": m.match_index,
+    })
+}
+
+fn status_json(s: &pb::ClusterStatus) -> serde_json::Value {
+    json!({
+        "cluster_id": s.cluster_id, "node_id": s.node_id, "role": s.role, "term": s.term,
+        "leader_id": s.leader_id, "leader_api_addr": s.leader_api_addr,
+        "commit_index": s.commit_index, "applied_index": s.applied_index,
+        "snapshot_index": s.snapshot_index, "last_log_index": s.last_log_index,
+        "members": s.members.iter().map(member_json).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,279 @@
+//! Node configuration: a TOML file (or the embedded dev defaults), then
+//! `DROVER_*` environment overrides, then command-line flags. Validated once,
+//! up front, with errors that name the file, the key and what is wrong.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::raft::{Membership, NodeId, PeerInfo};
+
+/// The embedded defaults of `drover agent --dev`: one node on 127.0.0.1.
+pub const DEV_CONFIG: &str = include_str!("../config/dev.toml");
+
+/// Everything a node needs to run. Unknown keys are errors, so a typo never
+/// silently falls back to a default.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's id, unique in the cluster, never 0. Stored in the data dir.
+    pub node_id: NodeId,
+    /// Name of the cluster. Stored in the data dir on first start; a data dir
+    /// of another cluster is refused, and peers of another cluster are too.
+    pub cluster_id: String,
+    /// Where the Raft log, snapshots and the job table live.
+    pub data_dir: PathBuf,
+    /// Addresses this node listens on.
+    pub listen: Listen,
+    /// Members of a brand-new cluster. Used only on the first start with an
+    /// empty data dir; ignored afterwards (membership then lives in the log).
+    /// Empty means "join": wait to be added with `operator raft add-peer`.
+    #[serde(default)]
+    pub initial_members: Vec<InitialMember>,
+    /// Consensus timings and log compaction.
+    #[serde(default)]
+    pub raft: RaftConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Listen addresses. Both bind to 127.0.0.1 unless the config says otherwise.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Client gRPC API (CLI, forwarding between nodes).
+    pub api: SocketAddr,
+    /// Peer gRPC service carrying Raft messages.
+    pub raft: SocketAddr,
+}
+
+/// One member of the initial cluster.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitialMember {
+    pub id: NodeId,
+    /// host:port of its peer (Raft) listener as reachable from other nodes.
+    pub raft_addr: String,
+    /// host:port of its client API as reachable from other nodes.
+    pub api_addr: String,
+}
+
+/// Consensus timings (Drover's defaults follow etcd: 100 ms heartbeat,
+/// 1 s election timeout) and compaction (Nomad's 8192-entry threshold).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    /// Length of one logical tick of the Raft core.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+    /// Heartbeat interval, in ticks.
+    pub heartbeat_ticks: u32,
+    /// Minimum election timeout, in ticks (randomized up to twice that).
+    pub election_ticks: u32,
+    /// Take a snapshot and compact the log once this many entries were
+    /// applied since the last snapshot.
+    pub snapshot_threshold: u64,
+    /// Entries kept below a snapshot so slightly lagging followers catch up
+    /// from the log instead of a full snapshot.
+    pub trailing_entries: u64,
+    /// Append messages in flight per follower (pipelining window).
+    pub max_inflight: usize,
+    /// Size of one InstallSnapshot chunk, in bytes.
+    pub snapshot_chunk_bytes: usize,
+    /// How long a client write waits for commit before failing UNAVAILABLE
+    /// (the write may still commit: resubmit with an idempotency key).
+    #[serde(with = "humantime_serde")]
+    pub propose_timeout: Duration,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            tick: Duration::from_millis(100),
+            heartbeat_ticks: 1,
+            election_ticks: 10,
+            snapshot_threshold: 8192,
+            trailing_entries: 1024,
+            max_inflight: 64,
+            snapshot_chunk_bytes: 1 << 20,
+            propose_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Log output of the agent.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter, e.g. "info" or "drover=debug,info".
+    pub level: String,
+    /// "text" (human) or "json".
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: "text".into() }
+    }
+}
+
+/// A configuration problem, with where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid config {origin}: key `{key}`: {message}")]
+    Invalid { origin: String, key: String, message: String },
+}
+
+impl Config {
+    /// Loads and validates a config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The embedded single-node dev configuration.
+    pub fn dev() -> Result<Config, ConfigError> {
+        Config::from_toml(DEV_CONFIG, "(embedded dev defaults)")
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { origin: origin.to_string(), message: e.to_string() })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges and cross-field rules.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        if self.node_id == 0 {
+            return Err(bad("node_id", "must be a positive integer".into()));
+        }
+        if self.cluster_id.trim().is_empty() {
+            return Err(bad("cluster_id", "must not be empty".into()));
+        }
+        let raft = &self.raft;
+        if raft.tick < Duration::from_millis(1) || raft.tick > Duration::from_secs(10) {
+            return Err(bad("raft.tick", "must be between 1ms and 10s".into()));
+        }
+        if raft.heartbeat_ticks == 0 || raft.heartbeat_ticks >= raft.election_ticks {
+            return Err(bad(
+                "raft.heartbeat_ticks",
+                format!("must be at least 1 and less than raft.election_ticks ({})", raft.election_ticks),
+            ));
+        }
+        if raft.snapshot_threshold < 16 {
+            return Err(bad("raft.snapshot_threshold", "must be at least 16".into()));
+        }
+        if raft.max_inflight == 0 || raft.max_inflight > 4096 {
+            return Err(bad("raft.max_inflight", "must be between 1 and 4096".into()));
+        }
+        if raft.snapshot_chunk_bytes < 1024 || raft.snapshot_chunk_bytes > 8 << 20 {
+            return Err(bad("raft.snapshot_chunk_bytes", "must be between 1 KiB and 8 MiB".into()));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &self.initial_members {
+            if m.id == 0 || !seen.insert(m.id) {
+                return Err(bad("initial_members", format!("member id {} is zero or repeated", m.id)));
+            }
+        }
+        if !self.initial_members.is_empty() && !seen.contains(&self.node_id) {
+            return Err(bad(
+                "initial_members",
+                format!(
+                    "does not contain this node (node_id = {}); list every member of the new \
+                     cluster, this one included, or leave it empty to join an existing cluster",
+                    self.node_id
+                ),
+            ));
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return Err(bad("log.format", format!("`{}` is neither \"text\" nor \"json\"", self.log.format)));
+        }
+        Ok(())
+    }
+
+    /// The membership a brand-new cluster starts with.
+    pub fn initial_membership(&self) -> Membership {
+        let mut membership = Membership::default();
+        for m in &self.initial_members {
+            membership.voters.insert(
+                m.id,
+                PeerInfo { raft_addr: m.raft_addr.clone(), api_addr: m.api_addr.clone() },
+            );
+        }
+        membership
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_defaults_parse_and_bind_loopback_only() {
+        let config = Config::dev().expect("embedded dev config must be valid");
+        assert!(config.listen.api.ip().is_loopback());
+        assert!(config.listen.raft.ip().is_loopback());
+        assert_eq!(config.initial_members.len(), 1);
+    }
+
+    #[test]
+    fn shipped_cluster_configs_are_valid() {
+        for n in 1..=3 {
+            let path = format!("{}/config/cluster/node{n}.toml", env!("CARGO_MANIFEST_DIR"));
+            let config = Config::from_file(Path::new(&path)).expect("shipped config must be valid");
+            assert_eq!(config.node_id, n);
+            assert_eq!(config.initial_members.len(), 3);
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = DEV_CONFIG.replace("node_id = 1", "node_id = 1\nnode_idd = 2");
+        let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("node_idd"), "{err}");
+        assert!(err.contains("x.toml"), "{err}");
+    }
+
+    const MINIMAL: &str = r#"
+node_id = 1
+cluster_id = "t"
+data_dir = "d"
+listen = { api = "127.0.0.1:1", raft = "127.0.0.1:2" }
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = Config::from_toml(MINIMAL, "x.toml").expect("minimal config is valid");
+        assert_eq!(config.raft.snapshot_threshold, 8192);
+        assert!(config.initial_members.is_empty());
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let text = format!("{MINIMAL}\n[raft]\ntick = \"fast\"\n");
+        let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("tick"), "{err}");
+    }
+
+    #[test]
+    fn heartbeat_must_be_shorter_than_election() {
+        let text = format!("{MINIMAL}\n[raft]\nheartbeat_ticks = 10\nelection_ticks = 10\n");
+        let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("raft.heartbeat_ticks"), "{err}");
+    }
+}

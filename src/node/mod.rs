@@ -1,0 +1,222 @@
+//! Wiring: the only place that connects the Raft core, the store, the
+//! transport and the servers. A [`Node`] is the handle the API layer uses.
+
+pub mod raft_loop;
+pub mod transport;
+
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch};
+
+use crate::config::Config;
+use crate::raft::{self, ConfChange, Index, NodeId, Ready, Role};
+use crate::store::{Applied, Store, StoreError};
+
+pub use raft_loop::{Input, InputSender, RaftError, RaftStatus};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("cannot start the consensus core: {0}")]
+    Core(String),
+    #[error("cannot start the raft thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A running node: the Raft loop thread plus what the API needs.
+pub struct Node {
+    pub config: Config,
+    pub store: Arc<Store>,
+    inputs: InputSender,
+    status: watch::Receiver<RaftStatus>,
+}
+
+impl Node {
+    /// Opens (or creates) the data dir, bootstraps a new cluster if this is
+    /// the first start and the config lists initial members, and starts the
+    /// Raft loop on its own thread. Must be called inside a tokio runtime.
+    pub fn start(config: Config) -> Result<Arc<Node>, StartError> {
+        let store = Arc::new(Store::open(&config.data_dir, &config.cluster_id, config.node_id)?);
+        if store.is_fresh() && !config.initial_members.is_empty() {
+            // The bootstrap membership is the first durable fact of a cluster.
+            let bootstrap = Ready { membership: Some(config.initial_membership()), ..Ready::default() };
+            store.persist(&bootstrap)?;
+            tracing::info!(members = config.initial_members.len(), "bootstrapped a new cluster");
+        }
+        let restored = store.restored()?;
+        let applied = restored.applied;
+        let snapshot_index = restored.snapshot.as_ref().map(|(meta, _)| meta.index).unwrap_or(0);
+        let membership = restored.membership.clone();
+        if membership.voters.is_empty() && membership.learners.is_empty() {
+            tracing::info!("no membership yet: waiting to be added to a cluster (operator raft add-peer)");
+        }
+
+        let mut core_config = raft::Config::new(config.node_id, rand::random());
+        core_config.election_ticks = config.raft.election_ticks;
+        core_config.heartbeat_ticks = config.raft.heartbeat_ticks;
+        core_config.max_inflight = config.raft.max_inflight;
+        core_config.snapshot_chunk_bytes = config.raft.snapshot_chunk_bytes;
+        core_config.trailing_entries = config.raft.trailing_entries;
+        let raw = raft::RawNode::new(core_config, restored).map_err(StartError::Core)?;
+
+        let (input_tx, input_rx) = sync_channel(raft_loop::INPUT_QUEUE);
+        let initial = RaftStatus {
+            node_id: config.node_id,
+            role: Role::Follower,
+            term: 0,
+            leader: None,
+            commit: 0,
+            applied,
+            snapshot_index,
+            last_index: 0,
+            membership: membership.clone(),
+            progress: Default::default(),
+            snapshots_installed: 0,
+            failed: None,
+        };
+        let (status_tx, status_rx) = watch::channel(initial);
+        let advertised_raft = config
+            .initial_members
+            .iter()
+            .find(|m| m.id == config.node_id)
+            .map(|m| m.raft_addr.clone())
+            .or_else(|| membership.peer(config.node_id).map(|p| p.raft_addr.clone()))
+            .unwrap_or_else(|| config.listen.raft.to_string());
+        let outbound = transport::Outbound::new(
+            config.cluster_id.clone(),
+            config.node_id,
+            advertised_raft,
+            input_tx.clone(),
+            tokio::runtime::Handle::current(),
+        );
+        let settings = raft_loop::LoopSettings {
+            tick: config.raft.tick,
+            snapshot_threshold: config.raft.snapshot_threshold,
+        };
+        let raft_loop = raft_loop::RaftLoop::new(
+            raw,
+            store.clone(),
+            outbound,
+            input_rx,
+            status_tx,
+            settings,
+            applied,
+            snapshot_index,
+            membership,
+        );
+        std::thread::Builder::new()
+            .name("raft".into())
+            .spawn(move || raft_loop.run())
+            .map_err(StartError::Thread)?;
+        Ok(Arc::new(Node { config, store, inputs: input_tx, status: status_rx }))
+    }
+
+    /// The sender the peer service feeds.
+    pub fn inputs(&self) -> InputSender {
+        self.inputs.clone()
+    }
+
+    /// The latest Raft status published by the loop.
+    pub fn status(&self) -> RaftStatus {
+        self.status.borrow().clone()
+    }
+
+    /// The current leader and its client API address, if known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let status = self.status.borrow();
+        let leader = status.leader?;
+        let addr = status.membership.peer(leader)?.api_addr.clone();
+        Some((leader, addr))
+    }
+
+    /// Waits (bounded) until some leader is known, e.g. during an election.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<(NodeId, String)> {
+        let deadline = Instant::now() + timeout;
+        let mut status = self.status.clone();
+        loop {
+            if let Some(found) = self.leader() {
+                return Some(found);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            match tokio::time::timeout(left, status.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return self.leader(),
+            }
+        }
+    }
+
+    /// Waits (bounded) until the status satisfies `pred`.
+    pub async fn wait_status(&self, timeout: Duration, pred: impl Fn(&RaftStatus) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut status = self.status.clone();
+        loop {
+            if pred(&status.borrow_and_update()) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if tokio::time::timeout(left, status.changed()).await.is_err() {
+                return pred(&status.borrow());
+            }
+        }
+    }
+
+    /// Proposes an encoded application command on this node (it must be the
+    /// leader) and waits until it is applied, or the propose timeout passes.
+    pub async fn propose(&self, command: Vec<u8>) -> Result<Applied, RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Input::Propose { command, reply })?;
+        self.await_reply(rx).await?
+    }
+
+    /// Proposes a membership change and waits until it is applied.
+    pub async fn change_membership(&self, change: ConfChange) -> Result<Applied, RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Input::ConfChange { change, reply })?;
+        self.await_reply(rx).await?
+    }
+
+    /// Returns once this node's state machine reflects every write committed
+    /// before the call (ReadIndex), so a local read after it is linearizable.
+    pub async fn read_barrier(&self) -> Result<Index, RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Input::ReadIndex { reply })?;
+        self.await_reply(rx).await?
+    }
+
+    /// Asks the loop to hand leadership to `to`.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), RaftError> {
+        let (reply, rx) = oneshot::channel();
+        self.submit(Input::TransferLeader { to, reply })?;
+        self.await_reply(rx).await?
+    }
+
+    /// Stops the Raft loop (pending requests fail with ShuttingDown).
+    pub fn shutdown(&self) {
+        let _ = self.inputs.try_send(Input::Shutdown);
+    }
+
+    fn submit(&self, input: Input) -> Result<(), RaftError> {
+        self.inputs.try_send(input).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => RaftError::Overloaded,
+            std::sync::mpsc::TrySendError::Disconnected(_) => RaftError::ShuttingDown,
+        })
+    }
+
+    async fn await_reply<T>(&self, rx: oneshot::Receiver<T>) -> Result<T, RaftError> {
+        match tokio::time::timeout(self.config.raft.propose_timeout, rx).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(RaftError::ShuttingDown),
+            Err(_) => Err(RaftError::Timeout),
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The Raft loop: one OS thread that owns the consensus core and drives it
+//! against the store and the transport.
+//!
+//! Everything that changes Raft state arrives as an [`Input`] on one bounded
+//! channel. Each turn drains every input that is waiting (bounded), then
+//! handles the core's Ready: persist with ONE fsync, send, apply, advance.
+//! Proposals that arrive while an fsync is running wait on the channel and
+//! share the next fsync: that is the group commit.
+//!
+//! A client is answered only when its entry is applied, which happens only
+//! after a quorum (this node included) fsynced it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, watch};
+
+use super::transport::Outbound;
+use crate::raft::{
+    ConfChange, Index, Membership, Message, NodeId, ProposeError, RawNode, Ready, Role, Term,
+};
+use crate::store::{Applied, Store};
+
+/// Inputs waiting in the channel before senders are refused.
+pub const INPUT_QUEUE: usize = 16_384;
+/// Inputs handled per turn before the Ready is processed, so a flood of
+/// messages cannot starve persistence and ticks.
+const MAX_INPUTS_PER_TURN: usize = 4096;
+/// Waiting reads, waiting proposals: each bounded.
+const MAX_PENDING_READS: usize = 10_000;
+
+/// The sending half of the Raft loop's input channel.
+pub type InputSender = SyncSender<Input>;
+
+/// Why a write or a linearizable read did not go through.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RaftError {
+    #[error("this node is not the leader")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("the cluster is overloaded; retry later")]
+    Overloaded,
+    #[error("leadership changed before the entry committed; it was not applied")]
+    Lost,
+    #[error("the outcome is unknown (this node installed a snapshot past the entry); check before retrying")]
+    Unknown,
+    #[error("{0}")]
+    Rejected(String),
+    #[error("not committed in time (no quorum reachable?); the outcome is unknown")]
+    Timeout,
+    #[error("no leader could confirm the read; retry")]
+    ReadFailed,
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+impl From<ProposeError> for RaftError {
+    fn from(e: ProposeError) -> Self {
+        match e {
+            ProposeError::NotLeader { leader } => RaftError::NotLeader { leader },
+            ProposeError::Overloaded => RaftError::Overloaded,
+            other => RaftError::Rejected(other.to_string()),
+        }
+    }
+}
+
+/// A request to the Raft loop.
+pub enum Input {
+    /// A message from a peer, with the address the peer says it listens on
+    /// (so a joining node can answer a leader it has no membership for yet).
+    Message(Message, String),
+    /// The transport could not reach this peer.
+    Unreachable(NodeId),
+    /// Append an application command; answered when applied.
+    Propose { command: Vec<u8>, reply: oneshot::Sender<Result<Applied, RaftError>> },
+    /// Change the membership; answered when applied.
+    ConfChange { change: ConfChange, reply: oneshot::Sender<Result<Applied, RaftError>> },
+    /// Linearizable read point; answered with an index this node has applied.
+    ReadIndex { reply: oneshot::Sender<Result<Index, RaftError>> },
+    /// Hand leadership to another voter.
+    TransferLeader { to: NodeId, reply: oneshot::Sender<Result<(), RaftError>> },
+    /// Stop the loop.
+    Shutdown,
+}
+
+/// What the rest of the node may know about Raft without asking the loop.
+#[derive(Clone, Debug)]
+pub struct RaftStatus {
+    pub node_id: NodeId,
+    pub role: Role,
+    pub term: Term,
+    pub leader: Option<NodeId>,
+    pub commit: Index,
+    pub applied: Index,
+    pub snapshot_index: Index,
+    pub last_index: Index,
+    pub membership: Membership,
+    pub progress: BTreeMap<NodeId, Index>,
+    /// Snapshots installed from a leader since this process started.
+    pub snapshots_installed: u64,
+    /// Set when the loop stopped because of a storage failure.
+    pub failed: Option<String>,
+}
+
+/// Settings of the loop beyond the core's own config.
+pub struct LoopSettings {
+    pub tick: Duration,
+    pub snapshot_threshold: u64,
+}
+
+/// The loop's state. Created by `node`, then moved onto its thread.
+pub struct RaftLoop {
+    raw: RawNode,
+    store: Arc<Store>,
+    outbound: Outbound,
+    inputs: Receiver<Input>,
+    status: watch::Sender<RaftStatus>,
+    settings: LoopSettings,
+    /// Proposals by log index: the term they got and who waits.
+    proposals: BTreeMap<Index, (Term, oneshot::Sender<Result<Applied, RaftError>>)>,
+    /// Reads waiting for the core to confirm a read index, by ctx.
+    reads_unconfirmed: BTreeMap<u64, oneshot::Sender<Result<Index, RaftError>>>,
+    /// Reads with a confirmed index, waiting for apply to reach it.
+    reads_confirmed: VecDeque<(Index, oneshot::Sender<Result<Index, RaftError>>)>,
+    next_read_ctx: u64,
+    applied: Index,
+    snapshot_index: Index,
+    membership: Membership,
+    snapshots_installed: u64,
+}
+
+impl RaftLoop {
+    /// Assembles a loop; `applied` and `snapshot_index` come from the store.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        raw: RawNode,
+        store: Arc<Store>,
+        outbound: Outbound,
+        inputs: Receiver<Input>,
+        status: watch::Sender<RaftStatus>,
+        settings: LoopSettings,
+        applied: Index,
+        snapshot_index: Index,
+        membership: Membership,
+    ) -> Self {
+        let mut this = RaftLoop {
+            raw,
+            store,
+            outbound,
+            inputs,
+            status,
+            settings,
+            proposals: BTreeMap::new(),
+            reads_unconfirmed: BTreeMap::new(),
+            reads_confirmed: VecDeque::new(),
+            next_read_ctx: 1,
+            applied,
+            snapshot_index,
+            membership,
+            snapshots_installed: 0,
+        };
+        this.update_peers();
+        this
+    }
+
+    /// Runs until shutdown or a storage failure. A node that cannot persist
+    /// must stop: continuing would acknowledge what is not durable.
+    pub fn run(mut self) {
+        let mut next_tick = Instant::now() + self.settings.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.inputs.recv_timeout(wait) {
+                Ok(Input::Shutdown) => break,
+                Ok(input) => self.handle(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            let mut shutdown = false;
+            for _ in 0..MAX_INPUTS_PER_TURN {
+                match self.inputs.try_recv() {
+                    Ok(Input::Shutdown) => {
+                        shutdown = true;
+                        break;
+                    }
+                    Ok(input) => self.handle(input),
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick += self.settings.tick;
+                if next_tick < now {
+                    // Fell far behind (a long fsync): do not burst ticks.
+                    next_tick = now + self.settings.tick;
+                }
+            }
+            if let Err(e) = self.process_ready() {
+                tracing::error!("storage failure, stopping the raft loop: {e}");
+                self.fail_all(RaftError::Storage(e.clone()));
+                self.publish(Some(e));
+                return;
+            }
+            self.publish(None);
+            if shutdown {
+                break;
+            }
+        }
+        self.fail_all(RaftError::ShuttingDown);
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Message(msg, from_addr) => {
+                self.outbound.ensure_peer(msg.from, &from_addr);
+                self.raw.step(msg);
+            }
+            Input::Unreachable(id) => self.raw.report_unreachable(id),
+            Input::Propose { command, reply } => match self.raw.propose(command) {
+                Ok((index, term)) => {
+                    self.proposals.insert(index, (term, reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            Input::ConfChange { change, reply } => match self.raw.propose_conf_change(change) {
+                Ok((index, term)) => {
+                    self.proposals.insert(index, (term, reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+            },
+            Input::ReadIndex { reply } => {
+                if self.reads_unconfirmed.len() + self.reads_confirmed.len() >= MAX_PENDING_READS {
+                    let _ = reply.send(Err(RaftError::Overloaded));
+                    return;
+                }
+                let ctx = self.next_read_ctx;
+                self.next_read_ctx += 1;
+                self.reads_unconfirmed.insert(ctx, reply);
+                self.raw.read_index(ctx);
+            }
+            Input::TransferLeader { to, reply } => {
+                let _ = reply.send(self.raw.transfer_leader(to).map_err(RaftError::from));
+            }
+            Input::Shutdown => {}
+        }
+    }
+
+    fn process_ready(&mut self) -> Result<(), String> {
+        // Bounded: each Ready is finite and the core only produces a new one
+        // from new inputs or from what the previous advance unlocked.
+        for _ in 0..64 {
+            if !self.raw.has_ready() {
+                break;
+            }
+            let rd = self.raw.ready();
+            self.store.persist(&rd).map_err(|e| e.to_string())?;
+            self.after_persist(&rd);
+            for msg in rd.messages.iter().cloned() {
+                self.outbound.send(msg);
+            }
+            if !rd.committed.is_empty() {
+                let results = self.store.apply(&rd.committed).map_err(|e| e.to_string())?;
+                for (entry, applied) in rd.committed.iter().zip(results) {
+                    if let Some((term, reply)) = self.proposals.remove(&entry.index) {
+                        let outcome = if term == entry.term { Ok(applied) } else { Err(RaftError::Lost) };
+                        let _ = reply.send(outcome);
+                    }
+                }
+                if let Some(last) = rd.committed.last() {
+                    self.applied = last.index;
+                }
+                // Entries below the applied index can no longer be ours.
+                let stale: Vec<Index> = self.proposals.range(..=self.applied).map(|(i, _)| *i).collect();
+                for index in stale {
+                    if let Some((_, reply)) = self.proposals.remove(&index) {
+                        let _ = reply.send(Err(RaftError::Lost));
+                    }
+                }
+            }
+            for read in &rd.read_states {
+                if let Some(reply) = self.reads_unconfirmed.remove(&read.ctx) {
+                    if read.index == 0 {
+                        let _ = reply.send(Err(RaftError::ReadFailed));
+                    } else {
+                        self.reads_confirmed.push_back((read.index, reply));
+                    }
+                }
+            }
+            self.raw.advance(&rd);
+            self.answer_reads();
+            self.maybe_snapshot()?;
+        }
+        Ok(())
+    }
+
+    fn after_persist(&mut self, rd: &Ready) {
+        if let Some((meta, _)) = &rd.snapshot {
+            self.snapshots_installed += 1;
+            tracing::info!(index = meta.index, term = meta.term, "installed snapshot from the leader");
+            self.snapshot_index = meta.index;
+            self.applied = self.applied.max(meta.index);
+            self.membership = meta.membership.clone();
+            // Whatever we proposed up to here is now folded into a snapshot
+            // we cannot look inside cheaply: tell the waiters so.
+            let covered: Vec<Index> = self.proposals.range(..=meta.index).map(|(i, _)| *i).collect();
+            for index in covered {
+                if let Some((_, reply)) = self.proposals.remove(&index) {
+                    let _ = reply.send(Err(RaftError::Unknown));
+                }
+            }
+        }
+        if let Some(membership) = &rd.membership {
+            self.membership = membership.clone();
+        }
+        if rd.snapshot.is_some() || rd.membership.is_some() {
+            self.update_peers();
+        }
+    }
+
+    fn update_peers(&mut self) {
+        let peers: BTreeMap<NodeId, String> = self
+            .membership
+            .voters
+            .iter()
+            .chain(self.membership.learners.iter())
+            .map(|(id, info)| (*id, info.raft_addr.clone()))
+            .collect();
+        self.outbound.set_peers(&peers);
+    }
+
+    fn answer_reads(&mut self) {
+        let applied = self.applied;
+        let mut waiting = VecDeque::new();
+        while let Some((index, reply)) = self.reads_confirmed.pop_front() {
+            if index <= applied {
+                let _ = reply.send(Ok(index));
+            } else {
+                waiting.push_back((index, reply));
+            }
+        }
+        self.reads_confirmed = waiting;
+    }
+
+    fn maybe_snapshot(&mut self) -> Result<(), String> {
+        if self.applied < self.snapshot_index + self.settings.snapshot_threshold {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let (meta, data) = self.store.create_snapshot().map_err(|e| e.to_string())?;
+        let index = meta.index;
+        let bytes = data.len();
+        let delete_upto = self.raw.compact(meta, data);
+        if delete_upto > 0 {
+            self.store.compact_log(delete_upto).map_err(|e| e.to_string())?;
+        }
+        self.snapshot_index = index;
+        tracing::info!(index, bytes, compacted_to = delete_upto, elapsed = ?started.elapsed(), "snapshot taken");
+        Ok(())
+    }
+
+    fn publish(&mut self, failed: Option<String>) {
+        let s = self.raw.status();
+        let status = RaftStatus {
+            node_id: s.id,
+            role: s.role,
+            term: s.term,
+            leader: s.leader,
+            commit: s.commit,
+            applied: self.applied,
+            snapshot_index: self.snapshot_index,
+            last_index: s.last_index,
+            membership: s.membership,
+            progress: s.progress.into_iter().collect(),
+            snapshots_installed: self.snapshots_installed,
+            failed,
+        };
+        self.status.send_replace(status);
+    }
+
+    fn fail_all(&mut self, error: RaftError) {
+        for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
+            let _ = reply.send(Err(error.clone()));
+        }
+        for (_, reply) in std::mem::take(&mut self.reads_unconfirmed) {
+            let _ = reply.send(Err(error.clone()));
+        }
+        for (_, reply) in std::mem::take(&mut self.reads_confirmed) {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+}

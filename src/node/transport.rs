@@ -1,0 +1,230 @@
+//! Moves Raft messages between nodes over gRPC (proto/raft.proto).
+//!
+//! Outbound: one task per peer owns one reused tonic channel and a bounded
+//! queue. It sends whatever is queued as one batch; when the queue is full,
+//! new messages are dropped (Raft retransmits), so a slow or dead peer costs
+//! nothing but its retries, which back off exponentially. Inbound: the
+//! `RaftPeer` service checks the cluster id and destination, decodes each
+//! message and hands it to the Raft loop.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use super::raft_loop::{Input, InputSender};
+use crate::proto::raft::raft_peer_client::RaftPeerClient;
+use crate::proto::raft::raft_peer_server::RaftPeer;
+use crate::proto::raft::{DeliverReply, MessageBatch};
+use crate::raft::{Message, NodeId};
+
+/// Version of the peer protocol; bumped on any incompatible message change.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Messages queued per peer before new ones are dropped.
+const PEER_QUEUE: usize = 4096;
+/// Messages in one Deliver call.
+const MAX_BATCH_MESSAGES: usize = 512;
+/// Upper bound of one encoded batch (a snapshot chunk is at most 8 MiB).
+pub const MAX_RPC_BYTES: usize = 64 << 20;
+/// Bounds of the reconnect backoff for an unreachable peer.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Deadline of one Deliver call.
+const DELIVER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Encodes a core message for the wire.
+pub fn encode_message(msg: &Message) -> Result<Vec<u8>, bincode::error::EncodeError> {
+    bincode::serde::encode_to_vec(msg, bincode::config::standard())
+}
+
+/// Decodes a core message from the wire; bad bytes are an error, not a panic.
+pub fn decode_message(bytes: &[u8]) -> Result<Message, bincode::error::DecodeError> {
+    let limit = bincode::config::standard().with_limit::<{ MAX_RPC_BYTES }>();
+    bincode::serde::decode_from_slice(bytes, limit).map(|(msg, _)| msg)
+}
+
+/// Outbound side: the set of peer tasks, kept in step with the membership.
+pub struct Outbound {
+    cluster_id: String,
+    from: NodeId,
+    from_addr: String,
+    peers: BTreeMap<NodeId, PeerHandle>,
+    inputs: InputSender,
+    runtime: tokio::runtime::Handle,
+}
+
+struct PeerHandle {
+    addr: String,
+    queue: mpsc::Sender<Message>,
+}
+
+impl Outbound {
+    /// Creates an empty peer set; `inputs` receives unreachable reports.
+    pub fn new(
+        cluster_id: String,
+        from: NodeId,
+        from_addr: String,
+        inputs: InputSender,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        Outbound { cluster_id, from, from_addr, peers: BTreeMap::new(), inputs, runtime }
+    }
+
+    /// Makes the peer set match `peers` (id -> raft address): starts tasks for
+    /// new or moved peers, stops tasks of removed ones (dropping the sender
+    /// ends the task).
+    pub fn set_peers(&mut self, peers: &BTreeMap<NodeId, String>) {
+        self.peers.retain(|id, handle| peers.get(id) == Some(&handle.addr));
+        for (&id, addr) in peers {
+            if id == self.from || self.peers.contains_key(&id) {
+                continue;
+            }
+            let (queue, rx) = mpsc::channel(PEER_QUEUE);
+            let task = PeerTask {
+                cluster_id: self.cluster_id.clone(),
+                from: self.from,
+                from_addr: self.from_addr.clone(),
+                to: id,
+                addr: addr.clone(),
+                inputs: self.inputs.clone(),
+            };
+            self.runtime.spawn(task.run(rx));
+            self.peers.insert(id, PeerHandle { addr: addr.clone(), queue });
+        }
+    }
+
+    /// Adds a peer that is not in the membership yet (a leader contacting
+    /// this node before it has learned the membership). Replaced by the next
+    /// `set_peers`.
+    pub fn ensure_peer(&mut self, id: NodeId, addr: &str) {
+        if self.peers.contains_key(&id) || addr.is_empty() || id == self.from {
+            return;
+        }
+        let mut peers: BTreeMap<NodeId, String> =
+            self.peers.iter().map(|(id, p)| (*id, p.addr.clone())).collect();
+        peers.insert(id, addr.to_string());
+        self.set_peers(&peers);
+    }
+
+    /// Queues a message; drops it if the peer is unknown or its queue is
+    /// full (Raft retransmits what matters).
+    pub fn send(&self, msg: Message) {
+        match self.peers.get(&msg.to) {
+            Some(peer) => {
+                if peer.queue.try_send(msg).is_err() {
+                    tracing::trace!("peer queue full; message dropped");
+                }
+            }
+            None => tracing::trace!(to = msg.to, "message to unknown peer dropped"),
+        }
+    }
+}
+
+struct PeerTask {
+    cluster_id: String,
+    from: NodeId,
+    from_addr: String,
+    to: NodeId,
+    addr: String,
+    inputs: InputSender,
+}
+
+impl PeerTask {
+    async fn run(self, mut rx: mpsc::Receiver<Message>) {
+        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr)) {
+            Ok(e) => e
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(DELIVER_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10)),
+            Err(e) => {
+                tracing::error!(peer = self.to, addr = %self.addr, "bad peer address: {e}");
+                return;
+            }
+        };
+        let channel = endpoint.connect_lazy();
+        let mut client = RaftPeerClient::new(channel)
+            .max_decoding_message_size(MAX_RPC_BYTES)
+            .max_encoding_message_size(MAX_RPC_BYTES);
+        let mut backoff = BACKOFF_MIN;
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_MESSAGES {
+                match rx.try_recv() {
+                    Ok(msg) => batch.push(msg),
+                    Err(_) => break,
+                }
+            }
+            let mut encoded = Vec::with_capacity(batch.len());
+            for msg in &batch {
+                match encode_message(msg) {
+                    Ok(bytes) => encoded.push(bytes),
+                    Err(e) => tracing::error!("cannot encode raft message: {e}"),
+                }
+            }
+            let request = MessageBatch {
+                cluster_id: self.cluster_id.clone(),
+                protocol_version: PROTOCOL_VERSION,
+                from: self.from,
+                to: self.to,
+                messages: encoded,
+                from_raft_addr: self.from_addr.clone(),
+            };
+            match client.deliver(request).await {
+                Ok(_) => backoff = BACKOFF_MIN,
+                Err(status) => {
+                    tracing::debug!(peer = self.to, addr = %self.addr, "deliver failed: {}", status.message());
+                    let _ = self.inputs.try_send(Input::Unreachable(self.to));
+                    // Everything queued meanwhile is stale; Raft resends.
+                    tokio::time::sleep(backoff).await;
+                    while rx.try_recv().is_ok() {}
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// Inbound side: the peer gRPC service.
+pub struct PeerService {
+    pub cluster_id: String,
+    pub node_id: NodeId,
+    pub inputs: InputSender,
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn deliver(&self, request: Request<MessageBatch>) -> Result<Response<DeliverReply>, Status> {
+        let batch = request.into_inner();
+        if batch.cluster_id != self.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "this node belongs to cluster `{}`, not `{}`",
+                self.cluster_id, batch.cluster_id
+            )));
+        }
+        if batch.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "peer protocol version {} is not supported (this node speaks {})",
+                batch.protocol_version, PROTOCOL_VERSION
+            )));
+        }
+        if batch.to != self.node_id {
+            return Err(Status::failed_precondition(format!(
+                "message for node {} delivered to node {}: check the peer addresses",
+                batch.to, self.node_id
+            )));
+        }
+        for bytes in &batch.messages {
+            let msg = decode_message(bytes)
+                .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
+            if msg.from != batch.from || msg.to != self.node_id {
+                return Err(Status::invalid_argument("message sender or destination does not match the batch"));
+            }
+            if self.inputs.try_send(Input::Message(msg, batch.from_raft_addr.clone())).is_err() {
+                return Err(Status::resource_exhausted("raft input queue full"));
+            }
+        }
+        Ok(Response::new(DeliverReply {}))
+    }
+}

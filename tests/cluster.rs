@@ -1,0 +1,225 @@
+//! Real `drover agent` processes on loopback: leader loss, restart after
+//! kill -9, catch-up by snapshot install, and runtime membership changes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{all_job_ids, submit, wait_for, Cluster, RaftSettings};
+use drover::proto::v1 as pb;
+
+const ELECTION: Duration = Duration::from_secs(20);
+const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// Submits `n` jobs through node `via` (retrying on transient UNAVAILABLE
+/// during elections) and returns the acknowledged ids.
+async fn submit_many(cluster: &Cluster, via: usize, n: usize, tag: &str) -> Vec<String> {
+    let client = wait_for("a client connection", ELECTION, || cluster.client(via)).await;
+    let mut acked = Vec::new();
+    for k in 0..n {
+        let id = wait_for("an acknowledged submission", ELECTION, || {
+            let mut client = client.clone();
+            let cmd = format!("echo {tag}-{k}");
+            async move { submit(&mut client, &cmd).await.ok() }
+        })
+        .await;
+        acked.push(id);
+    }
+    acked
+}
+
+/// Waits until node `i` has every id in `expected` in its local table.
+async fn wait_has_all(cluster: &Cluster, i: usize, expected: &[String]) {
+    let want: BTreeSet<String> = expected.iter().cloned().collect();
+    let ok = tokio::time::timeout(CATCH_UP, async {
+        loop {
+            if let Some(mut client) = cluster.client(i).await {
+                if let Ok(ids) = all_job_ids(&mut client).await {
+                    let have: BTreeSet<String> = ids.into_iter().collect();
+                    if want.is_subset(&have) {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(ok.is_ok(), "node {} is missing acknowledged jobs; log tail:\n{}", i + 1, cluster.log_tail(i));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_killed_new_leader_elected_and_no_acknowledged_job_lost() {
+    let mut cluster = Cluster::start(3, RaftSettings::default());
+    let leader = cluster.wait_leader(ELECTION).await;
+    let follower = (leader + 1) % 3;
+
+    // Through a follower: exercises forwarding to the leader.
+    let mut acked = submit_many(&cluster, follower, 40, "before").await;
+
+    cluster.kill(leader);
+    let new_leader = cluster.wait_leader(ELECTION).await;
+    assert_ne!(new_leader, leader, "a killed node cannot lead");
+    let status = cluster.status(new_leader).await.expect("status of the new leader");
+    assert!(status.term > 0);
+
+    acked.extend(submit_many(&cluster, new_leader, 20, "after").await);
+
+    // Every node, the killed one restarted, has every acknowledged job.
+    cluster.restart(leader);
+    for i in 0..3 {
+        wait_has_all(&cluster, i, &acked).await;
+    }
+
+    // Then kill -9 and restart every node at once: still nothing lost.
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    for i in 0..3 {
+        cluster.restart(i);
+    }
+    cluster.wait_leader(ELECTION).await;
+    for i in 0..3 {
+        wait_has_all(&cluster, i, &acked).await;
+        let mut client = cluster.client(i).await.expect("client");
+        let ids = all_job_ids(&mut client).await.expect("list");
+        let unique: BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "no job listed twice on node {}", i + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stopped_node_catches_up_by_snapshot_install() {
+    let settings = RaftSettings { snapshot_threshold: 50, trailing_entries: 5, ..RaftSettings::default() };
+    let mut cluster = Cluster::start(3, settings);
+    let leader = cluster.wait_leader(ELECTION).await;
+    let lagging = (leader + 2) % 3;
+    let mut acked = submit_many(&cluster, leader, 5, "early").await;
+    wait_has_all(&cluster, lagging, &acked).await;
+
+    cluster.kill(lagging);
+    let leader = cluster.wait_leader(ELECTION).await;
+    acked.extend(submit_many(&cluster, leader, 160, "while-down").await);
+    let status = cluster.status(leader).await.expect("leader status");
+    assert!(status.snapshot_index > 50, "the leader compacted its log: {status:?}");
+
+    cluster.restart(lagging);
+    wait_has_all(&cluster, lagging, &acked).await;
+    let status = wait_for("the restarted node's status", ELECTION, || cluster.status(lagging)).await;
+    assert!(
+        status.snapshots_installed >= 1,
+        "the restarted node caught up by installing a snapshot: {status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn learner_joins_is_promoted_and_a_node_is_removed() {
+    let mut cluster = Cluster::start(3, RaftSettings::default());
+    let leader = cluster.wait_leader(ELECTION).await;
+    let acked = submit_many(&cluster, leader, 20, "base").await;
+
+    let joiner = cluster.start_joiner();
+    let spec = cluster.nodes[joiner].clone();
+    let out = cluster.cli(&[
+        "operator", "raft", "add-peer",
+        "--id", &spec.id.to_string(),
+        "--raft-addr", &spec.raft,
+        "--api-addr", &spec.api,
+        "--output", "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "add-peer failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.log_tail(joiner)
+    );
+    let members: serde_json::Value = serde_json::from_slice(&out.stdout).expect("add-peer prints JSON");
+    let joined = members["members"]
+        .as_array()
+        .expect("members array")
+        .iter()
+        .find(|m| m["id"] == spec.id)
+        .expect("the new node is listed");
+    assert_eq!(joined["suffrage"], "voter", "promoted after catching up");
+    wait_has_all(&cluster, joiner, &acked).await;
+
+    // Remove a follower that is not the joiner.
+    let leader = cluster.wait_leader(ELECTION).await;
+    let victim = (0..3).find(|i| *i != leader).expect("a follower");
+    let victim_id = cluster.nodes[victim].id;
+    let out = cluster.cli(&["operator", "raft", "remove-peer", "--id", &victim_id.to_string()]);
+    assert!(out.status.success(), "remove-peer failed: {}", String::from_utf8_lossy(&out.stderr));
+    cluster.kill(victim);
+
+    let out = cluster.cli(&["operator", "raft", "list-peers", "--output", "json"]);
+    assert!(out.status.success(), "list-peers failed: {}", String::from_utf8_lossy(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list-peers prints JSON");
+    let ids: BTreeSet<u64> = status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    assert!(!ids.contains(&victim_id), "removed node still listed: {ids:?}");
+    assert!(ids.contains(&spec.id));
+    assert_eq!(ids.len(), 3);
+
+    // The cluster still commits with the new membership.
+    let leader = cluster.wait_leader(ELECTION).await;
+    let more = submit_many(&cluster, leader, 5, "after-remove").await;
+    wait_has_all(&cluster, joiner, &more).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_typed_errors() {
+    let cluster = Cluster::start(1, RaftSettings::default());
+    cluster.wait_leader(ELECTION).await;
+    let mut client = cluster.client(0).await.expect("client");
+    let empty = pb::JobSpec { command: String::new(), args: vec![] };
+    let err = client.submit_job(pb::SubmitJobRequest { spec: Some(empty) }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let huge = pb::JobSpec { command: "x".repeat(100_000), args: vec![] };
+    let err = client.submit_job(pb::SubmitJobRequest { spec: Some(huge) }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let err = client.get_job(pb::GetJobRequest { id: "nope".into(), consistent: false }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let unknown = "01ARZ3NDEKTSV4RRFFQ69G5FAV".to_string();
+    let err = client.get_job(pb::GetJobRequest { id: unknown, consistent: true }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let err = client
+        .list_jobs(pb::ListJobsRequest { page_size: 5000, page_token: String::new(), consistent: false })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    // Nothing was written by the refused requests.
+    let ids = all_job_ids(&mut client).await.expect("list");
+    assert!(ids.is_empty(), "refused submissions wrote jobs: {ids:?}");
+
+    // The CLI: clear message and exit code 1 for a refused request, 3 when
+    // nothing is reachable.
+    let out = cluster.cli(&["job", "status", "01ARZ3NDEKTSV4RRFFQ69G5FAV"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no job with id"));
+    let out = std::process::Command::new(common::drover_bin())
+        .args(["job", "status", "--address", "http://127.0.0.1:1"])
+        .output()
+        .expect("run cli");
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_submit_and_status_round_trip() {
+    let cluster = Cluster::start(1, RaftSettings::default());
+    cluster.wait_leader(ELECTION).await;
+    let out = cluster.cli(&["job", "submit", "--output", "json", "--", "echo", "hello"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let id = job["id"].as_str().expect("id").to_string();
+    assert_eq!(job["args"], serde_json::json!(["echo", "hello"]));
+    let out = cluster.cli(&["job", "status", &id, "--output", "json", "--consistent"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(read["id"], id.as_str());
+    assert_eq!(read["state"], "QUEUED");
+}

@@ -1,0 +1,271 @@
+//! Test harness: real `drover agent` processes on loopback, each with its own
+//! data dir, killed with SIGKILL and restarted like an operator would.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use drover::proto::v1 as pb;
+use drover::proto::v1::drover_client::DroverClient;
+use tonic::transport::Channel;
+
+/// Path of the binary under test.
+pub fn drover_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_drover"))
+}
+
+/// A free TCP port on 127.0.0.1 (released before use; the race is harmless
+/// in practice because the kernel does not hand the same port out again soon).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Polls `check` until it returns Some, or panics with `what` at the deadline.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One node's addresses and files.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub id: u64,
+    pub api: String,
+    pub raft: String,
+    pub data_dir: PathBuf,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+/// Raft settings a test wants (fast ticks keep elections short).
+#[derive(Clone, Debug)]
+pub struct RaftSettings {
+    pub tick_ms: u64,
+    pub election_ticks: u32,
+    pub snapshot_threshold: u64,
+    pub trailing_entries: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        RaftSettings { tick_ms: 50, election_ticks: 10, snapshot_threshold: 8192, trailing_entries: 1024 }
+    }
+}
+
+/// A cluster of agent processes under one temp dir.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub cluster_id: String,
+    pub nodes: Vec<NodeSpec>,
+    pub children: Vec<Option<Child>>,
+    pub settings: RaftSettings,
+}
+
+impl Cluster {
+    /// Writes configs for `n` founding members and starts them all.
+    pub fn start(n: usize, settings: RaftSettings) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cluster_id = format!("test-{}", std::process::id());
+        let mut cluster = Cluster { dir, cluster_id, nodes: Vec::new(), children: Vec::new(), settings };
+        for id in 1..=n as u64 {
+            cluster.add_spec(id);
+        }
+        let founders: Vec<NodeSpec> = cluster.nodes.clone();
+        for spec in &founders {
+            cluster.write_config(spec, &founders);
+        }
+        for i in 0..n {
+            cluster.children.push(None);
+            cluster.restart(i);
+        }
+        cluster
+    }
+
+    fn add_spec(&mut self, id: u64) -> NodeSpec {
+        let root = self.dir.path();
+        let spec = NodeSpec {
+            id,
+            api: format!("127.0.0.1:{}", free_port()),
+            raft: format!("127.0.0.1:{}", free_port()),
+            data_dir: root.join(format!("node{id}")),
+            config_path: root.join(format!("node{id}.toml")),
+            log_path: root.join(format!("node{id}.log")),
+        };
+        self.nodes.push(spec.clone());
+        spec
+    }
+
+    fn write_config(&self, spec: &NodeSpec, initial: &[NodeSpec]) {
+        let s = &self.settings;
+        let mut text = format!(
+            "node_id = {}\ncluster_id = \"{}\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"{}\"\nraft = \"{}\"\n\n",
+            spec.id,
+            self.cluster_id,
+            spec.data_dir.display(),
+            spec.api,
+            spec.raft
+        );
+        for m in initial {
+            text += &format!(
+                "[[initial_members]]\nid = {}\nraft_addr = \"{}\"\napi_addr = \"{}\"\n\n",
+                m.id, m.raft, m.api
+            );
+        }
+        text += &format!(
+            "[raft]\ntick = \"{}ms\"\nelection_ticks = {}\nheartbeat_ticks = 2\nsnapshot_threshold = {}\ntrailing_entries = {}\n\n[log]\nlevel = \"info,drover=debug\"\n",
+            s.tick_ms, s.election_ticks, s.snapshot_threshold, s.trailing_entries
+        );
+        std::fs::write(&spec.config_path, text).expect("write node config");
+    }
+
+    /// Adds a node configured to join (no initial members) and starts it.
+    pub fn start_joiner(&mut self) -> usize {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        let spec = self.add_spec(id);
+        self.write_config(&spec, &[]);
+        self.children.push(None);
+        let index = self.nodes.len() - 1;
+        self.restart(index);
+        index
+    }
+
+    /// (Re)starts node `i` from its config and data dir.
+    pub fn restart(&mut self, i: usize) {
+        let spec = &self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_path)
+            .expect("open node log");
+        let child = Command::new(drover_bin())
+            .arg("agent")
+            .arg("--config")
+            .arg(&spec.config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn drover agent");
+        self.children[i] = Some(child);
+    }
+
+    /// SIGKILL: no shutdown path runs, unflushed writes are lost.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self, i: usize) -> bool {
+        self.children[i].is_some()
+    }
+
+    pub fn api_url(&self, i: usize) -> String {
+        format!("http://{}", self.nodes[i].api)
+    }
+
+    /// Every running node's URL, comma-separated (for DROVER_ADDR).
+    pub fn addresses(&self) -> String {
+        (0..self.nodes.len()).filter(|i| self.is_running(*i)).map(|i| self.api_url(i)).collect::<Vec<_>>().join(",")
+    }
+
+    pub async fn client(&self, i: usize) -> Option<DroverClient<Channel>> {
+        let endpoint = tonic::transport::Endpoint::from_shared(self.api_url(i))
+            .ok()?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(15));
+        endpoint.connect().await.ok().map(DroverClient::new)
+    }
+
+    pub async fn status(&self, i: usize) -> Option<pb::ClusterStatus> {
+        let mut client = self.client(i).await?;
+        client.get_cluster_status(pb::GetClusterStatusRequest {}).await.ok().map(|r| r.into_inner())
+    }
+
+    /// Waits until a running node reports itself leader; returns its index.
+    pub async fn wait_leader(&self, timeout: Duration) -> usize {
+        wait_for("a leader", timeout, || async {
+            for i in 0..self.nodes.len() {
+                if !self.is_running(i) {
+                    continue;
+                }
+                if let Some(status) = self.status(i).await {
+                    if status.role == "leader" {
+                        return Some(i);
+                    }
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// Runs the CLI against this cluster and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(drover_bin())
+            .args(args)
+            .env("DROVER_ADDR", self.addresses())
+            .output()
+            .expect("run drover CLI")
+    }
+
+    /// The tail of a node's log, for failure messages.
+    pub fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[i].log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// Submits a shell command through node `i` and returns the job id.
+pub async fn submit(client: &mut DroverClient<Channel>, command: &str) -> Result<String, tonic::Status> {
+    let spec = pb::JobSpec { command: command.to_string(), args: vec![] };
+    let response = client.submit_job(pb::SubmitJobRequest { spec: Some(spec) }).await?;
+    Ok(response.into_inner().job.map(|j| j.id).unwrap_or_default())
+}
+
+/// All job ids a node has, walking every page.
+pub async fn all_job_ids(client: &mut DroverClient<Channel>) -> Result<Vec<String>, tonic::Status> {
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_jobs(pb::ListJobsRequest { page_size: 1000, page_token: token, consistent: false })
+            .await?
+            .into_inner();
+        ids.extend(page.jobs.into_iter().map(|j| j.id));
+        if page.next_page_token.is_empty() {
+            return Ok(ids);
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Asserts a path exists (helps failure messages read well).
+pub fn assert_exists(path: &Path) {
+    assert!(path.exists(), "{} should exist", path.display());
+}
