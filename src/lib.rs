@@ -1,6 +1,8 @@
 //! Drover: a durable distributed job scheduler for shell commands.
 
+pub mod jobs;
 pub mod raft;
+pub mod store;
 
 /// Generated gRPC code.
 pub mod proto {
