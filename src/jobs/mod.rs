@@ -1,0 +1,17 @@
+//! The job model and the commands of the replicated state machine.
+//!
+//! Everything here is plain data with no I/O: `store/` persists it (sled),
+//! `api/` validates and builds it, `node/` proposes [`Command`]s through Raft.
+//! Field and variant order of every serialized type is part of the on-disk
+//! and on-the-wire format: append new variants at the end, and change a
+//! struct only together with a schema migration (see `migrations/`).
+
+mod command;
+mod id;
+mod job;
+mod spec;
+
+pub use self::command::{Command, CommandError, MAX_COMMAND_ENCODED_BYTES};
+pub use self::id::{JobId, JobIdGenerator, ParseJobIdError};
+pub use self::job::{Job, JobState};
+pub use self::spec::{JobSpec, SpecError, MAX_ARGS_BYTES, MAX_COMMAND_BYTES};

@@ -1,0 +1,515 @@
+//! Durable storage: the only module that touches sled.
+//!
+//! One sled database per node under `data_dir/db`, with the trees named in
+//! DESIGN.md (layout in `migrations/m0001_initial.rs`), plus snapshot files
+//! under `data_dir/snapshots/`. [`Store`] is the Raft log and hard state
+//! (`persist`, `restored`, `compact_log`), the job table (`apply`, reads) and
+//! its snapshots (`create_snapshot`, install through `persist`).
+//!
+//! # Crash safety
+//! sled guarantees that a `flush()` makes every earlier write durable, and
+//! that a transaction (even across trees) is recovered all or nothing. We
+//! rely on nothing else; in particular, writes not covered by a flush may be
+//! lost in any combination of whole transactions. Case by case:
+//!
+//! - `persist` (no snapshot): truncation, new entries, hard state and
+//!   membership go in ONE transaction, then ONE flush. A crash before the
+//!   flush returns loses the whole Ready or keeps all of it, never a part
+//!   (no entries of a new term under an old hard state, no hole from a
+//!   truncation without its replacement). Nothing was acknowledged yet:
+//!   the caller sends messages only after `persist` returns.
+//! - `persist` with a snapshot: the file is made durable first (temp file,
+//!   fsync, rename, dir fsync). Then one transaction replaces the log, the
+//!   hard state, the snapshot record, the job table and `sm_meta`, then one
+//!   flush. A crash before that transaction is durable leaves the old state
+//!   plus an unreferenced file (deleted on open); after it, the new state.
+//!   The previous snapshot file is deleted only after the flush.
+//! - `apply`: job-table changes and the applied index commit in one
+//!   transaction, without a flush. A crash may lose the latest applies, but
+//!   always whole ones with their applied index; the entries are durable in
+//!   the log and are re-applied after restart (applying is idempotent by
+//!   index, so a duplicate apply is skipped).
+//! - `create_snapshot`: file durable first, then the record, then a flush.
+//!   The flush also makes every earlier apply durable, so a durable snapshot
+//!   never claims an index above the durable applied index (open checks
+//!   this anyway and restores the job table from the snapshot if not).
+//! - `compact_log`: deletes only entries at or below the durable snapshot's
+//!   index (refused otherwise), in one batch, without a flush: if the
+//!   deletion is lost, the extra entries are harmless.
+//! - `open`: identity (cluster id, node id) is written and flushed before
+//!   any migration; each migration moves the version atomically and is
+//!   flushed. A crash at any point resumes at the right step.
+//!
+//! # Concurrency
+//! Methods take `&self`; `Store` is `Send + Sync`. Writers are serialized by
+//! internal locks, always taken in the order log -> state machine ->
+//! snapshot. Readers (`get_job`, `list_jobs`) take no lock.
+
+mod codec;
+mod error;
+pub mod migrations;
+mod raft_storage;
+mod snapshot;
+mod state_machine;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use sled::Transactional;
+
+use self::codec::{SmMeta, SnapshotRecord};
+use self::migrations::Migration;
+use crate::jobs::Job;
+use crate::raft::{Membership, NodeId};
+
+pub use self::error::StoreError;
+pub use self::state_machine::{Applied, MAX_LIST_LIMIT};
+
+/// Tree names: part of the on-disk format (see `migrations/`).
+const TREE_RAFT_LOG: &str = "raft_log";
+const TREE_RAFT_STATE: &str = "raft_state";
+const TREE_SNAPSHOTS: &str = "snapshots";
+const TREE_JOBS: &str = "jobs";
+const TREE_SM_META: &str = "sm_meta";
+
+/// Directory names inside `data_dir`.
+const DB_DIR: &str = "db";
+const SNAPSHOT_DIR: &str = "snapshots";
+
+/// A node's durable state. See the module docs for the crash-safety
+/// argument of each operation.
+pub struct Store {
+    data_dir: PathBuf,
+    snapshot_dir: PathBuf,
+    cluster_id: String,
+    node_id: NodeId,
+    schema_version: u32,
+    db: sled::Db,
+    raft_log: sled::Tree,
+    raft_state: sled::Tree,
+    snapshots: sled::Tree,
+    jobs: sled::Tree,
+    sm_meta: sled::Tree,
+    /// Serializes writers of the log and raft state.
+    log_lock: Mutex<()>,
+    /// Serializes writers of the job table and `sm_meta`.
+    sm_lock: Mutex<()>,
+    /// Serializes writers of snapshot files and the snapshot record.
+    snap_lock: Mutex<()>,
+    /// Applied index, published after the apply transaction commits, so a
+    /// reader that sees index `i` applied also sees its effects.
+    applied: AtomicU64,
+    job_count: AtomicU64,
+    fsyncs: AtomicU64,
+    last_fsync_nanos: AtomicU64,
+    max_fsync_nanos: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("data_dir", &self.data_dir)
+            .field("cluster_id", &self.cluster_id)
+            .field("node_id", &self.node_id)
+            .field("applied", &self.applied_index())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+    // The mutexes guard no data, so a panic while holding one leaves
+    // nothing inconsistent in memory: ignore poisoning.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Store {
+    /// Opens (creating on first use) the store in `data_dir` for node
+    /// `node_id` of cluster `cluster_id`, running pending migrations.
+    ///
+    /// Refuses, never reinitialises, a directory of another cluster or node,
+    /// of a newer schema, or with corrupt contents.
+    pub fn open(data_dir: &Path, cluster_id: &str, node_id: NodeId) -> Result<Store, StoreError> {
+        Store::open_with_migrations(data_dir, cluster_id, node_id, migrations::MIGRATIONS)
+    }
+
+    /// [`Store::open`] with an explicit migration list: what this binary's
+    /// schema is. For tests of the migration machinery and for tools.
+    pub fn open_with_migrations(
+        data_dir: &Path,
+        cluster_id: &str,
+        node_id: NodeId,
+        migrations: &[Migration],
+    ) -> Result<Store, StoreError> {
+        if node_id == 0 {
+            return Err(StoreError::InvalidArgument("node id 0 is reserved".into()));
+        }
+        if cluster_id.is_empty() {
+            return Err(StoreError::InvalidArgument(
+                "the cluster id is empty".into(),
+            ));
+        }
+        let supported = migrations.last().map_or(0, |m| m.version);
+        let data_dir = data_dir.to_path_buf();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        let snapshot_dir = data_dir.join(SNAPSHOT_DIR);
+        fs::create_dir_all(&snapshot_dir).map_err(io(&snapshot_dir))?;
+        snapshot::sync_dir(&data_dir).map_err(io(&data_dir))?;
+
+        let db_path = data_dir.join(DB_DIR);
+        let sled_err = |source: sled::Error| match source {
+            sled::Error::Corruption { .. } => StoreError::Corrupt {
+                path: db_path.clone(),
+                detail: source.to_string(),
+            },
+            source => StoreError::Sled {
+                path: db_path.clone(),
+                source,
+            },
+        };
+        let db = sled::Config::new()
+            .path(&db_path)
+            .open()
+            .map_err(sled_err)?;
+        let corrupt = |detail: String| StoreError::Corrupt {
+            path: data_dir.clone(),
+            detail,
+        };
+
+        // Identity and version, before anything else is read or written.
+        let meta = db.open_tree(migrations::META_TREE).map_err(sled_err)?;
+        let version = migrations::read_schema_version(&meta).map_err(corrupt)?;
+        if version > supported {
+            return Err(StoreError::NewerSchema {
+                path: data_dir,
+                found: version,
+                supported,
+            });
+        }
+        let stored_cluster = meta.get(codec::KEY_CLUSTER_ID).map_err(sled_err)?;
+        let stored_node = meta.get(codec::KEY_NODE_ID).map_err(sled_err)?;
+        match (stored_cluster, stored_node) {
+            (None, None) => {
+                if version != 0 {
+                    return Err(corrupt(format!(
+                        "schema version {version} is recorded but the cluster and node ids are missing"
+                    )));
+                }
+                // First open: the directory must hold nothing else, or we
+                // would adopt state of unknown origin.
+                for name in db.tree_names() {
+                    if name.as_ref() == migrations::META_TREE.as_bytes()
+                        || name.as_ref() == b"__sled__default"
+                    {
+                        continue;
+                    }
+                    let tree = db.open_tree(&name).map_err(sled_err)?;
+                    if !tree.is_empty() {
+                        return Err(corrupt(format!(
+                            "tree {:?} has data but the store's identity (meta) is missing",
+                            String::from_utf8_lossy(&name)
+                        )));
+                    }
+                }
+                meta.insert(codec::KEY_CLUSTER_ID, cluster_id.as_bytes())
+                    .map_err(sled_err)?;
+                meta.insert(codec::KEY_NODE_ID, &node_id.to_be_bytes()[..])
+                    .map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+                tracing::info!(path = %data_dir.display(), cluster_id, node_id, "created a new store");
+            }
+            (Some(found_cluster), Some(found_node)) => {
+                let found_cluster = String::from_utf8(found_cluster.to_vec())
+                    .map_err(|_| corrupt("cluster_id is not UTF-8".into()))?;
+                let found_node = <[u8; 8]>::try_from(found_node.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| corrupt("node_id is not 8 bytes".into()))?;
+                if found_cluster != cluster_id {
+                    return Err(StoreError::WrongCluster {
+                        path: data_dir,
+                        found: found_cluster,
+                        expected: cluster_id.to_string(),
+                    });
+                }
+                if found_node != node_id {
+                    return Err(StoreError::WrongNode {
+                        path: data_dir,
+                        found: found_node,
+                        expected: node_id,
+                    });
+                }
+            }
+            _ => {
+                return Err(corrupt(
+                    "only one of cluster_id and node_id is recorded".into(),
+                ))
+            }
+        }
+
+        let schema_version = migrations::run(&db, migrations).map_err(|(m, reason)| match m {
+            Some(m) => StoreError::Migration {
+                path: data_dir.clone(),
+                version: m.version,
+                name: m.name,
+                reason,
+            },
+            None => corrupt(reason),
+        })?;
+
+        let store = Store {
+            raft_log: db.open_tree(TREE_RAFT_LOG).map_err(sled_err)?,
+            raft_state: db.open_tree(TREE_RAFT_STATE).map_err(sled_err)?,
+            snapshots: db.open_tree(TREE_SNAPSHOTS).map_err(sled_err)?,
+            jobs: db.open_tree(TREE_JOBS).map_err(sled_err)?,
+            sm_meta: db.open_tree(TREE_SM_META).map_err(sled_err)?,
+            db,
+            data_dir,
+            snapshot_dir,
+            cluster_id: cluster_id.to_string(),
+            node_id,
+            schema_version,
+            log_lock: Mutex::new(()),
+            sm_lock: Mutex::new(()),
+            snap_lock: Mutex::new(()),
+            applied: AtomicU64::new(0),
+            job_count: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+            last_fsync_nanos: AtomicU64::new(0),
+            max_fsync_nanos: AtomicU64::new(0),
+        };
+        store.check_and_recover()?;
+        Ok(store)
+    }
+
+    /// Validates every record open depends on, verifies the snapshot file,
+    /// removes stale snapshot files, and repairs the one state a crash can
+    /// legitimately leave behind (see module docs).
+    fn check_and_recover(&self) -> Result<(), StoreError> {
+        self.hard_state()?;
+        self.membership()?;
+        let record = self.snapshot_record()?;
+        let sm = self.sm_meta()?;
+        let mut applied = sm.applied_index;
+        let mut job_count = sm.job_count;
+        if let Some(record) = &record {
+            let data =
+                snapshot::read_file(&self.snapshot_dir, record).map_err(|d| self.corrupt(d))?;
+            if record.meta.index > sm.applied_index {
+                tracing::warn!(
+                    snapshot = record.meta.index,
+                    applied = sm.applied_index,
+                    "state machine is behind the durable snapshot; restoring it from the snapshot"
+                );
+                let decoded = snapshot::decode(&data).map_err(|d| self.corrupt(d))?;
+                let sm = self.install_state_machine(&decoded)?;
+                self.flush()?;
+                applied = sm.applied_index;
+                job_count = sm.job_count;
+            }
+        }
+        snapshot::remove_stale_files(&self.snapshot_dir, record.as_ref().map(|r| r.file.as_str()));
+        self.applied.store(applied, Ordering::Release);
+        self.job_count.store(job_count, Ordering::Release);
+        Ok(())
+    }
+
+    /// Records the bootstrap membership in a fresh store: the raft state's
+    /// membership and the state machine's membership as of index 0. Call it
+    /// once, when [`Store::is_fresh`] says so, before the first `Ready`.
+    /// Fsyncs once.
+    pub fn bootstrap(&self, membership: &Membership) -> Result<(), StoreError> {
+        let _log = lock(&self.log_lock);
+        let _sm = lock(&self.sm_lock);
+        if !self.is_fresh() {
+            return Err(StoreError::Contract(
+                "bootstrap of a store that already has raft state".into(),
+            ));
+        }
+        let encoded = codec::encode("membership", membership)?;
+        let sm = SmMeta {
+            membership: membership.clone(),
+            ..self.sm_meta()?
+        };
+        let sm_encoded = codec::encode("sm_meta", &sm)?;
+        (&self.raft_state, &self.sm_meta)
+            .transaction(|(state, sm_tree)| {
+                state.insert(codec::KEY_MEMBERSHIP, &encoded[..])?;
+                sm_tree.insert(codec::KEY_SM_META, &sm_encoded[..])?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(|e| self.tx_err(e))?;
+        self.flush()
+    }
+
+    /// True if no raft state was ever written: the node has never
+    /// bootstrapped, voted, appended or installed a snapshot. The node layer
+    /// bootstraps (or waits to be added to a cluster) only then.
+    pub fn is_fresh(&self) -> bool {
+        self.raft_state.is_empty() && self.raft_log.is_empty() && self.snapshots.is_empty()
+    }
+
+    /// The data directory this store lives in.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The cluster this store belongs to.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// The node this store belongs to.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The schema version of the data on disk (after migrations).
+    pub fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+
+    /// Number of sled flushes (each one an fsync) since open. Snapshot file
+    /// fsyncs are not counted. Divided by entries persisted, it is the
+    /// fsyncs-per-entry figure of the benchmark.
+    pub fn fsync_count(&self) -> u64 {
+        self.fsyncs.load(Ordering::Relaxed)
+    }
+
+    /// Duration of the most recent flush.
+    pub fn last_fsync_duration(&self) -> Duration {
+        Duration::from_nanos(self.last_fsync_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Longest flush since open.
+    pub fn max_fsync_duration(&self) -> Duration {
+        Duration::from_nanos(self.max_fsync_nanos.load(Ordering::Relaxed))
+    }
+
+    /// The one way this module fsyncs sled: counted and timed.
+    fn flush(&self) -> Result<(), StoreError> {
+        let start = Instant::now();
+        self.db.flush().map_err(|e| self.sled_err(e))?;
+        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.last_fsync_nanos.store(nanos, Ordering::Relaxed);
+        self.max_fsync_nanos.fetch_max(nanos, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn corrupt(&self, detail: String) -> StoreError {
+        StoreError::Corrupt {
+            path: self.data_dir.clone(),
+            detail,
+        }
+    }
+
+    fn sled_err(&self, source: sled::Error) -> StoreError {
+        match source {
+            sled::Error::Corruption { .. } => self.corrupt(source.to_string()),
+            source => StoreError::Sled {
+                path: self.data_dir.join(DB_DIR),
+                source,
+            },
+        }
+    }
+
+    fn tx_err(&self, e: sled::transaction::TransactionError<StoreError>) -> StoreError {
+        match e {
+            sled::transaction::TransactionError::Abort(e) => e,
+            sled::transaction::TransactionError::Storage(e) => self.sled_err(e),
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        bytes: &[u8],
+    ) -> Result<T, StoreError> {
+        codec::decode(what, bytes).map_err(|d| self.corrupt(d))
+    }
+
+    fn sm_meta(&self) -> Result<SmMeta, StoreError> {
+        match self
+            .sm_meta
+            .get(codec::KEY_SM_META)
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(bytes) => self.decode("sm_meta", &bytes),
+            None => Ok(SmMeta::default()),
+        }
+    }
+
+    fn snapshot_record(&self) -> Result<Option<SnapshotRecord>, StoreError> {
+        match self
+            .snapshots
+            .get(codec::KEY_LATEST_SNAPSHOT)
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(bytes) => self.decode("snapshot record", &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the job table and `sm_meta` with a snapshot's, in one
+    /// transaction (no flush). Caller holds `sm_lock`.
+    fn install_state_machine(
+        &self,
+        snap: &snapshot::DecodedSnapshot,
+    ) -> Result<SmMeta, StoreError> {
+        let (old_keys, new_jobs, sm, sm_encoded) = self.prepare_install(snap)?;
+        (&self.jobs, &self.sm_meta)
+            .transaction(|(jobs, sm_tree)| {
+                for k in &old_keys {
+                    jobs.remove(k)?;
+                }
+                for (k, v) in &new_jobs {
+                    jobs.insert(&k[..], &v[..])?;
+                }
+                sm_tree.insert(codec::KEY_SM_META, &sm_encoded[..])?;
+                Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(|e| self.tx_err(e))?;
+        Ok(sm)
+    }
+
+    /// What installing `snap` writes: keys to delete from `jobs`, rows to
+    /// insert, and the new `sm_meta`.
+    #[allow(clippy::type_complexity)]
+    fn prepare_install(
+        &self,
+        snap: &snapshot::DecodedSnapshot,
+    ) -> Result<(Vec<sled::IVec>, Vec<([u8; 16], Vec<u8>)>, SmMeta, Vec<u8>), StoreError> {
+        let old_keys = self
+            .jobs
+            .iter()
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sled_err(e))?;
+        let new_jobs = snap
+            .jobs
+            .iter()
+            .map(|job| Ok((job.id.to_bytes(), codec::encode("job", job)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let sm = SmMeta {
+            applied_index: snap.meta.index,
+            applied_term: snap.meta.term,
+            membership: snap.meta.membership.clone(),
+            job_count: snap.jobs.len() as u64,
+        };
+        let sm_encoded = codec::encode("sm_meta", &sm)?;
+        Ok((old_keys, new_jobs, sm, sm_encoded))
+    }
+
+    fn decode_job(&self, key: &[u8], value: &[u8]) -> Result<Job, StoreError> {
+        let job: Job = self.decode("job", value)?;
+        if job.id.to_bytes().as_slice() != key {
+            return Err(self.corrupt(format!("job {} is stored under another key", job.id)));
+        }
+        Ok(job)
+    }
+}

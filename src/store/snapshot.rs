@@ -1,0 +1,257 @@
+//! Snapshot data: the byte format shipped between nodes, and the files that
+//! hold it under `data_dir/snapshots/`.
+//!
+//! # Format (version 1)
+//! ```text
+//! magic    8 bytes  "DROVSNAP"
+//! version  1 byte   1
+//! header   u32 BE length, then bincode SnapshotHeader {index, term, membership, job_count}
+//! jobs     job_count times: u32 BE length, then bincode Job, in ascending id order
+//! crc      u32 BE   CRC-32 of every preceding byte
+//! ```
+//! The same bytes are the file on disk and the payload of InstallSnapshot,
+//! so a follower verifies exactly what the leader wrote. Jobs are framed one
+//! by one so a later version can stream them instead of holding the table in
+//! one buffer.
+//!
+//! # Files
+//! A snapshot file is written to `<name>.tmp`, fsynced, renamed to `<name>`,
+//! and the directory fsynced, before any sled record points at it. So a
+//! record never names a file that a crash can take away; a crash before the
+//! record is durable leaves an unreferenced file, removed on the next open.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::codec::{self, SnapshotRecord};
+use crate::jobs::Job;
+use crate::raft::{Index, Membership, SnapshotMeta, Term};
+
+const MAGIC: &[u8; 8] = b"DROVSNAP";
+const FORMAT_V1: u8 = 1;
+const FILE_PREFIX: &str = "snap-";
+const FILE_SUFFIX: &str = ".snap";
+const TMP_SUFFIX: &str = ".tmp";
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotHeader {
+    index: Index,
+    term: Term,
+    membership: Membership,
+    job_count: u64,
+}
+
+/// Builds snapshot bytes from already-encoded job records (in id order).
+pub(crate) struct SnapshotBuilder {
+    body: Vec<u8>,
+    job_count: u64,
+}
+
+impl SnapshotBuilder {
+    pub(crate) fn new() -> SnapshotBuilder {
+        SnapshotBuilder {
+            body: Vec::new(),
+            job_count: 0,
+        }
+    }
+
+    /// Appends one job, given as its bincode record (as stored in `jobs`).
+    pub(crate) fn push_encoded_job(&mut self, record: &[u8]) -> Result<(), String> {
+        let len = u32::try_from(record.len())
+            .map_err(|_| format!("job record of {} bytes is too large", record.len()))?;
+        self.body.extend_from_slice(&len.to_be_bytes());
+        self.body.extend_from_slice(record);
+        self.job_count += 1;
+        Ok(())
+    }
+
+    /// Finishes the bytes: magic, version, header, jobs, checksum.
+    pub(crate) fn finish(self, meta: &SnapshotMeta) -> Result<Vec<u8>, super::StoreError> {
+        let header = codec::encode(
+            "snapshot header",
+            &SnapshotHeader {
+                index: meta.index,
+                term: meta.term,
+                membership: meta.membership.clone(),
+                job_count: self.job_count,
+            },
+        )?;
+        let header_len = u32::try_from(header.len())
+            .map_err(|_| super::StoreError::InvalidArgument("snapshot header too large".into()))?;
+        let mut out = Vec::with_capacity(8 + 1 + 4 + header.len() + self.body.len() + 4);
+        out.extend_from_slice(MAGIC);
+        out.push(FORMAT_V1);
+        out.extend_from_slice(&header_len.to_be_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&self.body);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        Ok(out)
+    }
+}
+
+/// Snapshot bytes, decoded and verified.
+pub(crate) struct DecodedSnapshot {
+    pub meta: SnapshotMeta,
+    /// In strictly ascending id order.
+    pub jobs: Vec<Job>,
+}
+
+/// Checks the trailing CRC-32 (and the minimum length). Cheap compared to a
+/// full decode; what open and restore do for the file on disk.
+pub(crate) fn verify_checksum(data: &[u8]) -> Result<(), String> {
+    if data.len() < MAGIC.len() + 1 + 4 + 4 {
+        return Err(format!("snapshot of {} bytes is truncated", data.len()));
+    }
+    let (body, crc) = data.split_at(data.len() - 4);
+    let stored = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let actual = crc32fast::hash(body);
+    if stored != actual {
+        return Err(format!(
+            "snapshot checksum mismatch (stored {stored:08x}, computed {actual:08x})"
+        ));
+    }
+    Ok(())
+}
+
+/// Fully decodes and verifies snapshot bytes. Never panics on any input.
+pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
+    verify_checksum(data)?;
+    let body = &data[..data.len() - 4];
+    let mut r = Reader { rest: body };
+    if r.take(MAGIC.len())? != MAGIC {
+        return Err("not a Drover snapshot (bad magic)".into());
+    }
+    let version = r.take(1)?[0];
+    if version != FORMAT_V1 {
+        return Err(format!(
+            "unknown snapshot format version {version} (written by a newer Drover?)"
+        ));
+    }
+    let header: SnapshotHeader = codec::decode("snapshot header", r.frame()?)?;
+    let mut jobs = Vec::new();
+    for n in 0..header.job_count {
+        let job: Job = codec::decode("snapshot job", r.frame()?)?;
+        if jobs.last().is_some_and(|prev: &Job| prev.id >= job.id) {
+            return Err(format!("snapshot job {n} ({}) is out of order", job.id));
+        }
+        jobs.push(job);
+    }
+    if !r.rest.is_empty() {
+        return Err(format!(
+            "{} unexpected bytes after the last job",
+            r.rest.len()
+        ));
+    }
+    Ok(DecodedSnapshot {
+        meta: SnapshotMeta {
+            index: header.index,
+            term: header.term,
+            membership: header.membership,
+        },
+        jobs,
+    })
+}
+
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.rest.len() < n {
+            return Err(format!(
+                "snapshot truncated: needed {n} bytes, {} left",
+                self.rest.len()
+            ));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn frame(&mut self) -> Result<&'a [u8], String> {
+        let len = self.take(4)?;
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        self.take(len)
+    }
+}
+
+/// The file name of the snapshot described by `meta`.
+pub(crate) fn file_name(meta: &SnapshotMeta) -> String {
+    format!(
+        "{FILE_PREFIX}{:020}-{:020}{FILE_SUFFIX}",
+        meta.index, meta.term
+    )
+}
+
+/// Writes `data` to `dir/name` durably: temp file, fsync, rename, fsync of
+/// the directory. After this returns, the file survives a crash.
+pub(crate) fn write_file(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    fs::rename(&tmp, dir.join(name))?;
+    sync_dir(dir)
+}
+
+/// Fsyncs a directory so that entries created or renamed in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Reads the file a record points at and checks length and checksums.
+/// `Err` is a description for [`super::StoreError::Corrupt`].
+pub(crate) fn read_file(dir: &Path, record: &SnapshotRecord) -> Result<Vec<u8>, String> {
+    let path = dir.join(&record.file);
+    let data = fs::read(&path)
+        .map_err(|e| format!("cannot read snapshot file {}: {e}", path.display()))?;
+    if data.len() as u64 != record.len {
+        return Err(format!(
+            "snapshot file {} has {} bytes, expected {}",
+            path.display(),
+            data.len(),
+            record.len
+        ));
+    }
+    let crc = crc32fast::hash(&data);
+    if crc != record.crc32 {
+        return Err(format!(
+            "snapshot file {} checksum mismatch (recorded {:08x}, computed {crc:08x})",
+            path.display(),
+            record.crc32
+        ));
+    }
+    verify_checksum(&data).map_err(|e| format!("snapshot file {}: {e}", path.display()))?;
+    Ok(data)
+}
+
+/// Deletes snapshot files and leftover temp files other than `keep`. Only
+/// names this module creates are touched. Failures are logged, not returned:
+/// a stale file wastes space but is never read.
+pub(crate) fn remove_stale_files(dir: &Path, keep: Option<&str>) {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot list snapshot directory");
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let ours = name.starts_with(FILE_PREFIX)
+            && (name.ends_with(FILE_SUFFIX) || name.ends_with(TMP_SUFFIX));
+        if !ours || Some(name) == keep {
+            continue;
+        }
+        if let Err(e) = fs::remove_file(entry.path()) {
+            tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove stale snapshot file");
+        }
+    }
+}
