@@ -116,7 +116,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: "text".into() }
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
     }
 }
 
@@ -124,18 +127,27 @@ impl Default for LogConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config {origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("invalid config {origin}: key `{key}`: {message}")]
-    Invalid { origin: String, key: String, message: String },
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
 }
 
 impl Config {
     /// Loads and validates a config file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Config::from_toml(&text, &path.display().to_string())
     }
 
@@ -146,8 +158,10 @@ impl Config {
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { origin: origin.to_string(), message: e.to_string() })?;
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
         config.validate(origin)?;
         Ok(config)
     }
@@ -172,22 +186,34 @@ impl Config {
         if raft.heartbeat_ticks == 0 || raft.heartbeat_ticks >= raft.election_ticks {
             return Err(bad(
                 "raft.heartbeat_ticks",
-                format!("must be at least 1 and less than raft.election_ticks ({})", raft.election_ticks),
+                format!(
+                    "must be at least 1 and less than raft.election_ticks ({})",
+                    raft.election_ticks
+                ),
             ));
         }
         if raft.snapshot_threshold < 16 {
             return Err(bad("raft.snapshot_threshold", "must be at least 16".into()));
         }
         if raft.max_inflight == 0 || raft.max_inflight > 4096 {
-            return Err(bad("raft.max_inflight", "must be between 1 and 4096".into()));
+            return Err(bad(
+                "raft.max_inflight",
+                "must be between 1 and 4096".into(),
+            ));
         }
         if raft.snapshot_chunk_bytes < 1024 || raft.snapshot_chunk_bytes > 8 << 20 {
-            return Err(bad("raft.snapshot_chunk_bytes", "must be between 1 KiB and 8 MiB".into()));
+            return Err(bad(
+                "raft.snapshot_chunk_bytes",
+                "must be between 1 KiB and 8 MiB".into(),
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for m in &self.initial_members {
             if m.id == 0 || !seen.insert(m.id) {
-                return Err(bad("initial_members", format!("member id {} is zero or repeated", m.id)));
+                return Err(bad(
+                    "initial_members",
+                    format!("member id {} is zero or repeated", m.id),
+                ));
             }
         }
         if !self.initial_members.is_empty() && !seen.contains(&self.node_id) {
@@ -201,7 +227,10 @@ impl Config {
             ));
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
-            return Err(bad("log.format", format!("`{}` is neither \"text\" nor \"json\"", self.log.format)));
+            return Err(bad(
+                "log.format",
+                format!("`{}` is neither \"text\" nor \"json\"", self.log.format),
+            ));
         }
         Ok(())
     }
@@ -212,7 +241,10 @@ impl Config {
         for m in &self.initial_members {
             membership.voters.insert(
                 m.id,
-                PeerInfo { raft_addr: m.raft_addr.clone(), api_addr: m.api_addr.clone() },
+                PeerInfo {
+                    raft_addr: m.raft_addr.clone(),
+                    api_addr: m.api_addr.clone(),
+                },
             );
         }
         membership

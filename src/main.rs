@@ -9,7 +9,11 @@ use drover::client::{self, ClientOpts, JobCommand, RaftCommand};
 use drover::config::Config;
 
 #[derive(Parser, Debug)]
-#[command(name = "drover", version, about = "A durable distributed job scheduler for shell commands")]
+#[command(
+    name = "drover",
+    version,
+    about = "A durable distributed job scheduler for shell commands"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Top,
@@ -59,7 +63,10 @@ struct AgentArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the async runtime: {e}");
@@ -69,10 +76,12 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Top::Agent(args) => agent(args).await,
-            Top::Job { opts, command } => client::run(opts, |c, o| client::job(c, o, command)).await,
-            Top::Operator { command: OperatorCommand::Raft { opts, command } } => {
-                client::run(opts, |c, o| client::raft(c, o, command)).await
+            Top::Job { opts, command } => {
+                client::run(opts, |c, o| client::job(c, o, command)).await
             }
+            Top::Operator {
+                command: OperatorCommand::Raft { opts, command },
+            } => client::run(opts, |c, o| client::raft(c, o, command)).await,
         }
     })
 }
@@ -113,7 +122,9 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if config.log.format == "json" {
         builder.json().init();
     } else {

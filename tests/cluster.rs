@@ -46,7 +46,12 @@ async fn wait_has_all(cluster: &Cluster, i: usize, expected: &[String]) {
         }
     })
     .await;
-    assert!(ok.is_ok(), "node {} is missing acknowledged jobs; log tail:\n{}", i + 1, cluster.log_tail(i));
+    assert!(
+        ok.is_ok(),
+        "node {} is missing acknowledged jobs; log tail:\n{}",
+        i + 1,
+        cluster.log_tail(i)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -61,7 +66,10 @@ async fn leader_killed_new_leader_elected_and_no_acknowledged_job_lost() {
     cluster.kill(leader);
     let new_leader = cluster.wait_leader(ELECTION).await;
     assert_ne!(new_leader, leader, "a killed node cannot lead");
-    let status = cluster.status(new_leader).await.expect("status of the new leader");
+    let status = cluster
+        .status(new_leader)
+        .await
+        .expect("status of the new leader");
     assert!(status.term > 0);
 
     acked.extend(submit_many(&cluster, new_leader, 20, "after").await);
@@ -85,13 +93,22 @@ async fn leader_killed_new_leader_elected_and_no_acknowledged_job_lost() {
         let mut client = cluster.client(i).await.expect("client");
         let ids = all_job_ids(&mut client).await.expect("list");
         let unique: BTreeSet<&String> = ids.iter().collect();
-        assert_eq!(unique.len(), ids.len(), "no job listed twice on node {}", i + 1);
+        assert_eq!(
+            unique.len(),
+            ids.len(),
+            "no job listed twice on node {}",
+            i + 1
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stopped_node_catches_up_by_snapshot_install() {
-    let settings = RaftSettings { snapshot_threshold: 50, trailing_entries: 5, ..RaftSettings::default() };
+    let settings = RaftSettings {
+        snapshot_threshold: 50,
+        trailing_entries: 5,
+        ..RaftSettings::default()
+    };
     let mut cluster = Cluster::start(3, settings);
     let leader = cluster.wait_leader(ELECTION).await;
     let lagging = (leader + 2) % 3;
@@ -102,11 +119,17 @@ async fn stopped_node_catches_up_by_snapshot_install() {
     let leader = cluster.wait_leader(ELECTION).await;
     acked.extend(submit_many(&cluster, leader, 160, "while-down").await);
     let status = cluster.status(leader).await.expect("leader status");
-    assert!(status.snapshot_index > 50, "the leader compacted its log: {status:?}");
+    assert!(
+        status.snapshot_index > 50,
+        "the leader compacted its log: {status:?}"
+    );
 
     cluster.restart(lagging);
     wait_has_all(&cluster, lagging, &acked).await;
-    let status = wait_for("the restarted node's status", ELECTION, || cluster.status(lagging)).await;
+    let status = wait_for("the restarted node's status", ELECTION, || {
+        cluster.status(lagging)
+    })
+    .await;
     assert!(
         status.snapshots_installed >= 1,
         "the restarted node caught up by installing a snapshot: {status:?}"
@@ -122,11 +145,17 @@ async fn learner_joins_is_promoted_and_a_node_is_removed() {
     let joiner = cluster.start_joiner();
     let spec = cluster.nodes[joiner].clone();
     let out = cluster.cli(&[
-        "operator", "raft", "add-peer",
-        "--id", &spec.id.to_string(),
-        "--raft-addr", &spec.raft,
-        "--api-addr", &spec.api,
-        "--output", "json",
+        "operator",
+        "raft",
+        "add-peer",
+        "--id",
+        &spec.id.to_string(),
+        "--raft-addr",
+        &spec.raft,
+        "--api-addr",
+        &spec.api,
+        "--output",
+        "json",
     ]);
     assert!(
         out.status.success(),
@@ -134,7 +163,8 @@ async fn learner_joins_is_promoted_and_a_node_is_removed() {
         String::from_utf8_lossy(&out.stderr),
         cluster.log_tail(joiner)
     );
-    let members: serde_json::Value = serde_json::from_slice(&out.stdout).expect("add-peer prints JSON");
+    let members: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("add-peer prints JSON");
     let joined = members["members"]
         .as_array()
         .expect("members array")
@@ -148,20 +178,38 @@ async fn learner_joins_is_promoted_and_a_node_is_removed() {
     let leader = cluster.wait_leader(ELECTION).await;
     let victim = (0..3).find(|i| *i != leader).expect("a follower");
     let victim_id = cluster.nodes[victim].id;
-    let out = cluster.cli(&["operator", "raft", "remove-peer", "--id", &victim_id.to_string()]);
-    assert!(out.status.success(), "remove-peer failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cluster.cli(&[
+        "operator",
+        "raft",
+        "remove-peer",
+        "--id",
+        &victim_id.to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "remove-peer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     cluster.kill(victim);
 
     let out = cluster.cli(&["operator", "raft", "list-peers", "--output", "json"]);
-    assert!(out.status.success(), "list-peers failed: {}", String::from_utf8_lossy(&out.stderr));
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list-peers prints JSON");
+    assert!(
+        out.status.success(),
+        "list-peers failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("list-peers prints JSON");
     let ids: BTreeSet<u64> = status["members"]
         .as_array()
         .expect("members")
         .iter()
         .filter_map(|m| m["id"].as_u64())
         .collect();
-    assert!(!ids.contains(&victim_id), "removed node still listed: {ids:?}");
+    assert!(
+        !ids.contains(&victim_id),
+        "removed node still listed: {ids:?}"
+    );
     assert!(ids.contains(&spec.id));
     assert_eq!(ids.len(), 3);
 
@@ -176,19 +224,47 @@ async fn bad_input_gets_typed_errors() {
     let cluster = Cluster::start(1, RaftSettings::default());
     cluster.wait_leader(ELECTION).await;
     let mut client = cluster.client(0).await.expect("client");
-    let empty = pb::JobSpec { command: String::new(), args: vec![] };
-    let err = client.submit_job(pb::SubmitJobRequest { spec: Some(empty) }).await.unwrap_err();
+    let empty = pb::JobSpec {
+        command: String::new(),
+        args: vec![],
+    };
+    let err = client
+        .submit_job(pb::SubmitJobRequest { spec: Some(empty) })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    let huge = pb::JobSpec { command: "x".repeat(100_000), args: vec![] };
-    let err = client.submit_job(pb::SubmitJobRequest { spec: Some(huge) }).await.unwrap_err();
+    let huge = pb::JobSpec {
+        command: "x".repeat(100_000),
+        args: vec![],
+    };
+    let err = client
+        .submit_job(pb::SubmitJobRequest { spec: Some(huge) })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    let err = client.get_job(pb::GetJobRequest { id: "nope".into(), consistent: false }).await.unwrap_err();
+    let err = client
+        .get_job(pb::GetJobRequest {
+            id: "nope".into(),
+            consistent: false,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     let unknown = "01ARZ3NDEKTSV4RRFFQ69G5FAV".to_string();
-    let err = client.get_job(pb::GetJobRequest { id: unknown, consistent: true }).await.unwrap_err();
+    let err = client
+        .get_job(pb::GetJobRequest {
+            id: unknown,
+            consistent: true,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     let err = client
-        .list_jobs(pb::ListJobsRequest { page_size: 5000, page_token: String::new(), consistent: false })
+        .list_jobs(pb::ListJobsRequest {
+            page_size: 5000,
+            page_token: String::new(),
+            consistent: false,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
@@ -205,7 +281,12 @@ async fn bad_input_gets_typed_errors() {
         .args(["job", "status", "--address", "http://127.0.0.1:1"])
         .output()
         .expect("run cli");
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -213,12 +294,20 @@ async fn cli_submit_and_status_round_trip() {
     let cluster = Cluster::start(1, RaftSettings::default());
     cluster.wait_leader(ELECTION).await;
     let out = cluster.cli(&["job", "submit", "--output", "json", "--", "echo", "hello"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let job: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let id = job["id"].as_str().expect("id").to_string();
     assert_eq!(job["args"], serde_json::json!(["echo", "hello"]));
     let out = cluster.cli(&["job", "status", &id, "--output", "json", "--consistent"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let read: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(read["id"], id.as_str());
     assert_eq!(read["state"], "QUEUED");

@@ -38,18 +38,26 @@ pub struct DroverService {
 impl DroverService {
     /// Wraps a running node.
     pub fn new(node: Arc<Node>) -> Self {
-        DroverService { node, channels: Mutex::new(HashMap::new()) }
+        DroverService {
+            node,
+            channels: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Where a write must go: `None` = here (this node leads), `Some` = the
     /// leader's client. Waits for an election, bounded.
-    async fn route<T>(&self, request: &Request<T>) -> Result<Option<DroverClient<Channel>>, Status> {
+    async fn route<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<DroverClient<Channel>>, Status> {
         let status = self.node.status();
         if status.role == Role::Leader {
             return Ok(None);
         }
         if request.metadata().get(FORWARDED).is_some() {
-            return Err(Status::unavailable("this node is not the leader (forwarded request); retry"));
+            return Err(Status::unavailable(
+                "this node is not the leader (forwarded request); retry",
+            ));
         }
         let Some((leader, addr)) = self.node.wait_for_leader(LEADER_WAIT).await else {
             return Err(no_leader());
@@ -61,7 +69,10 @@ impl DroverService {
     }
 
     fn client(&self, addr: &str) -> Result<DroverClient<Channel>, Status> {
-        let mut channels = self.channels.lock().map_err(|_| Status::internal("channel cache poisoned"))?;
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| Status::internal("channel cache poisoned"))?;
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
@@ -95,16 +106,22 @@ impl DroverService {
         for _attempt in 0..2 {
             match self.route(&request).await? {
                 None => match local(request.get_ref().clone()).await {
-                    Err(status) if status.code() == tonic::Code::Unavailable && is_not_leader(&status) => {
+                    Err(status)
+                        if status.code() == tonic::Code::Unavailable && is_not_leader(&status) =>
+                    {
                         continue;
                     }
                     other => return other.map(|r| self.with_leader(Response::new(r))),
                 },
                 Some(client) => {
                     let mut forwarded = Request::new(request.get_ref().clone());
-                    forwarded.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                    forwarded
+                        .metadata_mut()
+                        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
                     if let Some(token) = request.metadata().get("authorization") {
-                        forwarded.metadata_mut().insert("authorization", token.clone());
+                        forwarded
+                            .metadata_mut()
+                            .insert("authorization", token.clone());
                     }
                     return forward(client, forwarded).await;
                 }
@@ -132,9 +149,13 @@ impl DroverService {
 
 #[tonic::async_trait]
 impl pb::drover_server::Drover for DroverService {
-    async fn submit_job(&self, request: Request<pb::SubmitJobRequest>) -> Result<Response<pb::SubmitJobResponse>, Status> {
+    async fn submit_job(
+        &self,
+        request: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let spec = spec_from_proto(request.get_ref().spec.as_ref())?;
-        spec.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        spec.validate()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let node = self.node.clone();
         self.write(
             request,
@@ -142,11 +163,21 @@ impl pb::drover_server::Drover for DroverService {
                 let node = node.clone();
                 let spec = spec.clone();
                 async move {
-                    let command = Command::Submit { id: JobId::new(), spec, submitted_at_ms: now_ms() };
-                    let bytes = command.encode().map_err(|e| Status::internal(e.to_string()))?;
+                    let command = Command::Submit {
+                        id: JobId::generate(),
+                        spec,
+                        submitted_at_ms: now_ms(),
+                    };
+                    let bytes = command
+                        .encode()
+                        .map_err(|e| Status::internal(e.to_string()))?;
                     match node.propose(bytes).await.map_err(raft_status)? {
-                        Applied::Job(job) => Ok(pb::SubmitJobResponse { job: Some(job_to_proto(&job)) }),
-                        other => Err(Status::internal(format!("unexpected apply result {other:?}"))),
+                        Applied::Job(job) => Ok(pb::SubmitJobResponse {
+                            job: Some(job_to_proto(&job)),
+                        }),
+                        other => Err(Status::internal(format!(
+                            "unexpected apply result {other:?}"
+                        ))),
                     }
                 }
             },
@@ -155,23 +186,37 @@ impl pb::drover_server::Drover for DroverService {
         .await
     }
 
-    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::GetJobResponse>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
         let req = request.into_inner();
         let id = parse_job_id(&req.id)?;
         self.consistent_read(req.consistent).await?;
-        let job = self.node.store.get_job(&id).map_err(|e| Status::internal(e.to_string()))?;
+        let job = self
+            .node
+            .store
+            .get_job(&id)
+            .map_err(|e| Status::internal(e.to_string()))?;
         match job {
-            Some(job) => Ok(Response::new(pb::GetJobResponse { job: Some(job_to_proto(&job)) })),
+            Some(job) => Ok(Response::new(pb::GetJobResponse {
+                job: Some(job_to_proto(&job)),
+            })),
             None => Err(Status::not_found(format!("no job with id {id}"))),
         }
     }
 
-    async fn list_jobs(&self, request: Request<pb::ListJobsRequest>) -> Result<Response<pb::ListJobsResponse>, Status> {
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let req = request.into_inner();
         let page_size = match req.page_size as usize {
             0 => DEFAULT_PAGE,
             n if n > MAX_PAGE => {
-                return Err(Status::invalid_argument(format!("page_size {n} exceeds the maximum of {MAX_PAGE}")))
+                return Err(Status::invalid_argument(format!(
+                    "page_size {n} exceeds the maximum of {MAX_PAGE}"
+                )))
             }
             n => n,
         };
@@ -179,7 +224,9 @@ impl pb::drover_server::Drover for DroverService {
             None
         } else {
             Some(req.page_token.parse::<JobId>().map_err(|_| {
-                Status::invalid_argument("page_token is not a token returned by ListJobs; start again without it")
+                Status::invalid_argument(
+                    "page_token is not a token returned by ListJobs; start again without it",
+                )
             })?)
         };
         self.consistent_read(req.consistent).await?;
@@ -194,7 +241,10 @@ impl pb::drover_server::Drover for DroverService {
             (true, Some(last)) => last.id.to_string(),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListJobsResponse { jobs: jobs.iter().map(job_to_proto).collect(), next_page_token }))
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.iter().map(job_to_proto).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_cluster_status(
@@ -219,14 +269,19 @@ impl pb::drover_server::Drover for DroverService {
         }))
     }
 
-    async fn add_peer(&self, request: Request<pb::AddPeerRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+    async fn add_peer(
+        &self,
+        request: Request<pb::AddPeerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
         let req = request.get_ref().clone();
         if req.id == 0 {
             return Err(Status::invalid_argument("id must be a positive integer"));
         }
         for (name, addr) in [("raft_addr", &req.raft_addr), ("api_addr", &req.api_addr)] {
             if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
-                return Err(Status::invalid_argument(format!("{name} `{addr}` is not host:port")));
+                return Err(Status::invalid_argument(format!(
+                    "{name} `{addr}` is not host:port"
+                )));
             }
         }
         let node = self.node.clone();
@@ -255,7 +310,10 @@ impl pb::drover_server::Drover for DroverService {
             move |req| {
                 let node = node.clone();
                 async move {
-                    let applied = node.change_membership(ConfChange::Remove { id: req.id }).await.map_err(raft_status)?;
+                    let applied = node
+                        .change_membership(ConfChange::Remove { id: req.id })
+                        .await
+                        .map_err(raft_status)?;
                     membership_response(&node, applied)
                 }
             },
@@ -270,7 +328,9 @@ impl pb::drover_server::Drover for DroverService {
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
         let to = request.get_ref().to;
         if !self.node.status().membership.is_voter(to) {
-            return Err(Status::invalid_argument(format!("node {to} is not a voter")));
+            return Err(Status::invalid_argument(format!(
+                "node {to} is not a voter"
+            )));
         }
         let node = self.node.clone();
         self.write(
@@ -300,15 +360,28 @@ impl pb::drover_server::Drover for DroverService {
 /// Adds `req.id` as a learner (unless it is one already), waits for it to
 /// catch up with the log, then promotes it, the safe order: a new voter that
 /// lags would otherwise stall commits until it caught up.
-async fn add_peer_here(node: &Node, req: pb::AddPeerRequest) -> Result<pb::MembershipResponse, Status> {
+async fn add_peer_here(
+    node: &Node,
+    req: pb::AddPeerRequest,
+) -> Result<pb::MembershipResponse, Status> {
     let status = node.status();
     if status.membership.is_voter(req.id) {
-        return Err(Status::already_exists(format!("node {} is already a voter", req.id)));
+        return Err(Status::already_exists(format!(
+            "node {} is already a voter",
+            req.id
+        )));
     }
     let mut last = None;
     if !status.membership.contains(req.id) {
-        let info = PeerInfo { raft_addr: req.raft_addr.clone(), api_addr: req.api_addr.clone() };
-        last = Some(node.change_membership(ConfChange::AddLearner { id: req.id, info }).await.map_err(raft_status)?);
+        let info = PeerInfo {
+            raft_addr: req.raft_addr.clone(),
+            api_addr: req.api_addr.clone(),
+        };
+        last = Some(
+            node.change_membership(ConfChange::AddLearner { id: req.id, info })
+                .await
+                .map_err(raft_status)?,
+        );
     }
     if req.learner_only {
         return membership_response(node, last.unwrap_or(Applied::Noop));
@@ -316,7 +389,10 @@ async fn add_peer_here(node: &Node, req: pb::AddPeerRequest) -> Result<pb::Membe
     let id = req.id;
     let caught_up = node
         .wait_status(CATCH_UP_WAIT, |s| {
-            s.role == Role::Leader && s.progress.get(&id).is_some_and(|m| *m + 16 >= s.commit && *m > 0)
+            s.role == Role::Leader
+                && s.progress
+                    .get(&id)
+                    .is_some_and(|m| *m + 16 >= s.commit && *m > 0)
         })
         .await;
     if !caught_up {
@@ -326,14 +402,20 @@ async fn add_peer_here(node: &Node, req: pb::AddPeerRequest) -> Result<pb::Membe
             req.raft_addr
         )));
     }
-    let applied = node.change_membership(ConfChange::Promote { id }).await.map_err(raft_status)?;
+    let applied = node
+        .change_membership(ConfChange::Promote { id })
+        .await
+        .map_err(raft_status)?;
     membership_response(node, applied)
 }
 
 fn membership_response(node: &Node, applied: Applied) -> Result<pb::MembershipResponse, Status> {
     let _ = applied;
     let status = node.status();
-    Ok(pb::MembershipResponse { members: members_to_proto(&status), index: status.applied })
+    Ok(pb::MembershipResponse {
+        members: members_to_proto(&status),
+        index: status.applied,
+    })
 }
 
 fn members_to_proto(status: &RaftStatus) -> Vec<pb::Member> {
@@ -345,8 +427,16 @@ fn members_to_proto(status: &RaftStatus) -> Vec<pb::Member> {
         match_index: status.progress.get(id).copied().unwrap_or(0),
         is_leader: status.leader == Some(*id),
     };
-    let voters = status.membership.voters.iter().map(|(id, info)| member(id, info, "voter"));
-    let learners = status.membership.learners.iter().map(|(id, info)| member(id, info, "learner"));
+    let voters = status
+        .membership
+        .voters
+        .iter()
+        .map(|(id, info)| member(id, info, "voter"));
+    let learners = status
+        .membership
+        .learners
+        .iter()
+        .map(|(id, info)| member(id, info, "learner"));
     voters.chain(learners).collect()
 }
 
@@ -362,27 +452,41 @@ pub fn role_name(role: Role) -> &'static str {
 
 fn spec_from_proto(spec: Option<&pb::JobSpec>) -> Result<JobSpec, Status> {
     let spec = spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
-    let command = if spec.command.is_empty() { None } else { Some(spec.command.clone()) };
-    Ok(JobSpec { command, args: spec.args.clone() })
+    let command = if spec.command.is_empty() {
+        None
+    } else {
+        Some(spec.command.clone())
+    };
+    Ok(JobSpec {
+        command,
+        args: spec.args.clone(),
+    })
 }
 
 fn job_to_proto(job: &Job) -> pb::Job {
     pb::Job {
         id: job.id.to_string(),
-        spec: Some(pb::JobSpec { command: job.spec.command.clone().unwrap_or_default(), args: job.spec.args.clone() }),
-        state: job.state.to_string(),
+        spec: Some(pb::JobSpec {
+            command: job.spec.command.clone().unwrap_or_default(),
+            args: job.spec.args.clone(),
+        }),
+        state: job.state.as_str().to_string(),
         submitted_at_ms: job.submitted_at_ms,
         index: job.index,
     }
 }
 
 fn parse_job_id(id: &str) -> Result<JobId, Status> {
-    id.parse::<JobId>()
-        .map_err(|_| Status::invalid_argument(format!("`{id}` is not a job id (26-character ULID)")))
+    id.parse::<JobId>().map_err(|_| {
+        Status::invalid_argument(format!("`{id}` is not a job id (26-character ULID)"))
+    })
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn no_leader() -> Status {

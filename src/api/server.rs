@@ -17,7 +17,10 @@ const MAX_CLIENT_MESSAGE: usize = 4 << 20;
 
 /// Binds both listeners first (so a port in use fails fast with its address),
 /// then serves until `shutdown` resolves.
-pub async fn serve(node: Arc<Node>, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    node: Arc<Node>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let api_addr = node.config.listen.api;
     let raft_addr = node.config.listen.raft;
     let api_listener = TcpListener::bind(api_addr)
@@ -51,7 +54,10 @@ pub async fn serve(node: Arc<Node>, shutdown: impl Future<Output = ()> + Send + 
         .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), async move {
             let _ = stop_raft.recv().await;
         });
-    println!("drover node {} listening: api {} (grpc), raft {}", node.config.node_id, api_addr, raft_addr);
+    println!(
+        "drover node {} listening: api {} (grpc), raft {}",
+        node.config.node_id, api_addr, raft_addr
+    );
     tracing::info!(%api_addr, %raft_addr, node_id = node.config.node_id, "listening");
     let api_task = tokio::spawn(api);
     let raft_task = tokio::spawn(raft);

@@ -20,7 +20,12 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 #[derive(Args, Clone, Debug)]
 pub struct ClientOpts {
     /// Node API address(es), comma-separated; the next is tried when one is down.
-    #[arg(long, global = true, env = "DROVER_ADDR", default_value = "http://127.0.0.1:7700")]
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_ADDR",
+        default_value = "http://127.0.0.1:7700"
+    )]
     pub address: String,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
@@ -97,22 +102,38 @@ pub struct Failure {
 
 impl From<tonic::Status> for Failure {
     fn from(status: tonic::Status) -> Self {
-        let code = if status.code() == tonic::Code::Unavailable && status.message().contains("transport") {
+        let code = if status.code() == tonic::Code::Unavailable
+            && status.message().contains("transport")
+        {
             EXIT_UNREACHABLE
         } else {
             EXIT_FAILED
         };
-        Failure { message: format!("{:?}: {}", status.code(), status.message()), code }
+        Failure {
+            message: format!("{:?}: {}", status.code(), status.message()),
+            code,
+        }
     }
 }
 
 /// Connects to the first reachable address of the list.
 pub async fn connect(opts: &ClientOpts) -> Result<DroverClient<Channel>, Failure> {
     let mut errors = Vec::new();
-    for raw in opts.address.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-        let url = if raw.contains("://") { raw.to_string() } else { format!("http://{raw}") };
+    for raw in opts
+        .address
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        let url = if raw.contains("://") {
+            raw.to_string()
+        } else {
+            format!("http://{raw}")
+        };
         let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
-            Ok(e) => e.connect_timeout(Duration::from_secs(2)).timeout(Duration::from_secs(30)),
+            Ok(e) => e
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(30)),
             Err(_) => {
                 errors.push(format!("{raw}: not a valid address"));
                 continue;
@@ -159,24 +180,51 @@ where
 }
 
 /// `drover job …`
-pub async fn job(mut client: DroverClient<Channel>, opts: ClientOpts, cmd: JobCommand) -> Result<(), Failure> {
+pub async fn job(
+    mut client: DroverClient<Channel>,
+    opts: ClientOpts,
+    cmd: JobCommand,
+) -> Result<(), Failure> {
     match cmd {
         JobCommand::Submit { command } => {
             let spec = if command.len() == 1 {
-                pb::JobSpec { command: command[0].clone(), args: vec![] }
+                pb::JobSpec {
+                    command: command[0].clone(),
+                    args: vec![],
+                }
             } else {
-                pb::JobSpec { command: String::new(), args: command }
+                pb::JobSpec {
+                    command: String::new(),
+                    args: command,
+                }
             };
-            let response = client.submit_job(pb::SubmitJobRequest { spec: Some(spec) }).await?.into_inner();
-            let job = response.job.ok_or_else(|| Failure { message: "empty response".into(), code: EXIT_FAILED })?;
+            let response = client
+                .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
+                .await?
+                .into_inner();
+            let job = response.job.ok_or_else(|| Failure {
+                message: "empty response".into(),
+                code: EXIT_FAILED,
+            })?;
             match opts.output {
                 Output::Json => println!("{}", job_json(&job)),
                 Output::Table => println!("{}", job.id),
             }
         }
-        JobCommand::Status { id: Some(id), consistent, .. } => {
-            let job = client.get_job(pb::GetJobRequest { id, consistent }).await?.into_inner().job;
-            let job = job.ok_or_else(|| Failure { message: "empty response".into(), code: EXIT_FAILED })?;
+        JobCommand::Status {
+            id: Some(id),
+            consistent,
+            ..
+        } => {
+            let job = client
+                .get_job(pb::GetJobRequest { id, consistent })
+                .await?
+                .into_inner()
+                .job;
+            let job = job.ok_or_else(|| Failure {
+                message: "empty response".into(),
+                code: EXIT_FAILED,
+            })?;
             match opts.output {
                 Output::Json => println!("{}", job_json(&job)),
                 Output::Table => {
@@ -188,18 +236,33 @@ pub async fn job(mut client: DroverClient<Channel>, opts: ClientOpts, cmd: JobCo
                 }
             }
         }
-        JobCommand::Status { id: None, consistent, page_size, page_token } => {
+        JobCommand::Status {
+            id: None,
+            consistent,
+            page_size,
+            page_token,
+        } => {
             let page = client
-                .list_jobs(pb::ListJobsRequest { page_size, page_token, consistent })
+                .list_jobs(pb::ListJobsRequest {
+                    page_size,
+                    page_token,
+                    consistent,
+                })
                 .await?
                 .into_inner();
             match opts.output {
                 Output::Json => {
                     let jobs: Vec<_> = page.jobs.iter().map(job_json).collect();
-                    println!("{}", json!({ "jobs": jobs, "next_page_token": page.next_page_token }));
+                    println!(
+                        "{}",
+                        json!({ "jobs": jobs, "next_page_token": page.next_page_token })
+                    );
                 }
                 Output::Table => {
-                    println!("{:<26}  {:<10}  {:<20}  COMMAND", "ID", "STATE", "SUBMITTED");
+                    println!(
+                        "{:<26}  {:<10}  {:<20}  COMMAND",
+                        "ID", "STATE", "SUBMITTED"
+                    );
                     for job in &page.jobs {
                         println!(
                             "{:<26}  {:<10}  {:<20}  {}",
@@ -220,26 +283,52 @@ pub async fn job(mut client: DroverClient<Channel>, opts: ClientOpts, cmd: JobCo
 }
 
 /// `drover operator raft …`
-pub async fn raft(mut client: DroverClient<Channel>, opts: ClientOpts, cmd: RaftCommand) -> Result<(), Failure> {
+pub async fn raft(
+    mut client: DroverClient<Channel>,
+    opts: ClientOpts,
+    cmd: RaftCommand,
+) -> Result<(), Failure> {
     let members = match cmd {
         RaftCommand::ListPeers => {
-            let status = client.get_cluster_status(pb::GetClusterStatusRequest {}).await?.into_inner();
+            let status = client
+                .get_cluster_status(pb::GetClusterStatusRequest {})
+                .await?
+                .into_inner();
             if opts.output == Output::Json {
                 println!("{}", status_json(&status));
                 return Ok(());
             }
             status.members
         }
-        RaftCommand::AddPeer { id, raft_addr, api_addr, learner_only } => {
+        RaftCommand::AddPeer {
+            id,
+            raft_addr,
+            api_addr,
+            learner_only,
+        } => {
             client
-                .add_peer(pb::AddPeerRequest { id, raft_addr, api_addr, learner_only })
+                .add_peer(pb::AddPeerRequest {
+                    id,
+                    raft_addr,
+                    api_addr,
+                    learner_only,
+                })
                 .await?
                 .into_inner()
                 .members
         }
-        RaftCommand::RemovePeer { id } => client.remove_peer(pb::RemovePeerRequest { id }).await?.into_inner().members,
+        RaftCommand::RemovePeer { id } => {
+            client
+                .remove_peer(pb::RemovePeerRequest { id })
+                .await?
+                .into_inner()
+                .members
+        }
         RaftCommand::TransferLeader { to } => {
-            let r = client.transfer_leader(pb::TransferLeaderRequest { to }).await?.into_inner();
+            let r = client
+                .transfer_leader(pb::TransferLeaderRequest { to })
+                .await?
+                .into_inner();
             match opts.output {
                 Output::Json => println!("{}", json!({ "leader_id": r.leader_id })),
                 Output::Table => println!("leader is now node {}", r.leader_id),
@@ -248,9 +337,15 @@ pub async fn raft(mut client: DroverClient<Channel>, opts: ClientOpts, cmd: Raft
         }
     };
     match opts.output {
-        Output::Json => println!("{}", json!({ "members": members.iter().map(member_json).collect::<Vec<_>>() })),
+        Output::Json => println!(
+            "{}",
+            json!({ "members": members.iter().map(member_json).collect::<Vec<_>>() })
+        ),
         Output::Table => {
-            println!("{:<6}  {:<22}  {:<22}  {:<8}  {:<7}  MATCH", "ID", "RAFT ADDRESS", "API ADDRESS", "SUFFRAGE", "LEADER");
+            println!(
+                "{:<6}  {:<22}  {:<22}  {:<8}  {:<7}  MATCH",
+                "ID", "RAFT ADDRESS", "API ADDRESS", "SUFFRAGE", "LEADER"
+            );
             for m in &members {
                 println!(
                     "{:<6}  {:<22}  {:<22}  {:<8}  {:<7}  {}",

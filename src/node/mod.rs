@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
-use crate::raft::{self, ConfChange, Index, NodeId, Ready, Role};
+use crate::raft::{self, ConfChange, Index, NodeId, Role};
 use crate::store::{Applied, Store, StoreError};
 
 pub use raft_loop::{Input, InputSender, RaftError, RaftStatus};
@@ -40,19 +40,31 @@ impl Node {
     /// the first start and the config lists initial members, and starts the
     /// Raft loop on its own thread. Must be called inside a tokio runtime.
     pub fn start(config: Config) -> Result<Arc<Node>, StartError> {
-        let store = Arc::new(Store::open(&config.data_dir, &config.cluster_id, config.node_id)?);
+        let store = Arc::new(Store::open(
+            &config.data_dir,
+            &config.cluster_id,
+            config.node_id,
+        )?);
         if store.is_fresh() && !config.initial_members.is_empty() {
             // The bootstrap membership is the first durable fact of a cluster.
-            let bootstrap = Ready { membership: Some(config.initial_membership()), ..Ready::default() };
-            store.persist(&bootstrap)?;
-            tracing::info!(members = config.initial_members.len(), "bootstrapped a new cluster");
+            store.bootstrap(&config.initial_membership())?;
+            tracing::info!(
+                members = config.initial_members.len(),
+                "bootstrapped a new cluster"
+            );
         }
         let restored = store.restored()?;
         let applied = restored.applied;
-        let snapshot_index = restored.snapshot.as_ref().map(|(meta, _)| meta.index).unwrap_or(0);
+        let snapshot_index = restored
+            .snapshot
+            .as_ref()
+            .map(|(meta, _)| meta.index)
+            .unwrap_or(0);
         let membership = restored.membership.clone();
         if membership.voters.is_empty() && membership.learners.is_empty() {
-            tracing::info!("no membership yet: waiting to be added to a cluster (operator raft add-peer)");
+            tracing::info!(
+                "no membership yet: waiting to be added to a cluster (operator raft add-peer)"
+            );
         }
 
         let mut core_config = raft::Config::new(config.node_id, rand::random());
@@ -112,7 +124,12 @@ impl Node {
             .name("raft".into())
             .spawn(move || raft_loop.run())
             .map_err(StartError::Thread)?;
-        Ok(Arc::new(Node { config, store, inputs: input_tx, status: status_rx }))
+        Ok(Arc::new(Node {
+            config,
+            store,
+            inputs: input_tx,
+            status: status_rx,
+        }))
     }
 
     /// The sender the peer service feeds.

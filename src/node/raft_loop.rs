@@ -75,13 +75,24 @@ pub enum Input {
     /// The transport could not reach this peer.
     Unreachable(NodeId),
     /// Append an application command; answered when applied.
-    Propose { command: Vec<u8>, reply: oneshot::Sender<Result<Applied, RaftError>> },
+    Propose {
+        command: Vec<u8>,
+        reply: oneshot::Sender<Result<Applied, RaftError>>,
+    },
     /// Change the membership; answered when applied.
-    ConfChange { change: ConfChange, reply: oneshot::Sender<Result<Applied, RaftError>> },
+    ConfChange {
+        change: ConfChange,
+        reply: oneshot::Sender<Result<Applied, RaftError>>,
+    },
     /// Linearizable read point; answered with an index this node has applied.
-    ReadIndex { reply: oneshot::Sender<Result<Index, RaftError>> },
+    ReadIndex {
+        reply: oneshot::Sender<Result<Index, RaftError>>,
+    },
     /// Hand leadership to another voter.
-    TransferLeader { to: NodeId, reply: oneshot::Sender<Result<(), RaftError>> },
+    TransferLeader {
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), RaftError>>,
+    },
     /// Stop the loop.
     Shutdown,
 }
@@ -269,7 +280,11 @@ impl RaftLoop {
                 let results = self.store.apply(&rd.committed).map_err(|e| e.to_string())?;
                 for (entry, applied) in rd.committed.iter().zip(results) {
                     if let Some((term, reply)) = self.proposals.remove(&entry.index) {
-                        let outcome = if term == entry.term { Ok(applied) } else { Err(RaftError::Lost) };
+                        let outcome = if term == entry.term {
+                            Ok(applied)
+                        } else {
+                            Err(RaftError::Lost)
+                        };
                         let _ = reply.send(outcome);
                     }
                 }
@@ -277,7 +292,11 @@ impl RaftLoop {
                     self.applied = last.index;
                 }
                 // Entries below the applied index can no longer be ours.
-                let stale: Vec<Index> = self.proposals.range(..=self.applied).map(|(i, _)| *i).collect();
+                let stale: Vec<Index> = self
+                    .proposals
+                    .range(..=self.applied)
+                    .map(|(i, _)| *i)
+                    .collect();
                 for index in stale {
                     if let Some((_, reply)) = self.proposals.remove(&index) {
                         let _ = reply.send(Err(RaftError::Lost));
@@ -303,13 +322,21 @@ impl RaftLoop {
     fn after_persist(&mut self, rd: &Ready) {
         if let Some((meta, _)) = &rd.snapshot {
             self.snapshots_installed += 1;
-            tracing::info!(index = meta.index, term = meta.term, "installed snapshot from the leader");
+            tracing::info!(
+                index = meta.index,
+                term = meta.term,
+                "installed snapshot from the leader"
+            );
             self.snapshot_index = meta.index;
             self.applied = self.applied.max(meta.index);
             self.membership = meta.membership.clone();
             // Whatever we proposed up to here is now folded into a snapshot
             // we cannot look inside cheaply: tell the waiters so.
-            let covered: Vec<Index> = self.proposals.range(..=meta.index).map(|(i, _)| *i).collect();
+            let covered: Vec<Index> = self
+                .proposals
+                .range(..=meta.index)
+                .map(|(i, _)| *i)
+                .collect();
             for index in covered {
                 if let Some((_, reply)) = self.proposals.remove(&index) {
                     let _ = reply.send(Err(RaftError::Unknown));
@@ -358,7 +385,9 @@ impl RaftLoop {
         let bytes = data.len();
         let delete_upto = self.raw.compact(meta, data);
         if delete_upto > 0 {
-            self.store.compact_log(delete_upto).map_err(|e| e.to_string())?;
+            self.store
+                .compact_log(delete_upto)
+                .map_err(|e| e.to_string())?;
         }
         self.snapshot_index = index;
         tracing::info!(index, bytes, compacted_to = delete_upto, elapsed = ?started.elapsed(), "snapshot taken");

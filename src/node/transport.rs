@@ -68,14 +68,22 @@ impl Outbound {
         inputs: InputSender,
         runtime: tokio::runtime::Handle,
     ) -> Self {
-        Outbound { cluster_id, from, from_addr, peers: BTreeMap::new(), inputs, runtime }
+        Outbound {
+            cluster_id,
+            from,
+            from_addr,
+            peers: BTreeMap::new(),
+            inputs,
+            runtime,
+        }
     }
 
     /// Makes the peer set match `peers` (id -> raft address): starts tasks for
     /// new or moved peers, stops tasks of removed ones (dropping the sender
     /// ends the task).
     pub fn set_peers(&mut self, peers: &BTreeMap<NodeId, String>) {
-        self.peers.retain(|id, handle| peers.get(id) == Some(&handle.addr));
+        self.peers
+            .retain(|id, handle| peers.get(id) == Some(&handle.addr));
         for (&id, addr) in peers {
             if id == self.from || self.peers.contains_key(&id) {
                 continue;
@@ -90,7 +98,13 @@ impl Outbound {
                 inputs: self.inputs.clone(),
             };
             self.runtime.spawn(task.run(rx));
-            self.peers.insert(id, PeerHandle { addr: addr.clone(), queue });
+            self.peers.insert(
+                id,
+                PeerHandle {
+                    addr: addr.clone(),
+                    queue,
+                },
+            );
         }
     }
 
@@ -101,8 +115,11 @@ impl Outbound {
         if self.peers.contains_key(&id) || addr.is_empty() || id == self.from {
             return;
         }
-        let mut peers: BTreeMap<NodeId, String> =
-            self.peers.iter().map(|(id, p)| (*id, p.addr.clone())).collect();
+        let mut peers: BTreeMap<NodeId, String> = self
+            .peers
+            .iter()
+            .map(|(id, p)| (*id, p.addr.clone()))
+            .collect();
         peers.insert(id, addr.to_string());
         self.set_peers(&peers);
     }
@@ -132,17 +149,18 @@ struct PeerTask {
 
 impl PeerTask {
     async fn run(self, mut rx: mpsc::Receiver<Message>) {
-        let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr)) {
-            Ok(e) => e
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(DELIVER_TIMEOUT)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(10)),
-            Err(e) => {
-                tracing::error!(peer = self.to, addr = %self.addr, "bad peer address: {e}");
-                return;
-            }
-        };
+        let endpoint =
+            match tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr)) {
+                Ok(e) => e
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(DELIVER_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(10)),
+                Err(e) => {
+                    tracing::error!(peer = self.to, addr = %self.addr, "bad peer address: {e}");
+                    return;
+                }
+            };
         let channel = endpoint.connect_lazy();
         let mut client = RaftPeerClient::new(channel)
             .max_decoding_message_size(MAX_RPC_BYTES)
@@ -195,7 +213,10 @@ pub struct PeerService {
 
 #[tonic::async_trait]
 impl RaftPeer for PeerService {
-    async fn deliver(&self, request: Request<MessageBatch>) -> Result<Response<DeliverReply>, Status> {
+    async fn deliver(
+        &self,
+        request: Request<MessageBatch>,
+    ) -> Result<Response<DeliverReply>, Status> {
         let batch = request.into_inner();
         if batch.cluster_id != self.cluster_id {
             return Err(Status::failed_precondition(format!(
@@ -219,9 +240,15 @@ impl RaftPeer for PeerService {
             let msg = decode_message(bytes)
                 .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
             if msg.from != batch.from || msg.to != self.node_id {
-                return Err(Status::invalid_argument("message sender or destination does not match the batch"));
+                return Err(Status::invalid_argument(
+                    "message sender or destination does not match the batch",
+                ));
             }
-            if self.inputs.try_send(Input::Message(msg, batch.from_raft_addr.clone())).is_err() {
+            if self
+                .inputs
+                .try_send(Input::Message(msg, batch.from_raft_addr.clone()))
+                .is_err()
+            {
                 return Err(Status::resource_exhausted("raft input queue full"));
             }
         }

@@ -63,7 +63,12 @@ pub struct RaftSettings {
 
 impl Default for RaftSettings {
     fn default() -> Self {
-        RaftSettings { tick_ms: 50, election_ticks: 10, snapshot_threshold: 8192, trailing_entries: 1024 }
+        RaftSettings {
+            tick_ms: 50,
+            election_ticks: 10,
+            snapshot_threshold: 8192,
+            trailing_entries: 1024,
+        }
     }
 }
 
@@ -81,7 +86,13 @@ impl Cluster {
     pub fn start(n: usize, settings: RaftSettings) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let cluster_id = format!("test-{}", std::process::id());
-        let mut cluster = Cluster { dir, cluster_id, nodes: Vec::new(), children: Vec::new(), settings };
+        let mut cluster = Cluster {
+            dir,
+            cluster_id,
+            nodes: Vec::new(),
+            children: Vec::new(),
+            settings,
+        };
         for id in 1..=n as u64 {
             cluster.add_spec(id);
         }
@@ -182,7 +193,11 @@ impl Cluster {
 
     /// Every running node's URL, comma-separated (for DROVER_ADDR).
     pub fn addresses(&self) -> String {
-        (0..self.nodes.len()).filter(|i| self.is_running(*i)).map(|i| self.api_url(i)).collect::<Vec<_>>().join(",")
+        (0..self.nodes.len())
+            .filter(|i| self.is_running(*i))
+            .map(|i| self.api_url(i))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub async fn client(&self, i: usize) -> Option<DroverClient<Channel>> {
@@ -195,7 +210,11 @@ impl Cluster {
 
     pub async fn status(&self, i: usize) -> Option<pb::ClusterStatus> {
         let mut client = self.client(i).await?;
-        client.get_cluster_status(pb::GetClusterStatusRequest {}).await.ok().map(|r| r.into_inner())
+        client
+            .get_cluster_status(pb::GetClusterStatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
     }
 
     /// Waits until a running node reports itself leader; returns its index.
@@ -242,9 +261,17 @@ impl Drop for Cluster {
 }
 
 /// Submits a shell command through node `i` and returns the job id.
-pub async fn submit(client: &mut DroverClient<Channel>, command: &str) -> Result<String, tonic::Status> {
-    let spec = pb::JobSpec { command: command.to_string(), args: vec![] };
-    let response = client.submit_job(pb::SubmitJobRequest { spec: Some(spec) }).await?;
+pub async fn submit(
+    client: &mut DroverClient<Channel>,
+    command: &str,
+) -> Result<String, tonic::Status> {
+    let spec = pb::JobSpec {
+        command: command.to_string(),
+        args: vec![],
+    };
+    let response = client
+        .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
+        .await?;
     Ok(response.into_inner().job.map(|j| j.id).unwrap_or_default())
 }
 
@@ -254,7 +281,11 @@ pub async fn all_job_ids(client: &mut DroverClient<Channel>) -> Result<Vec<Strin
     let mut token = String::new();
     loop {
         let page = client
-            .list_jobs(pb::ListJobsRequest { page_size: 1000, page_token: token, consistent: false })
+            .list_jobs(pb::ListJobsRequest {
+                page_size: 1000,
+                page_token: token,
+                consistent: false,
+            })
             .await?
             .into_inner();
         ids.extend(page.jobs.into_iter().map(|j| j.id));
