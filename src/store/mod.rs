@@ -66,6 +66,10 @@ use crate::jobs::Job;
 use crate::raft::{Membership, NodeId};
 
 pub use self::error::StoreError;
+
+/// A snapshot's metadata and its bytes (the format of `store::snapshot`),
+/// shared rather than copied because it may be large and is sent to peers.
+pub type Snapshot = (crate::raft::SnapshotMeta, std::sync::Arc<Vec<u8>>);
 pub use self::state_machine::{Applied, MAX_LIST_LIMIT};
 
 /// Tree names: part of the on-disk format (see `migrations/`).
@@ -461,29 +465,21 @@ impl Store {
         &self,
         snap: &snapshot::DecodedSnapshot,
     ) -> Result<SmMeta, StoreError> {
-        let (old_keys, new_jobs, sm, sm_encoded) = self.prepare_install(snap)?;
+        let install = self.prepare_install(snap)?;
         (&self.jobs, &self.sm_meta)
             .transaction(|(jobs, sm_tree)| {
-                for k in &old_keys {
-                    jobs.remove(k)?;
-                }
-                for (k, v) in &new_jobs {
-                    jobs.insert(&k[..], &v[..])?;
-                }
-                sm_tree.insert(codec::KEY_SM_META, &sm_encoded[..])?;
+                install.write(jobs, sm_tree)?;
                 Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
             })
             .map_err(|e| self.tx_err(e))?;
-        Ok(sm)
+        Ok(install.sm)
     }
 
-    /// What installing `snap` writes: keys to delete from `jobs`, rows to
-    /// insert, and the new `sm_meta`.
-    #[allow(clippy::type_complexity)]
+    /// What installing `snap` writes, computed before the transaction.
     fn prepare_install(
         &self,
         snap: &snapshot::DecodedSnapshot,
-    ) -> Result<(Vec<sled::IVec>, Vec<([u8; 16], Vec<u8>)>, SmMeta, Vec<u8>), StoreError> {
+    ) -> Result<PreparedInstall, StoreError> {
         let old_keys = self
             .jobs
             .iter()
@@ -502,7 +498,12 @@ impl Store {
             job_count: snap.jobs.len() as u64,
         };
         let sm_encoded = codec::encode("sm_meta", &sm)?;
-        Ok((old_keys, new_jobs, sm, sm_encoded))
+        Ok(PreparedInstall {
+            old_keys,
+            new_jobs,
+            sm,
+            sm_encoded,
+        })
     }
 
     fn decode_job(&self, key: &[u8], value: &[u8]) -> Result<Job, StoreError> {
@@ -511,5 +512,33 @@ impl Store {
             return Err(self.corrupt(format!("job {} is stored under another key", job.id)));
         }
         Ok(job)
+    }
+}
+
+/// The writes that replace the job table and `sm_meta` with a snapshot's.
+struct PreparedInstall {
+    /// Keys currently in `jobs`, all deleted.
+    old_keys: Vec<sled::IVec>,
+    /// Rows of the snapshot, encoded.
+    new_jobs: Vec<([u8; 16], Vec<u8>)>,
+    sm: SmMeta,
+    sm_encoded: Vec<u8>,
+}
+
+impl PreparedInstall {
+    /// Performs the writes inside the caller's transaction.
+    fn write(
+        &self,
+        jobs: &sled::transaction::TransactionalTree,
+        sm_meta: &sled::transaction::TransactionalTree,
+    ) -> Result<(), sled::transaction::UnabortableTransactionError> {
+        for key in &self.old_keys {
+            jobs.remove(key)?;
+        }
+        for (key, value) in &self.new_jobs {
+            jobs.insert(&key[..], &value[..])?;
+        }
+        sm_meta.insert(codec::KEY_SM_META, &self.sm_encoded[..])?;
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ use sled::transaction::{abort, ConflictableTransactionError};
 use sled::Transactional;
 
 use super::codec::{self, SmMeta, SnapshotRecord};
-use super::{lock, snapshot, Store, StoreError};
+use super::{lock, snapshot, Snapshot, Store, StoreError};
 use crate::jobs::{Command, CommandError, Job, JobId, JobState};
 use crate::raft::{ConfChange, Entry, Index, Membership, Payload, SnapshotMeta};
 
@@ -159,7 +159,7 @@ impl Store {
     /// The previous snapshot file is deleted afterwards. The caller may
     /// then [`Store::compact_log`] up to the returned index (less the
     /// trailing entries it wants to keep).
-    pub fn create_snapshot(&self) -> Result<(SnapshotMeta, Arc<Vec<u8>>), StoreError> {
+    pub fn create_snapshot(&self) -> Result<Snapshot, StoreError> {
         // A consistent view: no apply runs while we copy the table.
         let (meta, data) = {
             let _sm = lock(&self.sm_lock);
