@@ -699,3 +699,12 @@ fn persist_throughput() {
         );
     }
 }
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    let err = Store::open(dir.path(), CLUSTER, 1).unwrap_err();
+    assert!(matches!(err, StoreError::Sled { .. }), "{err}");
+    assert!(err.to_string().contains("another Drover process"), "{err}");
+}
