@@ -19,10 +19,12 @@ use rand::{Rng, SeedableRng};
 
 const CLUSTER: &str = "crash-cluster";
 const ENV_DIR: &str = "DROVER_STORE_CRASH_DIR";
+/// Rounds of spawn-and-kill; override with DROVER_STORE_CRASH_ROUNDS for a
+/// longer soak.
 const ROUNDS: usize = 8;
 /// Every NOOP_EVERY-th index is a Noop; the others submit job `index`.
 const NOOP_EVERY: u64 = 7;
-const SNAPSHOT_EVERY: u64 = 700;
+const SNAPSHOT_EVERY: u64 = 500;
 const TRAILING: u64 = 100;
 
 fn job_id(index: u64) -> JobId {
@@ -69,6 +71,7 @@ fn crash_child() {
     store.apply(&pending).unwrap();
     let mut rng = rand::rngs::SmallRng::seed_from_u64(term);
     let mut next_snapshot = store.applied_index() + SNAPSHOT_EVERY;
+    let mut snapshots = 0u64;
     println!(
         "START last={last} applied={} term={term}",
         store.applied_index()
@@ -91,8 +94,27 @@ fn crash_child() {
         println!("ACK {last} {term}");
         store.apply(&entries).unwrap();
         if store.applied_index() >= next_snapshot {
-            let (meta, _) = store.create_snapshot().unwrap();
-            store.compact_log(meta.index - TRAILING).unwrap();
+            let (meta, data) = store.create_snapshot().unwrap();
+            snapshots += 1;
+            if snapshots % 2 == 1 {
+                // Exercise the install path under SIGKILL too: install our
+                // own snapshot as if received (the log is all applied, so
+                // this replaces the log and rewrites an identical table).
+                store
+                    .persist(&Ready {
+                        snapshot: Some((meta.clone(), data)),
+                        hard_state: Some(HardState {
+                            term,
+                            vote: 1,
+                            commit: last,
+                        }),
+                        ..Ready::default()
+                    })
+                    .unwrap();
+                println!("INSTALLED {}", meta.index);
+            } else {
+                store.compact_log(meta.index - TRAILING).unwrap();
+            }
             next_snapshot = meta.index + SNAPSHOT_EVERY;
         }
     }
@@ -106,7 +128,11 @@ fn kill_9_loses_no_acknowledged_entry() {
     // index -> term of every acknowledged entry, across rounds.
     let mut acked: BTreeMap<u64, u64> = BTreeMap::new();
     let mut max_acked_term = 0;
-    for round in 0..ROUNDS {
+    let rounds = std::env::var("DROVER_STORE_CRASH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS);
+    for round in 0..rounds {
         let mut child = Process::new(&exe)
             .args([
                 "crash_child",
@@ -158,9 +184,8 @@ fn kill_9_loses_no_acknowledged_entry() {
             }
         }
         let max_acked = acked.keys().next_back().copied().unwrap_or(0);
-        eprintln!(
-            "round {round}: {count} acknowledged persists, log acknowledged up to {max_acked}"
-        );
+        let installs = lines.iter().filter(|l| l.contains("INSTALLED")).count();
+        eprintln!("round {round}: {count} acknowledged persists, {installs} snapshot installs, log acknowledged up to {max_acked}");
 
         // Reopen as the restarted node would and check.
         let store = Store::open(dir.path(), CLUSTER, 1).unwrap();
@@ -205,6 +230,13 @@ fn kill_9_loses_no_acknowledged_entry() {
             store.job_count(),
             applied - applied / NOOP_EVERY,
             "round {round}: job count at applied {applied}"
+        );
+        let snapshot_files = std::fs::read_dir(dir.path().join("snapshots"))
+            .unwrap()
+            .count();
+        assert!(
+            snapshot_files <= 1,
+            "round {round}: {snapshot_files} snapshot files kept"
         );
         if applied > 0 && applied % NOOP_EVERY != 0 {
             let job = store
