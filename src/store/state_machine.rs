@@ -32,7 +32,10 @@ pub enum Applied {
     ConfChange(Membership),
     /// The entry's command could not be decoded; it was applied as a no-op
     /// (and logged) so that the apply loop never stops on a bad entry.
-    Rejected { reason: String },
+    Rejected {
+        /// Why the command could not be decoded.
+        reason: String,
+    },
     /// The entry was at or below the applied index (e.g. re-delivered after
     /// a restart): nothing done.
     AlreadyApplied,
