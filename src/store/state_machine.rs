@@ -10,7 +10,7 @@ use sled::Transactional;
 
 use super::codec::{self, SmMeta, SnapshotRecord};
 use super::{lock, snapshot, Snapshot, Store, StoreError};
-use crate::jobs::{Command, CommandError, Job, JobId, JobState};
+use crate::jobs::{Command, Job, JobId, JobState};
 use crate::raft::{ConfChange, Entry, Index, Membership, Payload, SnapshotMeta};
 
 /// Upper bound on one page of [`Store::list_jobs`]; larger limits are
@@ -72,7 +72,7 @@ impl Store {
                 Payload::ConfChange(cc) => Decoded::ConfChange(cc.clone()),
                 Payload::Command(bytes) => match Command::decode(bytes) {
                     Ok(c) => Decoded::Command(c),
-                    Err(err) => Decoded::Bad(describe(&err)),
+                    Err(err) => Decoded::Bad(err.to_string()),
                 },
             })
             .collect();
@@ -287,8 +287,4 @@ fn apply_conf_change(m: &mut Membership, cc: &ConfChange) {
             m.learners.remove(id);
         }
     }
-}
-
-fn describe(err: &CommandError) -> String {
-    err.to_string()
 }
