@@ -78,7 +78,7 @@ fn persist_and_restore_round_trip() {
     {
         let store = open(dir.path());
         assert!(store.is_fresh());
-        store.bootstrap(&membership(&[1, 2, 3])).unwrap();
+        seed_membership(&store, &[1, 2, 3]);
         assert!(!store.is_fresh());
         let rd = Ready {
             entries: entries.clone(),
@@ -204,7 +204,6 @@ fn apply_builds_the_job_table_and_is_idempotent_across_restart() {
     });
     {
         let store = open(dir.path());
-        store.bootstrap(&membership(&[1, 2, 3])).unwrap();
         append(&store, entries.clone(), Some(hs(1, 1, 7)));
         let fsyncs = store.fsync_count();
         let out = store.apply(&entries).unwrap();
@@ -225,7 +224,8 @@ fn apply_builds_the_job_table_and_is_idempotent_across_restart() {
             other => panic!("{other:?}"),
         }
         assert!(matches!(&out[5], Applied::Rejected { .. }));
-        let mut expected = membership(&[1, 2, 3]);
+        // No founding membership in this store: the change applies to empty.
+        let mut expected = Membership::default();
         expected.learners.insert(4, peer(4));
         assert_eq!(out[6], Applied::ConfChange(expected.clone()));
         assert_eq!(store.applied_index(), 7);
@@ -293,10 +293,11 @@ fn snapshot_moves_the_state_machine_to_another_store() {
     let follower_dir = tempfile::tempdir().unwrap();
     let leader = open(leader_dir.path());
     leader.bootstrap(&membership(&[1, 2])).unwrap();
-    let mut entries = submits(1, 40, 1);
+    // Bootstrap wrote entries 1..=4 (AddLearner + Promote for 1 and 2).
+    let mut entries = submits(5, 44, 1);
     entries.push(Entry {
         term: 1,
-        index: 41,
+        index: 45,
         payload: Payload::ConfChange(ConfChange::AddLearner {
             id: 3,
             info: peer(3),
@@ -304,13 +305,13 @@ fn snapshot_moves_the_state_machine_to_another_store() {
     });
     entries.push(Entry {
         term: 1,
-        index: 42,
+        index: 46,
         payload: Payload::ConfChange(ConfChange::Promote { id: 3 }),
     });
-    append(&leader, entries.clone(), Some(hs(1, 1, 42)));
+    append(&leader, entries.clone(), Some(hs(1, 1, 46)));
     leader.apply(&entries).unwrap();
     let (meta, data) = leader.create_snapshot().unwrap();
-    assert_eq!(meta.index, 42);
+    assert_eq!(meta.index, 46);
     assert_eq!(meta.term, 1);
     assert_eq!(meta.membership, membership(&[1, 2, 3]));
 
@@ -321,15 +322,15 @@ fn snapshot_moves_the_state_machine_to_another_store() {
     follower
         .persist(&Ready {
             snapshot: Some((meta.clone(), data.clone())),
-            entries: submits(43, 44, 2),
-            hard_state: Some(hs(2, 0, 42)),
+            entries: submits(47, 48, 2),
+            hard_state: Some(hs(2, 0, 46)),
             membership: Some(meta.membership.clone()),
             ..Ready::default()
         })
         .unwrap();
     assert_eq!(follower.fsync_count(), fsyncs + 1);
     let check = |s: &Store| {
-        assert_eq!(s.applied_index(), 42);
+        assert_eq!(s.applied_index(), 46);
         assert_eq!(s.job_count(), 40);
         assert_eq!(
             s.list_jobs(None, 1000).unwrap(),
@@ -342,16 +343,16 @@ fn snapshot_moves_the_state_machine_to_another_store() {
             r.snapshot.as_ref().map(|(_, d)| d.as_slice()),
             Some(data.as_slice())
         );
-        assert_eq!(indexes(&r.entries), vec![43, 44]);
+        assert_eq!(indexes(&r.entries), vec![47, 48]);
         assert_eq!(r.membership, membership(&[1, 2, 3]));
-        assert_eq!(r.applied, 42);
+        assert_eq!(r.applied, 46);
     };
     check(&follower);
     drop(follower);
     let follower = Store::open(follower_dir.path(), CLUSTER, 3).unwrap();
     check(&follower);
     // Applying continues after the snapshot.
-    let out = follower.apply(&submits(43, 44, 2)).unwrap();
+    let out = follower.apply(&submits(47, 48, 2)).unwrap();
     assert!(matches!(out[1], Applied::Job(_)));
     assert_eq!(follower.job_count(), 42);
     // Exactly one snapshot file is kept.
@@ -707,4 +708,33 @@ fn a_second_open_of_the_same_directory_is_refused() {
     let err = Store::open(dir.path(), CLUSTER, 1).unwrap_err();
     assert!(matches!(err, StoreError::Sled { .. }), "{err}");
     assert!(err.to_string().contains("another Drover process"), "{err}");
+}
+
+/// Records a membership without bootstrap entries, so a test can write its
+/// own log from index 1.
+fn seed_membership(store: &Store, ids: &[u64]) {
+    let rd = Ready {
+        membership: Some(membership(ids)),
+        ..Ready::default()
+    };
+    store.persist(&rd).unwrap();
+}
+
+#[test]
+fn bootstrap_writes_the_founding_membership_as_committed_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.bootstrap(&membership(&[1, 2, 3])).unwrap();
+        assert!(store.bootstrap(&membership(&[1, 2, 3])).is_err(), "bootstrap runs once");
+    }
+    let store = open(dir.path());
+    let r = store.restored().unwrap();
+    // AddLearner + Promote per member: a joiner replaying the log from index
+    // 1 rebuilds the same membership.
+    assert_eq!(indexes(&r.entries), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(r.hard_state.commit, 6);
+    assert_eq!(r.applied, 6);
+    assert_eq!(r.membership, membership(&[1, 2, 3]));
+    assert_eq!(store.applied_membership().unwrap(), membership(&[1, 2, 3]));
 }

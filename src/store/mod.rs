@@ -64,7 +64,7 @@ use sled::Transactional;
 use self::codec::{SmMeta, SnapshotRecord};
 use self::migrations::Migration;
 use crate::jobs::Job;
-use crate::raft::{Membership, NodeId};
+use crate::raft::{ConfChange, Entry, HardState, Index, Membership, NodeId, Payload, Ready, Term};
 
 pub use self::error::StoreError;
 
@@ -90,6 +90,33 @@ const SLED_CACHE_BYTES: u64 = 256 << 20;
 
 /// A node's durable state. See the module docs for the crash-safety
 /// argument of each operation.
+/// Term of the bootstrap entries: every founding member writes the same ones.
+pub const BOOTSTRAP_TERM: Term = 1;
+
+/// The founding membership as committed log entries (AddLearner then Promote
+/// for each member, in id order), identical on every founding member. Having
+/// them in the log, as etcd does, means a node that joins later and replays
+/// the log from index 1 rebuilds the same membership as everyone else.
+pub fn bootstrap_entries(membership: &Membership) -> Vec<Entry> {
+    let mut changes = Vec::new();
+    for (id, info) in &membership.voters {
+        changes.push(ConfChange::AddLearner { id: *id, info: info.clone() });
+        changes.push(ConfChange::Promote { id: *id });
+    }
+    for (id, info) in &membership.learners {
+        changes.push(ConfChange::AddLearner { id: *id, info: info.clone() });
+    }
+    changes
+        .into_iter()
+        .enumerate()
+        .map(|(i, change)| Entry {
+            term: BOOTSTRAP_TERM,
+            index: i as Index + 1,
+            payload: Payload::ConfChange(change),
+        })
+        .collect()
+}
+
 pub struct Store {
     data_dir: PathBuf,
     snapshot_dir: PathBuf,
@@ -345,32 +372,33 @@ impl Store {
         Ok(())
     }
 
-    /// Records the bootstrap membership in a fresh store: the raft state's
-    /// membership and the state machine's membership as of index 0. Call it
-    /// once, when [`Store::is_fresh`] says so, before the first `Ready`.
-    /// Fsyncs once.
+    /// Founds a cluster in a fresh store: persists [`bootstrap_entries`] as
+    /// committed (term 1), the membership, and applies them. Call it once,
+    /// when [`Store::is_fresh`] says so, before the core is created. Every
+    /// founding member must be given the same membership.
     pub fn bootstrap(&self, membership: &Membership) -> Result<(), StoreError> {
-        let _log = lock(&self.log_lock);
-        let _sm = lock(&self.sm_lock);
         if !self.is_fresh() {
             return Err(StoreError::Contract(
                 "bootstrap of a store that already has raft state".into(),
             ));
         }
-        let encoded = codec::encode("membership", membership)?;
-        let sm = SmMeta {
-            membership: membership.clone(),
-            ..self.sm_meta()?
+        let entries = bootstrap_entries(membership);
+        let last = entries.last().map(|e| e.index).unwrap_or(0);
+        let ready = Ready {
+            entries: entries.clone(),
+            hard_state: Some(HardState {
+                term: BOOTSTRAP_TERM,
+                vote: 0,
+                commit: last,
+            }),
+            membership: Some(membership.clone()),
+            ..Ready::default()
         };
-        let sm_encoded = codec::encode("sm_meta", &sm)?;
-        (&self.raft_state, &self.sm_meta)
-            .transaction(|(state, sm_tree)| {
-                state.insert(codec::KEY_MEMBERSHIP, &encoded[..])?;
-                sm_tree.insert(codec::KEY_SM_META, &sm_encoded[..])?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(|e| self.tx_err(e))?;
-        self.flush()
+        // A crash between these two leaves committed, unapplied entries: the
+        // core hands them out again on restart and they are applied then.
+        self.persist(&ready)?;
+        self.apply(&entries)?;
+        Ok(())
     }
 
     /// True if no raft state was ever written: the node has never
