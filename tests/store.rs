@@ -662,45 +662,6 @@ fn a_snapshot_ahead_of_the_applied_state_is_reinstalled_on_open() {
     assert!(store.get_job(&job_id(6)).unwrap().is_some());
 }
 
-/// Not a test: a quick figure for the store's persist path. Run with
-/// `cargo test --release --test store -- --ignored --nocapture persist_throughput`.
-#[test]
-#[ignore = "benchmark"]
-fn persist_throughput() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let payload = vec![7u8; 256];
-    let batches = 500u64;
-    for batch_size in [1u64, 64] {
-        let start_index = store.restored().unwrap().entries.len() as u64;
-        let fsyncs = store.fsync_count();
-        let t = std::time::Instant::now();
-        for b in 0..batches {
-            let entries = (0..batch_size)
-                .map(|i| Entry {
-                    term: 1,
-                    index: start_index + b * batch_size + i + 1,
-                    payload: Payload::Command(payload.clone()),
-                })
-                .collect();
-            append(
-                &store,
-                entries,
-                Some(hs(1, 1, start_index + b * batch_size)),
-            );
-        }
-        let secs = t.elapsed().as_secs_f64();
-        let n = batches * batch_size;
-        eprintln!(
-            "batch {batch_size:>3}: {:.0} entries/s, {:.3} ms/persist, {:.4} fsyncs/entry, max fsync {:?}",
-            n as f64 / secs,
-            secs * 1000.0 / batches as f64,
-            (store.fsync_count() - fsyncs) as f64 / n as f64,
-            store.max_fsync_duration()
-        );
-    }
-}
-
 #[test]
 fn a_second_open_of_the_same_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
