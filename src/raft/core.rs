@@ -237,7 +237,7 @@ impl RawNode {
     /// nonsensical messages (unknown sender, wrong `to`) are ignored; this
     /// never panics on any input.
     pub fn step(&mut self, msg: Message) {
-        if msg.to != self.id || msg.from == 0 || msg.from == self.id {
+        if msg.to != self.id || msg.from == 0 || msg.from == self.id || !is_plausible(&msg) {
             return;
         }
         if !self.step_term(&msg) {
@@ -1093,11 +1093,21 @@ impl RawNode {
 
     fn bcast_heartbeat(&mut self, read_ctx: u64) {
         let commit = self.log.committed;
-        let targets: Vec<(NodeId, Index)> =
-            self.prs.iter().map(|(&id, pr)| (id, pr.matched.min(commit))).collect();
-        for (to, commit) in targets {
-            self.send(to, MessageBody::Heartbeat { commit, read_ctx });
+        let targets: Vec<NodeId> = self.prs.keys().copied().collect();
+        for to in targets {
+            self.send_heartbeat(to, commit, read_ctx);
         }
+    }
+
+    /// A heartbeat never carries a commit index above what the follower is
+    /// known to match: its log may still hold a divergent suffix.
+    fn send_heartbeat(&mut self, to: NodeId, commit: Index, read_ctx: u64) {
+        let Some(pr) = self.prs.get_mut(&to) else {
+            return;
+        };
+        let commit = pr.matched.min(commit);
+        pr.sent_commit = pr.sent_commit.max(commit);
+        self.send(to, MessageBody::Heartbeat { commit, read_ctx });
     }
 
     /// Sends `to` what it needs next, unless its flow control says wait.
@@ -1135,6 +1145,7 @@ impl RawNode {
             pr.sent_entries(last_sent);
         }
         let commit = self.log.committed;
+        pr.sent_commit = pr.sent_commit.max(commit.min(last_sent));
         self.send(
             to,
             MessageBody::Append {
@@ -1208,7 +1219,10 @@ impl RawNode {
             }
             return;
         }
-        if !pr.maybe_update(index) {
+        let updated = pr.maybe_update(index);
+        // An answer to a probe at our known match point also ends probing.
+        let probe_acked = pr.state == ProgressState::Probe && index == pr.matched;
+        if !updated && !probe_acked {
             if pr.state == ProgressState::Replicate {
                 pr.inflights.free_to(index);
             }
@@ -1231,6 +1245,11 @@ impl RawNode {
             return; // committed our own removal
         }
         while self.maybe_send_append(from, false) {}
+        // Nothing new to send, but the follower may not know the commit.
+        let commit = self.log.committed;
+        if self.prs.get(&from).is_some_and(|p| p.sent_commit < p.matched.min(commit)) {
+            self.send_heartbeat(from, commit, 0);
+        }
         if self.transfer_to == Some(from) {
             self.maybe_send_timeout_now(from);
         }
@@ -1528,6 +1547,45 @@ impl RawNode {
     fn committed_limit(&self) -> Index {
         self.log.committed.min(self.log.persisted())
     }
+}
+
+/// Terms and indexes above this are treated as corrupt input: no real
+/// cluster gets near it, and rejecting them keeps every `+ 1` in the core
+/// free of overflow.
+const MAX_PLAUSIBLE: u64 = u64::MAX / 4;
+
+/// Drops messages whose numbers no real peer could send.
+fn is_plausible(msg: &Message) -> bool {
+    use MessageBody::*;
+    let ok = |x: u64| x <= MAX_PLAUSIBLE;
+    ok(msg.term)
+        && match &msg.body {
+            PreVote {
+                last_index,
+                last_term,
+            }
+            | Vote {
+                last_index,
+                last_term,
+                ..
+            } => ok(*last_index) && ok(*last_term),
+            Append {
+                prev_index,
+                prev_term,
+                entries,
+                ..
+            } => {
+                ok(*prev_index)
+                    && ok(*prev_term)
+                    && prev_index.saturating_add(entries.len() as u64) <= MAX_PLAUSIBLE
+            }
+            InstallSnapshot { meta, .. } => {
+                ok(meta.index) && ok(meta.term) && meta.term <= msg.term
+            }
+            AppendResponse { index, .. } => ok(*index),
+            InstallSnapshotResponse { snapshot_index, .. } => ok(*snapshot_index),
+            _ => true,
+        }
 }
 
 fn is_pre_vote_grant(msg: &Message) -> bool {

@@ -14,6 +14,7 @@
 //! - `quorum`: majority counting for commit and elections
 //! - `read_only`: ReadIndex bookkeeping
 //! - `core`: the state machine itself (roles, step, tick)
+//! - `tests`: scenario tests on a small in-memory network
 //!
 //! # Driving contract
 //! ```text
@@ -40,10 +41,13 @@ mod message;
 mod progress;
 mod quorum;
 mod read_only;
+#[cfg(test)]
+mod tests;
 mod types;
 
 pub use self::core::RawNode;
 pub use self::message::{Message, MessageBody};
+pub use self::read_only::MAX_PENDING_READS;
 pub use self::types::{
     ConfChange, Entry, HardState, Index, Membership, NodeId, Payload, PeerInfo, SnapshotMeta, Term,
 };

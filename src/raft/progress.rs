@@ -95,6 +95,9 @@ pub(crate) struct Progress {
     pub inflights: Inflights,
     /// Snapshot only: the transfer in progress.
     pub snapshot: Option<SnapshotTransfer>,
+    /// Highest commit index sent to it (so a lagging commit is pushed out
+    /// without waiting for the next heartbeat).
+    pub sent_commit: Index,
 }
 
 impl Progress {
@@ -107,6 +110,7 @@ impl Progress {
             recent_active: false,
             inflights: Inflights::new(max_inflight),
             snapshot: None,
+            sent_commit: 0,
         }
     }
 
