@@ -95,12 +95,24 @@ impl RawNode {
     pub fn new(config: Config, restored: Restored) -> Result<RawNode, String> {
         validate_config(&config)?;
         let Restored {
-            hard_state,
+            mut hard_state,
             membership,
-            snapshot,
+            mut snapshot,
             entries,
-            applied,
+            mut applied,
         } = restored;
+        // Bootstrapping a new cluster: start from the genesis snapshot so
+        // that no log ever starts at index 1 (see `genesis_snapshot`).
+        let genesis = snapshot.is_none()
+            && entries.is_empty()
+            && hard_state == HardState::default()
+            && applied == 0
+            && !membership.voters.is_empty();
+        if genesis {
+            snapshot = Some(genesis_snapshot(&membership));
+            hard_state.term = GENESIS.1;
+            applied = GENESIS.0;
+        }
         for w in entries.windows(2) {
             if w[1].index != w[0].index + 1 {
                 return Err(format!(
@@ -213,6 +225,13 @@ impl RawNode {
             applied,
             cfg: config,
         };
+        if genesis {
+            // Hand the genesis snapshot out once so the store persists it.
+            node.pending_snapshot = node.log.snapshot.clone();
+            node.membership_changed = true;
+            node.hard_state_handed = HardState::default();
+            node.applied_handed = GENESIS.0;
+        }
         node.reset_election_timer();
         Ok(node)
     }
@@ -1547,6 +1566,25 @@ impl RawNode {
     fn committed_limit(&self) -> Index {
         self.log.committed.min(self.log.persisted())
     }
+}
+
+/// Index and term of the genesis snapshot.
+const GENESIS: (Index, Term) = (1, 1);
+
+/// The snapshot every node of a newly bootstrapped cluster starts from: the
+/// empty state machine (empty data) at index 1, term 1, with the bootstrap
+/// membership. All bootstrap nodes build the same one, so it is agreed
+/// without a round of messages. Its purpose: the log never starts at index
+/// 1, so a node that joins later (empty log, empty membership) always
+/// receives a snapshot, and with it the membership, instead of replaying
+/// conf changes on top of a membership it does not know.
+fn genesis_snapshot(membership: &Membership) -> (SnapshotMeta, Arc<Vec<u8>>) {
+    let meta = SnapshotMeta {
+        index: GENESIS.0,
+        term: GENESIS.1,
+        membership: membership.clone(),
+    };
+    (meta, Arc::new(Vec::new()))
 }
 
 /// Terms and indexes above this are treated as corrupt input: no real

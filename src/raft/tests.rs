@@ -234,6 +234,38 @@ fn single_voter_elects_itself_and_commits_alone() {
 }
 
 #[test]
+fn a_new_cluster_starts_from_the_genesis_snapshot_and_joiners_get_one() {
+    let mut net = Net::new(&[1, 2, 3]);
+    // Node 4 joins later: empty log, empty membership.
+    let r = restored(&Membership::default(), 0, vec![]);
+    net.nodes.insert(4, RawNode::new(cfg(4), r).expect("joiner"));
+    net.stabilize();
+    for id in 1..=3 {
+        let (meta, data) = &net.snapshots[&id][0];
+        assert_eq!((meta.index, meta.term), (1, 1));
+        assert!(data.is_empty());
+        assert!(meta.membership.is_voter(1));
+    }
+    assert!(!net.snapshots.contains_key(&4));
+    net.tick(4, 100);
+    assert_eq!(net.node(4).term(), 0, "a joiner never campaigns");
+    net.elect(1);
+    net.node_mut(1)
+        .propose_conf_change(ConfChange::AddLearner {
+            id: 4,
+            info: PeerInfo::default(),
+        })
+        .expect("accepted");
+    net.stabilize();
+    let (meta, _) = &net.snapshots[&4][0];
+    assert_eq!(meta.index, 1, "the joiner got the genesis snapshot");
+    let m4 = net.node(4).membership().clone();
+    assert_eq!(&m4, net.node(1).membership());
+    assert!(m4.is_voter(1) && m4.is_voter(2) && m4.is_voter(3));
+    assert!(m4.learners.contains_key(&4));
+}
+
+#[test]
 fn pre_vote_keeps_a_partitioned_node_from_inflating_its_term() {
     let mut net = Net::new(&[1, 2, 3]);
     net.elect(1);
@@ -601,9 +633,9 @@ fn snapshot_streams_in_chunks_and_survives_a_lost_chunk() {
     let chunks = net.count_sent(|m| matches!(m.body, MessageBody::InstallSnapshot { .. }));
     assert!(chunks >= 10, "95 bytes in 10-byte chunks, plus a resend: {chunks}");
     let got = &net.snapshots[&3];
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].0, meta);
-    assert_eq!(got[0].1, data);
+    assert_eq!(got.len(), 2, "the genesis snapshot, then the streamed one");
+    assert_eq!(got[1].0, meta);
+    assert_eq!(got[1].1, data);
     // Node 3 then catches up from the log and commits with the others.
     net.propose(1, "after");
     assert_eq!(net.commit(3), net.commit(1));
