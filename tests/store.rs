@@ -687,7 +687,10 @@ fn bootstrap_writes_the_founding_membership_as_committed_entries() {
     {
         let store = open(dir.path());
         store.bootstrap(&membership(&[1, 2, 3])).unwrap();
-        assert!(store.bootstrap(&membership(&[1, 2, 3])).is_err(), "bootstrap runs once");
+        assert!(
+            store.bootstrap(&membership(&[1, 2, 3])).is_err(),
+            "bootstrap runs once"
+        );
     }
     let store = open(dir.path());
     let r = store.restored().unwrap();

@@ -100,11 +100,17 @@ pub const BOOTSTRAP_TERM: Term = 1;
 pub fn bootstrap_entries(membership: &Membership) -> Vec<Entry> {
     let mut changes = Vec::new();
     for (id, info) in &membership.voters {
-        changes.push(ConfChange::AddLearner { id: *id, info: info.clone() });
+        changes.push(ConfChange::AddLearner {
+            id: *id,
+            info: info.clone(),
+        });
         changes.push(ConfChange::Promote { id: *id });
     }
     for (id, info) in &membership.learners {
-        changes.push(ConfChange::AddLearner { id: *id, info: info.clone() });
+        changes.push(ConfChange::AddLearner {
+            id: *id,
+            info: info.clone(),
+        });
     }
     changes
         .into_iter()
