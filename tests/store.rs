@@ -702,3 +702,28 @@ fn bootstrap_writes_the_founding_membership_as_committed_entries() {
     assert_eq!(r.membership, membership(&[1, 2, 3]));
     assert_eq!(store.applied_membership().unwrap(), membership(&[1, 2, 3]));
 }
+
+#[test]
+fn a_ready_that_only_moves_the_commit_index_needs_no_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        append(&store, submits(1, 3, 1), Some(hs(1, 1, 0)));
+        let fsyncs = store.fsync_count();
+        let commit_only = Ready {
+            hard_state: Some(hs(1, 1, 3)),
+            ..Ready::default()
+        };
+        store.persist(&commit_only).unwrap();
+        assert_eq!(store.fsync_count(), fsyncs, "commit is a hint: no fsync");
+        // A vote is never a hint.
+        let vote = Ready {
+            hard_state: Some(hs(2, 2, 3)),
+            ..Ready::default()
+        };
+        store.persist(&vote).unwrap();
+        assert_eq!(store.fsync_count(), fsyncs + 1);
+    }
+    let r = open(dir.path()).restored().unwrap();
+    assert_eq!(r.hard_state, hs(2, 2, 3), "the next fsync carried the commit index");
+}

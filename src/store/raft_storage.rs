@@ -16,7 +16,7 @@ type TxResult = Result<(), ConflictableTransactionError<StoreError>>;
 
 impl Store {
     /// Makes everything `rd` asks to persist durable, with exactly one fsync
-    /// (none if `!rd.needs_persist()`). Implements the `Ready` contract of
+    /// (none if `!rd.needs_persist()` or if only the commit index moved). Implements the `Ready` contract of
     /// `crate::raft`: snapshot (if any) -> discard the whole stable log ->
     /// append `rd.entries`, replacing any stable suffix from
     /// `rd.entries[0].index` -> hard state and membership -> one fsync.
@@ -33,8 +33,11 @@ impl Store {
         }
         let _log = lock(&self.log_lock);
         check_contiguous(&rd.entries)?;
+        let mut only_commit_moved =
+            rd.snapshot.is_none() && rd.entries.is_empty() && rd.membership.is_none();
         if let Some(hs) = &rd.hard_state {
-            self.check_hard_state(hs)?;
+            let old = self.check_hard_state(hs)?;
+            only_commit_moved &= old.term == hs.term && old.vote == hs.vote;
         }
         let entries = rd
             .entries
@@ -53,7 +56,16 @@ impl Store {
                     .as_ref()
                     .map(|m| codec::encode("membership", m))
                     .transpose()?;
-                self.persist_log(rd, &entries, hard_state.as_deref(), membership.as_deref())
+                self.persist_log(rd, &entries, hard_state.as_deref(), membership.as_deref())?;
+                // The commit index is a hint (a restarted node relearns it
+                // from the leader), so a Ready that only moves it is written
+                // without an fsync; the next fsync carries it. Everything a
+                // vote or an acknowledgement depends on is always fsynced.
+                if only_commit_moved {
+                    Ok(())
+                } else {
+                    self.flush()
+                }
             }
             Some((meta, data)) => {
                 self.persist_with_snapshot(rd, meta, data, &entries, hard_state.as_deref())
@@ -104,8 +116,7 @@ impl Store {
                 }
                 Ok(())
             })
-            .map_err(|e| self.tx_err(e))?;
-        self.flush()
+            .map_err(|e| self.tx_err(e))
     }
 
     fn persist_with_snapshot(
@@ -355,7 +366,8 @@ impl Store {
         }
     }
 
-    fn check_hard_state(&self, new: &HardState) -> Result<(), StoreError> {
+    /// Returns the hard state currently stored.
+    fn check_hard_state(&self, new: &HardState) -> Result<HardState, StoreError> {
         let old = self.hard_state()?;
         if new.term < old.term {
             return Err(StoreError::Contract(format!(
@@ -369,7 +381,7 @@ impl Store {
                 old.vote, new.vote, new.term
             )));
         }
-        Ok(())
+        Ok(old)
     }
 
     /// An applied entry is committed: the core may re-send it, never
