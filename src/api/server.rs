@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use super::grpc::DroverService;
 use crate::node::transport::{PeerService, MAX_RPC_BYTES};
@@ -42,7 +42,7 @@ pub async fn serve(
             DroverServer::new(DroverService::new(node.clone()))
                 .max_decoding_message_size(MAX_CLIENT_MESSAGE),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(api_listener), async move {
+        .serve_with_incoming_shutdown(incoming(api_listener), async move {
             let _ = stop_api.recv().await;
         });
     let raft = tonic::transport::Server::builder()
@@ -51,7 +51,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_RPC_BYTES)
                 .max_encoding_message_size(MAX_RPC_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(raft_listener), async move {
+        .serve_with_incoming_shutdown(incoming(raft_listener), async move {
             let _ = stop_raft.recv().await;
         });
     println!(
@@ -73,4 +73,10 @@ pub async fn serve(
         None => Ok(()),
         Some(reason) => Err(anyhow::anyhow!("node stopped: {reason}")),
     }
+}
+
+/// Accepted connections with Nagle off: Raft messages and small replies must
+/// not wait for delayed ACKs (a 40 ms stall per round trip otherwise).
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
