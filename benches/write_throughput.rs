@@ -365,6 +365,8 @@ impl Proc {
         command
             .args(args)
             .env("NO_COLOR", "1")
+            // A panic's message, not 40 frames of backtrace, in the log tail.
+            .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
@@ -559,7 +561,13 @@ impl Cluster {
     fn check_alive(&mut self) -> Result<(), String> {
         for p in &mut self.procs {
             if let Some(note) = p.exited() {
-                return Err(format!("{note}; log tail:\n{}", p.log_tail(20)));
+                let text = std::fs::read_to_string(&p.log_path).unwrap_or_default();
+                let cause = text
+                    .lines()
+                    .map(strip_ansi)
+                    .find(|l| l.contains("panicked") || l.contains(" ERROR "))
+                    .unwrap_or_default();
+                return Err(format!("{note}: {cause}\nlog tail:\n{}", p.log_tail(20)));
             }
         }
         Ok(())
