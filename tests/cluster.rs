@@ -102,6 +102,71 @@ async fn leader_killed_new_leader_elected_and_no_acknowledged_job_lost() {
     }
 }
 
+/// Writers keep submitting through every node while the leader is killed
+/// with SIGKILL mid-stream: every submission that was acknowledged, even one
+/// acknowledged a moment before the kill, is on every node afterwards.
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_in_flight_when_the_leader_dies_are_never_lost_once_acknowledged() {
+    let mut cluster = Cluster::start(3, RaftSettings::default());
+    let leader = cluster.wait_leader(ELECTION).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let Some(mut client) = cluster.client(w % 3).await else {
+            panic!("cannot connect to node {}", w % 3 + 1);
+        };
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut k = 0u32;
+            // Bounded: at most 2,000 attempts per writer.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && k < 2000 {
+                k += 1;
+                if let Ok(id) = submit(&mut client, &format!("echo w{w}-{k}")).await {
+                    acked.push(id);
+                }
+            }
+            acked
+        }));
+    }
+    // Let writes flow, then kill the leader in the middle of them.
+    wait_for("some acknowledged writes", ELECTION, || async {
+        let mut client = cluster.client(leader).await?;
+        let ids = all_job_ids(&mut client).await.ok()?;
+        (ids.len() >= 50).then_some(())
+    })
+    .await;
+    cluster.kill(leader);
+    cluster.wait_leader(ELECTION).await;
+    // Keep writing under the new leader for a moment (until more commit).
+    let survivor = (leader + 1) % 3;
+    let mut client = cluster
+        .client(survivor)
+        .await
+        .expect("client of a surviving node");
+    let before = all_job_ids(&mut client).await.map(|v| v.len()).unwrap_or(0);
+    wait_for("writes under the new leader", ELECTION, || async {
+        let mut client = cluster.client(survivor).await?;
+        let n = all_job_ids(&mut client).await.ok()?.len();
+        (n >= before + 20).then_some(())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for writer in writers {
+        acked.extend(writer.await.expect("writer task"));
+    }
+    assert!(
+        acked.len() >= 70,
+        "writers got acknowledgements: {}",
+        acked.len()
+    );
+    cluster.restart(leader);
+    for i in 0..3 {
+        wait_has_all(&cluster, i, &acked).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stopped_node_catches_up_by_snapshot_install() {
     let settings = RaftSettings {
@@ -311,4 +376,43 @@ async fn cli_submit_and_status_round_trip() {
     let read: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(read["id"], id.as_str());
     assert_eq!(read["state"], "QUEUED");
+}
+
+/// A data dir is never silently reused by another cluster or node id.
+#[tokio::test(flavor = "multi_thread")]
+async fn data_dir_of_another_cluster_or_node_is_refused() {
+    let mut cluster = Cluster::start(1, RaftSettings::default());
+    cluster.wait_leader(ELECTION).await;
+    cluster.kill(0);
+    let spec = cluster.nodes[0].clone();
+    let original = std::fs::read_to_string(&spec.config_path).expect("config");
+    for (change, expect) in [
+        (
+            original.replace(&cluster.cluster_id, "another-cluster"),
+            "cluster",
+        ),
+        (
+            original
+                .replace("node_id = 1", "node_id = 7")
+                .replace("id = 1\n", "id = 7\n"),
+            "node",
+        ),
+    ] {
+        let path = cluster.dir.path().join("changed.toml");
+        std::fs::write(&path, change).expect("write config");
+        let out = std::process::Command::new(common::drover_bin())
+            .args(["agent", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run agent");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "agent must refuse the data dir");
+        assert!(
+            stderr.to_lowercase().contains(expect),
+            "message names the {expect}: {stderr}"
+        );
+    }
+    // The original config still starts and has its data.
+    cluster.restart(0);
+    cluster.wait_leader(ELECTION).await;
 }

@@ -61,10 +61,16 @@ pub async fn serve(
     tracing::info!(%api_addr, %raft_addr, node_id = node.config.node_id, "listening");
     let api_task = tokio::spawn(api);
     let raft_task = tokio::spawn(raft);
-    shutdown.await;
+    let failure = tokio::select! {
+        _ = shutdown => None,
+        reason = node.failure() => Some(reason),
+    };
     let _ = stop_tx.send(());
     let _ = api_task.await;
     let _ = raft_task.await;
     node.shutdown();
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(reason) => Err(anyhow::anyhow!("node stopped: {reason}")),
+    }
 }

@@ -31,8 +31,11 @@ pub enum Command {
     /// Create a job in `Queued`. A second Submit with the same id is a no-op,
     /// which makes client retries of the same submission safe.
     Submit {
+        /// Minted by the leader's API, so a client retry carries the same id.
         id: JobId,
+        /// Validated by the API before proposing.
         spec: JobSpec,
+        /// The leader's wall clock at acceptance (Unix ms).
         submitted_at_ms: i64,
     },
 }
@@ -40,14 +43,22 @@ pub enum Command {
 /// Why a command could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
+    /// The payload has no bytes at all.
     #[error("empty command payload")]
     Empty,
+    /// The format byte is not one this binary reads.
     #[error("unknown command format {0} (written by a newer Drover?)")]
     UnknownFormat(u8),
+    /// The bincode body is malformed.
     #[error("undecodable command: {0}")]
     Decode(#[from] bincode::error::DecodeError),
+    /// A valid command followed by junk: refused rather than half-read.
     #[error("command has {extra} trailing bytes after a valid command")]
-    TrailingBytes { extra: usize },
+    TrailingBytes {
+        /// Bytes left over.
+        extra: usize,
+    },
+    /// Serialization failed (not expected for these types).
     #[error("cannot encode command: {0}")]
     Encode(#[from] bincode::error::EncodeError),
 }

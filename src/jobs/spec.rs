@@ -27,20 +27,28 @@ pub struct JobSpec {
 /// Why a [`JobSpec`] is refused. Messages are meant for the submitting user.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
+    /// Neither `command` nor `args` is set.
     #[error("a job needs something to run: set either `command` or `args`")]
     NothingToRun,
+    /// Both are set: which one to run would be a guess.
     #[error("set either `command` or `args`, not both")]
     BothCommandAndArgs,
+    /// `command` is the empty string.
     #[error("`command` is empty")]
     EmptyCommand,
+    /// `args[0]`, the program, is empty.
     #[error("`args[0]` (the program to run) is empty")]
     EmptyProgram,
+    /// `command` exceeds [`MAX_COMMAND_BYTES`].
     #[error("`command` is {len} bytes; the limit is {max} bytes")]
     CommandTooLong { len: usize, max: usize },
+    /// `args` exceed [`MAX_ARGS_BYTES`].
     #[error("`args` take {len} bytes (each argument counts its length plus one); the limit is {max} bytes")]
     ArgsTooLong { len: usize, max: usize },
+    /// A C string cannot carry a NUL; the process would see a truncated command.
     #[error("`command` contains a NUL byte, which no process can receive")]
     NulInCommand,
+    /// As `NulInCommand`, for argument `index`.
     #[error("`args[{index}]` contains a NUL byte, which no process can receive")]
     NulInArg { index: usize },
 }

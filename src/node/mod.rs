@@ -187,6 +187,20 @@ impl Node {
         }
     }
 
+    /// Resolves with the reason if the Raft loop stops on a storage failure:
+    /// the process must then exit rather than serve stale data.
+    pub async fn failure(&self) -> String {
+        let mut status = self.status.clone();
+        loop {
+            if let Some(reason) = status.borrow_and_update().failed.clone() {
+                return reason;
+            }
+            if status.changed().await.is_err() {
+                return "the raft loop stopped".to_string();
+            }
+        }
+    }
+
     /// Proposes an encoded application command on this node (it must be the
     /// leader) and waits until it is applied, or the propose timeout passes.
     pub async fn propose(&self, command: Vec<u8>) -> Result<Applied, RaftError> {

@@ -14,6 +14,7 @@
 //! - `quorum`: majority counting for commit and elections
 //! - `read_only`: ReadIndex bookkeeping
 //! - `core`: the state machine itself (roles, step, tick)
+//! - `tests`: scenario tests on a small in-memory network
 //!
 //! # Driving contract
 //! ```text
@@ -40,10 +41,13 @@ mod message;
 mod progress;
 mod quorum;
 mod read_only;
+#[cfg(test)]
+mod tests;
 mod types;
 
 pub use self::core::RawNode;
 pub use self::message::{Message, MessageBody};
+pub use self::read_only::MAX_PENDING_READS;
 pub use self::types::{
     ConfChange, Entry, HardState, Index, Membership, NodeId, Payload, PeerInfo, SnapshotMeta, Term,
 };
@@ -104,6 +108,17 @@ impl Config {
 }
 
 /// What a node has on stable storage when its core is created.
+///
+/// Three cases:
+/// - bootstrapping a new cluster: everything empty/zero except
+///   `membership`, which holds the initial voters (the same on every
+///   initial node). The core then starts from a genesis snapshot (index 1,
+///   term 1, EMPTY data, that membership) and hands it out in the first
+///   Ready like any snapshot: the store persists it and the state machine
+///   treats empty snapshot data as the empty state.
+/// - joining an existing cluster: everything empty, `membership` empty. The
+///   node waits until a leader adds it; it then receives a snapshot.
+/// - restarting: what the store persisted.
 #[derive(Clone, Debug, Default)]
 pub struct Restored {
     pub hard_state: HardState,
@@ -135,7 +150,8 @@ use serde::{Deserialize, Serialize};
 /// Everything the caller must do, in the order given by the module contract.
 #[derive(Debug, Default)]
 pub struct Ready {
-    /// A snapshot received from the leader: persist it, discard the WHOLE
+    /// A snapshot received from the leader (or, on a new cluster's first
+    /// Ready, the genesis snapshot with empty data): persist it, discard the WHOLE
     /// stable log (the core's log now starts at `meta.index + 1`), persist
     /// `membership`, then replace the state machine with it. `entries` in the
     /// same Ready (if any) start after `meta.index`.

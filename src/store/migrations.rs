@@ -118,3 +118,16 @@ pub(crate) fn run(
     }
     Ok(version)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_version_is_the_last_migration_and_numbering_is_contiguous() {
+        assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
+        for (n, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, n + 1, "migration {}", m.name);
+        }
+    }
+}

@@ -7,9 +7,10 @@
 //! its snapshots (`create_snapshot`, install through `persist`).
 //!
 //! # Crash safety
-//! sled guarantees that a `flush()` makes every earlier write durable, and
-//! that a transaction (even across trees) is recovered all or nothing. We
-//! rely on nothing else; in particular, writes not covered by a flush may be
+//! sled guarantees that a `flush()` makes every earlier write durable (we
+//! follow each flush with an fdatasync of sled's log file, because sled
+//! 0.34 on Linux only calls sync_file_range), and that a transaction (even
+//! across trees) is recovered all or nothing. We rely on nothing else; in particular, writes not covered by a flush may be
 //! lost in any combination of whole transactions. Case by case:
 //!
 //! - `persist` (no snapshot): truncation, new entries, hard state and
@@ -63,9 +64,13 @@ use sled::Transactional;
 use self::codec::{SmMeta, SnapshotRecord};
 use self::migrations::Migration;
 use crate::jobs::Job;
-use crate::raft::{Membership, NodeId};
+use crate::raft::{ConfChange, Entry, HardState, Index, Membership, NodeId, Payload, Ready, Term};
 
 pub use self::error::StoreError;
+
+/// A snapshot's metadata and its bytes (the format of `store::snapshot`),
+/// shared rather than copied because it may be large and is sent to peers.
+pub type Snapshot = (crate::raft::SnapshotMeta, std::sync::Arc<Vec<u8>>);
 pub use self::state_machine::{Applied, MAX_LIST_LIMIT};
 
 /// Tree names: part of the on-disk format (see `migrations/`).
@@ -78,9 +83,46 @@ const TREE_SM_META: &str = "sm_meta";
 /// Directory names inside `data_dir`.
 const DB_DIR: &str = "db";
 const SNAPSHOT_DIR: &str = "snapshots";
+/// The file sled 0.34 keeps its log in, inside its directory.
+const SLED_LOG_FILE: &str = "db";
+/// Bound on sled's page cache (its default is 1 GiB).
+const SLED_CACHE_BYTES: u64 = 256 << 20;
 
 /// A node's durable state. See the module docs for the crash-safety
 /// argument of each operation.
+/// Term of the bootstrap entries: every founding member writes the same ones.
+pub const BOOTSTRAP_TERM: Term = 1;
+
+/// The founding membership as committed log entries (AddLearner then Promote
+/// for each member, in id order), identical on every founding member. Having
+/// them in the log, as etcd does, means a node that joins later and replays
+/// the log from index 1 rebuilds the same membership as everyone else.
+pub fn bootstrap_entries(membership: &Membership) -> Vec<Entry> {
+    let mut changes = Vec::new();
+    for (id, info) in &membership.voters {
+        changes.push(ConfChange::AddLearner {
+            id: *id,
+            info: info.clone(),
+        });
+        changes.push(ConfChange::Promote { id: *id });
+    }
+    for (id, info) in &membership.learners {
+        changes.push(ConfChange::AddLearner {
+            id: *id,
+            info: info.clone(),
+        });
+    }
+    changes
+        .into_iter()
+        .enumerate()
+        .map(|(i, change)| Entry {
+            term: BOOTSTRAP_TERM,
+            index: i as Index + 1,
+            payload: Payload::ConfChange(change),
+        })
+        .collect()
+}
+
 pub struct Store {
     data_dir: PathBuf,
     snapshot_dir: PathBuf,
@@ -88,6 +130,8 @@ pub struct Store {
     node_id: NodeId,
     schema_version: u32,
     db: sled::Db,
+    /// sled's log file, for the fdatasync that completes each flush.
+    db_file: fs::File,
     raft_log: sled::Tree,
     raft_state: sled::Tree,
     snapshots: sled::Tree,
@@ -174,8 +218,21 @@ impl Store {
         };
         let db = sled::Config::new()
             .path(&db_path)
+            .cache_capacity(SLED_CACHE_BYTES)
+            // No background flusher: every fsync is ours (counted, and
+            // never competing with the persist path). Unflushed applies are
+            // made durable by the next persist's flush, or re-applied.
+            .flush_every_ms(None)
             .open()
             .map_err(sled_err)?;
+        // sled's flush() ends in sync_file_range(2) on Linux, which neither
+        // flushes the device's write cache nor persists file metadata (the
+        // log file grows). We fdatasync sled's log file after each flush to
+        // make it a real durability barrier; and fsync the directory once
+        // so that the files sled just created survive a power loss.
+        let db_file_path = db_path.join(SLED_LOG_FILE);
+        let db_file = fs::File::open(&db_file_path).map_err(io(&db_file_path))?;
+        snapshot::sync_dir(&db_path).map_err(io(&db_path))?;
         let corrupt = |detail: String| StoreError::Corrupt {
             path: data_dir.clone(),
             detail,
@@ -268,6 +325,7 @@ impl Store {
             jobs: db.open_tree(TREE_JOBS).map_err(sled_err)?,
             sm_meta: db.open_tree(TREE_SM_META).map_err(sled_err)?,
             db,
+            db_file,
             data_dir,
             snapshot_dir,
             cluster_id: cluster_id.to_string(),
@@ -283,6 +341,8 @@ impl Store {
             max_fsync_nanos: AtomicU64::new(0),
         };
         store.check_and_recover()?;
+        // One barrier for whatever open wrote (identity, migrations).
+        store.flush()?;
         Ok(store)
     }
 
@@ -318,32 +378,33 @@ impl Store {
         Ok(())
     }
 
-    /// Records the bootstrap membership in a fresh store: the raft state's
-    /// membership and the state machine's membership as of index 0. Call it
-    /// once, when [`Store::is_fresh`] says so, before the first `Ready`.
-    /// Fsyncs once.
+    /// Founds a cluster in a fresh store: persists [`bootstrap_entries`] as
+    /// committed (term 1), the membership, and applies them. Call it once,
+    /// when [`Store::is_fresh`] says so, before the core is created. Every
+    /// founding member must be given the same membership.
     pub fn bootstrap(&self, membership: &Membership) -> Result<(), StoreError> {
-        let _log = lock(&self.log_lock);
-        let _sm = lock(&self.sm_lock);
         if !self.is_fresh() {
             return Err(StoreError::Contract(
                 "bootstrap of a store that already has raft state".into(),
             ));
         }
-        let encoded = codec::encode("membership", membership)?;
-        let sm = SmMeta {
-            membership: membership.clone(),
-            ..self.sm_meta()?
+        let entries = bootstrap_entries(membership);
+        let last = entries.last().map(|e| e.index).unwrap_or(0);
+        let ready = Ready {
+            entries: entries.clone(),
+            hard_state: Some(HardState {
+                term: BOOTSTRAP_TERM,
+                vote: 0,
+                commit: last,
+            }),
+            membership: Some(membership.clone()),
+            ..Ready::default()
         };
-        let sm_encoded = codec::encode("sm_meta", &sm)?;
-        (&self.raft_state, &self.sm_meta)
-            .transaction(|(state, sm_tree)| {
-                state.insert(codec::KEY_MEMBERSHIP, &encoded[..])?;
-                sm_tree.insert(codec::KEY_SM_META, &sm_encoded[..])?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(|e| self.tx_err(e))?;
-        self.flush()
+        // A crash between these two leaves committed, unapplied entries: the
+        // core hands them out again on restart and they are applied then.
+        self.persist(&ready)?;
+        self.apply(&entries)?;
+        Ok(())
     }
 
     /// True if no raft state was ever written: the node has never
@@ -373,8 +434,8 @@ impl Store {
         self.schema_version
     }
 
-    /// Number of sled flushes (each one an fsync) since open. Snapshot file
-    /// fsyncs are not counted. Divided by entries persisted, it is the
+    /// Number of durability barriers (sled flush + fdatasync of its log)
+    /// since open. Snapshot file fsyncs are not counted. Divided by entries persisted, it is the
     /// fsyncs-per-entry figure of the benchmark.
     pub fn fsync_count(&self) -> u64 {
         self.fsyncs.load(Ordering::Relaxed)
@@ -390,10 +451,22 @@ impl Store {
         Duration::from_nanos(self.max_fsync_nanos.load(Ordering::Relaxed))
     }
 
-    /// The one way this module fsyncs sled: counted and timed.
+    /// Makes every earlier write durable (one counted fsync), e.g. the
+    /// latest applies before a graceful shutdown, so they need not be
+    /// re-applied after restart. Never needed for correctness.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.flush()
+    }
+
+    /// The one way this module makes sled durable: sled's flush, then an
+    /// fdatasync of its log file (see `open`). Counted as one fsync, timed.
     fn flush(&self) -> Result<(), StoreError> {
         let start = Instant::now();
         self.db.flush().map_err(|e| self.sled_err(e))?;
+        self.db_file.sync_data().map_err(|source| StoreError::Io {
+            path: self.data_dir.join(DB_DIR).join(SLED_LOG_FILE),
+            source,
+        })?;
         let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.last_fsync_nanos.store(nanos, Ordering::Relaxed);
@@ -461,29 +534,21 @@ impl Store {
         &self,
         snap: &snapshot::DecodedSnapshot,
     ) -> Result<SmMeta, StoreError> {
-        let (old_keys, new_jobs, sm, sm_encoded) = self.prepare_install(snap)?;
+        let install = self.prepare_install(snap)?;
         (&self.jobs, &self.sm_meta)
             .transaction(|(jobs, sm_tree)| {
-                for k in &old_keys {
-                    jobs.remove(k)?;
-                }
-                for (k, v) in &new_jobs {
-                    jobs.insert(&k[..], &v[..])?;
-                }
-                sm_tree.insert(codec::KEY_SM_META, &sm_encoded[..])?;
+                install.write(jobs, sm_tree)?;
                 Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
             })
             .map_err(|e| self.tx_err(e))?;
-        Ok(sm)
+        Ok(install.sm)
     }
 
-    /// What installing `snap` writes: keys to delete from `jobs`, rows to
-    /// insert, and the new `sm_meta`.
-    #[allow(clippy::type_complexity)]
+    /// What installing `snap` writes, computed before the transaction.
     fn prepare_install(
         &self,
         snap: &snapshot::DecodedSnapshot,
-    ) -> Result<(Vec<sled::IVec>, Vec<([u8; 16], Vec<u8>)>, SmMeta, Vec<u8>), StoreError> {
+    ) -> Result<PreparedInstall, StoreError> {
         let old_keys = self
             .jobs
             .iter()
@@ -502,7 +567,12 @@ impl Store {
             job_count: snap.jobs.len() as u64,
         };
         let sm_encoded = codec::encode("sm_meta", &sm)?;
-        Ok((old_keys, new_jobs, sm, sm_encoded))
+        Ok(PreparedInstall {
+            old_keys,
+            new_jobs,
+            sm,
+            sm_encoded,
+        })
     }
 
     fn decode_job(&self, key: &[u8], value: &[u8]) -> Result<Job, StoreError> {
@@ -511,5 +581,33 @@ impl Store {
             return Err(self.corrupt(format!("job {} is stored under another key", job.id)));
         }
         Ok(job)
+    }
+}
+
+/// The writes that replace the job table and `sm_meta` with a snapshot's.
+struct PreparedInstall {
+    /// Keys currently in `jobs`, all deleted.
+    old_keys: Vec<sled::IVec>,
+    /// Rows of the snapshot, encoded.
+    new_jobs: Vec<([u8; 16], Vec<u8>)>,
+    sm: SmMeta,
+    sm_encoded: Vec<u8>,
+}
+
+impl PreparedInstall {
+    /// Performs the writes inside the caller's transaction.
+    fn write(
+        &self,
+        jobs: &sled::transaction::TransactionalTree,
+        sm_meta: &sled::transaction::TransactionalTree,
+    ) -> Result<(), sled::transaction::UnabortableTransactionError> {
+        for key in &self.old_keys {
+            jobs.remove(key)?;
+        }
+        for (key, value) in &self.new_jobs {
+            jobs.insert(&key[..], &value[..])?;
+        }
+        sm_meta.insert(codec::KEY_SM_META, &self.sm_encoded[..])?;
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
 use super::codec::{self, index_key, key_index, SnapshotRecord};
-use super::{lock, snapshot, Store, StoreError};
+use super::{lock, snapshot, Snapshot, Store, StoreError};
 use crate::raft::{Entry, HardState, Index, Membership, Ready, Restored, SnapshotMeta};
 
 type TxResult = Result<(), ConflictableTransactionError<StoreError>>;
@@ -159,7 +159,7 @@ impl Store {
             .keys()
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.sled_err(e))?;
-        let (old_jobs, new_jobs, sm, sm_encoded) = self.prepare_install(&decoded)?;
+        let install = self.prepare_install(&decoded)?;
 
         // 1. The file, durably, before anything refers to it.
         snapshot::write_file(&self.snapshot_dir, &record.file, data).map_err(|source| {
@@ -188,25 +188,21 @@ impl Store {
                 }
                 state.insert(codec::KEY_MEMBERSHIP, &membership[..])?;
                 snaps.insert(codec::KEY_LATEST_SNAPSHOT, &record_encoded[..])?;
-                for key in &old_jobs {
-                    jobs.remove(key)?;
-                }
-                for (key, value) in &new_jobs {
-                    jobs.insert(&key[..], &value[..])?;
-                }
-                sm_tree.insert(codec::KEY_SM_META, &sm_encoded[..])?;
+                install.write(jobs, sm_tree)?;
                 Ok(())
             })
             .map_err(|e| self.tx_err(e))?;
         self.flush()?;
-        self.applied.store(sm.applied_index, Ordering::Release);
-        self.job_count.store(sm.job_count, Ordering::Release);
+        self.applied
+            .store(install.sm.applied_index, Ordering::Release);
+        self.job_count
+            .store(install.sm.job_count, Ordering::Release);
         // 4. Only now is the previous snapshot unreferenced on disk.
         snapshot::remove_stale_files(&self.snapshot_dir, Some(&record.file));
         tracing::info!(
             index = meta.index,
             term = meta.term,
-            jobs = sm.job_count,
+            jobs = install.sm.job_count,
             "installed snapshot"
         );
         Ok(())
@@ -315,7 +311,7 @@ impl Store {
 
     /// The latest durable snapshot and its bytes (checksum verified), e.g.
     /// to send to a follower.
-    pub fn latest_snapshot(&self) -> Result<Option<(SnapshotMeta, Arc<Vec<u8>>)>, StoreError> {
+    pub fn latest_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
         let _snap = lock(&self.snap_lock);
         match self.snapshot_record()? {
             None => Ok(None),

@@ -255,3 +255,76 @@ pub(crate) fn remove_stale_files(dir: &Path, keep: Option<&str>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::{JobId, JobSpec, JobState};
+    use crate::raft::PeerInfo;
+
+    fn sample() -> (SnapshotMeta, Vec<u8>) {
+        let mut meta = SnapshotMeta {
+            index: 42,
+            term: 3,
+            membership: Membership::default(),
+        };
+        meta.membership.voters.insert(1, PeerInfo::default());
+        let mut b = SnapshotBuilder::new();
+        for n in 1..=5u64 {
+            let job = Job {
+                id: JobId::from_parts(n, u128::from(n)),
+                spec: JobSpec::shell(format!("echo {n}")),
+                state: JobState::Queued,
+                submitted_at_ms: n as i64,
+                index: n,
+            };
+            b.push_encoded_job(&codec::encode("job", &job).unwrap())
+                .unwrap();
+        }
+        let data = b.finish(&meta).unwrap();
+        (meta, data)
+    }
+
+    #[test]
+    fn round_trips() {
+        let (meta, data) = sample();
+        let decoded = decode(&data).unwrap();
+        assert_eq!(decoded.meta, meta);
+        assert_eq!(decoded.jobs.len(), 5);
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_refused() {
+        let (_, data) = sample();
+        for n in 0..data.len() {
+            assert!(decode(&data[..n]).is_err(), "prefix {n}");
+        }
+        for i in 0..data.len() {
+            let mut bad = data.clone();
+            bad[i] ^= 0x01;
+            assert!(decode(&bad).is_err(), "flip at {i}");
+        }
+    }
+
+    #[test]
+    fn garbage_with_a_valid_checksum_never_panics() {
+        // Corrupt the body but fix up the CRC, so the structural decoder
+        // itself meets the garbage.
+        let (_, data) = sample();
+        let body_len = data.len() - 4;
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            let mut bad = data[..body_len].to_vec();
+            for _ in 0..3 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let at = (state as usize) % body_len;
+                bad[at] = (state >> 32) as u8;
+            }
+            let crc = crc32fast::hash(&bad);
+            bad.extend_from_slice(&crc.to_be_bytes());
+            let _ = decode(&bad);
+        }
+    }
+}

@@ -9,8 +9,8 @@ use sled::transaction::{abort, ConflictableTransactionError};
 use sled::Transactional;
 
 use super::codec::{self, SmMeta, SnapshotRecord};
-use super::{lock, snapshot, Store, StoreError};
-use crate::jobs::{Command, CommandError, Job, JobId, JobState};
+use super::{lock, snapshot, Snapshot, Store, StoreError};
+use crate::jobs::{Command, Job, JobId, JobState};
 use crate::raft::{ConfChange, Entry, Index, Membership, Payload, SnapshotMeta};
 
 /// Upper bound on one page of [`Store::list_jobs`]; larger limits are
@@ -32,7 +32,10 @@ pub enum Applied {
     ConfChange(Membership),
     /// The entry's command could not be decoded; it was applied as a no-op
     /// (and logged) so that the apply loop never stops on a bad entry.
-    Rejected { reason: String },
+    Rejected {
+        /// Why the command could not be decoded.
+        reason: String,
+    },
     /// The entry was at or below the applied index (e.g. re-delivered after
     /// a restart): nothing done.
     AlreadyApplied,
@@ -69,7 +72,7 @@ impl Store {
                 Payload::ConfChange(cc) => Decoded::ConfChange(cc.clone()),
                 Payload::Command(bytes) => match Command::decode(bytes) {
                     Ok(c) => Decoded::Command(c),
-                    Err(err) => Decoded::Bad(describe(&err)),
+                    Err(err) => Decoded::Bad(err.to_string()),
                 },
             })
             .collect();
@@ -159,7 +162,7 @@ impl Store {
     /// The previous snapshot file is deleted afterwards. The caller may
     /// then [`Store::compact_log`] up to the returned index (less the
     /// trailing entries it wants to keep).
-    pub fn create_snapshot(&self) -> Result<(SnapshotMeta, Arc<Vec<u8>>), StoreError> {
+    pub fn create_snapshot(&self) -> Result<Snapshot, StoreError> {
         // A consistent view: no apply runs while we copy the table.
         let (meta, data) = {
             let _sm = lock(&self.sm_lock);
@@ -284,8 +287,4 @@ fn apply_conf_change(m: &mut Membership, cc: &ConfChange) {
             m.learners.remove(id);
         }
     }
-}
-
-fn describe(err: &CommandError) -> String {
-    err.to_string()
 }

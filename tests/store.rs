@@ -1,0 +1,704 @@
+//! Integration tests of the sled store, on a real database in a temp dir.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use drover::jobs::{Command, Job, JobId, JobSpec, JobState};
+use drover::raft::{
+    ConfChange, Entry, HardState, Membership, Payload, PeerInfo, Ready, SnapshotMeta,
+};
+use drover::store::migrations::{self, Migration};
+use drover::store::{Applied, Store, StoreError};
+use sled::Transactional;
+
+const CLUSTER: &str = "test-cluster";
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, CLUSTER, 1).expect("open")
+}
+
+fn peer(n: u64) -> PeerInfo {
+    PeerInfo {
+        raft_addr: format!("10.0.0.{n}:7000"),
+        api_addr: format!("10.0.0.{n}:8000"),
+    }
+}
+
+fn membership(voters: &[u64]) -> Membership {
+    Membership {
+        voters: voters.iter().map(|&n| (n, peer(n))).collect(),
+        learners: BTreeMap::new(),
+    }
+}
+
+fn job_id(n: u64) -> JobId {
+    JobId::from_parts(1_700_000_000_000 + n, u128::from(n))
+}
+
+fn submit(index: u64, term: u64, n: u64) -> Entry {
+    let cmd = Command::Submit {
+        id: job_id(n),
+        spec: JobSpec::shell(format!("echo {n}")),
+        submitted_at_ms: 1_700_000_000_000 + n as i64,
+    };
+    Entry {
+        term,
+        index,
+        payload: Payload::Command(cmd.encode().unwrap()),
+    }
+}
+
+/// Entries `from..=to`, each submitting job `index`.
+fn submits(from: u64, to: u64, term: u64) -> Vec<Entry> {
+    (from..=to).map(|i| submit(i, term, i)).collect()
+}
+
+fn append(store: &Store, entries: Vec<Entry>, hs: Option<HardState>) {
+    let rd = Ready {
+        entries,
+        hard_state: hs,
+        ..Ready::default()
+    };
+    store.persist(&rd).expect("persist");
+}
+
+fn hs(term: u64, vote: u64, commit: u64) -> HardState {
+    HardState { term, vote, commit }
+}
+
+fn indexes(entries: &[Entry]) -> Vec<u64> {
+    entries.iter().map(|e| e.index).collect()
+}
+
+#[test]
+fn persist_and_restore_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = submits(1, 5, 1);
+    {
+        let store = open(dir.path());
+        assert!(store.is_fresh());
+        seed_membership(&store, &[1, 2, 3]);
+        assert!(!store.is_fresh());
+        let rd = Ready {
+            entries: entries.clone(),
+            hard_state: Some(hs(1, 1, 3)),
+            membership: Some(membership(&[1, 2, 3])),
+            ..Ready::default()
+        };
+        store.persist(&rd).unwrap();
+    }
+    let store = open(dir.path());
+    assert!(!store.is_fresh());
+    let r = store.restored().unwrap();
+    assert_eq!(r.hard_state, hs(1, 1, 3));
+    assert_eq!(r.membership, membership(&[1, 2, 3]));
+    assert!(r.snapshot.is_none());
+    assert_eq!(r.entries, entries);
+    assert_eq!(r.applied, 0);
+}
+
+#[test]
+fn fresh_store_restores_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let r = store.restored().unwrap();
+    assert_eq!(r.hard_state, HardState::default());
+    assert!(r.entries.is_empty() && r.snapshot.is_none() && r.applied == 0);
+    assert_eq!(store.schema_version(), migrations::SCHEMA_VERSION);
+}
+
+#[test]
+fn conflicting_suffix_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        append(&store, submits(1, 10, 1), Some(hs(1, 1, 0)));
+        // A new leader of term 2 overwrites from index 6 with two entries.
+        append(&store, submits(6, 7, 2), Some(hs(2, 2, 0)));
+    }
+    let store = open(dir.path());
+    let r = store.restored().unwrap();
+    assert_eq!(indexes(&r.entries), (1..=7).collect::<Vec<_>>());
+    assert!(r.entries[..5].iter().all(|e| e.term == 1));
+    assert!(r.entries[5..].iter().all(|e| e.term == 2));
+    assert_eq!(r.hard_state, hs(2, 2, 0));
+    // Appending right after the new end works; a gap is refused.
+    append(&store, submits(8, 8, 2), None);
+    let err = store
+        .persist(&Ready {
+            entries: submits(10, 10, 2),
+            ..Ready::default()
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Contract(_)), "{err}");
+    assert_eq!(indexes(&store.restored().unwrap().entries).last(), Some(&8));
+}
+
+#[test]
+fn exactly_one_fsync_per_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let before = store.fsync_count();
+    store.persist(&Ready::default()).unwrap();
+    assert_eq!(store.fsync_count(), before, "nothing to persist, no fsync");
+    for batch in 0..10u64 {
+        let n = store.fsync_count();
+        append(
+            &store,
+            submits(batch * 64 + 1, batch * 64 + 64, 1),
+            Some(hs(1, 1, batch * 64)),
+        );
+        assert_eq!(store.fsync_count(), n + 1);
+    }
+    let n = store.fsync_count();
+    store
+        .persist(&Ready {
+            hard_state: Some(hs(2, 0, 0)),
+            ..Ready::default()
+        })
+        .unwrap();
+    assert_eq!(store.fsync_count(), n + 1);
+    assert!(store.last_fsync_duration() <= store.max_fsync_duration());
+}
+
+#[test]
+fn hard_state_going_backwards_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, vec![], Some(hs(5, 2, 0)));
+    for bad in [hs(4, 0, 0), hs(5, 3, 0)] {
+        let err = store
+            .persist(&Ready {
+                hard_state: Some(bad),
+                ..Ready::default()
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Contract(_)), "{err}");
+    }
+    assert_eq!(store.restored().unwrap().hard_state, hs(5, 2, 0));
+}
+
+#[test]
+fn apply_builds_the_job_table_and_is_idempotent_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut entries = submits(1, 3, 1);
+    entries.push(Entry {
+        term: 1,
+        index: 4,
+        payload: Payload::Noop,
+    });
+    entries.push(submit(5, 1, 2)); // duplicate of job 2
+    entries.push(Entry {
+        term: 1,
+        index: 6,
+        payload: Payload::Command(vec![0xde, 0xad]),
+    });
+    entries.push(Entry {
+        term: 1,
+        index: 7,
+        payload: Payload::ConfChange(ConfChange::AddLearner {
+            id: 4,
+            info: peer(4),
+        }),
+    });
+    {
+        let store = open(dir.path());
+        append(&store, entries.clone(), Some(hs(1, 1, 7)));
+        let fsyncs = store.fsync_count();
+        let out = store.apply(&entries).unwrap();
+        assert_eq!(store.fsync_count(), fsyncs, "apply does not fsync");
+        assert_eq!(out.len(), 7);
+        match &out[0] {
+            Applied::Job(job) => {
+                assert_eq!(job.id, job_id(1));
+                assert_eq!(job.state, JobState::Queued);
+                assert_eq!(job.index, 1);
+                assert_eq!(job.spec, JobSpec::shell("echo 1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(out[3], Applied::Noop);
+        match &out[4] {
+            Applied::DuplicateJob(job) => assert_eq!(job.index, 2, "the original job"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&out[5], Applied::Rejected { .. }));
+        // No founding membership in this store: the change applies to empty.
+        let mut expected = Membership::default();
+        expected.learners.insert(4, peer(4));
+        assert_eq!(out[6], Applied::ConfChange(expected.clone()));
+        assert_eq!(store.applied_index(), 7);
+        assert_eq!(store.job_count(), 3);
+        assert_eq!(store.applied_membership().unwrap(), expected);
+        // Make the applies durable as a clean shutdown would (a snapshot
+        // flushes everything before it).
+        store.create_snapshot().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.applied_index(), 7);
+    assert_eq!(store.restored().unwrap().applied, 7);
+    // Re-delivering entries after a restart changes nothing.
+    let out = store.apply(&entries).unwrap();
+    assert!(out.iter().all(|a| *a == Applied::AlreadyApplied));
+    assert_eq!(store.job_count(), 3);
+    let job = store.get_job(&job_id(2)).unwrap().unwrap();
+    assert_eq!(job.index, 2);
+    assert!(store.get_job(&job_id(99)).unwrap().is_none());
+}
+
+#[test]
+fn apply_refuses_a_gap_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, submits(1, 5, 1), None);
+    store.apply(&submits(1, 2, 1)).unwrap();
+    let err = store.apply(&submits(4, 5, 1)).unwrap_err();
+    assert!(matches!(err, StoreError::Contract(_)), "{err}");
+    assert_eq!(store.applied_index(), 2);
+    assert_eq!(store.job_count(), 2);
+    // A batch that straddles the applied index applies only the new part.
+    let out = store.apply(&submits(2, 4, 1)).unwrap();
+    assert_eq!(out[0], Applied::AlreadyApplied);
+    assert!(matches!(out[1], Applied::Job(_)));
+    assert_eq!(store.applied_index(), 4);
+}
+
+#[test]
+fn list_jobs_paginates_in_id_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, submits(1, 25, 1), None);
+    store.apply(&submits(1, 25, 1)).unwrap();
+    let mut seen: Vec<Job> = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store.list_jobs(cursor.as_ref(), 10).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        cursor = page.last().map(|j| j.id);
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 25);
+    assert_eq!(
+        seen.iter().map(|j| j.id).collect::<Vec<_>>(),
+        (1..=25).map(job_id).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn snapshot_moves_the_state_machine_to_another_store() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let leader = open(leader_dir.path());
+    leader.bootstrap(&membership(&[1, 2])).unwrap();
+    // Bootstrap wrote entries 1..=4 (AddLearner + Promote for 1 and 2).
+    let mut entries = submits(5, 44, 1);
+    entries.push(Entry {
+        term: 1,
+        index: 45,
+        payload: Payload::ConfChange(ConfChange::AddLearner {
+            id: 3,
+            info: peer(3),
+        }),
+    });
+    entries.push(Entry {
+        term: 1,
+        index: 46,
+        payload: Payload::ConfChange(ConfChange::Promote { id: 3 }),
+    });
+    append(&leader, entries.clone(), Some(hs(1, 1, 46)));
+    leader.apply(&entries).unwrap();
+    let (meta, data) = leader.create_snapshot().unwrap();
+    assert_eq!(meta.index, 46);
+    assert_eq!(meta.term, 1);
+    assert_eq!(meta.membership, membership(&[1, 2, 3]));
+
+    let follower = Store::open(follower_dir.path(), CLUSTER, 3).unwrap();
+    // The follower had a stale, divergent log that the snapshot replaces.
+    append(&follower, submits(1, 50, 1), Some(hs(1, 0, 0)));
+    let fsyncs = follower.fsync_count();
+    follower
+        .persist(&Ready {
+            snapshot: Some((meta.clone(), data.clone())),
+            entries: submits(47, 48, 2),
+            hard_state: Some(hs(2, 0, 46)),
+            membership: Some(meta.membership.clone()),
+            ..Ready::default()
+        })
+        .unwrap();
+    assert_eq!(follower.fsync_count(), fsyncs + 1);
+    let check = |s: &Store| {
+        assert_eq!(s.applied_index(), 46);
+        assert_eq!(s.job_count(), 40);
+        assert_eq!(
+            s.list_jobs(None, 1000).unwrap(),
+            leader.list_jobs(None, 1000).unwrap()
+        );
+        assert_eq!(s.applied_membership().unwrap(), membership(&[1, 2, 3]));
+        let r = s.restored().unwrap();
+        assert_eq!(r.snapshot.as_ref().map(|(m, _)| m), Some(&meta));
+        assert_eq!(
+            r.snapshot.as_ref().map(|(_, d)| d.as_slice()),
+            Some(data.as_slice())
+        );
+        assert_eq!(indexes(&r.entries), vec![47, 48]);
+        assert_eq!(r.membership, membership(&[1, 2, 3]));
+        assert_eq!(r.applied, 46);
+    };
+    check(&follower);
+    drop(follower);
+    let follower = Store::open(follower_dir.path(), CLUSTER, 3).unwrap();
+    check(&follower);
+    // Applying continues after the snapshot.
+    let out = follower.apply(&submits(47, 48, 2)).unwrap();
+    assert!(matches!(out[1], Applied::Job(_)));
+    assert_eq!(follower.job_count(), 42);
+    // Exactly one snapshot file is kept.
+    let files = std::fs::read_dir(follower_dir.path().join("snapshots"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 1);
+}
+
+#[test]
+fn a_bad_received_snapshot_is_refused_and_nothing_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = open(src_dir.path());
+    append(&src, submits(1, 3, 1), None);
+    src.apply(&submits(1, 3, 1)).unwrap();
+    let (meta, data) = src.create_snapshot().unwrap();
+
+    let store = open(dir.path());
+    append(&store, submits(1, 2, 1), Some(hs(1, 0, 0)));
+    let mut bad = (*data).clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x40;
+    let err = store
+        .persist(&Ready {
+            snapshot: Some((meta.clone(), Arc::new(bad))),
+            ..Ready::default()
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::BadSnapshot(_)), "{err}");
+    assert!(err.to_string().contains("checksum"), "{err}");
+    // Meta that does not describe the data is refused too.
+    let wrong = SnapshotMeta {
+        index: meta.index + 1,
+        ..meta.clone()
+    };
+    let err = store
+        .persist(&Ready {
+            snapshot: Some((wrong, data.clone())),
+            ..Ready::default()
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::BadSnapshot(_)), "{err}");
+    let r = store.restored().unwrap();
+    assert!(r.snapshot.is_none());
+    assert_eq!(indexes(&r.entries), vec![1, 2]);
+}
+
+#[test]
+fn a_corrupted_snapshot_file_is_refused_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        append(&store, submits(1, 3, 1), None);
+        store.apply(&submits(1, 3, 1)).unwrap();
+        store.create_snapshot().unwrap();
+    }
+    let snap_dir = dir.path().join("snapshots");
+    let file = std::fs::read_dir(&snap_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let err = Store::open(dir.path(), CLUSTER, 1).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("checksum") && msg.contains("corrupt"), "{msg}");
+    // A missing file is refused as well.
+    std::fs::remove_file(&file).unwrap();
+    let err = Store::open(dir.path(), CLUSTER, 1).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn compaction_keeps_the_log_after_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, submits(1, 20, 1), Some(hs(1, 1, 20)));
+    store.apply(&submits(1, 10, 1)).unwrap();
+    // Nothing may be compacted before a snapshot covers it.
+    assert!(matches!(store.compact_log(5), Err(StoreError::Contract(_))));
+    let (meta, _) = store.create_snapshot().unwrap();
+    assert_eq!(meta.index, 10);
+    assert!(matches!(
+        store.compact_log(11),
+        Err(StoreError::Contract(_))
+    ));
+    // Keep three trailing entries below the snapshot.
+    store.compact_log(7).unwrap();
+    let r = store.restored().unwrap();
+    assert_eq!(indexes(&r.entries), (8..=20).collect::<Vec<_>>());
+    store.compact_log(10).unwrap();
+    drop(store);
+    let store = open(dir.path());
+    let r = store.restored().unwrap();
+    assert_eq!(indexes(&r.entries), (11..=20).collect::<Vec<_>>());
+    assert_eq!(r.snapshot.map(|(m, _)| m.index), Some(10));
+    // With the whole log compacted, appending continues after the snapshot.
+    store.apply(&submits(11, 20, 1)).unwrap();
+    store.create_snapshot().unwrap();
+    store.compact_log(20).unwrap();
+    assert!(store.restored().unwrap().entries.is_empty());
+    let err = store
+        .persist(&Ready {
+            entries: submits(22, 22, 1),
+            ..Ready::default()
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Contract(_)), "{err}");
+    append(&store, submits(21, 21, 1), None);
+    assert_eq!(indexes(&store.restored().unwrap().entries), vec![21]);
+}
+
+#[test]
+fn open_refuses_another_cluster_node_or_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let err = Store::open(dir.path(), "other-cluster", 1).unwrap_err();
+    assert!(matches!(err, StoreError::WrongCluster { .. }), "{err}");
+    assert!(err.to_string().contains("other-cluster"), "{err}");
+    let err = Store::open(dir.path(), CLUSTER, 2).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::WrongNode {
+                found: 1,
+                expected: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        Store::open(dir.path(), CLUSTER, 0),
+        Err(StoreError::InvalidArgument(_))
+    ));
+
+    // Pretend a newer Drover wrote the store.
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert(
+            "schema_version",
+            &(migrations::SCHEMA_VERSION + 1).to_be_bytes()[..],
+        )
+        .unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(dir.path(), CLUSTER, 1).unwrap_err();
+    assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("written by a newer Drover: upgrade the binary or restore a backup"),
+        "{err}"
+    );
+}
+
+#[test]
+fn open_refuses_an_undecodable_record() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        append(&store, vec![], Some(hs(3, 1, 0)));
+    }
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        db.open_tree("raft_state")
+            .unwrap()
+            .insert("hard_state", &[0xff; 3][..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(dir.path(), CLUSTER, 1).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn a_store_at_version_0_is_migrated() {
+    // What a crash during the very first open leaves: identity recorded,
+    // layout never initialised.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert("cluster_id", CLUSTER.as_bytes()).unwrap();
+        meta.insert("node_id", &1u64.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.schema_version(), 1);
+    append(&store, submits(1, 1, 1), None);
+}
+
+/// A made-up version 2 for the test: adds an index of jobs by state, built
+/// from the existing rows, atomically with the version bump.
+fn m0002_jobs_by_state(db: &sled::Db) -> Result<(), String> {
+    let jobs = db.open_tree("jobs").map_err(|e| e.to_string())?;
+    let index = db.open_tree("jobs_by_state").map_err(|e| e.to_string())?;
+    let meta = db.open_tree("meta").map_err(|e| e.to_string())?;
+    let rows: Vec<sled::IVec> = jobs
+        .iter()
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    (&meta, &index)
+        .transaction(|(meta, index)| {
+            if migrations::read_schema_version_tx(meta)? != Ok(1) {
+                return sled::transaction::abort("expected version 1".to_string());
+            }
+            for key in &rows {
+                let mut k = vec![0u8]; // state Queued
+                k.extend_from_slice(key);
+                index.insert(k, &[][..])?;
+            }
+            migrations::write_schema_version_tx(meta, 2)?;
+            Ok(())
+        })
+        .map_err(|e| format!("{e:?}"))
+}
+
+fn failing_migration(_: &sled::Db) -> Result<(), String> {
+    Err("disk on fire".into())
+}
+
+#[test]
+fn a_store_at_version_1_is_migrated_to_2() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        append(&store, submits(1, 5, 1), Some(hs(1, 1, 5)));
+        store.apply(&submits(1, 5, 1)).unwrap();
+        store.create_snapshot().unwrap();
+    }
+    let mut v2: Vec<Migration> = migrations::MIGRATIONS.to_vec();
+
+    // A failing migration leaves the store at version 1, still usable.
+    v2.push(Migration {
+        version: 2,
+        name: "broken",
+        up: failing_migration,
+    });
+    let err = Store::open_with_migrations(dir.path(), CLUSTER, 1, &v2).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Migration { version: 2, .. }),
+        "{err}"
+    );
+    assert_eq!(open(dir.path()).schema_version(), 1);
+
+    v2[1] = Migration {
+        version: 2,
+        name: "jobs_by_state",
+        up: m0002_jobs_by_state,
+    };
+    {
+        let store = Store::open_with_migrations(dir.path(), CLUSTER, 1, &v2).unwrap();
+        assert_eq!(store.schema_version(), 2);
+        assert_eq!(store.job_count(), 5);
+        assert_eq!(store.restored().unwrap().hard_state, hs(1, 1, 5));
+    }
+    // Re-opening runs nothing again.
+    let store = Store::open_with_migrations(dir.path(), CLUSTER, 1, &v2).unwrap();
+    assert_eq!(store.list_jobs(None, 10).unwrap().len(), 5);
+    drop(store);
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        assert_eq!(db.open_tree("jobs_by_state").unwrap().len(), 5);
+    }
+    // This binary (version 1) now refuses the store.
+    let err = Store::open(dir.path(), CLUSTER, 1).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::NewerSchema {
+                found: 2,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_snapshot_ahead_of_the_applied_state_is_reinstalled_on_open() {
+    // Crash model: the snapshot record is durable but the job table is not
+    // (simulated by wiping the job table behind the store's back).
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        append(&store, submits(1, 6, 1), Some(hs(1, 1, 6)));
+        store.apply(&submits(1, 6, 1)).unwrap();
+        store.create_snapshot().unwrap();
+    }
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        db.open_tree("jobs").unwrap().clear().unwrap();
+        db.open_tree("sm_meta").unwrap().clear().unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.applied_index(), 6);
+    assert_eq!(store.job_count(), 6);
+    assert!(store.get_job(&job_id(6)).unwrap().is_some());
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    let err = Store::open(dir.path(), CLUSTER, 1).unwrap_err();
+    assert!(matches!(err, StoreError::Sled { .. }), "{err}");
+    assert!(err.to_string().contains("another Drover process"), "{err}");
+}
+
+/// Records a membership without bootstrap entries, so a test can write its
+/// own log from index 1.
+fn seed_membership(store: &Store, ids: &[u64]) {
+    let rd = Ready {
+        membership: Some(membership(ids)),
+        ..Ready::default()
+    };
+    store.persist(&rd).unwrap();
+}
+
+#[test]
+fn bootstrap_writes_the_founding_membership_as_committed_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.bootstrap(&membership(&[1, 2, 3])).unwrap();
+        assert!(
+            store.bootstrap(&membership(&[1, 2, 3])).is_err(),
+            "bootstrap runs once"
+        );
+    }
+    let store = open(dir.path());
+    let r = store.restored().unwrap();
+    // AddLearner + Promote per member: a joiner replaying the log from index
+    // 1 rebuilds the same membership.
+    assert_eq!(indexes(&r.entries), vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(r.hard_state.commit, 6);
+    assert_eq!(r.applied, 6);
+    assert_eq!(r.membership, membership(&[1, 2, 3]));
+    assert_eq!(store.applied_membership().unwrap(), membership(&[1, 2, 3]));
+}
