@@ -35,6 +35,7 @@
 //! | `DROVER_BIN` | the release `drover` cargo built for this bench | agent binary |
 //! | `ETCD_BIN` | `etcd` on PATH, else /usr/bin/etcd | etcd 3.4 binary |
 //! | `BENCH_RESULTS` | unset | also write the markdown report to this file |
+//! | `BENCH_LOG_DIR` | unset | keep every server log (and strace output) there |
 //!
 //! Temp dirs honour `TMPDIR`. The markdown report goes to stdout, progress to
 //! stderr.
@@ -186,7 +187,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
 /// How long a cluster may take to elect a leader and accept a first write.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Syscalls counted by the fsync probe.
-const SYNC_SYSCALLS: &[&str] = &["fsync", "fdatasync", "sync_file_range", "syncfs", "msync"];
+const SYNC_SYSCALLS: [&str; 5] = ["fsync", "fdatasync", "sync_file_range", "syncfs", "msync"];
+/// Calls of each of SYNC_SYSCALLS, in that order.
+type SyncCounts = [u64; 5];
+/// Slowest requests listed per cell in the anomalies section.
+const SLOWEST: usize = 5;
+/// A cell whose slowest write took at least this long lists its slowest
+/// writes (with wall-clock times, to match against the server logs).
+const SLOW_MS: f64 = 100.0;
 /// Log lines quoted per node in the anomalies section.
 const EXCERPT_LINES: usize = 6;
 
@@ -241,6 +249,7 @@ struct Settings {
     etcd_bin: Option<PathBuf>,
     strace_bin: Option<PathBuf>,
     results_path: Option<PathBuf>,
+    log_dir: Option<PathBuf>,
 }
 
 fn env_secs(name: &str, default: f64) -> Duration {
@@ -302,6 +311,7 @@ impl Settings {
             etcd_bin,
             strace_bin: which("strace", &["/usr/bin/strace"]),
             results_path: std::env::var_os("BENCH_RESULTS").map(PathBuf::from),
+            log_dir: std::env::var_os("BENCH_LOG_DIR").map(PathBuf::from),
         }
     }
 }
@@ -405,21 +415,21 @@ impl Proc {
         self.exit_note.clone()
     }
 
-    /// Number of sync syscalls so far, from strace's output file.
-    fn sync_calls(&self) -> Option<u64> {
+    /// Sync syscalls so far, by name, from strace's output file.
+    fn sync_calls(&self) -> Option<SyncCounts> {
         let text = std::fs::read_to_string(self.trace_path.as_ref()?).ok()?;
-        let mut count = 0;
+        let mut counts = SyncCounts::default();
         for line in text.lines() {
             // "PID name(args) = ret" or "PID name(args <unfinished ...>";
             // the "<... name resumed>" half of a split call is not counted.
             let call = line.split_once(' ').map_or(line, |(_, rest)| rest);
             if let Some((name, _)) = call.split_once('(') {
-                if SYNC_SYSCALLS.contains(&name.trim()) {
-                    count += 1;
+                if let Some(i) = SYNC_SYSCALLS.iter().position(|s| *s == name.trim()) {
+                    counts[i] += 1;
                 }
             }
         }
-        Some(count)
+        Some(counts)
     }
 
     fn stop(&mut self) {
@@ -652,8 +662,29 @@ impl Cluster {
         self.view(self.leader).await.ok().map(|v| v.commit_index)
     }
 
-    fn sync_calls(&self) -> Vec<Option<u64>> {
+    fn sync_calls(&self) -> Vec<Option<SyncCounts>> {
         self.procs.iter().map(Proc::sync_calls).collect()
+    }
+
+    /// Copies every log (and strace output) to `dir`, for a post-mortem.
+    fn keep_logs(&self, dir: &Path, phase: &str) {
+        let slug = self.kind.label().replace(' ', "-");
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("[bench] cannot create {}: {e}", dir.display());
+            return;
+        }
+        for p in &self.procs {
+            let files = [Some(&p.log_path), p.trace_path.as_ref()];
+            for file in files.into_iter().flatten() {
+                let Some(name) = file.file_name() else {
+                    continue;
+                };
+                let target = dir.join(format!("{slug}-{phase}-{}", name.to_string_lossy()));
+                if let Err(e) = std::fs::copy(file, &target) {
+                    eprintln!("[bench] cannot keep {}: {e}", file.display());
+                }
+            }
+        }
     }
 
     /// Warnings and errors the servers logged, per process.
@@ -773,6 +804,19 @@ struct ClientLog {
     errors: BTreeMap<String, u64>,
     error_samples: Vec<String>,
     last_done: Option<Instant>,
+    /// The slowest requests: (latency µs, wall-clock completion).
+    slowest: Vec<(u64, std::time::SystemTime)>,
+}
+
+/// Keeps the `SLOWEST` largest latencies.
+fn keep_slowest(list: &mut Vec<(u64, std::time::SystemTime)>, item: (u64, std::time::SystemTime)) {
+    if list.len() < SLOWEST {
+        list.push(item);
+    } else if let Some(min) = list.iter_mut().min_by_key(|(us, _)| *us) {
+        if min.0 < item.0 {
+            *min = item;
+        }
+    }
 }
 
 async fn client_loop(
@@ -797,8 +841,9 @@ async fn client_loop(
         }
         match result {
             Ok(()) => {
-                log.latencies_us
-                    .push(done.duration_since(start).as_micros() as u64);
+                let us = done.duration_since(start).as_micros() as u64;
+                log.latencies_us.push(us);
+                keep_slowest(&mut log.slowest, (us, std::time::SystemTime::now()));
                 let second = done.duration_since(measure_start).as_secs() as usize;
                 if log.per_second.len() <= second {
                     log.per_second.resize(second + 1, 0);
@@ -834,9 +879,10 @@ struct Cell {
     per_second: Vec<u64>,
     errors: BTreeMap<String, u64>,
     error_samples: Vec<String>,
+    slowest: Vec<(u64, std::time::SystemTime)>,
     committed: Option<u64>,
     /// Sync calls per process during the cell (fsync probe only).
-    sync_calls: Vec<Option<u64>>,
+    sync_calls: Vec<Option<SyncCounts>>,
 }
 
 impl Cell {
@@ -886,6 +932,7 @@ async fn run_cell(
         per_second: Vec::new(),
         errors: BTreeMap::new(),
         error_samples: Vec::new(),
+        slowest: Vec::new(),
         committed: None,
         sync_calls: Vec::new(),
     };
@@ -919,6 +966,9 @@ async fn run_cell(
                 cell.error_samples.push(sample);
             }
         }
+        for item in log.slowest {
+            keep_slowest(&mut cell.slowest, item);
+        }
         if let Some(done) = log.last_done {
             last_done = last_done.max(done);
         }
@@ -934,7 +984,10 @@ async fn run_cell(
     cell.sync_calls = syncs_before
         .into_iter()
         .zip(cluster.sync_calls())
-        .map(|(b, a)| b.zip(a).map(|(b, a)| a.saturating_sub(b)))
+        .map(|(b, a)| {
+            let (b, a) = (b?, a?);
+            Some(std::array::from_fn(|i| a[i].saturating_sub(b[i])))
+        })
         .collect();
     Ok(cell)
 }
@@ -1060,6 +1113,9 @@ async fn run_target(kind: Kind, settings: &Settings, probe: bool) -> TargetRun {
         }
     }
     run.logs = cluster.scan_logs();
+    if let Some(dir) = &settings.log_dir {
+        cluster.keep_logs(dir, if probe { "fsync" } else { "load" });
+    }
     run
 }
 
@@ -1159,22 +1215,33 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
             out,
             "\n### fsyncs per committed entry (strace pass)\n\n\
              Servers restarted under `strace -f --seccomp-bpf -e trace={}`; {:.0} s per cell, no warm-up. \
-             `leader` = sync calls of the leader process / leader commit-index advance; \
-             `all nodes` = sum over every process / the same advance. Tracing slows each sync \
-             call, so writes/s here are not comparable with the table above.\n",
+             `fsync/entry` = fsync + fdatasync calls / leader commit-index advance, for the leader \
+             and summed over all nodes; `leader calls` = the leader's sync calls by syscall. \
+             Tracing slows each sync call, so writes/s here are not comparable with the table above.\n",
             SYNC_SYSCALLS.join(","),
             settings.fsync_duration.as_secs_f64()
         );
-        out += "| target | clients | writes/s (traced) | entries | leader syncs | leader syncs/entry | all nodes syncs/entry |\n";
-        out += "|---|---:|---:|---:|---:|---:|---:|\n";
+        out += "| target | clients | writes/s (traced) | entries | leader fsync/entry | all nodes fsync/entry | leader calls |\n";
+        out += "|---|---:|---:|---:|---:|---:|---|\n";
         for run in probes {
             for cell in &run.cells {
-                let leader = runs_leader_syncs(run, cell);
-                let total: Option<u64> = cell.sync_calls.iter().copied().sum();
+                let leader = cell.sync_calls.get(run.leader).copied().flatten();
+                let fsyncs = |c: &SyncCounts| c[0] + c[1];
+                let total: Option<u64> =
+                    cell.sync_calls.iter().map(|c| c.as_ref().map(fsyncs)).sum();
                 let per = |n: Option<u64>| match (n, cell.committed) {
                     (Some(n), Some(c)) if c > 0 => format!("{:.3}", n as f64 / c as f64),
                     _ => "–".into(),
                 };
+                let calls = leader.map_or("–".into(), |c| {
+                    SYNC_SYSCALLS
+                        .iter()
+                        .zip(c)
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(name, n)| format!("{name} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                });
                 let _ = writeln!(
                     out,
                     "| {} | {} | {:.0} | {} | {} | {} | {} |",
@@ -1182,9 +1249,9 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
                     cell.clients,
                     cell.writes_per_sec(),
                     cell.committed.map_or("–".into(), |c| c.to_string()),
-                    leader.map_or("–".into(), |n| n.to_string()),
-                    per(leader),
-                    per(total)
+                    per(leader.as_ref().map(fsyncs)),
+                    per(total),
+                    calls
                 );
             }
             if let Some(failure) = &run.failure {
@@ -1208,6 +1275,26 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
                 let _ = writeln!(notes, "- failure:\n\n```\n{}\n```", failure.trim_end());
             }
             for cell in &run.cells {
+                if cell.percentile_ms(1.0).is_some_and(|max| max >= SLOW_MS) {
+                    let mut slowest = cell.slowest.clone();
+                    slowest.sort_by(|a, b| b.0.cmp(&a.0));
+                    let list: Vec<String> = slowest
+                        .iter()
+                        .map(|(us, at)| {
+                            format!(
+                                "{:.0} ms (done {})",
+                                *us as f64 / 1e3,
+                                humantime::format_rfc3339_millis(*at)
+                            )
+                        })
+                        .collect();
+                    let _ = writeln!(
+                        notes,
+                        "- {} clients: slowest writes {}",
+                        cell.clients,
+                        list.join(", ")
+                    );
+                }
                 if cell.error_count() > 0 {
                     let _ = writeln!(
                         notes,
@@ -1242,11 +1329,6 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
         out += "None: no client errors, no warnings or errors in any server log.\n";
     }
     out
-}
-
-/// Sync calls of the process that led when the target became ready.
-fn runs_leader_syncs(run: &TargetRun, cell: &Cell) -> Option<u64> {
-    cell.sync_calls.get(run.leader).copied().flatten()
 }
 
 fn main() {
