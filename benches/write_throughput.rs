@@ -1277,7 +1277,7 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
             for cell in &run.cells {
                 if cell.percentile_ms(1.0).is_some_and(|max| max >= SLOW_MS) {
                     let mut slowest = cell.slowest.clone();
-                    slowest.sort_by(|a, b| b.0.cmp(&a.0));
+                    slowest.sort_by_key(|(us, _)| std::cmp::Reverse(*us));
                     let list: Vec<String> = slowest
                         .iter()
                         .map(|(us, at)| {
