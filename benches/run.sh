@@ -11,7 +11,8 @@
 #
 # Knobs (see the header of benches/write_throughput.rs for the full list):
 #   BENCH_DURATION_SECS=5 BENCH_CLIENTS=1,16,64 BENCH_TARGETS=drover-1,drover-3,etcd-3
-#   BENCH_FSYNC_PROBE=1 RUN_TIMEOUT=300 BUILD_TIMEOUT=1800
+#   BENCH_ROUNDS=1 BENCH_FSYNC_PROBE=1 BENCH_LOG_DIR=DIR RUN_TIMEOUT=300 BUILD_TIMEOUT=1800
+# One round takes about 2 minutes; with BENCH_ROUNDS=3 raise RUN_TIMEOUT to 420.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -36,6 +36,7 @@
 //! | `ETCD_BIN` | `etcd` on PATH, else /usr/bin/etcd | etcd 3.4 binary |
 //! | `BENCH_RESULTS` | unset | also write the markdown report to this file |
 //! | `BENCH_LOG_DIR` | unset | keep every server log (and strace output) there |
+//! | `BENCH_ROUNDS` | 1 | repeat the throughput pass (fresh clusters); report the median cell and the range |
 //!
 //! Temp dirs honour `TMPDIR`. The markdown report goes to stdout, progress to
 //! stderr.
@@ -188,8 +189,30 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Syscalls counted by the fsync probe.
 const SYNC_SYSCALLS: [&str; 5] = ["fsync", "fdatasync", "sync_file_range", "syncfs", "msync"];
-/// Calls of each of SYNC_SYSCALLS, in that order.
-type SyncCounts = [u64; 5];
+/// Calls of, and microseconds spent in, each of SYNC_SYSCALLS (same order).
+#[derive(Clone, Copy, Default)]
+struct SyncCounts {
+    calls: [u64; 5],
+    micros: [u64; 5],
+}
+
+impl SyncCounts {
+    fn since(self, before: SyncCounts) -> SyncCounts {
+        SyncCounts {
+            calls: std::array::from_fn(|i| self.calls[i].saturating_sub(before.calls[i])),
+            micros: std::array::from_fn(|i| self.micros[i].saturating_sub(before.micros[i])),
+        }
+    }
+
+    /// fsync + fdatasync: the durability barriers proper.
+    fn fsyncs(&self) -> u64 {
+        self.calls[0] + self.calls[1]
+    }
+
+    fn total_micros(&self) -> u64 {
+        self.micros.iter().sum()
+    }
+}
 /// Slowest requests listed per cell in the anomalies section.
 const SLOWEST: usize = 5;
 /// A cell whose slowest write took at least this long lists its slowest
@@ -201,8 +224,9 @@ const EXCERPT_LINES: usize = 6;
 // ---------------------------------------------------------------------------
 // Settings
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 enum Kind {
+    #[default]
     Drover1,
     Drover3,
     Etcd3,
@@ -250,6 +274,7 @@ struct Settings {
     strace_bin: Option<PathBuf>,
     results_path: Option<PathBuf>,
     log_dir: Option<PathBuf>,
+    rounds: usize,
 }
 
 fn env_secs(name: &str, default: f64) -> Duration {
@@ -312,6 +337,13 @@ impl Settings {
             strace_bin: which("strace", &["/usr/bin/strace"]),
             results_path: std::env::var_os("BENCH_RESULTS").map(PathBuf::from),
             log_dir: std::env::var_os("BENCH_LOG_DIR").map(PathBuf::from),
+            rounds: std::env::var("BENCH_ROUNDS").map_or(1, |v| {
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=10).contains(n))
+                    .unwrap_or_else(|| panic!("BENCH_ROUNDS={v:?} is not a count in 1..=10"))
+            }),
         }
     }
 }
@@ -359,6 +391,7 @@ impl Proc {
                 let mut c = Command::new(strace_bin);
                 c.arg("-f")
                     .arg("-qq")
+                    .arg("-T")
                     .arg("--seccomp-bpf")
                     .arg("-e")
                     .arg(format!("trace={}", SYNC_SYSCALLS.join(",")))
@@ -420,13 +453,25 @@ impl Proc {
         let text = std::fs::read_to_string(self.trace_path.as_ref()?).ok()?;
         let mut counts = SyncCounts::default();
         for line in text.lines() {
-            // "PID name(args) = ret" or "PID name(args <unfinished ...>";
-            // the "<... name resumed>" half of a split call is not counted.
+            // "PID name(args) = ret <secs>", or split across threads as
+            // "PID name(args <unfinished ...>" + "PID <... name resumed>) = ret <secs>".
             let call = line.split_once(' ').map_or(line, |(_, rest)| rest);
-            if let Some((name, _)) = call.split_once('(') {
-                if let Some(i) = SYNC_SYSCALLS.iter().position(|s| *s == name.trim()) {
-                    counts[i] += 1;
-                }
+            let (name, first_half) = match call.strip_prefix("<... ") {
+                Some(rest) => (rest.split(' ').next().unwrap_or_default(), false),
+                None => (call.split('(').next().unwrap_or_default(), true),
+            };
+            let Some(i) = SYNC_SYSCALLS.iter().position(|s| *s == name.trim()) else {
+                continue;
+            };
+            if first_half {
+                counts.calls[i] += 1;
+            }
+            let secs = line
+                .rsplit_once('<')
+                .and_then(|(_, t)| t.strip_suffix('>'))
+                .and_then(|t| t.parse::<f64>().ok());
+            if let Some(secs) = secs {
+                counts.micros[i] += (secs * 1e6) as u64;
             }
         }
         Some(counts)
@@ -503,6 +548,7 @@ async fn connect(url: &str) -> Result<Channel, String> {
 struct NodeView {
     is_leader: bool,
     commit_index: u64,
+    term: u64,
 }
 
 impl Cluster {
@@ -594,6 +640,7 @@ impl Cluster {
             Ok(NodeView {
                 is_leader: status.leader != 0 && status.leader == me,
                 commit_index: status.raft_index,
+                term: status.raft_term,
             })
         } else {
             let status = DroverClient::new(channel)
@@ -604,6 +651,7 @@ impl Cluster {
             Ok(NodeView {
                 is_leader: status.role == "leader",
                 commit_index: status.commit_index,
+                term: status.term,
             })
         }
     }
@@ -658,8 +706,8 @@ impl Cluster {
         })
     }
 
-    async fn leader_commit_index(&self) -> Option<u64> {
-        self.view(self.leader).await.ok().map(|v| v.commit_index)
+    async fn leader_view(&self) -> Option<NodeView> {
+        self.view(self.leader).await.ok()
     }
 
     fn sync_calls(&self) -> Vec<Option<SyncCounts>> {
@@ -881,6 +929,10 @@ struct Cell {
     error_samples: Vec<String>,
     slowest: Vec<(u64, std::time::SystemTime)>,
     committed: Option<u64>,
+    /// min and max writes/s over the rounds, when there was more than one.
+    range: Option<(f64, f64)>,
+    /// Set when the leader changed or did not answer around the cell.
+    leadership_note: Option<String>,
     /// Sync calls per process during the cell (fsync probe only).
     sync_calls: Vec<Option<SyncCounts>>,
 }
@@ -922,7 +974,7 @@ async fn run_cell(
     }
     // Counters are read when the measured window opens, under load.
     tokio::time::sleep_until(tokio::time::Instant::from_std(measure_start)).await;
-    let committed_before = cluster.leader_commit_index().await;
+    let before = cluster.leader_view().await;
     let syncs_before = cluster.sync_calls();
     let mut cell = Cell {
         clients,
@@ -934,6 +986,8 @@ async fn run_cell(
         error_samples: Vec::new(),
         slowest: Vec::new(),
         committed: None,
+        range: None,
+        leadership_note: None,
         sync_calls: Vec::new(),
     };
     let hard_deadline =
@@ -977,17 +1031,26 @@ async fn run_cell(
     // Only whole seconds inside the window count as per-second samples.
     cell.per_second.truncate(duration.as_secs() as usize);
     cell.latencies_us.sort_unstable();
-    let committed_after = cluster.leader_commit_index().await;
-    cell.committed = committed_before
-        .zip(committed_after)
-        .map(|(b, a)| a.saturating_sub(b));
+    let after = cluster.leader_view().await;
+    cell.committed = before
+        .as_ref()
+        .zip(after.as_ref())
+        .map(|(b, a)| a.commit_index.saturating_sub(b.commit_index));
+    cell.leadership_note = match (&before, &after) {
+        (Some(b), Some(a)) if !a.is_leader || a.term != b.term => Some(format!(
+            "leadership moved during the cell: node {} term {} -> {} (still leader: {})",
+            cluster.leader + 1,
+            b.term,
+            a.term,
+            a.is_leader
+        )),
+        (Some(_), Some(_)) => None,
+        _ => Some("the leader did not answer a status call around the cell".into()),
+    };
     cell.sync_calls = syncs_before
         .into_iter()
         .zip(cluster.sync_calls())
-        .map(|(b, a)| {
-            let (b, a) = (b?, a?);
-            Some(std::array::from_fn(|i| a[i].saturating_sub(b[i])))
-        })
+        .map(|(b, a)| Some(a?.since(b?)))
         .collect();
     Ok(cell)
 }
@@ -1001,7 +1064,13 @@ struct LogScan {
     errors: usize,
     panics: usize,
     excerpts: Vec<String>,
+    /// Log lines that explain stalls (Drover's snapshots).
+    events: Vec<String>,
+    event_count: usize,
 }
+
+/// Informational log lines worth showing next to latency spikes.
+const EVENT_PATTERNS: [&str; 2] = ["snapshot taken", "installed snapshot"];
 
 fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -1030,6 +1099,8 @@ fn scan_log(proc: &Proc) -> LogScan {
         errors: 0,
         panics: 0,
         excerpts: Vec::new(),
+        events: Vec::new(),
+        event_count: 0,
     };
     for raw in text.lines() {
         let line = strip_ansi(raw);
@@ -1047,6 +1118,12 @@ fn scan_log(proc: &Proc) -> LogScan {
             }
             scan.excerpts.push(excerpt);
         }
+        if EVENT_PATTERNS.iter().any(|p| line.contains(p)) {
+            scan.event_count += 1;
+            if scan.events.len() < EXCERPT_LINES {
+                scan.events.push(line.chars().take(400).collect());
+            }
+        }
     }
     scan
 }
@@ -1054,6 +1131,7 @@ fn scan_log(proc: &Proc) -> LogScan {
 // ---------------------------------------------------------------------------
 // Driver and report
 
+#[derive(Default)]
 struct TargetRun {
     kind: Kind,
     cells: Vec<Cell>,
@@ -1119,6 +1197,66 @@ async fn run_target(kind: Kind, settings: &Settings, probe: bool) -> TargetRun {
     run
 }
 
+/// One TargetRun per target from several rounds: per concurrency, the cell
+/// of the median round (by writes/s) with the range over all rounds.
+fn merge_rounds(rounds: Vec<Vec<TargetRun>>, clients: &[usize]) -> Vec<TargetRun> {
+    let count = rounds.len();
+    if count == 1 {
+        return rounds.into_iter().next().unwrap_or_default();
+    }
+    let mut per_target: Vec<Vec<TargetRun>> = Vec::new();
+    for (r, runs) in rounds.into_iter().enumerate() {
+        for (t, mut run) in runs.into_iter().enumerate() {
+            for scan in &mut run.logs {
+                scan.name = format!("{} (round {})", scan.name, r + 1);
+            }
+            if let Some(f) = run.failure.take() {
+                run.failure = Some(format!("round {}: {f}", r + 1));
+            }
+            if per_target.len() <= t {
+                per_target.push(Vec::new());
+            }
+            per_target[t].push(run);
+        }
+    }
+    per_target
+        .into_iter()
+        .filter_map(|runs| {
+            let mut runs = runs.into_iter();
+            let mut merged = runs.next()?;
+            let mut all_cells = std::mem::take(&mut merged.cells);
+            for run in runs {
+                all_cells.extend(run.cells);
+                merged.logs.extend(run.logs);
+                if merged.failure.is_none() {
+                    merged.failure = run.failure;
+                }
+            }
+            for &c in clients {
+                let mut cells: Vec<Cell> = Vec::new();
+                let mut rest = Vec::new();
+                for cell in all_cells.drain(..) {
+                    if cell.clients == c {
+                        cells.push(cell);
+                    } else {
+                        rest.push(cell);
+                    }
+                }
+                all_cells = rest;
+                cells.sort_by(|a, b| a.writes_per_sec().total_cmp(&b.writes_per_sec()));
+                let (Some(min), Some(max)) = (cells.first(), cells.last()) else {
+                    continue;
+                };
+                let range = (min.writes_per_sec(), max.writes_per_sec());
+                let mut median = cells.swap_remove((cells.len() - 1) / 2);
+                median.range = Some(range);
+                merged.cells.push(median);
+            }
+            Some(merged)
+        })
+        .collect()
+}
+
 fn fmt_ms(ms: Option<f64>) -> String {
     match ms {
         Some(v) if v >= 100.0 => format!("{v:.0}"),
@@ -1136,13 +1274,22 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
             .map(Cell::writes_per_sec)
             .filter(|r| *r > 0.0)
     };
-    let _ = writeln!(
+    let _ = write!(
         out,
         "## Write throughput\n\n{:.0} s measured per cell after {:.0} s warm-up; closed-loop clients, \
-         one connection each, all to the leader; all processes on this machine (loopback).\n",
+         one connection each, all to the leader; all processes on this machine (loopback).",
         settings.duration.as_secs_f64(),
         settings.warmup.as_secs_f64()
     );
+    if settings.rounds > 1 {
+        let _ = write!(
+            out,
+            " {} rounds, each on fresh clusters: every row is the round with the median writes/s \
+             (lower middle for an even count; latencies are that round's), with the range over the rounds in brackets.",
+            settings.rounds
+        );
+    }
+    out += "\n\n";
     out += "| target | clients | writes/s | p50 ms | p99 ms | vs etcd | errors |\n";
     out += "|---|---:|---:|---:|---:|---:|---:|\n";
     for run in runs {
@@ -1154,12 +1301,16 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
                     format!("{:.2}x", cell.writes_per_sec() / e)
                 })
             };
+            let rate = match cell.range {
+                Some((min, max)) => format!("{:.0} ({min:.0}–{max:.0})", cell.writes_per_sec()),
+                None => format!("{:.0}", cell.writes_per_sec()),
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.0} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 run.kind.label(),
                 cell.clients,
-                cell.writes_per_sec(),
+                rate,
                 fmt_ms(cell.percentile_ms(0.5)),
                 fmt_ms(cell.percentile_ms(0.99)),
                 ratio,
@@ -1216,41 +1367,56 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
             "\n### fsyncs per committed entry (strace pass)\n\n\
              Servers restarted under `strace -f --seccomp-bpf -e trace={}`; {:.0} s per cell, no warm-up. \
              `fsync/entry` = fsync + fdatasync calls / leader commit-index advance, for the leader \
-             and summed over all nodes; `leader calls` = the leader's sync calls by syscall. \
+             and summed over all nodes; `leader sync ms/entry` = time the leader spent in all these \
+             calls (strace -T) / the same advance; `leader calls` = its calls by syscall, with mean ms. \
              Tracing slows each sync call, so writes/s here are not comparable with the table above.\n",
             SYNC_SYSCALLS.join(","),
             settings.fsync_duration.as_secs_f64()
         );
-        out += "| target | clients | writes/s (traced) | entries | leader fsync/entry | all nodes fsync/entry | leader calls |\n";
-        out += "|---|---:|---:|---:|---:|---:|---|\n";
+        out += "| target | clients | writes/s (traced) | entries | leader fsync/entry | all nodes fsync/entry | leader sync ms/entry | leader calls |\n";
+        out += "|---|---:|---:|---:|---:|---:|---:|---|\n";
         for run in probes {
             for cell in &run.cells {
                 let leader = cell.sync_calls.get(run.leader).copied().flatten();
-                let fsyncs = |c: &SyncCounts| c[0] + c[1];
-                let total: Option<u64> =
-                    cell.sync_calls.iter().map(|c| c.as_ref().map(fsyncs)).sum();
+                let total: Option<u64> = cell
+                    .sync_calls
+                    .iter()
+                    .map(|c| c.as_ref().map(SyncCounts::fsyncs))
+                    .sum();
                 let per = |n: Option<u64>| match (n, cell.committed) {
                     (Some(n), Some(c)) if c > 0 => format!("{:.3}", n as f64 / c as f64),
                     _ => "–".into(),
                 };
                 let calls = leader.map_or("–".into(), |c| {
-                    SYNC_SYSCALLS
-                        .iter()
-                        .zip(c)
-                        .filter(|(_, n)| *n > 0)
-                        .map(|(name, n)| format!("{name} {n}"))
+                    (0..SYNC_SYSCALLS.len())
+                        .filter(|&i| c.calls[i] > 0)
+                        .map(|i| {
+                            format!(
+                                "{} {} ({:.2} ms)",
+                                SYNC_SYSCALLS[i],
+                                c.calls[i],
+                                c.micros[i] as f64 / 1e3 / c.calls[i] as f64
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join(", ")
                 });
+                let sync_ms = match (leader, cell.committed) {
+                    (Some(l), Some(c)) if c > 0 => {
+                        format!("{:.3}", l.total_micros() as f64 / 1e3 / c as f64)
+                    }
+                    _ => "–".into(),
+                };
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {:.0} | {} | {} | {} | {} |",
+                    "| {} | {} | {:.0} | {} | {} | {} | {} | {} |",
                     run.kind.label(),
                     cell.clients,
                     cell.writes_per_sec(),
                     cell.committed.map_or("–".into(), |c| c.to_string()),
-                    per(leader.as_ref().map(fsyncs)),
+                    per(leader.as_ref().map(SyncCounts::fsyncs)),
                     per(total),
+                    sync_ms,
                     calls
                 );
             }
@@ -1258,7 +1424,7 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
                 let first_line = failure.lines().next().unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "| {} | – | failed | | | | {} |",
+                    "| {} | – | failed | | | | | {} |",
                     run.kind.label(),
                     first_line.replace('|', "/")
                 );
@@ -1266,7 +1432,10 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
         }
     }
 
-    out += "\n### Anomalies\n\nClient errors, exited processes, and warn/error/panic lines the servers logged after the cluster was ready.\n\n";
+    out += "\n### Anomalies\n\nLeadership changes, client errors, exited processes, the slowest writes of cells \
+        with a write of 100 ms or more (wall-clock UTC, to match the logs), Drover's snapshot log lines \
+        (snapshots are taken on the raft loop), and warn/error/panic lines the servers logged after \
+        the cluster was ready.\n\n";
     let mut any = false;
     for (phase, list) in [("throughput", runs), ("fsync probe", probes)] {
         for run in list {
@@ -1275,6 +1444,9 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
                 let _ = writeln!(notes, "- failure:\n\n```\n{}\n```", failure.trim_end());
             }
             for cell in &run.cells {
+                if let Some(note) = &cell.leadership_note {
+                    let _ = writeln!(notes, "- {} clients: {note}", cell.clients);
+                }
                 if cell.percentile_ms(1.0).is_some_and(|max| max >= SLOW_MS) {
                     let mut slowest = cell.slowest.clone();
                     slowest.sort_by_key(|(us, _)| std::cmp::Reverse(*us));
@@ -1306,6 +1478,15 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
                 }
             }
             for scan in &run.logs {
+                if scan.event_count > 0 {
+                    let _ = writeln!(
+                        notes,
+                        "- {} log: {} snapshot events; first:\n\n```\n{}\n```",
+                        scan.name,
+                        scan.event_count,
+                        scan.events.join("\n")
+                    );
+                }
                 if scan.warnings + scan.errors + scan.panics == 0 {
                     continue;
                 }
@@ -1344,10 +1525,18 @@ fn main() {
         .build()
         .expect("start the tokio runtime");
     let report = runtime.block_on(async {
-        let mut runs = Vec::new();
-        for &kind in &settings.targets {
-            runs.push(run_target(kind, &settings, false).await);
+        let mut rounds = Vec::new();
+        for round in 0..settings.rounds {
+            if settings.rounds > 1 {
+                eprintln!("[bench] round {}/{}", round + 1, settings.rounds);
+            }
+            let mut runs = Vec::new();
+            for &kind in &settings.targets {
+                runs.push(run_target(kind, &settings, false).await);
+            }
+            rounds.push(runs);
         }
+        let runs = merge_rounds(rounds, &settings.clients);
         let mut probes = Vec::new();
         if settings.fsync_probe {
             if settings.strace_bin.is_none() {
