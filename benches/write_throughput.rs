@@ -1141,7 +1141,9 @@ struct TargetRun {
     leader: usize,
 }
 
-async fn run_target(kind: Kind, settings: &Settings, probe: bool) -> TargetRun {
+/// Runs every concurrency against a fresh `kind` cluster. `tag` names the
+/// pass in kept log files ("load-r1", "fsync").
+async fn run_target(kind: Kind, settings: &Settings, probe: bool, tag: &str) -> TargetRun {
     let mut run = TargetRun {
         kind,
         cells: Vec::new(),
@@ -1192,7 +1194,7 @@ async fn run_target(kind: Kind, settings: &Settings, probe: bool) -> TargetRun {
     }
     run.logs = cluster.scan_logs();
     if let Some(dir) = &settings.log_dir {
-        cluster.keep_logs(dir, if probe { "fsync" } else { "load" });
+        cluster.keep_logs(dir, tag);
     }
     run
 }
@@ -1532,7 +1534,9 @@ fn main() {
             }
             let mut runs = Vec::new();
             for &kind in &settings.targets {
-                runs.push(run_target(kind, &settings, false).await);
+                runs.push(
+                    run_target(kind, &settings, false, &format!("load-r{}", round + 1)).await,
+                );
             }
             rounds.push(runs);
         }
@@ -1543,7 +1547,7 @@ fn main() {
                 eprintln!("[bench] strace not found: skipping the fsync probe");
             } else {
                 for &kind in &settings.targets {
-                    probes.push(run_target(kind, &settings, true).await);
+                    probes.push(run_target(kind, &settings, true, "fsync").await);
                 }
             }
         }
