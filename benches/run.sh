@@ -81,6 +81,7 @@ fi
     echo "- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/^Mem:/ {print $2}') GiB RAM, kernel $(uname -r)"
     echo "- data dirs: $(df -PT "$WORK" | awk 'NR==2 {print $2 " on " $1}')"
     echo "- etcd: $("$ETCD_BIN" --version 2>/dev/null | head -1)"
+    echo "- settings: $( (env | grep -E '^(BENCH_(DURATION_SECS|WARMUP_SECS|CLIENTS|TARGETS|ROUNDS|FSYNC_PROBE|FSYNC_SECS))=' || true) | sort | tr '\n' ' ')(unset = defaults)"
     echo
     cat "$WORK/report.md"
 } >"$WORK/RESULTS.md"
