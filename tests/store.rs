@@ -725,5 +725,9 @@ fn a_ready_that_only_moves_the_commit_index_needs_no_fsync() {
         assert_eq!(store.fsync_count(), fsyncs + 1);
     }
     let r = open(dir.path()).restored().unwrap();
-    assert_eq!(r.hard_state, hs(2, 2, 3), "the next fsync carried the commit index");
+    assert_eq!(
+        r.hard_state,
+        hs(2, 2, 3),
+        "the next fsync carried the commit index"
+    );
 }

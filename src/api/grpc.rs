@@ -266,6 +266,9 @@ impl pb::drover_server::Drover for DroverService {
             last_log_index: status.last_index,
             members: members_to_proto(&status),
             snapshots_installed: status.snapshots_installed,
+            fsyncs: self.node.store.fsync_count(),
+            max_fsync_micros: u64::try_from(self.node.store.max_fsync_duration().as_micros())
+                .unwrap_or(u64::MAX),
         }))
     }
 

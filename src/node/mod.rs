@@ -113,7 +113,7 @@ impl Node {
             raw,
             store.clone(),
             outbound,
-            input_rx,
+            (input_tx.clone(), input_rx),
             status_tx,
             settings,
             applied,

@@ -19,7 +19,8 @@ use tokio::sync::{oneshot, watch};
 
 use super::transport::Outbound;
 use crate::raft::{
-    ConfChange, Index, Membership, Message, NodeId, ProposeError, RawNode, Ready, Role, Term,
+    ConfChange, Index, Membership, Message, MessageBody, NodeId, ProposeError, RawNode, Ready,
+    Role, Term,
 };
 use crate::store::{Applied, Store};
 
@@ -93,6 +94,8 @@ pub enum Input {
         to: NodeId,
         reply: oneshot::Sender<Result<(), RaftError>>,
     },
+    /// A background snapshot finished (or failed).
+    SnapshotDone(Result<crate::store::Snapshot, String>),
     /// Stop the loop.
     Shutdown,
 }
@@ -141,6 +144,10 @@ pub struct RaftLoop {
     snapshot_index: Index,
     membership: Membership,
     snapshots_installed: u64,
+    /// Where background work reports back.
+    self_inputs: InputSender,
+    /// True while a snapshot is being written off the loop.
+    snapshot_running: bool,
 }
 
 impl RaftLoop {
@@ -150,7 +157,7 @@ impl RaftLoop {
         raw: RawNode,
         store: Arc<Store>,
         outbound: Outbound,
-        inputs: Receiver<Input>,
+        inputs: (InputSender, Receiver<Input>),
         status: watch::Sender<RaftStatus>,
         settings: LoopSettings,
         applied: Index,
@@ -161,7 +168,9 @@ impl RaftLoop {
             raw,
             store,
             outbound,
-            inputs,
+            inputs: inputs.1,
+            self_inputs: inputs.0,
+            snapshot_running: false,
             status,
             settings,
             proposals: BTreeMap::new(),
@@ -259,7 +268,35 @@ impl RaftLoop {
             Input::TransferLeader { to, reply } => {
                 let _ = reply.send(self.raw.transfer_leader(to).map_err(RaftError::from));
             }
+            Input::SnapshotDone(outcome) => {
+                self.snapshot_running = false;
+                match outcome {
+                    Ok((meta, data)) => self.install_own_snapshot(meta, data),
+                    Err(e) => tracing::error!("snapshot failed (will retry): {e}"),
+                }
+            }
             Input::Shutdown => {}
+        }
+    }
+
+    /// The background snapshot is durable: let the core compact its log,
+    /// then delete the compacted entries from disk, also off the loop.
+    fn install_own_snapshot(&mut self, meta: crate::raft::SnapshotMeta, data: Arc<Vec<u8>>) {
+        if meta.index <= self.snapshot_index {
+            return; // a newer snapshot was installed from the leader meanwhile
+        }
+        let index = meta.index;
+        let bytes = data.len();
+        let delete_upto = self.raw.compact(meta, data);
+        self.snapshot_index = index;
+        tracing::info!(index, bytes, compacted_to = delete_upto, "snapshot taken");
+        if delete_upto > 0 {
+            let store = self.store.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = store.compact_log(delete_upto) {
+                    tracing::warn!("log compaction failed (harmless, retried next snapshot): {e}");
+                }
+            });
         }
     }
 
@@ -270,10 +307,20 @@ impl RaftLoop {
             if !self.raw.has_ready() {
                 break;
             }
-            let rd = self.raw.ready();
+            let mut rd = self.raw.ready();
+            // A leader's replication messages acknowledge nothing, so they go
+            // out before its own fsync: leader and followers write in
+            // parallel (as etcd does). Commit still counts the leader only up
+            // to what it persisted. Everything else waits for the fsync.
+            let (early, late): (Vec<Message>, Vec<Message>) = std::mem::take(&mut rd.messages)
+                .into_iter()
+                .partition(sendable_before_persist);
+            for msg in early {
+                self.outbound.send(msg);
+            }
             self.store.persist(&rd).map_err(|e| e.to_string())?;
             self.after_persist(&rd);
-            for msg in rd.messages.iter().cloned() {
+            for msg in late {
                 self.outbound.send(msg);
             }
             if !rd.committed.is_empty() {
@@ -375,22 +422,31 @@ impl RaftLoop {
         self.reads_confirmed = waiting;
     }
 
+    /// Starts a snapshot in the background once enough entries were applied
+    /// since the last one. Only the copy of the table holds up applies; the
+    /// file write and its fsyncs run off the loop.
     fn maybe_snapshot(&mut self) -> Result<(), String> {
-        if self.applied < self.snapshot_index + self.settings.snapshot_threshold {
+        if self.snapshot_running
+            || self.applied < self.snapshot_index + self.settings.snapshot_threshold
+        {
             return Ok(());
         }
-        let started = Instant::now();
-        let (meta, data) = self.store.create_snapshot().map_err(|e| e.to_string())?;
-        let index = meta.index;
-        let bytes = data.len();
-        let delete_upto = self.raw.compact(meta, data);
-        if delete_upto > 0 {
-            self.store
-                .compact_log(delete_upto)
-                .map_err(|e| e.to_string())?;
+        self.snapshot_running = true;
+        let store = self.store.clone();
+        let report = self.self_inputs.clone();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let outcome = store.create_snapshot().map_err(|e| e.to_string());
+                tracing::debug!(elapsed = ?started.elapsed(), "snapshot written");
+                // The loop may be gone (shutdown); then nothing waits for this.
+                let _ = report.send(Input::SnapshotDone(outcome));
+            });
+        if let Err(e) = spawned {
+            self.snapshot_running = false;
+            tracing::warn!("cannot start the snapshot thread: {e}");
         }
-        self.snapshot_index = index;
-        tracing::info!(index, bytes, compacted_to = delete_upto, elapsed = ?started.elapsed(), "snapshot taken");
         Ok(())
     }
 
@@ -424,4 +480,18 @@ impl RaftLoop {
             let _ = reply.send(Err(error.clone()));
         }
     }
+}
+
+/// Messages that depend on nothing this node has yet to persist: a leader's
+/// AppendEntries, heartbeats, snapshot chunks and TimeoutNow carry entries
+/// and a commit index the leader computed from durable acknowledgements only.
+/// Votes and every response wait for the fsync (persist-before-send).
+fn sendable_before_persist(msg: &Message) -> bool {
+    matches!(
+        msg.body,
+        MessageBody::Append { .. }
+            | MessageBody::Heartbeat { .. }
+            | MessageBody::InstallSnapshot { .. }
+            | MessageBody::TimeoutNow
+    )
 }

@@ -25,7 +25,10 @@
 //!         1. persist rd.snapshot (if any), then rd.entries (truncating any
 //!            stable suffix at or after rd.entries[0].index), then
 //!            rd.hard_state (if any) -- and fsync ONCE for all of it;
-//!         2. only then send rd.messages;
+//!         2. only then send rd.messages (exception: a leader's Append,
+//!            Heartbeat, InstallSnapshot and TimeoutNow may be sent before
+//!            step 1, as etcd does: they acknowledge nothing, and the leader
+//!            counts its own log toward commit only once `advance` says so);
 //!         3. apply rd.committed in order (they are already durable);
 //!         4. node.advance(rd) -- tells the core the above is durable.
 //!     }
