@@ -396,6 +396,18 @@ impl RawNode {
                 if m.is_voter(*id) && m.voters.len() == 1 {
                     return invalid(format!("node {id} is the last voter"));
                 }
+                // Changes take effect on commit. If the leader of a two-voter
+                // cluster removed itself and stepped down before the other
+                // voter learned of the commit, that voter would still need
+                // the removed node's vote, which the removed node refuses
+                // while its log is longer: no leader, ever. Removing the
+                // other voter (after a transfer) has no such trap.
+                if *id == self.id && m.is_voter(*id) && m.voters.len() == 2 {
+                    return invalid(format!(
+                        "the leader cannot remove itself from a two-voter cluster; \
+                         transfer leadership first, then remove node {id}"
+                    ));
+                }
             }
         }
         let (index, term) = self.append_entry(Payload::ConfChange(change));
@@ -1318,6 +1330,12 @@ impl RawNode {
         };
         let prev_index = pr.next - 1;
         let Some(prev_term) = self.log.term(prev_index) else {
+            // Compacted meanwhile: probe from the match point, which leads
+            // to a snapshot if that is compacted too.
+            if let Some(pr) = self.prs.get_mut(&to) {
+                pr.become_probe();
+            }
+            self.maybe_send_append(to, true);
             return;
         };
         let commit = self.log.committed;
