@@ -764,7 +764,10 @@ impl RawNode {
 
     fn tick_election(&mut self) {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
-        if self.election_elapsed >= self.randomized_timeout {
+        // Only a voter restarts its timer here: a learner's keeps growing so
+        // its lease on a silent leader expires (and it grants votes again).
+        let promotable = self.membership.is_voter(self.id);
+        if promotable && self.election_elapsed >= self.randomized_timeout {
             self.election_elapsed = 0;
             self.hup(false);
         }
