@@ -396,18 +396,6 @@ impl RawNode {
                 if m.is_voter(*id) && m.voters.len() == 1 {
                     return invalid(format!("node {id} is the last voter"));
                 }
-                // Changes take effect on commit. If the leader of a two-voter
-                // cluster removed itself and stepped down before the other
-                // voter learned of the commit, that voter would still need
-                // the removed node's vote, which the removed node refuses
-                // while its log is longer: no leader, ever. Removing the
-                // other voter (after a transfer) has no such trap.
-                if *id == self.id && m.is_voter(*id) && m.voters.len() == 2 {
-                    return invalid(format!(
-                        "the leader cannot remove itself from a two-voter cluster; \
-                         transfer leadership first, then remove node {id}"
-                    ));
-                }
             }
         }
         let (index, term) = self.append_entry(Payload::ConfChange(change));
@@ -882,7 +870,9 @@ impl RawNode {
         let can_vote = self.vote == from
             || (self.vote == 0 && self.leader.is_none())
             || (pre && term > self.term);
-        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        let log_ok =
+            self.log.is_up_to_date(last_index, last_term) || self.removed_and_sole_voter(from);
+        let granted = can_vote && log_ok;
         let body = if pre {
             MessageBody::PreVoteResponse { granted }
         } else {
@@ -901,6 +891,23 @@ impl RawNode {
             term: reply_term,
             body,
         });
+    }
+
+    /// True if this node knows it was removed and `candidate` is the only
+    /// voter left. Such a node may vote for it whatever their logs: the
+    /// removal was committed by a quorum of the old configuration {us,
+    /// candidate}, and every entry committed since then had the candidate
+    /// in its quorum (it is in every later configuration until it is
+    /// removed itself, which it would know). So the candidate holds every
+    /// committed entry. Without this, a candidate that has not yet learned
+    /// the removal committed still counts us as a voter; if our log is
+    /// longer (we led and appended after the removal entry) we would refuse
+    /// it forever and a two-voter cluster that removed its leader could
+    /// never elect anyone.
+    fn removed_and_sole_voter(&self, candidate: NodeId) -> bool {
+        !self.membership.contains(self.id)
+            && self.membership.voters.len() == 1
+            && self.membership.voters.contains_key(&candidate)
     }
 
     /// A leader-only message arrived at our term from `from`: follow it.
