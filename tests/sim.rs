@@ -33,8 +33,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use drover::raft::{
-    ConfChange, Config, Entry, HardState, Index, Membership, Message, MessageBody, NodeId,
-    Payload, PeerInfo, RawNode, ReadState, Ready, Restored, Role, SnapshotMeta, Term,
+    ConfChange, Config, Entry, HardState, Index, Membership, Message, MessageBody, NodeId, Payload,
+    PeerInfo, RawNode, ReadState, Ready, Restored, Role, SnapshotMeta, Term,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -78,7 +78,7 @@ struct Params {
 
 impl Params {
     fn from_seed(seed: u64, steps: u64) -> Params {
-        let mut r = SmallRng::seed_from_u64(seed ^ 0x5eed_0f_d20e);
+        let mut r = SmallRng::seed_from_u64(seed ^ 0x005e_ed0f_d20e);
         let voters = [1, 3, 3, 5, 5][(seed % 5) as usize];
         Params {
             voters,
@@ -161,7 +161,10 @@ impl Sm {
             apply_conf_change(&mut self.membership, cc);
         }
         let h = payload_hash(&e.payload);
-        self.chain = fnv(self.chain, &[e.index, e.term, h].map(u64::to_le_bytes).concat());
+        self.chain = fnv(
+            self.chain,
+            &[e.index, e.term, h].map(u64::to_le_bytes).concat(),
+        );
         self.applied = e.index;
         Ok(())
     }
@@ -201,7 +204,10 @@ impl Sm {
         };
         let (applied, chain) = (word(0..8)?, word(8..16)?);
         if applied != meta.index {
-            return Err(format!("snapshot data at {applied}, meta says {}", meta.index));
+            return Err(format!(
+                "snapshot data at {applied}, meta says {}",
+                meta.index
+            ));
         }
         if data[16..] != Sm::padding(applied, chain)[..] {
             return Err(format!("snapshot at {applied} is corrupt"));
@@ -590,7 +596,8 @@ impl Sim {
         }
         if self.rng.gen_bool(self.p.transfer) {
             if let Some(l) = self.leader_id() {
-                let voters: Vec<NodeId> = self.core(l).membership().voters.keys().copied().collect();
+                let voters: Vec<NodeId> =
+                    self.core(l).membership().voters.keys().copied().collect();
                 let to = voters[self.rng.gen_range(0..voters.len())];
                 if let Some(core) = self.core_mut(l) {
                     if core.transfer_leader(to).is_ok() {
@@ -644,7 +651,12 @@ impl Sim {
             return;
         };
         let m = self.core(l).membership().clone();
-        let outsiders: Vec<NodeId> = self.nodes.keys().copied().filter(|&id| !m.contains(id)).collect();
+        let outsiders: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|&id| !m.contains(id))
+            .collect();
         let learners: Vec<NodeId> = m.learners.keys().copied().collect();
         let voters: Vec<NodeId> = m.voters.keys().copied().collect();
         let mut options: Vec<ConfChange> = Vec::new();
@@ -775,7 +787,12 @@ impl Sim {
                 if let Some(core) = self.core_mut(id) {
                     core.advance(&rd);
                 }
-                self.mix(&[0xadd, id, rd.entries.len() as u64, rd.committed.len() as u64]);
+                self.mix(&[
+                    0xadd,
+                    id,
+                    rd.entries.len() as u64,
+                    rd.committed.len() as u64,
+                ]);
             }
         }
         Ok(true)
@@ -1093,11 +1110,7 @@ impl Sim {
             let need = match marker {
                 None => true,
                 Some((who, index, term)) => {
-                    who != l
-                        || self
-                            .core(l)
-                            .term_at(index)
-                            .is_some_and(|t| t != term)
+                    who != l || self.core(l).term_at(index).is_some_and(|t| t != term)
                 }
             };
             if need {
@@ -1314,7 +1327,10 @@ fn report(line: &str) {
 fn simulate() {
     let steps = steps();
     if let Some(seed) = env_u64("DROVER_SIM_SEED") {
-        report(&format!("replaying seed {seed}: {:?}", Params::from_seed(seed, steps)));
+        report(&format!(
+            "replaying seed {seed}: {:?}",
+            Params::from_seed(seed, steps)
+        ));
         match run_seed(seed, steps) {
             Ok((stats, trace)) => report(&format!("seed {seed} ok, trace {trace:016x}: {stats:?}")),
             Err(e) => panic!("{e}"),
@@ -1322,7 +1338,9 @@ fn simulate() {
         return;
     }
     let seeds = env_u64("DROVER_SIM_SEEDS").unwrap_or(500);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8) as u64;
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8) as u64;
     let started = std::time::Instant::now();
     let total = Mutex::new(Stats::default());
     let failures = Mutex::new(Vec::<String>::new());
@@ -1380,7 +1398,10 @@ fn same_seed_same_run() {
     let steps = steps().min(1500);
     let a = run_seed(7, steps).expect("seed 7 passes");
     let b = run_seed(7, steps).expect("seed 7 passes");
-    assert_eq!(a.1, b.1, "trace hashes differ: the run is not deterministic");
+    assert_eq!(
+        a.1, b.1,
+        "trace hashes differ: the run is not deterministic"
+    );
     let c = run_seed(8, steps).expect("seed 8 passes");
     assert_ne!(a.1, c.1, "different seeds should differ");
 }

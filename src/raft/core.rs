@@ -121,7 +121,10 @@ impl RawNode {
                 ));
             }
             if w[1].term < w[0].term {
-                return Err(format!("restored entry terms decrease at index {}", w[1].index));
+                return Err(format!(
+                    "restored entry terms decrease at index {}",
+                    w[1].index
+                ));
             }
         }
         if let Some(last) = entries.last() {
@@ -426,7 +429,10 @@ impl RawNode {
         }
         self.transfer_to = Some(to);
         self.transfer_elapsed = 0;
-        let caught_up = self.prs.get(&to).is_some_and(|p| p.matched == self.log.last_index());
+        let caught_up = self
+            .prs
+            .get(&to)
+            .is_some_and(|p| p.matched == self.log.last_index());
         if caught_up {
             self.send(to, MessageBody::TimeoutNow);
         } else {
@@ -525,8 +531,8 @@ impl RawNode {
             self.hard_state_handed = hs;
             hs
         });
-        let membership = std::mem::take(&mut self.membership_changed)
-            .then(|| self.membership.clone());
+        let membership =
+            std::mem::take(&mut self.membership_changed).then(|| self.membership.clone());
         let committed = self.log.slice(
             self.applied_handed + 1,
             self.committed_limit(),
@@ -949,9 +955,10 @@ impl RawNode {
             return;
         };
         let well_formed = prev_term <= self.term
-            && entries.iter().enumerate().all(|(i, e)| {
-                e.index == prev_index + 1 + i as u64 && e.term <= self.term
-            })
+            && entries
+                .iter()
+                .enumerate()
+                .all(|(i, e)| e.index == prev_index + 1 + i as u64 && e.term <= self.term)
             && entries
                 .iter()
                 .try_fold(prev_term, |t, e| (e.term >= t).then_some(e.term))
@@ -1013,9 +1020,10 @@ impl RawNode {
             self.send_snapshot_response(from, snapshot_index, 0, true, false);
             return;
         }
-        let same = self.incoming.as_ref().is_some_and(|i| {
-            i.from == from && i.term == self.term && i.meta == meta
-        });
+        let same = self
+            .incoming
+            .as_ref()
+            .is_some_and(|i| i.from == from && i.term == self.term && i.meta == meta);
         if !same {
             if offset != 0 {
                 self.incoming = None;
@@ -1165,7 +1173,9 @@ impl RawNode {
             pr.matched < pr.next && pr.next <= last + 1,
             "progress of {to} out of range"
         );
-        pr.next = pr.next.clamp(pr.matched + 1, (last + 1).max(pr.matched + 1));
+        pr.next = pr
+            .next
+            .clamp(pr.matched + 1, (last + 1).max(pr.matched + 1));
         let prev_index = pr.next - 1;
         let Some(prev_term) = self.log.term(prev_index) else {
             // The entries it needs are compacted: send the snapshot.
@@ -1288,7 +1298,11 @@ impl RawNode {
         while self.maybe_send_append(from, false) {}
         // Nothing new to send, but the follower may not know the commit.
         let commit = self.log.committed;
-        if self.prs.get(&from).is_some_and(|p| p.sent_commit < p.matched.min(commit)) {
+        if self
+            .prs
+            .get(&from)
+            .is_some_and(|p| p.sent_commit < p.matched.min(commit))
+        {
             self.send_heartbeat(from, commit, 0);
         }
         if self.transfer_to == Some(from) {

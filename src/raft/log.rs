@@ -71,7 +71,10 @@ impl RaftLog {
                 assert!(e.term >= prev_term, "log terms decrease");
                 prev_term = e.term;
             }
-            assert!(self.offset <= self.committed, "commit below compaction point");
+            assert!(
+                self.offset <= self.committed,
+                "commit below compaction point"
+            );
             assert!(self.committed <= self.last_index(), "commit beyond log");
             assert!(self.persisted <= self.last_index());
             assert!(self.unstable_from <= self.last_index() + 1);
@@ -173,7 +176,10 @@ impl RaftLog {
             return Err(conflict);
         }
         self.truncate_from(conflict);
-        let start = entries.iter().position(|e| e.index == conflict).unwrap_or(0);
+        let start = entries
+            .iter()
+            .position(|e| e.index == conflict)
+            .unwrap_or(0);
         for e in &entries[start..] {
             if e.index != self.last_index() + 1 || e.term < self.last_term() {
                 // Malformed input was validated by the caller; stop defensively.
@@ -314,7 +320,11 @@ mod tests {
         assert_eq!(log.last_index(), 5);
         assert_eq!(log.term(2), Some(1));
         assert_eq!(log.term(3), Some(3));
-        assert_eq!(log.persisted(), 2, "the replaced suffix is no longer durable");
+        assert_eq!(
+            log.persisted(),
+            2,
+            "the replaced suffix is no longer durable"
+        );
         assert_eq!(log.unstable_entries().len(), 3);
     }
 
@@ -327,7 +337,13 @@ mod tests {
 
     #[test]
     fn find_conflict_by_term_skips_whole_terms() {
-        let log = RaftLog::new(0, 0, ents(&[(1, 1), (2, 1), (3, 4), (4, 4), (5, 4)]), 0, None);
+        let log = RaftLog::new(
+            0,
+            0,
+            ents(&[(1, 1), (2, 1), (3, 4), (4, 4), (5, 4)]),
+            0,
+            None,
+        );
         assert_eq!(log.find_conflict_by_term(5, 2), (2, 1));
         assert_eq!(log.find_conflict_by_term(9, 4), (5, 4));
         assert_eq!(log.find_conflict_by_term(5, 0), (0, 0));

@@ -190,7 +190,8 @@ impl Progress {
                     return false;
                 }
                 self.become_probe();
-                self.next = (match_hint + 1).clamp(self.matched + 1, rejected.max(self.matched + 1));
+                self.next =
+                    (match_hint + 1).clamp(self.matched + 1, rejected.max(self.matched + 1));
                 true
             }
             ProgressState::Probe => {

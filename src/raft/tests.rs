@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::*;
 
 type Filter = Box<dyn Fn(&Message) -> bool>;
+type Snapshot = (SnapshotMeta, Arc<Vec<u8>>);
 
 /// A little cluster. Messages go through `queue`; `blocked` holds directed
 /// links that lose everything, `drop_if` drops chosen messages.
@@ -20,7 +21,7 @@ struct Net {
     /// Every message ever handed out, in order (for counting).
     sent: Vec<Message>,
     applied: BTreeMap<NodeId, Vec<Entry>>,
-    snapshots: BTreeMap<NodeId, Vec<(SnapshotMeta, Arc<Vec<u8>>)>>,
+    snapshots: BTreeMap<NodeId, Vec<Snapshot>>,
     reads: BTreeMap<NodeId, Vec<ReadState>>,
 }
 
@@ -238,7 +239,8 @@ fn a_new_cluster_starts_from_the_genesis_snapshot_and_joiners_get_one() {
     let mut net = Net::new(&[1, 2, 3]);
     // Node 4 joins later: empty log, empty membership.
     let r = restored(&Membership::default(), 0, vec![]);
-    net.nodes.insert(4, RawNode::new(cfg(4), r).expect("joiner"));
+    net.nodes
+        .insert(4, RawNode::new(cfg(4), r).expect("joiner"));
     net.stabilize();
     for id in 1..=3 {
         let (meta, data) = &net.snapshots[&id][0];
@@ -276,7 +278,11 @@ fn pre_vote_keeps_a_partitioned_node_from_inflating_its_term() {
     assert_eq!(net.node(3).role(), Role::PreCandidate);
     net.heal();
     net.tick_all(30);
-    assert_eq!(net.node(1).role(), Role::Leader, "the healthy leader survived");
+    assert_eq!(
+        net.node(1).role(),
+        Role::Leader,
+        "the healthy leader survived"
+    );
     assert_eq!(net.node(1).term(), term);
     assert_eq!(net.node(3).leader(), Some(1));
 }
@@ -407,7 +413,11 @@ fn figure_8_entries_of_older_terms_are_not_committed_by_counting() {
     for id in [1, 2, 3] {
         assert_eq!(net.node(id).term_at(2), Some(2), "index 2 is on node {id}");
     }
-    assert_eq!(net.commit(1), 0, "a majority holds index 2, yet it is not committed");
+    assert_eq!(
+        net.commit(1),
+        0,
+        "a majority holds index 2, yet it is not committed"
+    );
 
     // (d) S1 crashes; S5 wins with S2, S3 and S4 and overwrites index 2.
     net.heal();
@@ -436,7 +446,10 @@ fn figure_8_entries_of_older_terms_are_not_committed_by_counting() {
     ]);
     net.isolate(5);
     net.elect(1);
-    assert!(net.commit(1) >= 3, "the Noop of term 4 commits index 2 with it");
+    assert!(
+        net.commit(1) >= 3,
+        "the Noop of term 4 commits index 2 with it"
+    );
 }
 
 #[test]
@@ -455,7 +468,10 @@ fn fast_back_off_skips_a_whole_divergent_term_at_once() {
     let rejections = net.count_sent(|m| {
         m.from == 2 && matches!(m.body, MessageBody::AppendResponse { success: false, .. })
     });
-    assert!(rejections <= 2, "{rejections} round trips to find the match point");
+    assert!(
+        rejections <= 2,
+        "{rejections} round trips to find the match point"
+    );
     assert_eq!(net.node(2).term_at(51), Some(3));
     assert_eq!(net.node(2).status().last_index, 52);
     assert_eq!(net.commit(2), 52);
@@ -557,10 +573,13 @@ fn learners_receive_the_log_but_never_count_or_campaign() {
 fn membership_changes_one_at_a_time_and_take_effect_on_commit() {
     let mut net = Net::with_config(&[1, 2, 3], &[4], cfg);
     // Not ready before committing an entry of its term.
-    net.drop_if = Some(Box::new(|m: &Message| matches!(m.body, MessageBody::AppendResponse { .. })));
+    net.drop_if = Some(Box::new(|m: &Message| {
+        matches!(m.body, MessageBody::AppendResponse { .. })
+    }));
     net.elect(1);
     assert_eq!(
-        net.node_mut(1).propose_conf_change(ConfChange::Promote { id: 4 }),
+        net.node_mut(1)
+            .propose_conf_change(ConfChange::Promote { id: 4 }),
         Err(ProposeError::LeaderNotReady)
     );
     net.heal();
@@ -571,7 +590,8 @@ fn membership_changes_one_at_a_time_and_take_effect_on_commit() {
         .expect("ready now");
     assert!(!net.node(1).membership().is_voter(4), "not before commit");
     assert_eq!(
-        net.node_mut(1).propose_conf_change(ConfChange::Remove { id: 2 }),
+        net.node_mut(1)
+            .propose_conf_change(ConfChange::Remove { id: 2 }),
         Err(ProposeError::ConfChangeInProgress)
     );
     net.stabilize();
@@ -631,7 +651,10 @@ fn snapshot_streams_in_chunks_and_survives_a_lost_chunk() {
     net.tick_all(5);
     assert!(lost.get(), "a chunk was dropped");
     let chunks = net.count_sent(|m| matches!(m.body, MessageBody::InstallSnapshot { .. }));
-    assert!(chunks >= 10, "95 bytes in 10-byte chunks, plus a resend: {chunks}");
+    assert!(
+        chunks >= 10,
+        "95 bytes in 10-byte chunks, plus a resend: {chunks}"
+    );
     let got = &net.snapshots[&3];
     assert_eq!(got.len(), 2, "the genesis snapshot, then the streamed one");
     assert_eq!(got[1].0, meta);
