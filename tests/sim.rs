@@ -63,6 +63,13 @@ struct Params {
     max_delay: u64,
     long_delay: f64,
     crash: f64,
+    /// Crash a node right after it took a Ready that changes its hard
+    /// state, before persisting it (the window persist-before-send guards).
+    crash_in_fsync: f64,
+    pre_vote: bool,
+    check_quorum: bool,
+    /// Per step: crash or isolate the current leader (elections galore).
+    nemesis: f64,
     partition: f64,
     conf_change: f64,
     transfer: f64,
@@ -89,6 +96,10 @@ impl Params {
             max_delay: [2, 5, 10][r.gen_range(0..3)],
             long_delay: [0.0, 0.01][r.gen_range(0..2)],
             crash: [0.0005, 0.002, 0.005][r.gen_range(0..3)],
+            nemesis: [0.0, 0.003, 0.01][r.gen_range(0..3)],
+            crash_in_fsync: [0.0, 0.02, 0.1][r.gen_range(0..3)],
+            pre_vote: r.gen_bool(0.7),
+            check_quorum: r.gen_bool(0.7),
             partition: [0.0, 0.002, 0.005][r.gen_range(0..3)],
             conf_change: [0.0, 0.003, 0.01][r.gen_range(0..3)],
             transfer: [0.0, 0.001, 0.003][r.gen_range(0..3)],
@@ -357,6 +368,8 @@ fn node_config(id: NodeId, seed: u64, p: &Params) -> Config {
         max_uncommitted_entries: 64,
         snapshot_chunk_bytes: p.chunk,
         trailing_entries: p.trailing,
+        pre_vote: p.pre_vote,
+        check_quorum: p.check_quorum,
         ..Config::new(id, seed.wrapping_mul(1_000_003).wrapping_add(id))
     }
 }
@@ -544,6 +557,24 @@ impl Sim {
     // --- faults -------------------------------------------------------
 
     fn inject_faults(&mut self) -> SimResult {
+        // The nemesis goes for the leader, preferably right after it
+        // appended (its entries are then only partly replicated).
+        if self.rng.gen_bool(self.p.nemesis) {
+            if let Some(l) = self.leader_id() {
+                if self.rng.gen_bool(0.5) {
+                    let down_for = self.rng.gen_range(5..150);
+                    self.crash(l, down_for);
+                } else {
+                    for &b in self.nodes.keys() {
+                        if b != l {
+                            self.blocked.insert((l, b));
+                            self.blocked.insert((b, l));
+                        }
+                    }
+                }
+                self.mix(&[0x4e3e, l]);
+            }
+        }
         // Crash a random running node.
         if self.rng.gen_bool(self.p.crash) {
             let live: Vec<NodeId> = self.live_ids();
@@ -767,6 +798,15 @@ impl Sim {
         }
         match stage {
             Stage::Taken => {
+                let fsync_crash = self.faults_on
+                    && rd.hard_state.is_some()
+                    && self.live_ids().len() > 1
+                    && self.rng.gen_bool(self.p.crash_in_fsync);
+                if fsync_crash {
+                    let down_for = self.rng.gen_range(5..100);
+                    self.crash(id, down_for);
+                    return Ok(false);
+                }
                 self.persist(id, &rd)?;
                 self.set_stage(id, rd, Stage::Persisted);
             }
@@ -775,6 +815,7 @@ impl Sim {
                     if m.from != id {
                         return self.fail(format!("node {id} sent a message as {}", m.from));
                     }
+                    self.check_backed_by_disk(id, m)?;
                     self.send(m.clone());
                 }
                 self.set_stage(id, rd, Stage::Sent);
@@ -796,6 +837,49 @@ impl Sim {
             }
         }
         Ok(true)
+    }
+
+    /// Persist-before-send, checked message by message: what a message
+    /// promises must already be on this node's disk.
+    fn check_backed_by_disk(&self, id: NodeId, m: &Message) -> SimResult {
+        use MessageBody::*;
+        let d = &self.nodes[&id].disk;
+        let hs = d.hard_state;
+        let durable_last = d
+            .entries
+            .last()
+            .map(|e| e.index)
+            .max(d.snapshot.as_ref().map(|(s, _)| s.index))
+            .unwrap_or(0);
+        let ok = match &m.body {
+            // Pre-votes are sent at a term nobody has adopted yet.
+            PreVote { .. } | PreVoteResponse { granted: true } => true,
+            // A durable higher term supersedes a vote of an older term: the
+            // node can never act in (or vote again for) that term.
+            Vote { .. } => hs.term > m.term || (hs.term == m.term && hs.vote == id),
+            VoteResponse { granted: true } => {
+                hs.term > m.term || (hs.term == m.term && hs.vote == m.to)
+            }
+            AppendResponse {
+                success: true,
+                index,
+                ..
+            } => hs.term >= m.term && durable_last >= *index,
+            InstallSnapshotResponse {
+                done: true,
+                snapshot_index,
+                ..
+            } => hs.term >= m.term && durable_last >= *snapshot_index,
+            _ => hs.term >= m.term,
+        };
+        if ok {
+            Ok(())
+        } else {
+            self.fail(format!(
+                "persist-before-send: node {id} sends {m:?} but its disk has {hs:?}, \
+                 durable log to {durable_last}"
+            ))
+        }
     }
 
     fn set_stage(&mut self, id: NodeId, rd: Ready, stage: Stage) {

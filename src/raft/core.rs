@@ -973,9 +973,11 @@ impl RawNode {
             return;
         }
         if self.log.matches(prev_index, prev_term) {
-            if self.log.append_after_match(&entries).is_err() {
+            match self.log.append_after_match(&entries) {
                 // The sender contradicts a committed entry: refuse it.
-                return;
+                Err(_) => return,
+                Ok(Some(from)) => self.retract_acks_above(from - 1),
+                Ok(None) => {}
             }
             self.commit_to(commit.min(last_new));
             self.send_append_response(from, true, last_new, 0, 0);
@@ -984,6 +986,15 @@ impl RawNode {
             let (hint_index, hint_term) = self.log.find_conflict_by_term(probe, prev_term);
             self.send_append_response(from, false, prev_index, hint_index, hint_term);
         }
+    }
+
+    /// Entries above `index` were just replaced. Acknowledgements still
+    /// queued for them would claim, once sent, that entries are durable
+    /// which this node will never persist: drop them.
+    fn retract_acks_above(&mut self, index: Index) {
+        self.msgs.retain(|m| {
+            !matches!(m.body, MessageBody::AppendResponse { success: true, index: i, .. } if i > index)
+        });
     }
 
     fn send_append_response(
@@ -1092,6 +1103,7 @@ impl RawNode {
             return;
         }
         self.log.restore(&meta, data.clone());
+        self.retract_acks_above(meta.index);
         self.membership = meta.membership.clone();
         self.membership_changed = true;
         // The state machine jumps to the snapshot; entries at or below it
