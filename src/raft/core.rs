@@ -1059,6 +1059,12 @@ impl RawNode {
             return;
         }
         let end = offset.saturating_add(data.len() as u64);
+        if end > MAX_SNAPSHOT_BYTES {
+            // Bigger than we are willing to hold in memory: refuse it.
+            self.incoming = None;
+            self.send_snapshot_response(from, snapshot_index, 0, false, true);
+            return;
+        }
         if end > have {
             let skip = (have - offset) as usize;
             inc.data.extend_from_slice(&data[skip..]);
@@ -1621,6 +1627,11 @@ impl RawNode {
         self.log.committed.min(self.log.persisted())
     }
 }
+
+/// Bound on a snapshot assembled in memory from InstallSnapshot chunks.
+/// Chunks beyond it are refused (the transfer restarts and fails again, so
+/// the state machine must stay well below it).
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
 
 /// Index and term of the genesis snapshot.
 const GENESIS: (Index, Term) = (1, 1);
