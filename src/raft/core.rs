@@ -758,7 +758,10 @@ impl RawNode {
 
     fn tick_election(&mut self) {
         self.election_elapsed = self.election_elapsed.saturating_add(1);
-        if self.election_elapsed >= self.randomized_timeout {
+        // Only a voter restarts its timer here: a learner's keeps growing so
+        // its lease on a silent leader expires (and it grants votes again).
+        let promotable = self.membership.is_voter(self.id);
+        if promotable && self.election_elapsed >= self.randomized_timeout {
             self.election_elapsed = 0;
             self.hup(false);
         }
@@ -873,7 +876,9 @@ impl RawNode {
         let can_vote = self.vote == from
             || (self.vote == 0 && self.leader.is_none())
             || (pre && term > self.term);
-        let granted = can_vote && self.log.is_up_to_date(last_index, last_term);
+        let log_ok =
+            self.log.is_up_to_date(last_index, last_term) || self.removed_and_sole_voter(from);
+        let granted = can_vote && log_ok;
         let body = if pre {
             MessageBody::PreVoteResponse { granted }
         } else {
@@ -892,6 +897,23 @@ impl RawNode {
             term: reply_term,
             body,
         });
+    }
+
+    /// True if this node knows it was removed and `candidate` is the only
+    /// voter left. Such a node may vote for it whatever their logs: the
+    /// removal was committed by a quorum of the old configuration {us,
+    /// candidate}, and every entry committed since then had the candidate
+    /// in its quorum (it is in every later configuration until it is
+    /// removed itself, which it would know). So the candidate holds every
+    /// committed entry. Without this, a candidate that has not yet learned
+    /// the removal committed still counts us as a voter; if our log is
+    /// longer (we led and appended after the removal entry) we would refuse
+    /// it forever and a two-voter cluster that removed its leader could
+    /// never elect anyone.
+    fn removed_and_sole_voter(&self, candidate: NodeId) -> bool {
+        !self.membership.contains(self.id)
+            && self.membership.voters.len() == 1
+            && self.membership.voters.contains_key(&candidate)
     }
 
     /// A leader-only message arrived at our term from `from`: follow it.
@@ -951,9 +973,11 @@ impl RawNode {
             return;
         }
         if self.log.matches(prev_index, prev_term) {
-            if self.log.append_after_match(&entries).is_err() {
+            match self.log.append_after_match(&entries) {
                 // The sender contradicts a committed entry: refuse it.
-                return;
+                Err(_) => return,
+                Ok(Some(from)) => self.retract_acks_above(from - 1),
+                Ok(None) => {}
             }
             self.commit_to(commit.min(last_new));
             self.send_append_response(from, true, last_new, 0, 0);
@@ -962,6 +986,15 @@ impl RawNode {
             let (hint_index, hint_term) = self.log.find_conflict_by_term(probe, prev_term);
             self.send_append_response(from, false, prev_index, hint_index, hint_term);
         }
+    }
+
+    /// Entries above `index` were just replaced. Acknowledgements still
+    /// queued for them would claim, once sent, that entries are durable
+    /// which this node will never persist: drop them.
+    fn retract_acks_above(&mut self, index: Index) {
+        self.msgs.retain(|m| {
+            !matches!(m.body, MessageBody::AppendResponse { success: true, index: i, .. } if i > index)
+        });
     }
 
     fn send_append_response(
@@ -1026,6 +1059,12 @@ impl RawNode {
             return;
         }
         let end = offset.saturating_add(data.len() as u64);
+        if end > MAX_SNAPSHOT_BYTES {
+            // Bigger than we are willing to hold in memory: refuse it.
+            self.incoming = None;
+            self.send_snapshot_response(from, snapshot_index, 0, false, true);
+            return;
+        }
         if end > have {
             let skip = (have - offset) as usize;
             inc.data.extend_from_slice(&data[skip..]);
@@ -1070,6 +1109,7 @@ impl RawNode {
             return;
         }
         self.log.restore(&meta, data.clone());
+        self.retract_acks_above(meta.index);
         self.membership = meta.membership.clone();
         self.membership_changed = true;
         // The state machine jumps to the snapshot; entries at or below it
@@ -1332,6 +1372,12 @@ impl RawNode {
         };
         let prev_index = pr.next - 1;
         let Some(prev_term) = self.log.term(prev_index) else {
+            // Compacted meanwhile: probe from the match point, which leads
+            // to a snapshot if that is compacted too.
+            if let Some(pr) = self.prs.get_mut(&to) {
+                pr.become_probe();
+            }
+            self.maybe_send_append(to, true);
             return;
         };
         let commit = self.log.committed;
@@ -1581,6 +1627,11 @@ impl RawNode {
         self.log.committed.min(self.log.persisted())
     }
 }
+
+/// Bound on a snapshot assembled in memory from InstallSnapshot chunks.
+/// Chunks beyond it are refused (the transfer restarts and fails again, so
+/// the state machine must stay well below it).
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
 
 /// Index and term of the genesis snapshot.
 const GENESIS: (Index, Term) = (1, 1);

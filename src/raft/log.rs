@@ -164,14 +164,17 @@ impl RaftLog {
     /// the rest. Returns `Err(index)` without changing anything if the
     /// conflict is at or below the commit index (a peer contradicting a
     /// committed entry: impossible in a correct cluster, so refuse it).
-    pub fn append_after_match(&mut self, entries: &[Entry]) -> Result<(), Index> {
+    /// On success, returns the index from which entries were replaced, if
+    /// any existing entry was.
+    pub fn append_after_match(&mut self, entries: &[Entry]) -> Result<Option<Index>, Index> {
         let conflict = entries
             .iter()
             .find(|e| !self.matches(e.index, e.term))
             .map(|e| e.index);
         let Some(conflict) = conflict else {
-            return Ok(());
+            return Ok(None);
         };
+        let replaced = (conflict <= self.last_index()).then_some(conflict);
         if conflict <= self.committed {
             return Err(conflict);
         }
@@ -189,7 +192,7 @@ impl RaftLog {
             self.entries.push(e.clone());
         }
         self.check();
-        Ok(())
+        Ok(replaced)
     }
 
     /// Drops entries at and after `index` (never committed ones).
@@ -315,8 +318,8 @@ mod tests {
     #[test]
     fn conflict_truncates_the_suffix_and_appends() {
         let mut log = RaftLog::new(0, 0, ents(&[(1, 1), (2, 1), (3, 2), (4, 2)]), 1, None);
-        log.append_after_match(&ents(&[(2, 1), (3, 3), (4, 3), (5, 3)]))
-            .unwrap();
+        let replaced = log.append_after_match(&ents(&[(2, 1), (3, 3), (4, 3), (5, 3)]));
+        assert_eq!(replaced, Ok(Some(3)));
         assert_eq!(log.last_index(), 5);
         assert_eq!(log.term(2), Some(1));
         assert_eq!(log.term(3), Some(3));

@@ -48,7 +48,7 @@ mod read_only;
 mod tests;
 mod types;
 
-pub use self::core::RawNode;
+pub use self::core::{RawNode, MAX_SNAPSHOT_BYTES};
 pub use self::message::{Message, MessageBody};
 pub use self::read_only::MAX_PENDING_READS;
 pub use self::types::{
