@@ -1081,13 +1081,33 @@ impl Sim {
                 continue;
             }
             let sm = &n.disk.sm;
-            let Some(&(term, _, _)) = self.applied.get(&sm.applied) else {
+            let Some(core) = n.core.as_ref() else {
                 continue;
             };
-            let meta = SnapshotMeta {
-                index: sm.applied,
-                term,
-                membership: sm.membership.clone(),
+            // The core knows the membership at the applied index unless a
+            // restart happened with applied < commit and nothing changed
+            // since; the application tracks it anyway.
+            let meta = match core.snapshot_meta(sm.applied) {
+                Some(meta) => {
+                    if meta.membership != sm.membership {
+                        return Err(format!(
+                            "seed {} step {}: node {id}: core says membership at {} is {:?}, \
+                             state machine {:?}",
+                            self.seed, self.now, sm.applied, meta.membership, sm.membership
+                        ));
+                    }
+                    meta
+                }
+                None => {
+                    let Some(&(term, _, _)) = self.applied.get(&sm.applied) else {
+                        continue;
+                    };
+                    SnapshotMeta {
+                        index: sm.applied,
+                        term,
+                        membership: sm.membership.clone(),
+                    }
+                }
             };
             let data = Arc::new(sm.encode());
             // The snapshot is durable before the core is told about it.

@@ -43,6 +43,12 @@ pub struct RawNode {
     log: RaftLog,
     /// Membership as of the commit index (changes take effect on commit).
     membership: Membership,
+    /// The membership at each index since a known point, for snapshot
+    /// metadata: `[0]` is (index from which it is known, membership then),
+    /// each later pair a committed conf change and the membership after
+    /// it. Trimmed on compaction; as long as conf changes since the last
+    /// snapshot (a handful).
+    membership_log: Vec<(Index, Membership)>,
 
     // Volatile state.
     role: Role,
@@ -202,6 +208,7 @@ impl RawNode {
             term: hard_state.term,
             vote: hard_state.vote,
             log,
+            membership_log: vec![(committed, membership.clone())],
             membership,
             role: Role::Follower,
             leader: None,
@@ -469,8 +476,10 @@ impl RawNode {
     /// `meta.index - trailing_entries`. Returns the highest index the caller
     /// may now delete from the stable log (0 if none). The entry just above
     /// it is kept on disk: its term becomes the log's starting point after a
-    /// restart. Invalid requests (index above applied, wrong term, older
-    /// than the current snapshot) change nothing and return 0.
+    /// restart. Invalid requests (index above applied, wrong term, a
+    /// membership other than the one in effect at `meta.index`, older than
+    /// the current snapshot) change nothing and return 0: build `meta` with
+    /// [`RawNode::snapshot_meta`].
     pub fn compact(&mut self, meta: SnapshotMeta, data: Arc<Vec<u8>>) -> Index {
         if meta.index > self.applied || meta.index > self.log.committed {
             return 0;
@@ -483,6 +492,18 @@ impl RawNode {
                 return 0;
             }
         }
+        if let Some(m) = self.membership_at(meta.index) {
+            if *m != meta.membership {
+                return 0; // use `snapshot_meta` to get it right
+            }
+        }
+        // Keep the membership history from the snapshot on.
+        let keep_from = self
+            .membership_log
+            .iter()
+            .rposition(|(i, _)| *i <= meta.index)
+            .unwrap_or(0);
+        self.membership_log.drain(..keep_from);
         let target = meta.index.saturating_sub(self.cfg.trailing_entries);
         self.log.snapshot = Some((meta, data));
         if self.log.compact_to(target) {
@@ -490,6 +511,22 @@ impl RawNode {
         } else {
             0
         }
+    }
+
+    /// The metadata a snapshot of the state machine at `index` must carry:
+    /// the term of that entry and the membership in effect there (which
+    /// differs from [`RawNode::membership`] while a committed conf change is
+    /// not yet applied). `None` if `index` is above the applied index or no
+    /// longer known (below the log start or the last restart's commit).
+    pub fn snapshot_meta(&self, index: Index) -> Option<SnapshotMeta> {
+        if index > self.applied {
+            return None;
+        }
+        Some(SnapshotMeta {
+            index,
+            term: self.log.term(index)?,
+            membership: self.membership_at(index)?.clone(),
+        })
     }
 
     /// A message to `id` could not be delivered: fall back to probing so the
@@ -673,6 +710,13 @@ impl RawNode {
                 }
                 PreVote { .. } => {
                     self.send(msg.from, PreVoteResponse { granted: false });
+                }
+                // As in the paper: refuse with our term, so a candidate that
+                // is behind catches up. Without it, a voter whose stale
+                // configuration leads it to campaign elsewhere keeps its
+                // term ahead of the one candidate that can win, forever.
+                Vote { .. } => {
+                    self.send(msg.from, VoteResponse { granted: false });
                 }
                 _ => {}
             }
@@ -1111,6 +1155,7 @@ impl RawNode {
         self.log.restore(&meta, data.clone());
         self.retract_acks_above(meta.index);
         self.membership = meta.membership.clone();
+        self.membership_log = vec![(meta.index, meta.membership.clone())];
         self.membership_changed = true;
         // The state machine jumps to the snapshot; entries at or below it
         // are never handed out for applying.
@@ -1466,18 +1511,18 @@ impl RawNode {
         if !self.log.commit_to(index) {
             return;
         }
-        let changes: Vec<ConfChange> = (old + 1..=index)
+        let changes: Vec<(Index, ConfChange)> = (old + 1..=index)
             .filter_map(|i| match self.log.entry(i).map(|e| &e.payload) {
-                Some(Payload::ConfChange(cc)) => Some(cc.clone()),
+                Some(Payload::ConfChange(cc)) => Some((i, cc.clone())),
                 _ => None,
             })
             .collect();
-        for cc in changes {
-            self.apply_conf_change(cc);
+        for (index, cc) in changes {
+            self.apply_conf_change(index, cc);
         }
     }
 
-    fn apply_conf_change(&mut self, cc: ConfChange) {
+    fn apply_conf_change(&mut self, index: Index, cc: ConfChange) {
         let m = &mut self.membership;
         match cc {
             ConfChange::AddLearner { id, info } => {
@@ -1496,6 +1541,7 @@ impl RawNode {
             }
         }
         self.membership_changed = true;
+        self.membership_log.push((index, self.membership.clone()));
         if self.role != Role::Leader {
             return;
         }
@@ -1612,6 +1658,19 @@ impl RawNode {
             term: self.term,
             body,
         });
+    }
+
+    /// The membership in effect at `index`, if known.
+    fn membership_at(&self, index: Index) -> Option<&Membership> {
+        let (base, _) = self.membership_log.first()?;
+        if index < *base {
+            return None;
+        }
+        self.membership_log
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .map(|(_, m)| m)
     }
 
     fn hard_state(&self) -> HardState {

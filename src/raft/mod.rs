@@ -36,7 +36,23 @@
 //! ```
 //! The core never emits a vote, an append acknowledgement or a commit that
 //! depends on state the caller has not yet persisted: a leader counts its own
-//! log for commitment only up to what `advance` reported durable.
+//! log for commitment only up to what `advance` reported durable, and
+//! `rd.committed` only holds entries that an earlier Ready persisted. Step 1
+//! also persists `rd.membership` (if any) in the same fsync. `step`, `tick`
+//! and friends may be called between `ready()` and `advance()`; a second
+//! `ready()` may not.
+//!
+//! # Snapshots and compaction
+//! When the applied state machine is large enough, the caller snapshots it
+//! at its applied index `i`: `let meta = node.snapshot_meta(i)?`, writes
+//! `(meta, data)` durably, then calls `node.compact(meta, data)` and
+//! deletes stable entries up to the index it returns. A new cluster starts
+//! from a genesis snapshot with EMPTY data (see [`Restored`]).
+//!
+//! # Membership
+//! One change at a time, effective on every node when COMMITTED (not when
+//! appended). [`RawNode::membership`] is the membership as of the commit
+//! index; [`RawNode::snapshot_meta`] the one at an applied index.
 
 mod core;
 mod log;

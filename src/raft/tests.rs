@@ -958,3 +958,41 @@ fn a_removed_leader_votes_for_the_sole_remaining_voter() {
     assert_eq!(net.node(2).role(), Role::Leader);
     assert!(!net.node(2).membership().contains(1));
 }
+
+#[test]
+fn snapshot_meta_gives_the_membership_at_the_applied_index() {
+    let mut net = Net::new(&[1]);
+    net.elect(1);
+    let (before, _) = net.propose(1, "a");
+    let n = net.node_mut(1);
+    n.propose_conf_change(ConfChange::AddLearner {
+        id: 2,
+        info: PeerInfo::default(),
+    })
+    .expect("accepted");
+    // Persist the entry; the next Ready commits it but is not applied yet.
+    let rd = n.ready();
+    n.advance(&rd);
+    let rd = n.ready();
+    assert!(!rd.committed.is_empty());
+    assert!(
+        n.membership().learners.contains_key(&2),
+        "effective on commit"
+    );
+    let meta = n.snapshot_meta(before).expect("applied");
+    assert!(!meta.membership.contains(2), "not at the applied index");
+    assert_eq!(n.snapshot_meta(before + 1), None, "not applied yet");
+    // A snapshot claiming the commit-time membership is refused.
+    let wrong = SnapshotMeta {
+        membership: n.membership().clone(),
+        ..meta.clone()
+    };
+    assert_eq!(n.compact(wrong, Arc::new(vec![])), 0);
+    assert_eq!(n.status().snapshot_index, 1, "still the genesis snapshot");
+    n.advance(&rd);
+    let after = n.status().applied;
+    let meta2 = n.snapshot_meta(after).expect("applied");
+    assert!(meta2.membership.learners.contains_key(&2));
+    n.compact(meta, Arc::new(vec![]));
+    assert_eq!(n.status().snapshot_index, before);
+}
