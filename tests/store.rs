@@ -292,12 +292,12 @@ fn snapshot_moves_the_state_machine_to_another_store() {
     let leader_dir = tempfile::tempdir().unwrap();
     let follower_dir = tempfile::tempdir().unwrap();
     let leader = open(leader_dir.path());
-    leader.bootstrap(&membership(&[1, 2])).unwrap();
-    // Bootstrap wrote entries 1..=4 (AddLearner + Promote for 1 and 2).
-    let mut entries = submits(5, 44, 1);
+    found_cluster(&leader, &[1, 2]);
+    // The genesis snapshot holds index 1.
+    let mut entries = submits(2, 41, 1);
     entries.push(Entry {
         term: 1,
-        index: 45,
+        index: 42,
         payload: Payload::ConfChange(ConfChange::AddLearner {
             id: 3,
             info: peer(3),
@@ -305,13 +305,13 @@ fn snapshot_moves_the_state_machine_to_another_store() {
     });
     entries.push(Entry {
         term: 1,
-        index: 46,
+        index: 43,
         payload: Payload::ConfChange(ConfChange::Promote { id: 3 }),
     });
-    append(&leader, entries.clone(), Some(hs(1, 1, 46)));
+    append(&leader, entries.clone(), Some(hs(1, 1, 43)));
     leader.apply(&entries).unwrap();
     let (meta, data) = leader.create_snapshot().unwrap();
-    assert_eq!(meta.index, 46);
+    assert_eq!(meta.index, 43);
     assert_eq!(meta.term, 1);
     assert_eq!(meta.membership, membership(&[1, 2, 3]));
 
@@ -322,15 +322,15 @@ fn snapshot_moves_the_state_machine_to_another_store() {
     follower
         .persist(&Ready {
             snapshot: Some((meta.clone(), data.clone())),
-            entries: submits(47, 48, 2),
-            hard_state: Some(hs(2, 0, 46)),
+            entries: submits(44, 45, 2),
+            hard_state: Some(hs(2, 0, 43)),
             membership: Some(meta.membership.clone()),
             ..Ready::default()
         })
         .unwrap();
     assert_eq!(follower.fsync_count(), fsyncs + 1);
     let check = |s: &Store| {
-        assert_eq!(s.applied_index(), 46);
+        assert_eq!(s.applied_index(), 43);
         assert_eq!(s.job_count(), 40);
         assert_eq!(
             s.list_jobs(None, 1000).unwrap(),
@@ -343,16 +343,16 @@ fn snapshot_moves_the_state_machine_to_another_store() {
             r.snapshot.as_ref().map(|(_, d)| d.as_slice()),
             Some(data.as_slice())
         );
-        assert_eq!(indexes(&r.entries), vec![47, 48]);
+        assert_eq!(indexes(&r.entries), vec![44, 45]);
         assert_eq!(r.membership, membership(&[1, 2, 3]));
-        assert_eq!(r.applied, 46);
+        assert_eq!(r.applied, 43);
     };
     check(&follower);
     drop(follower);
     let follower = Store::open(follower_dir.path(), CLUSTER, 3).unwrap();
     check(&follower);
     // Applying continues after the snapshot.
-    let out = follower.apply(&submits(47, 48, 2)).unwrap();
+    let out = follower.apply(&submits(44, 45, 2)).unwrap();
     assert!(matches!(out[1], Applied::Job(_)));
     assert_eq!(follower.job_count(), 42);
     // Exactly one snapshot file is kept.
@@ -682,28 +682,6 @@ fn seed_membership(store: &Store, ids: &[u64]) {
 }
 
 #[test]
-fn bootstrap_writes_the_founding_membership_as_committed_entries() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let store = open(dir.path());
-        store.bootstrap(&membership(&[1, 2, 3])).unwrap();
-        assert!(
-            store.bootstrap(&membership(&[1, 2, 3])).is_err(),
-            "bootstrap runs once"
-        );
-    }
-    let store = open(dir.path());
-    let r = store.restored().unwrap();
-    // AddLearner + Promote per member: a joiner replaying the log from index
-    // 1 rebuilds the same membership.
-    assert_eq!(indexes(&r.entries), vec![1, 2, 3, 4, 5, 6]);
-    assert_eq!(r.hard_state.commit, 6);
-    assert_eq!(r.applied, 6);
-    assert_eq!(r.membership, membership(&[1, 2, 3]));
-    assert_eq!(store.applied_membership().unwrap(), membership(&[1, 2, 3]));
-}
-
-#[test]
 fn a_ready_that_only_moves_the_commit_index_needs_no_fsync() {
     let dir = tempfile::tempdir().unwrap();
     {
@@ -730,4 +708,52 @@ fn a_ready_that_only_moves_the_commit_index_needs_no_fsync() {
         hs(2, 2, 3),
         "the next fsync carried the commit index"
     );
+}
+
+/// Founds a cluster as the node does: the genesis snapshot (index 1, empty
+/// data) with the founding membership, so the log starts at index 2.
+fn found_cluster(store: &Store, ids: &[u64]) {
+    let meta = SnapshotMeta {
+        index: 1,
+        term: 1,
+        membership: membership(ids),
+    };
+    let rd = Ready {
+        snapshot: Some((meta, Arc::new(Vec::new()))),
+        hard_state: Some(hs(1, 0, 1)),
+        membership: Some(membership(ids)),
+        ..Ready::default()
+    };
+    store.persist(&rd).unwrap();
+}
+
+#[test]
+fn a_founded_cluster_starts_from_the_genesis_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        found_cluster(&store, &[1, 2, 3]);
+        assert_eq!(store.applied_index(), 1);
+        assert_eq!(store.applied_membership().unwrap(), membership(&[1, 2, 3]));
+    }
+    let store = open(dir.path());
+    let r = store.restored().unwrap();
+    assert_eq!(
+        r.snapshot.as_ref().map(|(m, d)| (m.index, d.len())),
+        Some((1, 0))
+    );
+    assert_eq!(r.membership, membership(&[1, 2, 3]));
+    // Empty data is the genesis only: anywhere else it is refused.
+    let bogus = SnapshotMeta {
+        index: 9,
+        term: 2,
+        membership: membership(&[1]),
+    };
+    let err = store
+        .persist(&Ready {
+            snapshot: Some((bogus, Arc::new(Vec::new()))),
+            ..Ready::default()
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::BadSnapshot(_)), "{err}");
 }

@@ -317,7 +317,7 @@ impl pb::drover_server::Drover for DroverService {
                         .change_membership(ConfChange::Remove { id: req.id })
                         .await
                         .map_err(raft_status)?;
-                    membership_response(&node, applied)
+                    membership_response(&node, applied).await
                 }
             },
             |mut client, req| async move { client.remove_peer(req).await },
@@ -387,7 +387,7 @@ async fn add_peer_here(
         );
     }
     if req.learner_only {
-        return membership_response(node, last.unwrap_or(Applied::Noop));
+        return membership_response(node, last.unwrap_or(Applied::Noop)).await;
     }
     let id = req.id;
     let caught_up = node
@@ -409,12 +409,24 @@ async fn add_peer_here(
         .change_membership(ConfChange::Promote { id })
         .await
         .map_err(raft_status)?;
-    membership_response(node, applied)
+    membership_response(node, applied).await
 }
 
-fn membership_response(node: &Node, applied: Applied) -> Result<pb::MembershipResponse, Status> {
-    let _ = applied;
-    let status = node.status();
+/// Answers a membership change with the membership it produced. The status
+/// the loop publishes can trail the apply by one turn, so wait (briefly) for
+/// it to show that membership before reporting progress and leader from it.
+async fn membership_response(
+    node: &Node,
+    applied: Applied,
+) -> Result<pb::MembershipResponse, Status> {
+    if let Applied::ConfChange(membership) = &applied {
+        node.wait_status(Duration::from_secs(2), |s| s.membership == *membership)
+            .await;
+    }
+    let mut status = node.status();
+    if let Applied::ConfChange(membership) = applied {
+        status.membership = membership;
+    }
     Ok(pb::MembershipResponse {
         members: members_to_proto(&status),
         index: status.applied,

@@ -36,7 +36,7 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens (or creates) the data dir, bootstraps a new cluster if this is
+    /// Opens (or creates) the data dir, founds a new cluster if this is
     /// the first start and the config lists initial members, and starts the
     /// Raft loop on its own thread. Must be called inside a tokio runtime.
     pub fn start(config: Config) -> Result<Arc<Node>, StartError> {
@@ -45,15 +45,18 @@ impl Node {
             &config.cluster_id,
             config.node_id,
         )?);
+        let mut restored = store.restored()?;
         if store.is_fresh() && !config.initial_members.is_empty() {
-            // The bootstrap membership is the first durable fact of a cluster.
-            store.bootstrap(&config.initial_membership())?;
+            // A new cluster: the core starts every founding member from the
+            // same genesis snapshot (index 1) carrying this membership, and
+            // the first Ready makes it durable. A node that joins later gets
+            // the membership with the snapshot the leader sends it.
+            restored.membership = config.initial_membership();
             tracing::info!(
                 members = config.initial_members.len(),
-                "bootstrapped a new cluster"
+                "founding a new cluster"
             );
         }
-        let restored = store.restored()?;
         let applied = restored.applied;
         let snapshot_index = restored
             .snapshot

@@ -367,13 +367,17 @@ impl RaftLoop {
     }
 
     fn after_persist(&mut self, rd: &Ready) {
-        if let Some((meta, _)) = &rd.snapshot {
-            self.snapshots_installed += 1;
-            tracing::info!(
-                index = meta.index,
-                term = meta.term,
-                "installed snapshot from the leader"
-            );
+        if let Some((meta, data)) = &rd.snapshot {
+            if data.is_empty() && meta.index == 1 {
+                tracing::info!("genesis snapshot persisted: the cluster is founded");
+            } else {
+                self.snapshots_installed += 1;
+                tracing::info!(
+                    index = meta.index,
+                    term = meta.term,
+                    "installed snapshot from the leader"
+                );
+            }
             self.snapshot_index = meta.index;
             self.applied = self.applied.max(meta.index);
             self.membership = meta.membership.clone();

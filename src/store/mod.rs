@@ -64,7 +64,7 @@ use sled::Transactional;
 use self::codec::{SmMeta, SnapshotRecord};
 use self::migrations::Migration;
 use crate::jobs::Job;
-use crate::raft::{ConfChange, Entry, HardState, Index, Membership, NodeId, Payload, Ready, Term};
+use crate::raft::NodeId;
 
 pub use self::error::StoreError;
 
@@ -90,39 +90,6 @@ const SLED_CACHE_BYTES: u64 = 256 << 20;
 
 /// A node's durable state. See the module docs for the crash-safety
 /// argument of each operation.
-/// Term of the bootstrap entries: every founding member writes the same ones.
-pub const BOOTSTRAP_TERM: Term = 1;
-
-/// The founding membership as committed log entries (AddLearner then Promote
-/// for each member, in id order), identical on every founding member. Having
-/// them in the log, as etcd does, means a node that joins later and replays
-/// the log from index 1 rebuilds the same membership as everyone else.
-pub fn bootstrap_entries(membership: &Membership) -> Vec<Entry> {
-    let mut changes = Vec::new();
-    for (id, info) in &membership.voters {
-        changes.push(ConfChange::AddLearner {
-            id: *id,
-            info: info.clone(),
-        });
-        changes.push(ConfChange::Promote { id: *id });
-    }
-    for (id, info) in &membership.learners {
-        changes.push(ConfChange::AddLearner {
-            id: *id,
-            info: info.clone(),
-        });
-    }
-    changes
-        .into_iter()
-        .enumerate()
-        .map(|(i, change)| Entry {
-            term: BOOTSTRAP_TERM,
-            index: i as Index + 1,
-            payload: Payload::ConfChange(change),
-        })
-        .collect()
-}
-
 pub struct Store {
     data_dir: PathBuf,
     snapshot_dir: PathBuf,
@@ -365,7 +332,8 @@ impl Store {
                     applied = sm.applied_index,
                     "state machine is behind the durable snapshot; restoring it from the snapshot"
                 );
-                let decoded = snapshot::decode(&data).map_err(|d| self.corrupt(d))?;
+                let decoded =
+                    snapshot::decode_for(&record.meta, &data).map_err(|d| self.corrupt(d))?;
                 let sm = self.install_state_machine(&decoded)?;
                 self.flush()?;
                 applied = sm.applied_index;
@@ -378,38 +346,9 @@ impl Store {
         Ok(())
     }
 
-    /// Founds a cluster in a fresh store: persists [`bootstrap_entries`] as
-    /// committed (term 1), the membership, and applies them. Call it once,
-    /// when [`Store::is_fresh`] says so, before the core is created. Every
-    /// founding member must be given the same membership.
-    pub fn bootstrap(&self, membership: &Membership) -> Result<(), StoreError> {
-        if !self.is_fresh() {
-            return Err(StoreError::Contract(
-                "bootstrap of a store that already has raft state".into(),
-            ));
-        }
-        let entries = bootstrap_entries(membership);
-        let last = entries.last().map(|e| e.index).unwrap_or(0);
-        let ready = Ready {
-            entries: entries.clone(),
-            hard_state: Some(HardState {
-                term: BOOTSTRAP_TERM,
-                vote: 0,
-                commit: last,
-            }),
-            membership: Some(membership.clone()),
-            ..Ready::default()
-        };
-        // A crash between these two leaves committed, unapplied entries: the
-        // core hands them out again on restart and they are applied then.
-        self.persist(&ready)?;
-        self.apply(&entries)?;
-        Ok(())
-    }
-
     /// True if no raft state was ever written: the node has never
-    /// bootstrapped, voted, appended or installed a snapshot. The node layer
-    /// bootstraps (or waits to be added to a cluster) only then.
+    /// persisted a genesis snapshot, voted, appended or installed a snapshot.
+    /// The node layer founds a cluster (or waits to be added to one) only then.
     pub fn is_fresh(&self) -> bool {
         self.raft_state.is_empty() && self.raft_log.is_empty() && self.snapshots.is_empty()
     }

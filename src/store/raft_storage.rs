@@ -127,7 +127,7 @@ impl Store {
         entries: &[([u8; 8], Vec<u8>)],
         hard_state: Option<&[u8]>,
     ) -> Result<(), StoreError> {
-        let decoded = snapshot::decode(data).map_err(StoreError::BadSnapshot)?;
+        let decoded = snapshot::decode_for(meta, data).map_err(StoreError::BadSnapshot)?;
         if decoded.meta != *meta {
             return Err(StoreError::BadSnapshot(format!(
                 "data is of index {} term {}, meta says index {} term {} (or memberships differ)",

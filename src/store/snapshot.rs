@@ -118,6 +118,22 @@ pub(crate) fn verify_checksum(data: &[u8]) -> Result<(), String> {
 }
 
 /// Fully decodes and verifies snapshot bytes. Never panics on any input.
+/// Decodes a snapshot described by `meta`. Empty data at index 1 is the
+/// genesis snapshot a new cluster starts from (see `raft::core`): the empty
+/// state with the founding membership. Empty data anywhere else is refused.
+pub(crate) fn decode_for(meta: &SnapshotMeta, data: &[u8]) -> Result<DecodedSnapshot, String> {
+    if data.is_empty() && meta.index == GENESIS_INDEX {
+        return Ok(DecodedSnapshot {
+            meta: meta.clone(),
+            jobs: Vec::new(),
+        });
+    }
+    decode(data)
+}
+
+/// Index of the genesis snapshot.
+const GENESIS_INDEX: u64 = 1;
+
 pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
     verify_checksum(data)?;
     let body = &data[..data.len() - 4];
@@ -226,6 +242,9 @@ pub(crate) fn read_file(dir: &Path, record: &SnapshotRecord) -> Result<Vec<u8>, 
             path.display(),
             record.crc32
         ));
+    }
+    if data.is_empty() && record.meta.index == GENESIS_INDEX {
+        return Ok(data); // the genesis snapshot (see `decode_for`)
     }
     verify_checksum(&data).map_err(|e| format!("snapshot file {}: {e}", path.display()))?;
     Ok(data)
