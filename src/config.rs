@@ -83,8 +83,8 @@ pub struct RaftConfig {
     pub max_inflight: usize,
     /// Size of one InstallSnapshot chunk, in bytes.
     pub snapshot_chunk_bytes: usize,
-    /// How long a client write waits for commit before failing UNAVAILABLE
-    /// (the write may still commit: resubmit with an idempotency key).
+    /// How long a client write waits for commit before failing with
+    /// DEADLINE_EXCEEDED (the write may still commit: check before retrying).
     #[serde(with = "humantime_serde")]
     pub propose_timeout: Duration,
 }

@@ -26,7 +26,10 @@ const LEADER_WAIT: Duration = Duration::from_secs(5);
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 /// How long AddPeer waits for a learner to catch up before promoting it.
-const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
+pub const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
+/// Deadline of a call forwarded to the leader: long enough for AddPeer's
+/// catch-up wait; a dead leader is noticed sooner by the HTTP/2 keepalive.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// The client API implementation over one node.
 pub struct DroverService {
@@ -79,6 +82,9 @@ impl DroverService {
                 let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
                     .map_err(|e| Status::internal(format!("bad leader address {addr}: {e}")))?
                     .connect_timeout(Duration::from_secs(2))
+                    .timeout(FORWARD_TIMEOUT)
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5))
                     .tcp_nodelay(true);
                 let channel = endpoint.connect_lazy();
                 channels.insert(addr.to_string(), channel.clone());
@@ -172,9 +178,11 @@ impl pb::drover_server::Drover for DroverService {
                         .encode()
                         .map_err(|e| Status::internal(e.to_string()))?;
                     match node.propose(bytes).await.map_err(raft_status)? {
-                        Applied::Job(job) => Ok(pb::SubmitJobResponse {
-                            job: Some(job_to_proto(&job)),
-                        }),
+                        Applied::Job(job) | Applied::DuplicateJob(job) => {
+                            Ok(pb::SubmitJobResponse {
+                                job: Some(job_to_proto(&job)),
+                            })
+                        }
                         other => Err(Status::internal(format!(
                             "unexpected apply result {other:?}"
                         ))),
@@ -281,7 +289,7 @@ impl pb::drover_server::Drover for DroverService {
             return Err(Status::invalid_argument("id must be a positive integer"));
         }
         for (name, addr) in [("raft_addr", &req.raft_addr), ("api_addr", &req.api_addr)] {
-            if addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+            if !is_host_port(addr) {
                 return Err(Status::invalid_argument(format!(
                     "{name} `{addr}` is not host:port"
                 )));
@@ -303,16 +311,20 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::RemovePeerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let id = request.get_ref().id;
-        if !self.node.status().membership.contains(id) {
-            return Err(Status::not_found(format!("node {id} is not a member")));
-        }
         let node = self.node.clone();
         self.write(
             request,
             move |req| {
                 let node = node.clone();
                 async move {
+                    // Checked on the leader: a lagging follower's view could
+                    // be stale.
+                    if !node.status().membership.contains(req.id) {
+                        return Err(Status::not_found(format!(
+                            "node {} is not a member",
+                            req.id
+                        )));
+                    }
                     let applied = node
                         .change_membership(ConfChange::Remove { id: req.id })
                         .await
@@ -491,6 +503,18 @@ fn job_to_proto(job: &Job) -> pb::Job {
     }
 }
 
+/// `host:port` with a non-empty host and a numeric port.
+fn is_host_port(addr: &str) -> bool {
+    match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        }
+        None => false,
+    }
+}
+
 fn parse_job_id(id: &str) -> Result<JobId, Status> {
     id.parse::<JobId>().map_err(|_| {
         Status::invalid_argument(format!("`{id}` is not a job id (26-character ULID)"))
@@ -523,7 +547,10 @@ pub fn raft_status(error: RaftError) -> Status {
         RaftError::NotLeader { .. } => Status::unavailable(NOT_LEADER_TEXT),
         RaftError::Overloaded => Status::resource_exhausted(message),
         RaftError::Lost => Status::aborted(message),
-        RaftError::Unknown | RaftError::Timeout => Status::unavailable(message),
+        // The entry may still commit: not "retry" but "check first".
+        RaftError::Timeout => Status::deadline_exceeded(message),
+        RaftError::Unknown => Status::unknown(message),
+        RaftError::Busy(_) => Status::unavailable(message),
         RaftError::ReadFailed | RaftError::ShuttingDown => Status::unavailable(message),
         RaftError::Rejected(_) => Status::failed_precondition(message),
         RaftError::Storage(_) => Status::internal(message),

@@ -16,6 +16,20 @@ use crate::proto::v1::drover_client::DroverClient;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_UNREACHABLE: u8 = 3;
 
+/// Deadline of an ordinary call (enforced by the server via grpc-timeout).
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// AddPeer waits for the new node to catch up before promoting it.
+const ADD_PEER_TIMEOUT: Duration = Duration::from_secs(150);
+/// Client-side limit on any call, should a server stop answering entirely.
+const BACKSTOP_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A request with its deadline.
+fn call<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
 /// Options every client command takes.
 #[derive(Args, Clone, Debug)]
 pub struct ClientOpts {
@@ -133,7 +147,7 @@ pub async fn connect(opts: &ClientOpts) -> Result<DroverClient<Channel>, Failure
         let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
             Ok(e) => e
                 .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(30)),
+                .timeout(BACKSTOP_TIMEOUT),
             Err(_) => {
                 errors.push(format!("{raw}: not a valid address"));
                 continue;
@@ -199,7 +213,10 @@ pub async fn job(
                 }
             };
             let response = client
-                .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
+                .submit_job(call(
+                    pb::SubmitJobRequest { spec: Some(spec) },
+                    CALL_TIMEOUT,
+                ))
                 .await?
                 .into_inner();
             let job = response.job.ok_or_else(|| Failure {
@@ -217,7 +234,7 @@ pub async fn job(
             ..
         } => {
             let job = client
-                .get_job(pb::GetJobRequest { id, consistent })
+                .get_job(call(pb::GetJobRequest { id, consistent }, CALL_TIMEOUT))
                 .await?
                 .into_inner()
                 .job;
@@ -243,11 +260,14 @@ pub async fn job(
             page_token,
         } => {
             let page = client
-                .list_jobs(pb::ListJobsRequest {
-                    page_size,
-                    page_token,
-                    consistent,
-                })
+                .list_jobs(call(
+                    pb::ListJobsRequest {
+                        page_size,
+                        page_token,
+                        consistent,
+                    },
+                    CALL_TIMEOUT,
+                ))
                 .await?
                 .into_inner();
             match opts.output {
@@ -291,7 +311,7 @@ pub async fn raft(
     let members = match cmd {
         RaftCommand::ListPeers => {
             let status = client
-                .get_cluster_status(pb::GetClusterStatusRequest {})
+                .get_cluster_status(call(pb::GetClusterStatusRequest {}, CALL_TIMEOUT))
                 .await?
                 .into_inner();
             if opts.output == Output::Json {
@@ -307,26 +327,29 @@ pub async fn raft(
             learner_only,
         } => {
             client
-                .add_peer(pb::AddPeerRequest {
-                    id,
-                    raft_addr,
-                    api_addr,
-                    learner_only,
-                })
+                .add_peer(call(
+                    pb::AddPeerRequest {
+                        id,
+                        raft_addr,
+                        api_addr,
+                        learner_only,
+                    },
+                    ADD_PEER_TIMEOUT,
+                ))
                 .await?
                 .into_inner()
                 .members
         }
         RaftCommand::RemovePeer { id } => {
             client
-                .remove_peer(pb::RemovePeerRequest { id })
+                .remove_peer(call(pb::RemovePeerRequest { id }, CALL_TIMEOUT))
                 .await?
                 .into_inner()
                 .members
         }
         RaftCommand::TransferLeader { to } => {
             let r = client
-                .transfer_leader(pb::TransferLeaderRequest { to })
+                .transfer_leader(call(pb::TransferLeaderRequest { to }, CALL_TIMEOUT))
                 .await?
                 .into_inner();
             match opts.output {

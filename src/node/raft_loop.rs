@@ -44,10 +44,12 @@ pub enum RaftError {
     Overloaded,
     #[error("leadership changed before the entry committed; it was not applied")]
     Lost,
-    #[error("the outcome is unknown (this node installed a snapshot past the entry); check before retrying")]
+    #[error("the outcome is unknown (leadership or this node changed while the entry was in flight); check before retrying")]
     Unknown,
     #[error("{0}")]
     Rejected(String),
+    #[error("{0}; retry shortly")]
+    Busy(String),
     #[error("not committed in time (no quorum reachable?); the outcome is unknown")]
     Timeout,
     #[error("no leader could confirm the read; retry")]
@@ -63,6 +65,9 @@ impl From<ProposeError> for RaftError {
         match e {
             ProposeError::NotLeader { leader } => RaftError::NotLeader { leader },
             ProposeError::Overloaded => RaftError::Overloaded,
+            ProposeError::LeaderNotReady | ProposeError::TransferInProgress => {
+                RaftError::Busy(e.to_string())
+            }
             other => RaftError::Rejected(other.to_string()),
         }
     }
@@ -146,8 +151,11 @@ pub struct RaftLoop {
     snapshots_installed: u64,
     /// Where background work reports back.
     self_inputs: InputSender,
+    node_id: NodeId,
     /// True while a snapshot is being written off the loop.
     snapshot_running: bool,
+    /// After a failed snapshot, no new one before this applied index.
+    snapshot_retry_at: Index,
 }
 
 impl RaftLoop {
@@ -164,13 +172,16 @@ impl RaftLoop {
         snapshot_index: Index,
         membership: Membership,
     ) -> Self {
+        let node_id = raw.status().id;
         let mut this = RaftLoop {
             raw,
             store,
             outbound,
             inputs: inputs.1,
             self_inputs: inputs.0,
+            node_id,
             snapshot_running: false,
+            snapshot_retry_at: 0,
             status,
             settings,
             proposals: BTreeMap::new(),
@@ -235,22 +246,23 @@ impl RaftLoop {
     fn handle(&mut self, input: Input) {
         match input {
             Input::Message(msg, from_addr) => {
-                self.outbound.ensure_peer(msg.from, &from_addr);
+                // Only a node that is not (yet) a member answers senders it
+                // has no address for: it is joining, and the sender is the
+                // leader adding it. Members know every peer's address.
+                if !self.membership.contains(self.node_id) {
+                    self.outbound.ensure_peer(msg.from, &from_addr);
+                }
                 self.raw.step(msg);
             }
             Input::Unreachable(id) => self.raw.report_unreachable(id),
             Input::Propose { command, reply } => match self.raw.propose(command) {
-                Ok((index, term)) => {
-                    self.proposals.insert(index, (term, reply));
-                }
+                Ok((index, term)) => self.track_proposal(index, term, reply),
                 Err(e) => {
                     let _ = reply.send(Err(e.into()));
                 }
             },
             Input::ConfChange { change, reply } => match self.raw.propose_conf_change(change) {
-                Ok((index, term)) => {
-                    self.proposals.insert(index, (term, reply));
-                }
+                Ok((index, term)) => self.track_proposal(index, term, reply),
                 Err(e) => {
                     let _ = reply.send(Err(e.into()));
                 }
@@ -272,10 +284,28 @@ impl RaftLoop {
                 self.snapshot_running = false;
                 match outcome {
                     Ok((meta, data)) => self.install_own_snapshot(meta, data),
-                    Err(e) => tracing::error!("snapshot failed (will retry): {e}"),
+                    Err(e) => {
+                        // Do not retry at once (a full disk would stall the
+                        // loop over and over): wait another threshold.
+                        tracing::error!("snapshot failed (retried after more entries): {e}");
+                        self.snapshot_retry_at = self.applied + self.settings.snapshot_threshold;
+                    }
                 }
             }
             Input::Shutdown => {}
+        }
+    }
+
+    /// Remembers who waits for the entry at `index`. An older waiter for the
+    /// same index (its entry was truncated by a new leader) has lost.
+    fn track_proposal(
+        &mut self,
+        index: Index,
+        term: Term,
+        reply: oneshot::Sender<Result<Applied, RaftError>>,
+    ) {
+        if let Some((_, older)) = self.proposals.insert(index, (term, reply)) {
+            let _ = older.send(Err(RaftError::Lost));
         }
     }
 
@@ -284,6 +314,15 @@ impl RaftLoop {
     fn install_own_snapshot(&mut self, meta: crate::raft::SnapshotMeta, data: Arc<Vec<u8>>) {
         if meta.index <= self.snapshot_index {
             return; // a newer snapshot was installed from the leader meanwhile
+        }
+        if self.raw.snapshot_meta(meta.index).as_ref() != Some(&meta) {
+            // The core would refuse it (membership or term disagree): a bug,
+            // never expected. Keep the log; the next threshold retries.
+            tracing::error!(
+                index = meta.index,
+                "snapshot metadata disagrees with the log; not compacting"
+            );
+            return;
         }
         let index = meta.index;
         let bytes = data.len();
@@ -315,6 +354,12 @@ impl RaftLoop {
             let (early, late): (Vec<Message>, Vec<Message>) = std::mem::take(&mut rd.messages)
                 .into_iter()
                 .partition(sendable_before_persist);
+            if let Some(membership) = &rd.membership {
+                // Connect to a member added by this Ready before its first
+                // message goes out.
+                self.membership = membership.clone();
+                self.update_peers();
+            }
             for msg in early {
                 self.outbound.send(msg);
             }
@@ -410,6 +455,11 @@ impl RaftLoop {
             .chain(self.membership.learners.iter())
             .map(|(id, info)| (*id, info.raft_addr.clone()))
             .collect();
+        // Advertise the address the cluster knows this node by (a joiner
+        // starts with its listen address until it learns the membership).
+        if let Some(me) = self.membership.peer(self.node_id) {
+            self.outbound.set_self_addr(&me.raft_addr);
+        }
         self.outbound.set_peers(&peers);
     }
 
@@ -431,6 +481,7 @@ impl RaftLoop {
     /// file write and its fsyncs run off the loop.
     fn maybe_snapshot(&mut self) -> Result<(), String> {
         if self.snapshot_running
+            || self.applied < self.snapshot_retry_at
             || self.applied < self.snapshot_index + self.settings.snapshot_threshold
         {
             return Ok(());
@@ -474,8 +525,9 @@ impl RaftLoop {
     }
 
     fn fail_all(&mut self, error: RaftError) {
+        // Their entries may already be on other nodes and commit there.
         for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
-            let _ = reply.send(Err(error.clone()));
+            let _ = reply.send(Err(RaftError::Unknown));
         }
         for (_, reply) in std::mem::take(&mut self.reads_unconfirmed) {
             let _ = reply.send(Err(error.clone()));

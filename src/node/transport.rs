@@ -27,6 +27,9 @@ const PEER_QUEUE: usize = 4096;
 const MAX_BATCH_MESSAGES: usize = 512;
 /// Upper bound of one encoded batch (a snapshot chunk is at most 8 MiB).
 pub const MAX_RPC_BYTES: usize = 64 << 20;
+/// Batches are cut at this many message bytes, well under the RPC limit
+/// (a single message up to the chunk/append bound always goes alone).
+const MAX_BATCH_BYTES: usize = 16 << 20;
 /// Bounds of the reconnect backoff for an unreachable peer.
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -108,6 +111,15 @@ impl Outbound {
         }
     }
 
+    /// Changes the address this node advertises to peers; restarts the peer
+    /// tasks so every later batch carries it.
+    pub fn set_self_addr(&mut self, addr: &str) {
+        if self.from_addr != addr {
+            self.from_addr = addr.to_string();
+            self.peers.clear();
+        }
+    }
+
     /// Adds a peer that is not in the membership yet (a leader contacting
     /// this node before it has learned the membership). Replaced by the next
     /// `set_peers`.
@@ -166,18 +178,37 @@ impl PeerTask {
             .max_decoding_message_size(MAX_RPC_BYTES)
             .max_encoding_message_size(MAX_RPC_BYTES);
         let mut backoff = BACKOFF_MIN;
-        while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH_MESSAGES {
-                match rx.try_recv() {
-                    Ok(msg) => batch.push(msg),
-                    Err(_) => break,
-                }
-            }
-            let mut encoded = Vec::with_capacity(batch.len());
-            for msg in &batch {
-                match encode_message(msg) {
-                    Ok(bytes) => encoded.push(bytes),
+        // A message taken from the queue that did not fit the last batch.
+        let mut carried: Option<Vec<u8>> = None;
+        loop {
+            let first = match carried.take() {
+                Some(bytes) => bytes,
+                None => match rx.recv().await {
+                    Some(msg) => match encode_message(&msg) {
+                        Ok(bytes) => bytes,
+                        Err(e) => {
+                            tracing::error!("cannot encode raft message: {e}");
+                            continue;
+                        }
+                    },
+                    None => return,
+                },
+            };
+            // Batch by count and by bytes, so a window full of large appends
+            // never exceeds the RPC size limit.
+            let mut size = first.len();
+            let mut encoded = vec![first];
+            while encoded.len() < MAX_BATCH_MESSAGES {
+                let Ok(msg) = rx.try_recv() else { break };
+                match encode_message(&msg) {
+                    Ok(bytes) if size + bytes.len() > MAX_BATCH_BYTES => {
+                        carried = Some(bytes);
+                        break;
+                    }
+                    Ok(bytes) => {
+                        size += bytes.len();
+                        encoded.push(bytes);
+                    }
                     Err(e) => tracing::error!("cannot encode raft message: {e}"),
                 }
             }
@@ -197,6 +228,7 @@ impl PeerTask {
                     // Everything queued meanwhile is stale; Raft resends.
                     tokio::time::sleep(backoff).await;
                     while rx.try_recv().is_ok() {}
+                    carried = None;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }

@@ -13,9 +13,10 @@ use super::{lock, snapshot, Snapshot, Store, StoreError};
 use crate::jobs::{Command, Job, JobId, JobState};
 use crate::raft::{ConfChange, Entry, Index, Membership, Payload, SnapshotMeta};
 
-/// Upper bound on one page of [`Store::list_jobs`]; larger limits are
-/// clamped to it.
-pub const MAX_LIST_LIMIT: usize = 1000;
+/// Upper bound on one read of [`Store::list_jobs`]; larger limits are
+/// clamped to it. One more than the API's largest page, so a full page can
+/// tell whether another follows.
+pub const MAX_LIST_LIMIT: usize = 1001;
 
 /// What applying one entry did, so the node can answer the client waiting
 /// on it. One per entry passed to [`Store::apply`], in the same order.
@@ -164,18 +165,30 @@ impl Store {
     /// trailing entries it wants to keep).
     pub fn create_snapshot(&self) -> Result<Snapshot, StoreError> {
         // A consistent view: no apply runs while we copy the table.
-        let (meta, data) = {
+        // A consistent view: no apply runs while the rows are collected. Only
+        // cheap reference-counted copies are taken under the lock, so the
+        // Raft loop (which applies) waits as little as possible; decoding
+        // and encoding happen after it is released.
+        let (sm, rows) = {
             let _sm = lock(&self.sm_lock);
             let sm = self.sm_meta()?;
+            let rows = self
+                .jobs
+                .iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.sled_err(e))?;
+            (sm, rows)
+        };
+        let (meta, data) = {
             let mut builder = snapshot::SnapshotBuilder::new();
-            for kv in self.jobs.iter() {
-                let (key, value) = kv.map_err(|e| self.sled_err(e))?;
+            for (key, value) in &rows {
                 // Decode to refuse to propagate a corrupt row to followers.
-                self.decode_job(&key, &value)?;
+                self.decode_job(key, value)?;
                 builder
-                    .push_encoded_job(&value)
+                    .push_encoded_job(value)
                     .map_err(|d| self.corrupt(d))?;
             }
+            drop(rows);
             let meta = SnapshotMeta {
                 index: sm.applied_index,
                 term: sm.applied_term,
