@@ -169,7 +169,7 @@ impl Sm {
             ));
         }
         if let Payload::ConfChange(cc) = &e.payload {
-            apply_conf_change(&mut self.membership, cc);
+            self.membership.apply(cc);
         }
         let h = payload_hash(&e.payload);
         self.chain = fnv(
@@ -228,25 +228,6 @@ impl Sm {
             chain,
             membership,
         })
-    }
-}
-
-fn apply_conf_change(m: &mut Membership, cc: &ConfChange) {
-    match cc {
-        ConfChange::AddLearner { id, info } => {
-            if !m.voters.contains_key(id) {
-                m.learners.insert(*id, info.clone());
-            }
-        }
-        ConfChange::Promote { id } => {
-            if let Some(info) = m.learners.remove(id) {
-                m.voters.insert(*id, info);
-            }
-        }
-        ConfChange::Remove { id } => {
-            m.voters.remove(id);
-            m.learners.remove(id);
-        }
     }
 }
 

@@ -14,8 +14,19 @@ use sled::Transactional;
 
 const CLUSTER: &str = "test-cluster";
 
+/// Opens the store, waiting (bounded) for sled's background threads of a
+/// just-dropped instance to release the directory's file lock.
 fn open(dir: &Path) -> Store {
-    Store::open(dir, CLUSTER, 1).expect("open")
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(dir, CLUSTER, 1) {
+            Ok(store) => return store,
+            Err(StoreError::Sled { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("open {}: {e}", dir.display()),
+        }
+    }
 }
 
 fn peer(n: u64) -> PeerInfo {

@@ -1523,23 +1523,7 @@ impl RawNode {
     }
 
     fn apply_conf_change(&mut self, index: Index, cc: ConfChange) {
-        let m = &mut self.membership;
-        match cc {
-            ConfChange::AddLearner { id, info } => {
-                if !m.voters.contains_key(&id) {
-                    m.learners.insert(id, info);
-                }
-            }
-            ConfChange::Promote { id } => {
-                if let Some(info) = m.learners.remove(&id) {
-                    m.voters.insert(id, info);
-                }
-            }
-            ConfChange::Remove { id } => {
-                m.voters.remove(&id);
-                m.learners.remove(&id);
-            }
-        }
+        self.membership.apply(&cc);
         self.membership_changed = true;
         self.membership_log.push((index, self.membership.clone()));
         if self.role != Role::Leader {

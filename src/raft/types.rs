@@ -98,6 +98,30 @@ impl Membership {
         self.voters.keys().chain(self.learners.keys()).copied()
     }
 
+    /// Applies a committed membership change. The one definition the core,
+    /// the store's state machine and the simulator share, so they can never
+    /// compute different memberships from the same log. A change that makes
+    /// no sense (promote a non-learner, add an existing voter) changes
+    /// nothing.
+    pub fn apply(&mut self, change: &ConfChange) {
+        match change {
+            ConfChange::AddLearner { id, info } => {
+                if !self.voters.contains_key(id) {
+                    self.learners.insert(*id, info.clone());
+                }
+            }
+            ConfChange::Promote { id } => {
+                if let Some(info) = self.learners.remove(id) {
+                    self.voters.insert(*id, info);
+                }
+            }
+            ConfChange::Remove { id } => {
+                self.voters.remove(id);
+                self.learners.remove(id);
+            }
+        }
+    }
+
     /// Votes needed for a majority of the voters.
     pub fn quorum(&self) -> usize {
         self.voters.len() / 2 + 1

@@ -104,7 +104,7 @@ impl Store {
                             reason: reason.clone(),
                         },
                         Decoded::ConfChange(cc) => {
-                            apply_conf_change(&mut sm.membership, cc);
+                            sm.membership.apply(cc);
                             Applied::ConfChange(sm.membership.clone())
                         }
                         Decoded::Command(Command::Submit {
@@ -274,30 +274,5 @@ impl Store {
     /// The membership as of the applied index (what a snapshot records).
     pub fn applied_membership(&self) -> Result<Membership, StoreError> {
         Ok(self.sm_meta()?.membership)
-    }
-}
-
-/// Applies a one-at-a-time membership change. Tolerant of changes that make
-/// no sense (promoting a non-learner, removing a non-member): they change
-/// nothing, because a committed entry must be applied identically everywhere
-/// and cannot be refused at this point.
-fn apply_conf_change(m: &mut Membership, cc: &ConfChange) {
-    match cc {
-        ConfChange::AddLearner { id, info } => {
-            if let Some(voter) = m.voters.get_mut(id) {
-                *voter = info.clone();
-            } else {
-                m.learners.insert(*id, info.clone());
-            }
-        }
-        ConfChange::Promote { id } => {
-            if let Some(info) = m.learners.remove(id) {
-                m.voters.insert(*id, info);
-            }
-        }
-        ConfChange::Remove { id } => {
-            m.voters.remove(id);
-            m.learners.remove(id);
-        }
     }
 }
