@@ -296,6 +296,14 @@ impl RaftLoop {
         }
     }
 
+    /// Answers every proposal waiting at or below `index` with `error`.
+    fn fail_proposals_upto(&mut self, index: Index, error: RaftError) {
+        let rest = self.proposals.split_off(&index.saturating_add(1));
+        for (_, (_, reply)) in std::mem::replace(&mut self.proposals, rest) {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+
     /// Remembers who waits for the entry at `index`. An older waiter for the
     /// same index (its entry was truncated by a new leader) has lost.
     fn track_proposal(
@@ -384,16 +392,7 @@ impl RaftLoop {
                     self.applied = last.index;
                 }
                 // Entries below the applied index can no longer be ours.
-                let stale: Vec<Index> = self
-                    .proposals
-                    .range(..=self.applied)
-                    .map(|(i, _)| *i)
-                    .collect();
-                for index in stale {
-                    if let Some((_, reply)) = self.proposals.remove(&index) {
-                        let _ = reply.send(Err(RaftError::Lost));
-                    }
-                }
+                self.fail_proposals_upto(self.applied, RaftError::Lost);
             }
             for read in &rd.read_states {
                 if let Some(reply) = self.reads_unconfirmed.remove(&read.ctx) {
@@ -428,16 +427,7 @@ impl RaftLoop {
             self.membership = meta.membership.clone();
             // Whatever we proposed up to here is now folded into a snapshot
             // we cannot look inside cheaply: tell the waiters so.
-            let covered: Vec<Index> = self
-                .proposals
-                .range(..=meta.index)
-                .map(|(i, _)| *i)
-                .collect();
-            for index in covered {
-                if let Some((_, reply)) = self.proposals.remove(&index) {
-                    let _ = reply.send(Err(RaftError::Unknown));
-                }
-            }
+            self.fail_proposals_upto(meta.index, RaftError::Unknown);
         }
         if let Some(membership) = &rd.membership {
             self.membership = membership.clone();
