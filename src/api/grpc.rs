@@ -53,8 +53,7 @@ impl DroverService {
         &self,
         request: &Request<T>,
     ) -> Result<Option<DroverClient<Channel>>, Status> {
-        let status = self.node.status();
-        if status.role == Role::Leader {
+        if self.node.is_leader() {
             return Ok(None);
         }
         if request.metadata().get(FORWARDED).is_some() {

@@ -145,6 +145,11 @@ impl Node {
         self.status.borrow().clone()
     }
 
+    /// True if this node currently leads (cheap: no copy of the status).
+    pub fn is_leader(&self) -> bool {
+        self.status.borrow().role == Role::Leader
+    }
+
     /// The current leader and its client API address, if known.
     pub fn leader(&self) -> Option<(NodeId, String)> {
         let status = self.status.borrow();
