@@ -431,3 +431,32 @@ async fn stale_containers_are_found_by_label_and_removed() {
         .await
     );
 }
+
+#[tokio::test]
+async fn reattach_by_label_then_stop_and_wait() {
+    let Some(d) = driver().await else { return };
+    let job = job_id("reattach");
+    let s = RunSpec {
+        attempt: 3,
+        ..spec(&job, "sleep 60")
+    };
+    // Start, then forget the handle as a crashed node would.
+    drop(running(d.start(&s, None).await));
+    let found = d.list().await.expect("list failed");
+    let info = found
+        .iter()
+        .find(|c| c.job_id == job)
+        .cloned()
+        .expect("container not found by label");
+    assert_eq!(info.attempt, Some(3));
+    let handle = Handle::reattach(&info, None);
+    let (stopped, outcome) = tokio::join!(
+        d.stop(&job, 3, Duration::from_secs(1)),
+        tokio::time::timeout(Duration::from_secs(10), d.wait(handle)),
+    );
+    cleanup(&d, &job).await;
+    stopped.expect("stop failed");
+    let outcome = outcome.expect("wait hung").expect("wait failed");
+    assert_eq!(outcome.reason, Reason::Cancelled);
+    assert_eq!(containers_of(&d, &job).await, 0);
+}

@@ -318,7 +318,11 @@ fn outcome_of(
         Reason::Exited(code)
     };
     let started_at = parse_time(state.started_at.as_deref()).unwrap_or(fallback);
-    let finished_at = parse_time(state.finished_at.as_deref()).unwrap_or_else(SystemTime::now);
+    // For very short runs the engine can record FinishedAt a hair before
+    // StartedAt; never report a negative run time.
+    let finished_at = parse_time(state.finished_at.as_deref())
+        .unwrap_or_else(SystemTime::now)
+        .max(started_at);
     Outcome {
         exit_code,
         reason,
@@ -471,5 +475,56 @@ impl Driver for DockerDriver {
             Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
             Err(e) => Err(engine("remove", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_timestamps_parse() {
+        let t = parse_time(Some("2026-11-23T20:19:36.123456789Z"));
+        let base = parse_time(Some("2026-11-23T20:19:36Z"));
+        assert!(t.is_some() && base.is_some());
+        assert_eq!(
+            t.zip(base).and_then(|(t, b)| t.duration_since(b).ok()),
+            Some(Duration::from_nanos(123_456_789))
+        );
+        assert_eq!(parse_time(Some("0001-01-01T00:00:00Z")), None);
+    }
+
+    #[test]
+    fn reasons_from_engine_state() {
+        let now = SystemTime::now();
+        let state = |code: i64, oom: bool| ContainerState {
+            exit_code: Some(code),
+            oom_killed: Some(oom),
+            ..Default::default()
+        };
+        assert_eq!(
+            outcome_of(&state(0, false), false, false, now).reason,
+            Reason::Exited(0)
+        );
+        assert_eq!(
+            outcome_of(&state(137, true), false, false, now).reason,
+            Reason::OomKilled
+        );
+        assert_eq!(
+            outcome_of(&state(0, true), false, false, now).reason,
+            Reason::Exited(0)
+        );
+        assert_eq!(
+            outcome_of(&state(143, false), false, false, now).reason,
+            Reason::Signaled(15)
+        );
+        assert_eq!(
+            outcome_of(&state(137, false), false, true, now).reason,
+            Reason::TimedOut
+        );
+        assert_eq!(
+            outcome_of(&state(137, false), true, true, now).reason,
+            Reason::Cancelled
+        );
     }
 }

@@ -110,6 +110,22 @@ pub struct Handle {
     pub(crate) output: Option<tokio::task::JoinHandle<()>>,
 }
 
+impl Handle {
+    /// A handle for a container found by [`Driver::list`] (reattach after a
+    /// restart). Output is not re-streamed; `deadline` is the attempt's
+    /// remaining timeout, if the caller knows it.
+    pub fn reattach(info: &ContainerInfo, deadline: Option<tokio::time::Instant>) -> Handle {
+        Handle {
+            container_id: info.container_id.clone(),
+            name: info.name.clone(),
+            job_id: info.job_id.clone(),
+            attempt: info.attempt.unwrap_or(0),
+            deadline,
+            output: None,
+        }
+    }
+}
+
 /// What [`Driver::start`] produced.
 #[derive(Debug)]
 pub enum Started {
