@@ -42,7 +42,7 @@ fn job_image() -> Result<(), String> {
 async fn driver() -> Option<DockerDriver> {
     let required = std::env::var("DROVER_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
     let config = DockerConfig {
-        timeout_grace: Duration::from_secs(1),
+        timeout_grace: Duration::from_millis(500),
         pull_timeout: Duration::from_secs(20),
         ..DockerConfig::default()
     };
@@ -112,10 +112,14 @@ fn running(started: Result<Started, ExecError>) -> Handle {
 async fn run(driver: &DockerDriver, spec: &RunSpec) -> (Outcome, String, String) {
     let (sink, mut rx) = OutputSink::channel(1024);
     let handle = running(driver.start(spec, Some(sink)).await);
-    let outcome = tokio::time::timeout(Duration::from_secs(30), driver.wait(handle))
-        .await
-        .expect("wait did not finish within 30 s")
-        .expect("wait failed");
+    let name = handle.name.clone();
+    let outcome = match tokio::time::timeout(Duration::from_secs(30), driver.wait(handle)).await {
+        Ok(Ok(outcome)) => outcome,
+        other => {
+            let _ = driver.remove(&name).await;
+            panic!("wait did not finish within 30 s: {other:?}");
+        }
+    };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     while let Ok(OutputChunk { stream, data }) = rx.try_recv() {
         match stream {
@@ -198,10 +202,11 @@ async fn timeout_kills_and_removes_within_3s() {
 async fn memory_hog_is_oom_killed() {
     let Some(d) = driver().await else { return };
     let job = job_id("oom");
-    // busybox tail keeps the whole (newline-free) last "line" in memory.
+    // dd allocates its 64 MiB block and fills it from /dev/zero at once.
     let s = RunSpec {
         memory_mib: 32,
-        ..spec(&job, "head -c 200m /dev/zero | tail")
+        timeout: Some(Duration::from_secs(20)),
+        ..spec(&job, "dd if=/dev/zero of=/dev/null bs=64M count=1")
     };
     let (outcome, _, _) = run(&d, &s).await;
     cleanup(&d, &job).await;
