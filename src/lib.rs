@@ -3,11 +3,13 @@
 //! Module map (see DESIGN.md): `raft` is the pure consensus core, `store` the
 //! only code touching sled, `jobs` the job model and state machine commands,
 //! `node` wires core, store and transport, `api` serves clients, `client` is
-//! the CLI, `config` the node configuration.
+//! the CLI, `config` the node configuration, `executor` runs job attempts in
+//! Docker containers.
 
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod executor;
 pub mod jobs;
 pub mod node;
 pub mod raft;

@@ -1,0 +1,530 @@
+//! The Docker driver (bollard).
+//!
+//! Every container is locked down: network mode `none` unless the spec asks
+//! for a network, all capabilities dropped, read-only root fs with a tmpfs at
+//! `/tmp`, `no-new-privileges`, memory (swap equal to it, so no swap), CPU and
+//! pids limits, labels `drover.job` / `drover.attempt`, and the environment
+//! variables `DROVER_JOB_ID` / `DROVER_ATTEMPT`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, ContainerState, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use super::{
+    container_name, ContainerInfo, Driver, ExecError, Handle, Outcome, OutputChunk, OutputSink,
+    OutputStream, Reason, RunSpec, Started, LABEL_ATTEMPT, LABEL_JOB,
+};
+
+/// Settings of the Docker driver.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// Grace between SIGTERM and SIGKILL when an attempt times out.
+    pub timeout_grace: Duration,
+    /// How long a pull of a missing image may take before the attempt fails
+    /// with [`Reason::ImageUnavailable`].
+    pub pull_timeout: Duration,
+    /// Size of the `/tmp` tmpfs, in Docker's notation (`64m`).
+    pub tmp_size: String,
+    /// How long `wait` waits for the output stream to drain after the exit.
+    pub output_drain: Duration,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            timeout_grace: Duration::from_secs(10),
+            pull_timeout: Duration::from_secs(300),
+            tmp_size: "64m".into(),
+            output_drain: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs attempts as Docker containers.
+#[derive(Debug, Clone)]
+pub struct DockerDriver {
+    docker: Docker,
+    config: DockerConfig,
+    /// Names of containers a `stop` was asked for, so `wait` reports Cancelled.
+    cancelled: Arc<Mutex<HashSet<String>>>,
+}
+
+fn unreachable(e: DockerError) -> ExecError {
+    ExecError::Unreachable(e.to_string())
+}
+
+fn status_of(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn engine(op: &'static str, e: DockerError) -> ExecError {
+    match e {
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => ExecError::NotFound(message),
+        e => ExecError::Engine {
+            op,
+            message: e.to_string(),
+        },
+    }
+}
+
+fn parse_time(s: Option<&str>) -> Option<SystemTime> {
+    let s = s?;
+    // Docker reports "0001-01-01T00:00:00Z" for "never".
+    if s.starts_with("0001-") {
+        return None;
+    }
+    humantime::parse_rfc3339_weak(s).ok()
+}
+
+impl DockerDriver {
+    /// Connects to the local engine (`DOCKER_HOST` or the default socket),
+    /// negotiates the API version and pings it.
+    pub async fn connect(config: DockerConfig) -> Result<Self, ExecError> {
+        let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        docker.ping().await.map_err(unreachable)?;
+        Ok(DockerDriver {
+            docker,
+            config,
+            cancelled: Arc::new(Mutex::new(HashSet::new())),
+        })
+    }
+
+    fn cancelled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.cancelled.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes sure the image is present, pulling it if needed. `Ok(Err(msg))`
+    /// means the image is unavailable (an outcome, not a driver error).
+    async fn ensure_image(&self, image: &str) -> Result<Result<(), String>, ExecError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(Ok(())),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(engine("inspect image", e)),
+        }
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        let pull = async {
+            let mut stream = self.docker.create_image(Some(options), None, None);
+            while let Some(item) = stream.next().await {
+                if let Err(e) = item {
+                    return Err(format!("pulling {image} failed: {e}"));
+                }
+            }
+            Ok(())
+        };
+        let pulled = match tokio::time::timeout(self.config.pull_timeout, pull).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "pulling {image} timed out after {:?}",
+                self.config.pull_timeout
+            )),
+        };
+        if let Err(message) = pulled {
+            return Ok(Err(message));
+        }
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(Ok(())),
+            Err(e) if status_of(&e) == Some(404) => {
+                Ok(Err(format!("image {image} still missing after pull")))
+            }
+            Err(e) => Err(engine("inspect image", e)),
+        }
+    }
+
+    fn create_body(&self, spec: &RunSpec, argv: Vec<String>) -> ContainerCreateBody {
+        let mut env: Vec<String> = spec
+            .env
+            .iter()
+            .filter(|(k, _)| k != "DROVER_JOB_ID" && k != "DROVER_ATTEMPT")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        env.push(format!("DROVER_JOB_ID={}", spec.job_id));
+        env.push(format!("DROVER_ATTEMPT={}", spec.attempt));
+        let labels = HashMap::from([
+            (LABEL_JOB.to_string(), spec.job_id.clone()),
+            (LABEL_ATTEMPT.to_string(), spec.attempt.to_string()),
+        ]);
+        let memory = i64::from(spec.memory_mib) * 1024 * 1024;
+        let host_config = HostConfig {
+            network_mode: Some(if spec.network { "bridge" } else { "none" }.to_string()),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                format!("rw,nosuid,nodev,size={}", self.config.tmp_size),
+            )])),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            nano_cpus: Some(i64::from(spec.cpu_millis) * 1_000_000),
+            pids_limit: Some(i64::from(spec.pids)),
+            auto_remove: Some(false),
+            ..Default::default()
+        };
+        ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(argv),
+            // The image's entrypoint must not wrap our argv.
+            entrypoint: Some(vec![]),
+            env: Some(env),
+            labels: Some(labels),
+            network_disabled: Some(!spec.network),
+            attach_stdin: Some(false),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            tty: Some(false),
+            open_stdin: Some(false),
+            host_config: Some(host_config),
+            ..Default::default()
+        }
+    }
+
+    fn forward_output(&self, name: &str, mut sink: OutputSink) -> tokio::task::JoinHandle<()> {
+        let docker = self.docker.clone();
+        let name = name.to_string();
+        let patience = self.config.output_drain;
+        tokio::spawn(async move {
+            let options = LogsOptionsBuilder::default()
+                .follow(true)
+                .stdout(true)
+                .stderr(true)
+                .build();
+            let mut logs = docker.logs(&name, Some(options));
+            while let Some(item) = logs.next().await {
+                let (stream, data) = match item {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        (OutputStream::Stdout, message)
+                    }
+                    Ok(LogOutput::StdErr { message }) => (OutputStream::Stderr, message),
+                    Ok(LogOutput::StdIn { .. }) => continue,
+                    Err(e) => {
+                        tracing::warn!(container = %name, error = %e, "output stream ended with an error");
+                        break;
+                    }
+                };
+                if !sink.offer(OutputChunk { stream, data }) {
+                    break; // the reader is gone; the job goes on
+                }
+            }
+            sink.finish(patience).await;
+        })
+    }
+
+    /// Waits until the container is not running, at most `limit`. Returns
+    /// whether it stopped in time.
+    async fn wait_not_running(&self, name: &str, limit: Duration) -> Result<bool, ExecError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut stream = self.docker.wait_container(name, None);
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Err(_) => return Ok(false),
+                Ok(Some(Ok(_))) | Ok(Some(Err(DockerError::DockerContainerWaitError { .. }))) => {
+                    return Ok(true)
+                }
+                Ok(Some(Err(e))) if status_of(&e) == Some(404) => return Ok(true),
+                Ok(_) => {
+                    // The wait request failed or ended early (e.g. the client's
+                    // request timeout): look at the state and wait again.
+                    if !self.is_running(name).await? {
+                        return Ok(true);
+                    }
+                    if tokio::time::timeout_at(
+                        deadline,
+                        tokio::time::sleep(Duration::from_millis(200)),
+                    )
+                    .await
+                    .is_err()
+                    {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn is_running(&self, name: &str) -> Result<bool, ExecError> {
+        match self.docker.inspect_container(name, None).await {
+            Ok(info) => Ok(info.state.and_then(|s| s.running).unwrap_or(false)),
+            Err(e) if status_of(&e) == Some(404) => Ok(false),
+            Err(e) => Err(engine("inspect", e)),
+        }
+    }
+
+    async fn kill(&self, name: &str, signal: &str) -> Result<(), ExecError> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        match self.docker.kill_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 404: gone; 409: not running. Either way nothing to kill.
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(engine("kill", e)),
+        }
+    }
+
+    /// SIGTERM, up to `grace` for the exit, then SIGKILL.
+    async fn terminate(&self, name: &str, grace: Duration) -> Result<(), ExecError> {
+        self.kill(name, "SIGTERM").await?;
+        if !self.wait_not_running(name, grace).await? {
+            self.kill(name, "SIGKILL").await?;
+        }
+        Ok(())
+    }
+
+    async fn inspect_state(&self, name: &str) -> Result<ContainerState, ExecError> {
+        match self.docker.inspect_container(name, None).await {
+            Ok(info) => Ok(info.state.unwrap_or_default()),
+            Err(e) => Err(engine("inspect", e)),
+        }
+    }
+}
+
+fn outcome_of(
+    state: &ContainerState,
+    cancelled: bool,
+    timed_out: bool,
+    fallback: SystemTime,
+) -> Outcome {
+    let exit_code = state.exit_code;
+    let code = exit_code.unwrap_or(-1);
+    let reason = if cancelled {
+        Reason::Cancelled
+    } else if timed_out {
+        Reason::TimedOut
+    } else if state.oom_killed == Some(true) && code != 0 {
+        Reason::OomKilled
+    } else if (129..=128 + 64).contains(&code) {
+        Reason::Signaled(code - 128)
+    } else {
+        Reason::Exited(code)
+    };
+    let started_at = parse_time(state.started_at.as_deref()).unwrap_or(fallback);
+    // For very short runs the engine can record FinishedAt a hair before
+    // StartedAt; never report a negative run time.
+    let finished_at = parse_time(state.finished_at.as_deref())
+        .unwrap_or_else(SystemTime::now)
+        .max(started_at);
+    Outcome {
+        exit_code,
+        reason,
+        started_at,
+        finished_at,
+    }
+}
+
+impl Driver for DockerDriver {
+    async fn start(&self, spec: &RunSpec, sink: Option<OutputSink>) -> Result<Started, ExecError> {
+        let argv = spec.argv()?;
+        let began = SystemTime::now();
+        if let Err(message) = self.ensure_image(&spec.image).await? {
+            return Ok(Started::Finished(Outcome {
+                exit_code: None,
+                reason: Reason::ImageUnavailable(message),
+                started_at: began,
+                finished_at: SystemTime::now(),
+            }));
+        }
+        let name = container_name(&spec.job_id, spec.attempt);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = match self
+            .docker
+            .create_container(Some(options), self.create_body(spec, argv))
+            .await
+        {
+            Ok(created) => created,
+            Err(e) if status_of(&e) == Some(409) => return Err(ExecError::AlreadyExists(name)),
+            Err(e) if status_of(&e) == Some(404) => {
+                // The image vanished between the check and the create.
+                return Ok(Started::Finished(Outcome {
+                    exit_code: None,
+                    reason: Reason::ImageUnavailable(e.to_string()),
+                    started_at: began,
+                    finished_at: SystemTime::now(),
+                }));
+            }
+            Err(e) => return Err(engine("create", e)),
+        };
+        let deadline = spec.timeout.map(|t| Instant::now() + t);
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            // A start failure that left an exit code (e.g. 127: no such
+            // executable) is the job's outcome; anything else is ours.
+            let state = self.inspect_state(&created.id).await.ok();
+            let _ = self.remove(&created.id).await;
+            return match state {
+                Some(state) if state.exit_code.is_some_and(|c| c != 0) => {
+                    Ok(Started::Finished(outcome_of(&state, false, false, began)))
+                }
+                _ => Err(engine("start", e)),
+            };
+        }
+        let output = sink.map(|sink| self.forward_output(&created.id, sink));
+        Ok(Started::Running(Handle {
+            container_id: created.id,
+            name,
+            job_id: spec.job_id.clone(),
+            attempt: spec.attempt,
+            deadline,
+            output,
+        }))
+    }
+
+    async fn wait(&self, mut handle: Handle) -> Result<Outcome, ExecError> {
+        let id = handle.container_id.clone();
+        let mut timed_out = false;
+        if let Some(deadline) = handle.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.wait_not_running(&id, left).await? {
+                timed_out = true;
+                self.terminate(&id, self.config.timeout_grace).await?;
+            }
+        }
+        // Unbounded from here on (the kill above, or no timeout).
+        while !self
+            .wait_not_running(&id, Duration::from_secs(3600))
+            .await?
+        {}
+        let state = self.inspect_state(&id).await?;
+        if let Some(task) = handle.output.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(self.config.output_drain, task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        let cancelled = self.cancelled().remove(&handle.name);
+        let outcome = outcome_of(&state, cancelled, timed_out, SystemTime::now());
+        self.remove(&id).await?;
+        Ok(outcome)
+    }
+
+    async fn stop(&self, job_id: &str, attempt: u32, grace: Duration) -> Result<(), ExecError> {
+        let name = container_name(job_id, attempt);
+        if !self.is_running(&name).await? {
+            return Ok(());
+        }
+        self.cancelled().insert(name.clone());
+        self.terminate(&name, grace).await
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerInfo>, ExecError> {
+        let filters = HashMap::from([("label", vec![LABEL_JOB])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| engine("list", e))?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let job_id = labels.get(LABEL_JOB)?.clone();
+                let attempt = labels.get(LABEL_ATTEMPT).and_then(|a| a.parse().ok());
+                let name = c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default();
+                let running = matches!(
+                    c.state,
+                    Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
+                );
+                Some(ContainerInfo {
+                    container_id: c.id?,
+                    name,
+                    job_id,
+                    attempt,
+                    running,
+                })
+            })
+            .collect())
+    }
+
+    async fn remove(&self, container: &str) -> Result<(), ExecError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(container, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 404: already gone; 409: removal already in progress.
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(engine("remove", e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_timestamps_parse() {
+        let t = parse_time(Some("2026-11-23T20:19:36.123456789Z"));
+        let base = parse_time(Some("2026-11-23T20:19:36Z"));
+        assert!(t.is_some() && base.is_some());
+        assert_eq!(
+            t.zip(base).and_then(|(t, b)| t.duration_since(b).ok()),
+            Some(Duration::from_nanos(123_456_789))
+        );
+        assert_eq!(parse_time(Some("0001-01-01T00:00:00Z")), None);
+    }
+
+    #[test]
+    fn reasons_from_engine_state() {
+        let now = SystemTime::now();
+        let state = |code: i64, oom: bool| ContainerState {
+            exit_code: Some(code),
+            oom_killed: Some(oom),
+            ..Default::default()
+        };
+        assert_eq!(
+            outcome_of(&state(0, false), false, false, now).reason,
+            Reason::Exited(0)
+        );
+        assert_eq!(
+            outcome_of(&state(137, true), false, false, now).reason,
+            Reason::OomKilled
+        );
+        assert_eq!(
+            outcome_of(&state(0, true), false, false, now).reason,
+            Reason::Exited(0)
+        );
+        assert_eq!(
+            outcome_of(&state(143, false), false, false, now).reason,
+            Reason::Signaled(15)
+        );
+        assert_eq!(
+            outcome_of(&state(137, false), false, true, now).reason,
+            Reason::TimedOut
+        );
+        assert_eq!(
+            outcome_of(&state(137, false), true, true, now).reason,
+            Reason::Cancelled
+        );
+    }
+}

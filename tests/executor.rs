@@ -1,0 +1,467 @@
+//! The Docker driver against the real engine.
+//!
+//! Without Docker these tests print a notice and pass, unless
+//! `DROVER_REQUIRE_DOCKER=1` is set, in which case they fail. The job image is
+//! built once by `tests/build-job-image.sh` (no registry needed).
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use drover::executor::docker::{DockerConfig, DockerDriver};
+use drover::executor::{
+    Driver, ExecError, Handle, Outcome, OutputChunk, OutputSink, OutputStream, Reason, RunSpec,
+    Started,
+};
+
+const IMAGE: &str = "drover-job:latest";
+
+/// Builds the job image once per test binary; returns the error text on failure.
+fn job_image() -> Result<(), String> {
+    static BUILT: OnceLock<Mutex<Option<Result<(), String>>>> = OnceLock::new();
+    let cell = BUILT.get_or_init(|| Mutex::new(None));
+    let mut guard = cell.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(done) = guard.as_ref() {
+        return done.clone();
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/build-job-image.sh");
+    let result = match Command::new("bash").arg(script).output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "build-job-image.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+        Err(e) => Err(format!("cannot run build-job-image.sh: {e}")),
+    };
+    *guard = Some(result.clone());
+    result
+}
+
+/// The driver, or `None` (with a notice) when Docker is unavailable and not required.
+async fn driver() -> Option<DockerDriver> {
+    let required = std::env::var("DROVER_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+    let config = DockerConfig {
+        timeout_grace: Duration::from_millis(500),
+        pull_timeout: Duration::from_secs(20),
+        ..DockerConfig::default()
+    };
+    let driver = match DockerDriver::connect(config).await {
+        Ok(d) => d,
+        Err(e) if required => panic!("DROVER_REQUIRE_DOCKER=1 but Docker is unreachable: {e}"),
+        Err(e) => {
+            eprintln!("NOTICE: skipping Docker executor test, Docker unreachable: {e}");
+            return None;
+        }
+    };
+    if let Err(e) = job_image() {
+        panic!("Docker is reachable but the job image cannot be built: {e}");
+    }
+    Some(driver)
+}
+
+fn spec(job_id: &str, command: &str) -> RunSpec {
+    RunSpec {
+        job_id: job_id.to_string(),
+        attempt: 1,
+        command: Some(command.to_string()),
+        args: vec![],
+        image: IMAGE.to_string(),
+        env: vec![],
+        cpu_millis: 500,
+        memory_mib: 64,
+        pids: 64,
+        timeout: None,
+        network: false,
+    }
+}
+
+/// A job id unique to this test run.
+fn job_id(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("t-{test}-{}-{nanos}", std::process::id())
+}
+
+/// Removes every container of `job` (by label), whatever happened.
+async fn cleanup(driver: &DockerDriver, job: &str) {
+    if let Ok(list) = driver.list().await {
+        for c in list.into_iter().filter(|c| c.job_id == job) {
+            let _ = driver.remove(&c.container_id).await;
+        }
+    }
+}
+
+async fn containers_of(driver: &DockerDriver, job: &str) -> usize {
+    match driver.list().await {
+        Ok(list) => list.iter().filter(|c| c.job_id == job).count(),
+        Err(e) => panic!("list failed: {e}"),
+    }
+}
+
+fn running(started: Result<Started, ExecError>) -> Handle {
+    match started {
+        Ok(Started::Running(h)) => h,
+        other => panic!("expected a running container, got {other:?}"),
+    }
+}
+
+/// Runs to completion with output captured; returns the outcome and stdout/stderr.
+async fn run(driver: &DockerDriver, spec: &RunSpec) -> (Outcome, String, String) {
+    let (sink, mut rx) = OutputSink::channel(1024);
+    let handle = running(driver.start(spec, Some(sink)).await);
+    let name = handle.name.clone();
+    let outcome = match tokio::time::timeout(Duration::from_secs(30), driver.wait(handle)).await {
+        Ok(Ok(outcome)) => outcome,
+        other => {
+            let _ = driver.remove(&name).await;
+            panic!("wait did not finish within 30 s: {other:?}");
+        }
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    while let Ok(OutputChunk { stream, data }) = rx.try_recv() {
+        match stream {
+            OutputStream::Stdout => out.extend_from_slice(&data),
+            OutputStream::Stderr => err.extend_from_slice(&data),
+            OutputStream::Notice => panic!("unexpected notice {data:?}"),
+        }
+    }
+    (
+        outcome,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+/// Polls `check` until it holds or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn echo_hello_succeeds_with_output_and_container_removed() {
+    let Some(d) = driver().await else { return };
+    let job = job_id("echo");
+    let (outcome, out, _) = run(&d, &spec(&job, "echo hello")).await;
+    cleanup(&d, &job).await;
+    assert_eq!(outcome.reason, Reason::Exited(0));
+    assert_eq!(outcome.exit_code, Some(0));
+    assert!(outcome.succeeded());
+    assert!(outcome.finished_at >= outcome.started_at);
+    assert_eq!(out, "hello\n");
+    assert_eq!(containers_of(&d, &job).await, 0);
+}
+
+#[tokio::test]
+async fn exit_code_is_reported() {
+    let Some(d) = driver().await else { return };
+    let job = job_id("exit3");
+    let (outcome, _, err) = run(&d, &spec(&job, "echo oops >&2; exit 3")).await;
+    cleanup(&d, &job).await;
+    assert_eq!(outcome.reason, Reason::Exited(3));
+    assert_eq!(outcome.exit_code, Some(3));
+    assert_eq!(err, "oops\n");
+}
+
+#[tokio::test]
+async fn timeout_kills_and_removes_within_3s() {
+    let Some(d) = driver().await else { return };
+    let job = job_id("timeout");
+    let s = RunSpec {
+        timeout: Some(Duration::from_secs(1)),
+        ..spec(&job, "sleep 60")
+    };
+    let t0 = Instant::now();
+    let handle = running(d.start(&s, None).await);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), d.wait(handle)).await;
+    let elapsed = t0.elapsed();
+    let gone = containers_of(&d, &job).await == 0;
+    cleanup(&d, &job).await;
+    let outcome = outcome.expect("wait hung").expect("wait failed");
+    assert_eq!(outcome.reason, Reason::TimedOut);
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    assert!(gone, "container still there");
+}
+
+#[tokio::test]
+async fn memory_hog_is_oom_killed() {
+    let Some(d) = driver().await else { return };
+    let job = job_id("oom");
+    // dd allocates its 64 MiB block and fills it from /dev/zero at once.
+    let s = RunSpec {
+        memory_mib: 32,
+        timeout: Some(Duration::from_secs(20)),
+        ..spec(&job, "dd if=/dev/zero of=/dev/null bs=64M count=1")
+    };
+    let (outcome, _, _) = run(&d, &s).await;
+    cleanup(&d, &job).await;
+    assert_eq!(outcome.reason, Reason::OomKilled, "{outcome:?}");
+}
+
+#[tokio::test]
+async fn no_network_by_default() {
+    let Some(d) = driver().await else { return };
+    let job = job_id("net");
+    // Only loopback exists, and reaching out (Docker's default gateway) fails.
+    let (outcome, out, _) = run(
+        &d,
+        &spec(
+            &job,
+            "ls /sys/class/net; wget -q -T 2 -O /dev/null http://172.17.0.1:2375/ && echo reached",
+        ),
+    )
+    .await;
+    cleanup(&d, &job).await;
+    assert_eq!(out, "lo\n");
+    assert_ne!(outcome.exit_code, Some(0), "{outcome:?}");
+
+    // Control: with the network allowed, an interface besides lo exists.
+    let job2 = job_id("net-on");
+    let s = RunSpec {
+        network: true,
+        ..spec(&job2, "ls /sys/class/net")
+    };
+    let (outcome, out, _) = run(&d, &s).await;
+    cleanup(&d, &job2).await;
+    assert_eq!(outcome.reason, Reason::Exited(0));
+    assert!(out.lines().any(|l| l != "lo"), "{out:?}");
+}
+
+#[tokio::test]
+async fn root_fs_is_read_only_and_tmp_is_writable() {
+    let Some(d) = driver().await else { return };
+    let job = job_id("rofs");
+    let (outcome, out, err) = run(
+        &d,
+        &spec(
+            &job,
+            "if echo x > /x; then echo wrote-root; fi; echo ok > /tmp/f && cat /tmp/f",
+        ),
+    )
+    .await;
+    cleanup(&d, &job).await;
+    assert_eq!(outcome.reason, Reason::Exited(0));
+    assert_eq!(out, "ok\n");
+    assert!(err.contains("Read-only file system"), "{err:?}");
+}
+
+#[tokio::test]
+async fn stop_cancels_and_removes() {
+    let Some(d) = driver().await else { return };
+    let job = job_id("stop");
+    let s = spec(&job, "echo started; sleep 60");
+    let (sink, mut rx) = OutputSink::channel(16);
+    let handle = running(d.start(&s, Some(sink)).await);
+    // Stop once the job has visibly started.
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+    assert!(
+        matches!(first, Ok(Some(ref c)) if c.data.as_ref() == b"started\n"),
+        "{first:?}"
+    );
+    let t0 = Instant::now();
+    let (stopped, outcome) = tokio::join!(
+        d.stop(&job, 1, Duration::from_secs(1)),
+        tokio::time::timeout(Duration::from_secs(10), d.wait(handle)),
+    );
+    let gone = containers_of(&d, &job).await == 0;
+    cleanup(&d, &job).await;
+    stopped.expect("stop failed");
+    let outcome = outcome.expect("wait hung").expect("wait failed");
+    assert_eq!(outcome.reason, Reason::Cancelled);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert!(gone);
+    // Stopping again (nothing left) is fine.
+    d.stop(&job, 1, Duration::from_secs(1))
+        .await
+        .expect("second stop failed");
+}
+
+#[tokio::test]
+async fn missing_image_is_unavailable_quickly() {
+    let Some(d) = driver().await else { return };
+    let job = job_id("noimg");
+    let s = RunSpec {
+        image: "drover-missing:none".into(),
+        ..spec(&job, "true")
+    };
+    let t0 = Instant::now();
+    let started = tokio::time::timeout(Duration::from_secs(25), d.start(&s, None)).await;
+    cleanup(&d, &job).await;
+    match started {
+        Ok(Ok(Started::Finished(o))) => match o.reason {
+            Reason::ImageUnavailable(msg) => assert!(msg.contains("drover-missing"), "{msg}"),
+            other => panic!("expected ImageUnavailable, got {other:?}"),
+        },
+        other => panic!("expected a finished outcome, got {other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(25));
+}
+
+#[tokio::test]
+async fn env_and_labels_identify_the_attempt() {
+    let Some(d) = driver().await else { return };
+    let job = job_id("env");
+    let s = RunSpec {
+        attempt: 7,
+        env: vec![
+            ("GREETING".into(), "hi there".into()),
+            ("DROVER_ATTEMPT".into(), "forged".into()),
+        ],
+        ..spec(
+            &job,
+            "echo \"$DROVER_JOB_ID $DROVER_ATTEMPT $GREETING\"; sleep 30",
+        )
+    };
+    let (sink, mut rx) = OutputSink::channel(16);
+    let handle = running(d.start(&s, Some(sink)).await);
+    let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+    let listed = d.list().await;
+    let _ = d.stop(&job, 7, Duration::from_secs(0)).await;
+    let waited = tokio::time::timeout(Duration::from_secs(10), d.wait(handle)).await;
+    cleanup(&d, &job).await;
+
+    let first = first.ok().flatten().expect("no output");
+    assert_eq!(
+        String::from_utf8_lossy(&first.data),
+        format!("{job} 7 hi there\n")
+    );
+    let listed = listed.expect("list failed");
+    let mine: Vec<_> = listed.iter().filter(|c| c.job_id == job).collect();
+    assert_eq!(mine.len(), 1, "{listed:?}");
+    assert_eq!(mine[0].attempt, Some(7));
+    assert_eq!(mine[0].name, format!("drover-{job}-7"));
+    assert!(mine[0].running);
+    assert!(waited.is_ok());
+}
+
+#[tokio::test]
+async fn container_is_locked_down() {
+    let Some(d) = driver().await else { return };
+    let job = job_id("caps");
+    // No capabilities at all, no_new_privs set, pids limited.
+    let (outcome, out, _) = run(
+        &d,
+        &spec(
+            &job,
+            "grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status; cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max",
+        ),
+    )
+    .await;
+    cleanup(&d, &job).await;
+    assert_eq!(outcome.reason, Reason::Exited(0));
+    let fields: HashMap<&str, &str> = out
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k, v.trim()))
+        .collect();
+    assert_eq!(fields.get("CapEff"), Some(&"0000000000000000"), "{out}");
+    assert_eq!(fields.get("CapPrm"), Some(&"0000000000000000"), "{out}");
+    assert_eq!(fields.get("NoNewPrivs"), Some(&"1"), "{out}");
+    assert!(out.lines().any(|l| l == "64"), "pids limit missing: {out}");
+}
+
+#[tokio::test]
+async fn slow_reader_never_blocks_the_job() {
+    let Some(d) = driver().await else { return };
+    let job = job_id("flood");
+    // A 1-slot channel read only every 100 ms while the job writes ~2 MB.
+    let (sink, mut rx) = OutputSink::channel(1);
+    let reader = tokio::spawn(async move {
+        let mut chunks = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            chunks.push(chunk);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        chunks
+    });
+    let t0 = Instant::now();
+    let handle = running(
+        d.start(
+            &spec(&job, "yes drover | head -c 2000000; echo done"),
+            Some(sink),
+        )
+        .await,
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(20), d.wait(handle)).await;
+    cleanup(&d, &job).await;
+    let outcome = outcome.expect("job blocked").expect("wait failed");
+    assert_eq!(outcome.reason, Reason::Exited(0));
+    let ran = outcome
+        .finished_at
+        .duration_since(outcome.started_at)
+        .unwrap_or_default();
+    assert!(ran < Duration::from_secs(5), "job took {ran:?}");
+    let chunks = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("reader hung")
+        .expect("reader panicked");
+    let notice = chunks
+        .iter()
+        .find(|c| c.stream == OutputStream::Notice)
+        .map(|c| String::from_utf8_lossy(&c.data).into_owned())
+        .unwrap_or_default();
+    assert!(notice.contains("bytes of output dropped"), "{notice:?}");
+    assert!(t0.elapsed() < Duration::from_secs(20));
+}
+
+#[tokio::test]
+async fn stale_containers_are_found_by_label_and_removed() {
+    let Some(d) = driver().await else { return };
+    let job = job_id("orphan");
+    let _handle = running(d.start(&spec(&job, "sleep 60"), None).await);
+    // A second start of the same attempt is refused, not duplicated.
+    let dup = d.start(&spec(&job, "sleep 60"), None).await;
+    assert!(matches!(dup, Err(ExecError::AlreadyExists(_))), "{dup:?}");
+    assert_eq!(containers_of(&d, &job).await, 1);
+    cleanup(&d, &job).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            containers_of(&d, &job).await == 0
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn reattach_by_label_then_stop_and_wait() {
+    let Some(d) = driver().await else { return };
+    let job = job_id("reattach");
+    let s = RunSpec {
+        attempt: 3,
+        ..spec(&job, "sleep 60")
+    };
+    // Start, then forget the handle as a crashed node would.
+    drop(running(d.start(&s, None).await));
+    let found = d.list().await.expect("list failed");
+    let info = found
+        .iter()
+        .find(|c| c.job_id == job)
+        .cloned()
+        .expect("container not found by label");
+    assert_eq!(info.attempt, Some(3));
+    let handle = Handle::reattach(&info, None);
+    let (stopped, outcome) = tokio::join!(
+        d.stop(&job, 3, Duration::from_secs(1)),
+        tokio::time::timeout(Duration::from_secs(10), d.wait(handle)),
+    );
+    cleanup(&d, &job).await;
+    stopped.expect("stop failed");
+    let outcome = outcome.expect("wait hung").expect("wait failed");
+    assert_eq!(outcome.reason, Reason::Cancelled);
+    assert_eq!(containers_of(&d, &job).await, 0);
+}
