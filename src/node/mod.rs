@@ -121,7 +121,6 @@ impl Node {
             settings,
             applied,
             snapshot_index,
-            membership,
         );
         std::thread::Builder::new()
             .name("raft".into())

@@ -147,7 +147,6 @@ pub struct RaftLoop {
     next_read_ctx: u64,
     applied: Index,
     snapshot_index: Index,
-    membership: Membership,
     snapshots_installed: u64,
     /// Where background work reports back.
     self_inputs: InputSender,
@@ -170,7 +169,6 @@ impl RaftLoop {
         settings: LoopSettings,
         applied: Index,
         snapshot_index: Index,
-        membership: Membership,
     ) -> Self {
         let node_id = raw.status().id;
         let mut this = RaftLoop {
@@ -190,7 +188,6 @@ impl RaftLoop {
             next_read_ctx: 1,
             applied,
             snapshot_index,
-            membership,
             snapshots_installed: 0,
         };
         this.update_peers();
@@ -249,7 +246,7 @@ impl RaftLoop {
                 // Only a node that is not (yet) a member answers senders it
                 // has no address for: it is joining, and the sender is the
                 // leader adding it. Members know every peer's address.
-                if !self.membership.contains(self.node_id) {
+                if !self.raw.membership().contains(self.node_id) {
                     self.outbound.ensure_peer(msg.from, &from_addr);
                 }
                 self.raw.step(msg);
@@ -362,10 +359,9 @@ impl RaftLoop {
             let (early, late): (Vec<Message>, Vec<Message>) = std::mem::take(&mut rd.messages)
                 .into_iter()
                 .partition(sendable_before_persist);
-            if let Some(membership) = &rd.membership {
+            if rd.membership.is_some() || rd.snapshot.is_some() {
                 // Connect to a member added by this Ready before its first
                 // message goes out.
-                self.membership = membership.clone();
                 self.update_peers();
             }
             for msg in early {
@@ -424,31 +420,24 @@ impl RaftLoop {
             }
             self.snapshot_index = meta.index;
             self.applied = self.applied.max(meta.index);
-            self.membership = meta.membership.clone();
             // Whatever we proposed up to here is now folded into a snapshot
             // we cannot look inside cheaply: tell the waiters so.
             self.fail_proposals_upto(meta.index, RaftError::Unknown);
         }
-        if let Some(membership) = &rd.membership {
-            self.membership = membership.clone();
-        }
-        if rd.snapshot.is_some() || rd.membership.is_some() {
-            self.update_peers();
-        }
     }
 
     fn update_peers(&mut self) {
-        let peers: BTreeMap<NodeId, String> = self
-            .membership
-            .voters
-            .iter()
-            .chain(self.membership.learners.iter())
-            .map(|(id, info)| (*id, info.raft_addr.clone()))
+        // The core's membership is the one in effect (as of commit).
+        let membership = self.raw.membership();
+        let peers: BTreeMap<NodeId, String> = membership
+            .ids()
+            .filter_map(|id| Some((id, membership.peer(id)?.raft_addr.clone())))
             .collect();
         // Advertise the address the cluster knows this node by (a joiner
         // starts with its listen address until it learns the membership).
-        if let Some(me) = self.membership.peer(self.node_id) {
-            self.outbound.set_self_addr(&me.raft_addr);
+        let me = membership.peer(self.node_id).map(|p| p.raft_addr.clone());
+        if let Some(addr) = me {
+            self.outbound.set_self_addr(&addr);
         }
         self.outbound.set_peers(&peers);
     }
