@@ -103,14 +103,14 @@ impl DroverService {
     ) -> Result<Response<Resp>, Status>
     where
         Req: Clone,
-        Local: Fn(Req) -> LocalFut,
+        Local: Fn(Arc<Node>, Req) -> LocalFut,
         LocalFut: std::future::Future<Output = Result<Resp, Status>>,
         Fwd: Fn(DroverClient<Channel>, Request<Req>) -> FwdFut,
         FwdFut: std::future::Future<Output = Result<Response<Resp>, Status>>,
     {
         for _attempt in 0..2 {
             match self.route(&request).await? {
-                None => match local(request.get_ref().clone()).await {
+                None => match local(self.node.clone(), request.get_ref().clone()).await {
                     Err(status)
                         if status.code() == tonic::Code::Unavailable && is_not_leader(&status) =>
                     {
@@ -161,11 +161,9 @@ impl pb::drover_server::Drover for DroverService {
         let spec = spec_from_proto(request.get_ref().spec.as_ref())?;
         spec.validate()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let node = self.node.clone();
         self.write(
             request,
-            move |_req| {
-                let node = node.clone();
+            move |node, _req| {
                 let spec = spec.clone();
                 async move {
                     let command = Command::Submit {
@@ -294,13 +292,9 @@ impl pb::drover_server::Drover for DroverService {
                 )));
             }
         }
-        let node = self.node.clone();
         self.write(
             request,
-            move |req| {
-                let node = node.clone();
-                async move { add_peer_here(&node, req).await }
-            },
+            move |node, req| async move { add_peer_here(&node, req).await },
             |mut client, req| async move { client.add_peer(req).await },
         )
         .await
@@ -310,11 +304,9 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::RemovePeerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        let node = self.node.clone();
         self.write(
             request,
-            move |req| {
-                let node = node.clone();
+            move |node, req| {
                 async move {
                     // Checked on the leader: a lagging follower's view could
                     // be stale.
@@ -346,11 +338,9 @@ impl pb::drover_server::Drover for DroverService {
                 "node {to} is not a voter"
             )));
         }
-        let node = self.node.clone();
         self.write(
             request,
-            move |req| {
-                let node = node.clone();
+            move |node, req| {
                 async move {
                     node.transfer_leader(req.to).await.map_err(raft_status)?;
                     let done = node
