@@ -35,9 +35,92 @@ pub struct Config {
     /// Consensus timings and log compaction.
     #[serde(default)]
     pub raft: RaftConfig,
+    /// Running jobs on this node.
+    #[serde(default)]
+    pub executor: ExecutorConfig,
+    /// Placement, node liveness, retention and queue bounds (used while
+    /// this node leads).
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// How this node runs jobs.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutorConfig {
+    /// Whether this node runs jobs at all (a node without it only votes and
+    /// serves the API; it never heartbeats, so nothing is placed on it).
+    pub enabled: bool,
+    /// The Docker endpoint; empty = the local default (DOCKER_HOST or the
+    /// Unix socket).
+    pub docker_host: String,
+    /// Image of a job that names none.
+    pub default_image: String,
+    /// CPU offered to jobs, in millicores; 0 = all cores of this machine.
+    pub cpu_millis: u64,
+    /// Memory offered to jobs, in MiB; 0 = the machine's memory.
+    pub memory_mib: u64,
+    /// Labels that job constraints match against.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Output kept per attempt on this node; beyond it a marker and nothing.
+    pub output_cap_bytes: u64,
+    /// Last bytes of output committed with an attempt's result.
+    pub output_tail_bytes: usize,
+    /// Between SIGTERM and SIGKILL when a job is stopped.
+    #[serde(with = "humantime_serde")]
+    pub stop_grace: Duration,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            enabled: true,
+            docker_host: String::new(),
+            default_image: "drover-job:latest".into(),
+            cpu_millis: 0,
+            memory_mib: 0,
+            labels: Default::default(),
+            output_cap_bytes: 64 << 20,
+            output_tail_bytes: 64 << 10,
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The leader's scheduling policy.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// How often each node tells the leader it is alive.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Silence after which the leader declares a node down and re-queues
+    /// its jobs. A node restarted within it reattaches to its jobs.
+    #[serde(with = "humantime_serde")]
+    pub node_down_after: Duration,
+    /// Finished jobs are deleted this long after they finish.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// At most this many finished jobs are kept (oldest deleted first).
+    pub retain_max: u64,
+    /// Most jobs waiting in QUEUED; a submission beyond it gets
+    /// RESOURCE_EXHAUSTED.
+    pub queue_capacity: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            heartbeat_interval: Duration::from_secs(1),
+            node_down_after: Duration::from_secs(10),
+            retention: Duration::from_secs(24 * 3600),
+            retain_max: 100_000,
+            queue_capacity: 100_000,
+        }
+    }
 }
 
 /// Listen addresses. Both bind to 127.0.0.1 unless the config says otherwise.
@@ -225,6 +308,35 @@ impl Config {
                     self.node_id
                 ),
             ));
+        }
+        let ex = &self.executor;
+        if ex.default_image.trim().is_empty() {
+            return Err(bad("executor.default_image", "must not be empty".into()));
+        }
+        if ex.output_tail_bytes > 512 << 10 {
+            return Err(bad(
+                "executor.output_tail_bytes",
+                "must be at most 512 KiB (it is committed to the log)".into(),
+            ));
+        }
+        if ex.output_cap_bytes < ex.output_tail_bytes as u64 {
+            return Err(bad(
+                "executor.output_cap_bytes",
+                "must be at least executor.output_tail_bytes".into(),
+            ));
+        }
+        let sc = &self.scheduler;
+        if sc.heartbeat_interval < Duration::from_millis(10) {
+            return Err(bad("scheduler.heartbeat_interval", "must be at least 10ms".into()));
+        }
+        if sc.node_down_after < sc.heartbeat_interval * 3 {
+            return Err(bad(
+                "scheduler.node_down_after",
+                "must be at least three heartbeat intervals".into(),
+            ));
+        }
+        if sc.queue_capacity == 0 {
+            return Err(bad("scheduler.queue_capacity", "must be positive".into()));
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(bad(

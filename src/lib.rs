@@ -13,6 +13,7 @@ pub mod executor;
 pub mod jobs;
 pub mod node;
 pub mod raft;
+pub mod scheduler;
 pub mod store;
 
 /// Generated gRPC code.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use drover::client::{self, ClientOpts, JobCommand, RaftCommand};
+use drover::client::{self, ClientOpts, JobCommand, NodeCommand, RaftCommand};
 use drover::config::Config;
 
 #[derive(Parser, Debug)]
@@ -29,6 +29,13 @@ enum Top {
         opts: ClientOpts,
         #[command(subcommand)]
         command: JobCommand,
+    },
+    /// Inspect and drain the nodes that run jobs.
+    Node {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: NodeCommand,
     },
     /// Cluster operations.
     Operator {
@@ -79,9 +86,17 @@ fn main() -> ExitCode {
             Top::Job { opts, command } => {
                 client::run(opts, |c, o| client::job(c, o, command)).await
             }
+            Top::Node { opts, command } => {
+                client::run(opts, |c, o| client::node(c, o.output, command)).await
+            }
             Top::Operator {
                 command: OperatorCommand::Raft { opts, command },
-            } => client::run(opts, |c, o| client::raft(c, o, command)).await,
+            } => {
+                client::run(opts, |c, o| async move {
+                    client::raft(c, o, command).await.map(|()| 0)
+                })
+                .await
+            }
         }
     })
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::jobs::{Command, Job, JobId, JobSpec};
+use super::convert::{job_to_proto, node_to_proto, spec_from_proto};
+use crate::jobs::{Command, Drain, Job, JobId};
 use crate::node::{Node, RaftError, RaftStatus};
 use crate::proto::v1 as pb;
 use crate::proto::v1::drover_client::DroverClient;
@@ -144,6 +145,26 @@ impl DroverService {
         response
     }
 
+    fn job(&self, id: &JobId) -> Result<Job, Status> {
+        self.node
+            .store
+            .get_job(id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("no job with id {id}")))
+    }
+
+    /// A client for the node that holds an attempt's output.
+    fn holder_client(&self, holder: NodeId) -> Result<DroverClient<Channel>, Status> {
+        let addr = self
+            .node
+            .status()
+            .membership
+            .peer(holder)
+            .map(|p| p.api_addr.clone())
+            .ok_or_else(|| Status::unavailable(format!("node {holder} is not a member")))?;
+        self.client(&addr)
+    }
+
     async fn consistent_read(&self, consistent: bool) -> Result<(), Status> {
         if consistent {
             self.node.read_barrier().await.map_err(raft_status)?;
@@ -158,7 +179,10 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let spec = spec_from_proto(request.get_ref().spec.as_ref())?;
+        let spec = spec_from_proto(
+            request.get_ref().spec.as_ref(),
+            &self.node.config.executor.default_image,
+        )?;
         spec.validate()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.write(
@@ -166,6 +190,25 @@ impl pb::drover_server::Drover for DroverService {
             move |node, _req| {
                 let spec = spec.clone();
                 async move {
+                    // A resubmission answers with the first job, without a
+                    // log entry (the state machine checks again on apply).
+                    if let Some(key) = &spec.idempotency_key {
+                        if let Some(job) = node
+                            .store
+                            .job_by_idempotency_key(key)
+                            .map_err(|e| Status::internal(e.to_string()))?
+                        {
+                            return Ok(pb::SubmitJobResponse {
+                                job: Some(job_to_proto(&job)),
+                            });
+                        }
+                    }
+                    let capacity = node.config.scheduler.queue_capacity;
+                    if node.store.queued_count() >= capacity {
+                        return Err(Status::resource_exhausted(format!(
+                            "the queue is full ({capacity} jobs waiting, scheduler.queue_capacity); retry later"
+                        )));
+                    }
                     let command = Command::Submit {
                         id: JobId::generate(),
                         spec,
@@ -328,6 +371,195 @@ impl pb::drover_server::Drover for DroverService {
         .await
     }
 
+    async fn stop_job(
+        &self,
+        request: Request<pb::StopJobRequest>,
+    ) -> Result<Response<pb::StopJobResponse>, Status> {
+        parse_job_id(&request.get_ref().id)?;
+        self.write(
+            request,
+            move |node, req| async move {
+                let id = parse_job_id(&req.id)?;
+                let command = Command::Cancel {
+                    job: id,
+                    at_ms: now_ms(),
+                };
+                let bytes = command
+                    .encode()
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                match node.propose(bytes).await.map_err(raft_status)? {
+                    Applied::Updated(job) => Ok(pb::StopJobResponse {
+                        job: Some(job_to_proto(&job)),
+                    }),
+                    Applied::Refused { .. } => {
+                        Err(Status::not_found(format!("no job with id {id}")))
+                    }
+                    other => Err(Status::internal(format!(
+                        "unexpected apply result {other:?}"
+                    ))),
+                }
+            },
+            |mut client, req| async move { client.stop_job(req).await },
+        )
+        .await
+    }
+
+    async fn get_job_output(
+        &self,
+        request: Request<pb::GetJobOutputRequest>,
+    ) -> Result<Response<pb::GetJobOutputResponse>, Status> {
+        let forwarded = request.metadata().get(FORWARDED).is_some();
+        let mut req = request.into_inner();
+        let id = parse_job_id(&req.id)?;
+        let job = self.job(&id)?;
+        let Some(attempt) = pick_attempt(&job, req.attempt)? else {
+            return Ok(Response::new(pb::GetJobOutputResponse {
+                chunks: Vec::new(),
+                attempt: 0,
+                source: "none".into(),
+            }));
+        };
+        req.attempt = attempt.number;
+        let max_bytes = match req.max_bytes {
+            0 => 1 << 20,
+            n => (n as usize).min(4 << 20),
+        };
+        if attempt.node != self.node.config.node_id && !forwarded {
+            match self.holder_client(attempt.node) {
+                Ok(mut client) => {
+                    let mut forward = Request::new(req.clone());
+                    forward
+                        .metadata_mut()
+                        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                    match client.get_job_output(forward).await {
+                        Ok(response) => return Ok(response),
+                        Err(status) => tracing::debug!(node = attempt.node, "output holder unreachable: {}", status.message()),
+                    }
+                }
+                Err(e) => tracing::debug!(node = attempt.node, "no address for the output holder: {e}"),
+            }
+            return Ok(Response::new(committed_tail(attempt)));
+        }
+        let chunks = self
+            .node
+            .store
+            .read_output(&id, attempt.number, req.after_seq, max_bytes)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if chunks.is_empty() && !attempt.output_tail.is_empty() && req.after_seq.is_none() {
+            // This node ran it but lost the output (e.g. its data dir was
+            // replaced): the committed tail is what is left.
+            return Ok(Response::new(committed_tail(attempt)));
+        }
+        Ok(Response::new(pb::GetJobOutputResponse {
+            chunks: chunks
+                .into_iter()
+                .map(|c| chunk_to_proto(c, attempt.number))
+                .collect(),
+            attempt: attempt.number,
+            source: "node".into(),
+        }))
+    }
+
+    type StreamJobOutputStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::OutputChunk, Status>> + Send + 'static>,
+    >;
+
+    async fn stream_job_output(
+        &self,
+        request: Request<pb::StreamJobOutputRequest>,
+    ) -> Result<Response<Self::StreamJobOutputStream>, Status> {
+        let forwarded = request.metadata().get(FORWARDED).is_some();
+        let req = request.into_inner();
+        let id = parse_job_id(&req.id)?;
+        let mut job = self.job(&id)?;
+        // Following a job that has not been placed yet: wait for its attempt.
+        if req.follow {
+            let mut applied = self.node.applied_watch();
+            while find_attempt(&job, req.attempt).is_none() && !job.state.is_terminal() {
+                if applied.changed().await.is_err() {
+                    return Err(Status::unavailable("the node is shutting down"));
+                }
+                job = self.job(&id)?;
+            }
+        }
+        let Some(attempt) = pick_attempt(&job, req.attempt)?.cloned() else {
+            return Ok(Response::new(Box::pin(futures::stream::empty())));
+        };
+        let number = attempt.number;
+        if attempt.node != self.node.config.node_id && !forwarded {
+            if let Ok(mut client) = self.holder_client(attempt.node) {
+                let mut forward = Request::new(pb::StreamJobOutputRequest {
+                    attempt: number,
+                    ..req.clone()
+                });
+                forward
+                    .metadata_mut()
+                    .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                match client.stream_job_output(forward).await {
+                    Ok(stream) => return Ok(Response::new(Box::pin(stream.into_inner()))),
+                    Err(status) => tracing::debug!(node = attempt.node, "output holder unreachable: {}", status.message()),
+                }
+            }
+            // The holder is gone: what survives is the committed tail.
+            let tail = committed_tail(&attempt).chunks;
+            return Ok(Response::new(Box::pin(futures::stream::iter(tail.into_iter().map(Ok)))));
+        }
+        let node = self.node.clone();
+        let stream = async_stream_of(node, id, number, req.after_seq, req.follow);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn list_nodes(
+        &self,
+        request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        self.consistent_read(request.get_ref().consistent).await?;
+        let nodes = node_infos(&self.node)?;
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn drain_node(
+        &self,
+        request: Request<pb::DrainNodeRequest>,
+    ) -> Result<Response<pb::DrainNodeResponse>, Status> {
+        self.write(
+            request,
+            move |node, req| async move {
+                let now = now_ms();
+                let drain = (!req.disable).then(|| Drain {
+                    since_ms: now,
+                    deadline_ms: (req.deadline_ms > 0)
+                        .then(|| now.saturating_add(i64::try_from(req.deadline_ms).unwrap_or(i64::MAX))),
+                });
+                let command = Command::SetDrain {
+                    node: req.id,
+                    drain,
+                    at_ms: now,
+                };
+                let bytes = command
+                    .encode()
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                match node.propose(bytes).await.map_err(raft_status)? {
+                    Applied::Node(_) => {
+                        let info = node_infos(&node)?
+                            .into_iter()
+                            .find(|n| n.id == req.id);
+                        Ok(pb::DrainNodeResponse { node: info })
+                    }
+                    Applied::Refused { .. } => Err(Status::not_found(format!(
+                        "no node {} in the node table (it has never heartbeated)",
+                        req.id
+                    ))),
+                    other => Err(Status::internal(format!(
+                        "unexpected apply result {other:?}"
+                    ))),
+                }
+            },
+            |mut client, req| async move { client.drain_node(req).await },
+        )
+        .await
+    }
+
     async fn transfer_leader(
         &self,
         request: Request<pb::TransferLeaderRequest>,
@@ -466,30 +698,138 @@ pub fn role_name(role: Role) -> &'static str {
     }
 }
 
-fn spec_from_proto(spec: Option<&pb::JobSpec>) -> Result<JobSpec, Status> {
-    let spec = spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
-    let command = if spec.command.is_empty() {
-        None
-    } else {
-        Some(spec.command.clone())
-    };
-    Ok(JobSpec {
-        command,
-        args: spec.args.clone(),
-    })
+/// The attempt a request names (0 = the latest), if it exists yet.
+fn find_attempt(job: &Job, number: u32) -> Option<&crate::jobs::Attempt> {
+    match number {
+        0 => job.current_attempt(),
+        n => job.attempts.iter().find(|a| a.number == n),
+    }
 }
 
-fn job_to_proto(job: &Job) -> pb::Job {
-    pb::Job {
-        id: job.id.to_string(),
-        spec: Some(pb::JobSpec {
-            command: job.spec.command.clone().unwrap_or_default(),
-            args: job.spec.args.clone(),
-        }),
-        state: job.state.as_str().to_string(),
-        submitted_at_ms: job.submitted_at_ms,
-        index: job.index,
+/// The attempt a request names (0 = the latest); `None` if the job has none.
+fn pick_attempt(job: &Job, number: u32) -> Result<Option<&crate::jobs::Attempt>, Status> {
+    match number {
+        0 => Ok(job.current_attempt()),
+        n => job
+            .attempts
+            .iter()
+            .find(|a| a.number == n)
+            .map(Some)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "job {} has no attempt {n} (it has {})",
+                    job.id,
+                    job.attempts.len()
+                ))
+            }),
     }
+}
+
+fn chunk_to_proto(chunk: crate::store::StoredChunk, attempt: u32) -> pb::OutputChunk {
+    use crate::executor::OutputStream;
+    pb::OutputChunk {
+        seq: chunk.seq,
+        stream: match chunk.stream {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+            OutputStream::Notice => "notice",
+        }
+        .to_string(),
+        data: chunk.data,
+        attempt,
+    }
+}
+
+/// The output tail committed with an attempt's result: what is left when
+/// the node that ran it is unreachable.
+fn committed_tail(attempt: &crate::jobs::Attempt) -> pb::GetJobOutputResponse {
+    let chunks = if attempt.output_tail.is_empty() {
+        Vec::new()
+    } else {
+        vec![pb::OutputChunk {
+            seq: 0,
+            stream: "tail".into(),
+            data: attempt.output_tail.clone(),
+            attempt: attempt.number,
+        }]
+    };
+    pb::GetJobOutputResponse {
+        chunks,
+        attempt: attempt.number,
+        source: "committed_tail".into(),
+    }
+}
+
+/// Stored output of a local attempt, then (with `follow`) live chunks until
+/// the attempt ends. A slow client never slows the job: the hub re-reads
+/// from the store for followers that fall behind.
+fn async_stream_of(
+    node: Arc<Node>,
+    id: JobId,
+    attempt: u32,
+    after_seq: Option<u64>,
+    follow: bool,
+) -> impl futures::Stream<Item = Result<pb::OutputChunk, Status>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        // The attempt may be assigned here but not started yet: wait for
+        // its writer (or its end) before subscribing.
+        if follow {
+            let mut applied = node.applied_watch();
+            loop {
+                if node.output.is_live(id, attempt) {
+                    break;
+                }
+                let active = node
+                    .store
+                    .get_job(&id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|j| j.active_on().is_some_and(|(_, a)| a == attempt));
+                if !active {
+                    break;
+                }
+                // Woken by the Started report's apply, or re-checked shortly.
+                let _ = tokio::time::timeout(Duration::from_millis(200), applied.changed()).await;
+            }
+        }
+        let mut sub = node.output.subscribe(id, attempt, after_seq, follow);
+        while let Some(item) = sub.next().await {
+            let item = item
+                .map(|c| chunk_to_proto(c, attempt))
+                .map_err(|e| Status::internal(e.to_string()));
+            if tx.send(item).await.is_err() {
+                return; // the client went away
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// The node table with each node's use, as of the local table.
+fn node_infos(node: &Node) -> Result<Vec<pb::NodeInfo>, Status> {
+    let internal = |e: crate::store::StoreError| Status::internal(e.to_string());
+    let records = node.store.nodes().map_err(internal)?;
+    let active = node.store.active_jobs().map_err(internal)?;
+    let membership = node.status().membership;
+    let mut out = Vec::with_capacity(records.len());
+    for record in &records {
+        let mut used = (0u64, 0u64, 0u32);
+        for (on, id, _) in active.iter().filter(|(on, _, _)| *on == record.id) {
+            let _ = on;
+            if let Some(job) = node.store.get_job(id).map_err(internal)? {
+                used.0 += u64::from(job.spec.resources.cpu_millis);
+                used.1 += u64::from(job.spec.resources.memory_mib);
+                used.2 += 1;
+            }
+        }
+        let api_addr = membership
+            .peer(record.id)
+            .map(|p| p.api_addr.clone())
+            .unwrap_or_default();
+        out.push(node_to_proto(record, used, api_addr));
+    }
+    Ok(out)
 }
 
 /// `host:port` with a non-empty host and a numeric port.

@@ -33,6 +33,7 @@ pub async fn serve(
         cluster_id: node.config.cluster_id.clone(),
         node_id: node.config.node_id,
         inputs: node.inputs(),
+        node: node.clone(),
     };
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut stop_api = stop_tx.subscribe();
@@ -61,11 +62,16 @@ pub async fn serve(
     tracing::info!(%api_addr, %raft_addr, node_id = node.config.node_id, "listening");
     let api_task = tokio::spawn(api);
     let raft_task = tokio::spawn(raft);
+    let scheduler_task = tokio::spawn(crate::node::scheduler_loop::run(node.clone()));
+    let worker_task = tokio::spawn(crate::node::worker::run(node.clone()));
     let failure = tokio::select! {
         _ = shutdown => None,
         reason = node.failure() => Some(reason),
     };
     let _ = stop_tx.send(());
+    // Running containers are left running: a restarted node reattaches.
+    scheduler_task.abort();
+    worker_task.abort();
     let _ = api_task.await;
     let _ = raft_task.await;
     node.shutdown();

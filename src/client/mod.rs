@@ -11,6 +11,12 @@ use tonic::transport::Channel;
 use crate::proto::v1 as pb;
 use crate::proto::v1::drover_client::DroverClient;
 
+mod node;
+mod run;
+
+pub use self::node::{node, NodeCommand};
+pub use self::run::{exit_code_of, SpecArgs};
+
 /// Exit codes: 0 success, 1 the cluster refused or failed the request,
 /// 2 bad usage (clap), 3 no node reachable.
 pub const EXIT_FAILED: u8 = 1;
@@ -59,9 +65,35 @@ pub enum JobCommand {
     /// Submit a job and print its id. One argument is a shell command
     /// (`/bin/sh -c`); several are an argument vector run without a shell.
     Submit {
+        #[command(flatten)]
+        spec: SpecArgs,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Run a job: submit it, stream its output, exit with its exit code
+    /// (124 timed out, 125 could not start, 128+N signal N, 130 stopped).
+    Run {
+        #[command(flatten)]
+        spec: SpecArgs,
+        /// Print the job id and return at once.
+        #[arg(long, short)]
+        detach: bool,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Print a job's output (stdout to stdout, stderr to stderr).
+    Logs {
+        id: String,
+        /// Keep printing until the attempt ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Which attempt (default: the latest).
+        #[arg(long, default_value_t = 0)]
+        attempt: u32,
+    },
+    /// Stop a job in any state: its container gets SIGTERM, then SIGKILL
+    /// after the node's stop grace. Stopping a finished job changes nothing.
+    Stop { id: String },
     /// Show one job, or list jobs when no id is given.
     Status {
         id: Option<String>,
@@ -174,18 +206,19 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Runs a client command and turns the outcome into an exit code.
+/// Runs a client command and turns the outcome into an exit code (a
+/// command may choose its own success code, as `job run` does).
 pub async fn run<F, Fut>(opts: ClientOpts, f: F) -> ExitCode
 where
     F: FnOnce(DroverClient<Channel>, ClientOpts) -> Fut,
-    Fut: std::future::Future<Output = Result<(), Failure>>,
+    Fut: std::future::Future<Output = Result<u8, Failure>>,
 {
     let outcome = match connect(&opts).await {
         Ok(client) => f(client, opts).await,
         Err(e) => Err(e),
     };
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(failure) => {
             eprintln!("Error: {}", failure.message);
             ExitCode::from(failure.code)
@@ -198,31 +231,24 @@ pub async fn job(
     mut client: DroverClient<Channel>,
     opts: ClientOpts,
     cmd: JobCommand,
-) -> Result<(), Failure> {
+) -> Result<u8, Failure> {
     match cmd {
-        JobCommand::Submit { command } => {
-            let spec = if command.len() == 1 {
-                pb::JobSpec {
-                    command: command[0].clone(),
-                    args: vec![],
-                }
-            } else {
-                pb::JobSpec {
-                    command: String::new(),
-                    args: command,
-                }
-            };
-            let response = client
-                .submit_job(call(
-                    pb::SubmitJobRequest { spec: Some(spec) },
-                    CALL_TIMEOUT,
-                ))
-                .await?
-                .into_inner();
-            let job = response.job.ok_or_else(|| Failure {
-                message: "empty response".into(),
-                code: EXIT_FAILED,
-            })?;
+        JobCommand::Run {
+            spec,
+            detach,
+            command,
+        } => {
+            let spec = spec.to_spec(command)?;
+            return run::run(&mut client, opts.output, spec, detach).await;
+        }
+        JobCommand::Logs {
+            id,
+            follow,
+            attempt,
+        } => run::logs(&mut client, id, attempt, follow).await?,
+        JobCommand::Stop { id } => run::stop(&mut client, opts.output, id).await?,
+        JobCommand::Submit { spec, command } => {
+            let job = run::submit(&mut client, spec.to_spec(command)?).await?;
             match opts.output {
                 Output::Json => println!("{}", job_json(&job)),
                 Output::Table => println!("{}", job.id),
@@ -245,11 +271,38 @@ pub async fn job(
             match opts.output {
                 Output::Json => println!("{}", job_json(&job)),
                 Output::Table => {
+                    let spec = job.spec.clone().unwrap_or_default();
                     println!("ID          = {}", job.id);
                     println!("State       = {}", job.state);
                     println!("Command     = {}", describe_spec(job.spec.as_ref()));
+                    println!("Image       = {}", spec.image);
                     println!("Submitted   = {}", human_time(job.submitted_at_ms));
                     println!("Log index   = {}", job.index);
+                    if !job.attempts.is_empty() {
+                        println!();
+                        println!(
+                            "{:<7}  {:<4}  {:<10}  {:<10}  {:<18}  MESSAGE",
+                            "ATTEMPT", "NODE", "STARTED", "FINISHED", "REASON"
+                        );
+                        for a in &job.attempts {
+                            let when = |ms: i64| if ms == 0 { "-".to_string() } else { human_time(ms) };
+                            let reason = match (a.reason.as_str(), a.exit_code) {
+                                ("", _) => "(active)".to_string(),
+                                ("EXIT_CODE", Some(code)) => format!("exit code {code}"),
+                                ("SIGNAL", _) => format!("signal {}", a.signal),
+                                (r, _) => r.to_string(),
+                            };
+                            println!(
+                                "{:<7}  {:<4}  {:<10}  {:<10}  {:<18}  {}",
+                                a.number,
+                                a.node,
+                                when(a.started_at_ms),
+                                when(a.finished_at_ms),
+                                reason,
+                                truncate(&a.message, 60)
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -299,7 +352,7 @@ pub async fn job(
             }
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 /// `drover operator raft …`
@@ -413,13 +466,45 @@ pub fn human_time(ms: i64) -> String {
 
 fn job_json(job: &pb::Job) -> serde_json::Value {
     let spec = job.spec.clone().unwrap_or_default();
+    let attempts: Vec<_> = job
+        .attempts
+        .iter()
+        .map(|a| {
+            json!({
+                "number": a.number, "node": a.node,
+                "assigned_at_ms": a.assigned_at_ms,
+                "started_at_ms": (a.started_at_ms != 0).then_some(a.started_at_ms),
+                "finished_at_ms": (a.finished_at_ms != 0).then_some(a.finished_at_ms),
+                "exit_code": a.exit_code,
+                "reason": (!a.reason.is_empty()).then_some(&a.reason),
+                "signal": (a.reason == "SIGNAL").then_some(a.signal),
+                "message": a.message,
+                "output_tail": String::from_utf8_lossy(&a.output_tail),
+            })
+        })
+        .collect();
+    let resources = spec.resources.unwrap_or_default();
+    let retry = spec.retry.unwrap_or_default();
     json!({
         "id": job.id,
         "state": job.state,
         "command": if spec.command.is_empty() { None } else { Some(spec.command) },
         "args": spec.args,
+        "image": spec.image,
+        "env": spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+        "resources": { "cpu_millis": resources.cpu_millis, "memory_mib": resources.memory_mib, "pids": resources.pids },
+        "timeout_ms": spec.timeout_ms,
+        "retry": { "max_attempts": retry.max_attempts, "initial_backoff_ms": retry.initial_backoff_ms, "max_backoff_ms": retry.max_backoff_ms },
+        "priority": spec.priority,
+        "constraints": spec.constraints,
+        "labels": spec.labels,
+        "idempotency_key": (!spec.idempotency_key.is_empty()).then_some(spec.idempotency_key),
+        "network": spec.network,
         "submitted_at_ms": job.submitted_at_ms,
+        "finished_at_ms": (job.finished_at_ms != 0).then_some(job.finished_at_ms),
+        "not_before_ms": job.not_before_ms,
         "index": job.index,
+        "attempts": attempts,
     })
 }
 

@@ -38,6 +38,9 @@ pub struct DockerConfig {
     pub tmp_size: String,
     /// How long `wait` waits for the output stream to drain after the exit.
     pub output_drain: Duration,
+    /// The engine endpoint (`unix:///path` or `tcp://host:port`); empty =
+    /// `DOCKER_HOST` or the default socket.
+    pub docker_host: String,
 }
 
 impl Default for DockerConfig {
@@ -47,6 +50,7 @@ impl Default for DockerConfig {
             pull_timeout: Duration::from_secs(300),
             tmp_size: "64m".into(),
             output_drain: Duration::from_secs(5),
+            docker_host: String::new(),
         }
     }
 }
@@ -97,7 +101,15 @@ impl DockerDriver {
     /// Connects to the local engine (`DOCKER_HOST` or the default socket),
     /// negotiates the API version and pings it.
     pub async fn connect(config: DockerConfig) -> Result<Self, ExecError> {
-        let docker = Docker::connect_with_local_defaults().map_err(unreachable)?;
+        let host = config.docker_host.as_str();
+        let docker = if host.is_empty() {
+            Docker::connect_with_local_defaults()
+        } else if let Some(path) = host.strip_prefix("unix://") {
+            Docker::connect_with_socket(path, 120, bollard::API_DEFAULT_VERSION)
+        } else {
+            Docker::connect_with_http(host, 120, bollard::API_DEFAULT_VERSION)
+        }
+        .map_err(unreachable)?;
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
         docker.ping().await.map_err(unreachable)?;
         Ok(DockerDriver {
@@ -196,6 +208,20 @@ impl DockerDriver {
             host_config: Some(host_config),
             ..Default::default()
         }
+    }
+
+    /// A handle for a container found by [`Driver::list`] after a restart,
+    /// re-streaming its whole output (the engine keeps it from the start)
+    /// into `sink`.
+    pub fn reattach(
+        &self,
+        info: &ContainerInfo,
+        deadline: Option<Instant>,
+        sink: Option<OutputSink>,
+    ) -> Handle {
+        let mut handle = Handle::reattach(info, deadline);
+        handle.output = sink.map(|sink| self.forward_output(&info.container_id, sink));
+        handle
     }
 
     fn forward_output(&self, name: &str, mut sink: OutputSink) -> tokio::task::JoinHandle<()> {
@@ -384,6 +410,7 @@ impl Driver for DockerDriver {
             attempt: spec.attempt,
             deadline,
             output,
+            remove_after_wait: true,
         }))
     }
 
@@ -414,7 +441,9 @@ impl Driver for DockerDriver {
         }
         let cancelled = self.cancelled().remove(&handle.name);
         let outcome = outcome_of(&state, cancelled, timed_out, SystemTime::now());
-        self.remove(&id).await?;
+        if handle.remove_after_wait {
+            self.remove(&id).await?;
+        }
         Ok(outcome)
     }
 

@@ -108,6 +108,10 @@ pub struct Handle {
     pub deadline: Option<tokio::time::Instant>,
     /// The task forwarding output to the sink; awaited (bounded) by `wait`.
     pub(crate) output: Option<tokio::task::JoinHandle<()>>,
+    /// Whether `wait` removes the container. A node keeps it until the
+    /// result is committed, so a crash in between finds the container (and
+    /// its exit) again instead of losing the outcome.
+    pub remove_after_wait: bool,
 }
 
 impl Handle {
@@ -122,6 +126,7 @@ impl Handle {
             attempt: info.attempt.unwrap_or(0),
             deadline,
             output: None,
+            remove_after_wait: true,
         }
     }
 }

@@ -3,11 +3,16 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{JobId, JobSpec};
+use super::legacy::CommandV1;
+use super::{Capacity, Drain, EndReason, JobId, JobSpec};
+use crate::raft::NodeId;
 
 /// Format tag written before every encoded command, so a later release can
-/// change the encoding and still read entries already in the log.
+/// change the encoding and still read entries already in the log. Version 1
+/// (schema 1) had only `Submit` with a bare spec; see [`super::legacy`].
 const COMMAND_FORMAT_V1: u8 = 1;
+/// Today's format.
+const COMMAND_FORMAT_V2: u8 = 2;
 
 /// Upper bound on an encoded command. Far above what a valid spec needs; it
 /// stops a corrupt length prefix from making the decoder allocate gigabytes.
@@ -23,21 +28,121 @@ fn codec() -> Codec {
     bincode::config::standard().with_limit::<MAX_COMMAND_ENCODED_BYTES>()
 }
 
-/// A change to the job table, proposed by the leader's API or scheduler and
-/// applied by every replica in log order. Applying a command must be
-/// deterministic: everything it needs (ids, timestamps) is in the command.
+/// A change to the job table, proposed by the leader's API or scheduler, or
+/// by a node reporting on its work, and applied by every replica in log
+/// order. Applying a command must be deterministic: everything it needs
+/// (ids, timestamps) is in the command. Append new variants at the end.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Create a job in `Queued`. A second Submit with the same id is a no-op,
-    /// which makes client retries of the same submission safe.
+    /// Create a job in `Queued`. A second Submit with the same id, or with
+    /// the idempotency key of an existing job, is a no-op that returns the
+    /// existing job, which makes client retries safe.
     Submit {
-        /// Minted by the leader's API, so a client retry carries the same id.
+        /// Minted by the API, so a client retry carries the same id.
         id: JobId,
         /// Validated by the API before proposing.
         spec: JobSpec,
         /// The leader's wall clock at acceptance (Unix ms).
         submitted_at_ms: i64,
     },
+    /// The scheduler's placements of one pass. Each is checked on its own
+    /// (the job must still be queued at that attempt number).
+    Assign {
+        /// Leader's clock.
+        at_ms: i64,
+        /// Job, attempt, node.
+        assignments: Vec<Assignment>,
+    },
+    /// A node started an attempt's container.
+    Started {
+        /// The job.
+        job: JobId,
+        /// Fencing token.
+        attempt: u32,
+        /// The reporting node.
+        node: NodeId,
+        /// Node's clock.
+        at_ms: i64,
+    },
+    /// An attempt ended on its node.
+    Finished {
+        /// The job.
+        job: JobId,
+        /// Fencing token.
+        attempt: u32,
+        /// The reporting node.
+        node: NodeId,
+        /// Node's clock.
+        at_ms: i64,
+        /// Exit code if it exited.
+        exit_code: Option<i64>,
+        /// Why it ended.
+        reason: EndReason,
+        /// Human explanation for platform failures.
+        message: String,
+        /// The last bytes of output.
+        output_tail: Vec<u8>,
+    },
+    /// Stop a job, in whatever state (idempotent).
+    Cancel {
+        /// The job.
+        job: JobId,
+        /// Leader's clock.
+        at_ms: i64,
+    },
+    /// A node announced itself (first heartbeat, changed labels or
+    /// capacity, or back after being declared down).
+    NodeUp {
+        /// The node.
+        node: NodeId,
+        /// Its labels.
+        labels: std::collections::BTreeMap<String, String>,
+        /// What it offers.
+        capacity: Capacity,
+        /// Leader's clock.
+        at_ms: i64,
+    },
+    /// The leader stopped hearing from a node: its active attempts end
+    /// NODE_LOST (and are re-queued if attempts remain).
+    NodeDown {
+        /// The node.
+        node: NodeId,
+        /// Leader's clock.
+        at_ms: i64,
+    },
+    /// Start (`Some`) or end (`None`) draining a node.
+    SetDrain {
+        /// The node.
+        node: NodeId,
+        /// The drain.
+        drain: Option<Drain>,
+        /// Leader's clock.
+        at_ms: i64,
+    },
+    /// A drain deadline passed: the node's active attempts end NODE_DRAINED
+    /// and are re-queued.
+    Evict {
+        /// The node.
+        node: NodeId,
+        /// Leader's clock.
+        at_ms: i64,
+    },
+    /// Remove finished jobs past their retention.
+    Gc {
+        /// Jobs to delete (ignored unless terminal).
+        jobs: Vec<JobId>,
+    },
+}
+
+/// One placement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The job.
+    pub job: JobId,
+    /// The attempt number it gets (the job's next).
+    pub attempt: u32,
+    /// Where it runs.
+    pub node: NodeId,
 }
 
 /// Why a command could not be encoded or decoded.
@@ -66,7 +171,7 @@ pub enum CommandError {
 impl Command {
     /// The bytes to propose: a format byte, then the command in bincode.
     pub fn encode(&self) -> Result<Vec<u8>, CommandError> {
-        let mut out = vec![COMMAND_FORMAT_V1];
+        let mut out = vec![COMMAND_FORMAT_V2];
         out.extend(bincode::serde::encode_to_vec(self, codec())?);
         Ok(out)
     }
@@ -74,17 +179,32 @@ impl Command {
     /// Inverse of [`Command::encode`]. Never panics, whatever the input.
     pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
         let (&format, body) = bytes.split_first().ok_or(CommandError::Empty)?;
-        if format != COMMAND_FORMAT_V1 {
-            return Err(CommandError::UnknownFormat(format));
+        match format {
+            COMMAND_FORMAT_V2 => decode_whole(body),
+            COMMAND_FORMAT_V1 => match decode_whole::<CommandV1>(body)? {
+                CommandV1::Submit {
+                    id,
+                    spec,
+                    submitted_at_ms,
+                } => Ok(Command::Submit {
+                    id,
+                    spec: spec.upgrade(),
+                    submitted_at_ms,
+                }),
+            },
+            other => Err(CommandError::UnknownFormat(other)),
         }
-        let (command, used) = bincode::serde::decode_from_slice(body, codec())?;
-        if used != body.len() {
-            return Err(CommandError::TrailingBytes {
-                extra: body.len() - used,
-            });
-        }
-        Ok(command)
     }
+}
+
+fn decode_whole<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CommandError> {
+    let (value, used) = bincode::serde::decode_from_slice(body, codec())?;
+    if used != body.len() {
+        return Err(CommandError::TrailingBytes {
+            extra: body.len() - used,
+        });
+    }
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -119,7 +239,7 @@ mod tests {
             Err(CommandError::TrailingBytes { extra: 1 })
         ));
         // A huge length prefix must fail, not allocate.
-        let mut huge = vec![COMMAND_FORMAT_V1, 0];
+        let mut huge = vec![COMMAND_FORMAT_V2, 0];
         huge.extend([0u8; 16]);
         // Some(string of 2^60 bytes): varint tag 253 = u64 follows.
         huge.extend([1, 253, 0, 0, 0, 0, 0, 0, 0, 0x10]);
@@ -129,6 +249,22 @@ mod tests {
         for n in 0..bytes.len() {
             assert!(Command::decode(&bytes[..n]).is_err(), "prefix {n}");
         }
+    }
+
+    #[test]
+    fn reads_version_1_submits_from_old_logs() {
+        // Format 1, variant 0, 16-byte id, Some("echo hi"), no args, ms.
+        let id = JobId::from_parts(5, 6);
+        let mut bytes = vec![COMMAND_FORMAT_V1, 0];
+        bytes.extend(id.to_bytes());
+        bytes.extend([1, 7]);
+        bytes.extend(b"echo hi");
+        bytes.extend([0, 10]);
+        let Command::Submit { id: got, spec, submitted_at_ms } = Command::decode(&bytes).unwrap() else {
+            panic!("not a submit");
+        };
+        assert_eq!((got, submitted_at_ms), (id, 10));
+        assert_eq!(spec, JobSpec::shell("echo hi"));
     }
 
     #[test]

@@ -5,14 +5,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{JobId, JobSpec};
-use crate::raft::Index;
+use crate::raft::{Index, NodeId};
 
 /// Where a job is in its lifecycle (DESIGN.md, Jobs):
 /// `QUEUED -> ASSIGNED -> RUNNING -> SUCCEEDED | FAILED | TIMED_OUT | CANCELLED | LOST`.
 ///
-/// All states are defined now so the encoding (variant order) is stable;
-/// for now only `Queued` is produced. Which node and attempt a job is
-/// assigned to will live on [`Job`], not in this tag.
+/// Which node and attempt a job is on lives in [`Job::attempts`], not in
+/// this tag. Transitions happen only in [`super::lifecycle`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobState {
@@ -69,6 +68,101 @@ impl fmt::Display for JobState {
     }
 }
 
+/// Why an attempt ended: what a user needs to tell "my command failed" from
+/// "the platform failed it".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE", tag = "kind")]
+pub enum EndReason {
+    /// The command exited on its own with this code.
+    Exited {
+        /// The exit status.
+        code: i64,
+    },
+    /// The command was killed by this signal (not by Drover, not by OOM).
+    Signaled {
+        /// The signal number.
+        signal: i64,
+    },
+    /// The kernel's OOM killer ended it at its memory limit.
+    OomKilled,
+    /// It outlived its timeout and was killed.
+    TimedOut,
+    /// The image is not present and could not be pulled.
+    ImageUnavailable,
+    /// Its node was declared down while the attempt was assigned or running.
+    NodeLost,
+    /// Stopped on a client's request.
+    Cancelled,
+    /// The node could not start it (engine error); the message says why.
+    StartFailed,
+    /// Its node was drained past the drain deadline.
+    Drained,
+}
+
+impl EndReason {
+    /// The short name used by the API and CLI (`EXIT_CODE`, `OOM_KILLED`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndReason::Exited { .. } => "EXIT_CODE",
+            EndReason::Signaled { .. } => "SIGNAL",
+            EndReason::OomKilled => "OOM_KILLED",
+            EndReason::TimedOut => "TIMED_OUT",
+            EndReason::ImageUnavailable => "IMAGE_UNAVAILABLE",
+            EndReason::NodeLost => "NODE_LOST",
+            EndReason::Cancelled => "CANCELLED",
+            EndReason::StartFailed => "START_FAILED",
+            EndReason::Drained => "NODE_DRAINED",
+        }
+    }
+
+    /// The state a job ends in when its last attempt ends this way.
+    pub fn final_state(&self) -> JobState {
+        match self {
+            EndReason::Exited { code: 0 } => JobState::Succeeded,
+            EndReason::Exited { .. }
+            | EndReason::Signaled { .. }
+            | EndReason::OomKilled
+            | EndReason::ImageUnavailable
+            | EndReason::StartFailed => JobState::Failed,
+            EndReason::TimedOut => JobState::TimedOut,
+            EndReason::NodeLost | EndReason::Drained => JobState::Lost,
+            EndReason::Cancelled => JobState::Cancelled,
+        }
+    }
+}
+
+/// One run of a job on one node. Attempts are numbered from 1 and never
+/// reused: the number is the fencing token every report carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1-based; equal to its position in [`Job::attempts`] plus one.
+    pub number: u32,
+    /// The node it was placed on.
+    pub node: NodeId,
+    /// When the leader placed it (Unix ms).
+    pub assigned_at_ms: i64,
+    /// When its container started, if it did.
+    pub started_at_ms: Option<i64>,
+    /// When it ended, if it did.
+    pub finished_at_ms: Option<i64>,
+    /// The container's exit code, when it ran to an exit.
+    pub exit_code: Option<i64>,
+    /// Why it ended; `None` while it is assigned or running.
+    pub reason: Option<EndReason>,
+    /// A human explanation for platform failures (e.g. the pull error).
+    pub message: String,
+    /// The last bytes of its output, committed with the result so they
+    /// outlive the node that ran it.
+    pub output_tail: Vec<u8>,
+}
+
+impl Attempt {
+    /// True until the attempt has a reason.
+    pub fn is_active(&self) -> bool {
+        self.reason.is_none()
+    }
+}
+
 /// One row of the job table, identical on every replica that applied the
 /// same log prefix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,4 +180,41 @@ pub struct Job {
     /// Log index of the entry that created the job: lets a client that
     /// learned the index read its own write on any replica.
     pub index: Index,
+    /// Every attempt so far, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// A queued job is not placed before this time (retry backoff; Unix ms).
+    pub not_before_ms: i64,
+    /// When the job reached a terminal state (Unix ms).
+    pub finished_at_ms: Option<i64>,
+}
+
+impl Job {
+    /// A freshly submitted job.
+    pub fn new(id: JobId, spec: JobSpec, submitted_at_ms: i64, index: Index) -> Job {
+        Job {
+            id,
+            spec,
+            state: JobState::Queued,
+            submitted_at_ms,
+            index,
+            attempts: Vec::new(),
+            not_before_ms: 0,
+            finished_at_ms: None,
+        }
+    }
+
+    /// The latest attempt, if any.
+    pub fn current_attempt(&self) -> Option<&Attempt> {
+        self.attempts.last()
+    }
+
+    /// The node and attempt number a job in ASSIGNED or RUNNING occupies.
+    pub fn active_on(&self) -> Option<(NodeId, u32)> {
+        match self.state {
+            JobState::Assigned | JobState::Running => {
+                self.current_attempt().map(|a| (a.node, a.number))
+            }
+            _ => None,
+        }
+    }
 }

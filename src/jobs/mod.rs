@@ -9,9 +9,15 @@
 mod command;
 mod id;
 mod job;
+pub mod legacy;
+pub mod lifecycle;
+mod node;
 mod spec;
 
-pub use self::command::{Command, CommandError, MAX_COMMAND_ENCODED_BYTES};
+pub use self::command::{Assignment, Command, CommandError, MAX_COMMAND_ENCODED_BYTES};
 pub use self::id::{JobId, JobIdGenerator, ParseJobIdError};
-pub use self::job::{Job, JobState};
-pub use self::spec::{JobSpec, SpecError, MAX_ARGS_BYTES, MAX_COMMAND_BYTES};
+pub use self::job::{Attempt, EndReason, Job, JobState};
+pub use self::node::{Capacity, Drain, NodeRecord, NodeStatus};
+pub use self::spec::{
+    limits, JobSpec, Resources, RetryPolicy, SpecError, MAX_ARGS_BYTES, MAX_COMMAND_BYTES,
+};

@@ -11,17 +11,122 @@ pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
 /// the number of arguments, even empty ones.
 pub const MAX_ARGS_BYTES: usize = 16 * 1024;
 
-/// What to run. Exactly one of `command` (a shell string run as
+/// Bounds that keep one job's record small (it is replicated and kept in
+/// every node's table) and its numbers in ranges Docker accepts.
+pub mod limits {
+    /// Most environment variables per job.
+    pub const MAX_ENV_VARS: usize = 128;
+    /// Most bytes over all environment names and values.
+    pub const MAX_ENV_BYTES: usize = 32 * 1024;
+    /// Longest image reference.
+    pub const MAX_IMAGE_BYTES: usize = 255;
+    /// CPU in millicores: 1 to 1,024 cores.
+    pub const CPU_MILLIS: std::ops::RangeInclusive<u32> = 1..=1_024_000;
+    /// Memory in MiB: Docker's minimum (6 MiB) to 1 TiB.
+    pub const MEMORY_MIB: std::ops::RangeInclusive<u32> = 6..=1_048_576;
+    /// Process count limit.
+    pub const PIDS: std::ops::RangeInclusive<u32> = 1..=1_000_000;
+    /// Longest timeout: 30 days.
+    pub const MAX_TIMEOUT_MS: u64 = 30 * 24 * 3600 * 1000;
+    /// Attempts, the first one included.
+    pub const ATTEMPTS: std::ops::RangeInclusive<u32> = 1..=100;
+    /// Longest retry backoff: 1 day.
+    pub const MAX_BACKOFF_MS: u64 = 24 * 3600 * 1000;
+    /// Priority range; higher runs first.
+    pub const PRIORITY: std::ops::RangeInclusive<i32> = -1000..=1000;
+    /// Most constraints or labels, each.
+    pub const MAX_LABELS: usize = 32;
+    /// Longest label / constraint key or value, and idempotency key.
+    pub const MAX_KEY_BYTES: usize = 256;
+}
+
+/// Resources reserved for the job on its node and enforced as container
+/// limits, so that placement and isolation use the same numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU in millicores (1000 = one core).
+    pub cpu_millis: u32,
+    /// Memory limit in MiB (no swap on top).
+    pub memory_mib: u32,
+    /// Maximum number of processes.
+    pub pids: u32,
+}
+
+impl Default for Resources {
+    /// Small enough that a 2-core node runs 20 of them at once.
+    fn default() -> Self {
+        Resources {
+            cpu_millis: 100,
+            memory_mib: 128,
+            pids: 256,
+        }
+    }
+}
+
+/// How often, and how patiently, a failed attempt is retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts in total, the first included; 1 means no retry.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubled for each further one.
+    pub initial_backoff_ms: u64,
+    /// Cap on the doubling.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 1,
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: 60_000,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `next` (2, 3, ...): initial * 2^(next-2),
+    /// capped. Pure, so every replica computes the same not-before time.
+    pub fn backoff_before(&self, next: u32) -> u64 {
+        let doublings = next.saturating_sub(2).min(40);
+        self.initial_backoff_ms
+            .saturating_mul(1u64 << doublings)
+            .min(self.max_backoff_ms)
+    }
+}
+
+/// What to run and how. Exactly one of `command` (a shell string run as
 /// `/bin/sh -c`) or `args` (an argv, run without a shell) is set.
 ///
-/// More fields (image, env, resources, timeout, retry, ...) come later;
-/// adding them changes the encoding and needs a schema migration.
+/// The API fills defaults (image from the node's config, resources) before
+/// proposing, so the record in the table says exactly what ran.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
     /// A shell command line.
     pub command: Option<String>,
     /// An argv; `args[0]` is the program.
     pub args: Vec<String>,
+    /// The container image; empty means the executing node's default.
+    pub image: String,
+    /// Extra environment, in order. `DROVER_JOB_ID` and `DROVER_ATTEMPT`
+    /// are always set by the executor and cannot be overridden.
+    pub env: Vec<(String, String)>,
+    /// Reserved on the node and enforced on the container.
+    pub resources: Resources,
+    /// Wall-clock limit of one attempt, from its start (ms); 0 = none.
+    pub timeout_ms: u64,
+    /// Retries of failed, timed-out and lost attempts.
+    pub retry: RetryPolicy,
+    /// Higher is placed first; ties go to the older job.
+    pub priority: i32,
+    /// Node labels the job needs (each key must have exactly this value).
+    pub constraints: std::collections::BTreeMap<String, String>,
+    /// A resubmission with the same key returns the first job.
+    pub idempotency_key: Option<String>,
+    /// Whether the container gets a network (none by default).
+    pub network: bool,
+    /// The user's own labels, for filtering.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Why a [`JobSpec`] is refused. Messages are meant for the submitting user.
@@ -51,6 +156,9 @@ pub enum SpecError {
     /// As `NulInCommand`, for argument `index`.
     #[error("`args[{index}]` contains a NUL byte, which no process can receive")]
     NulInArg { index: usize },
+    /// Any other field out of its bounds; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl JobSpec {
@@ -58,7 +166,7 @@ impl JobSpec {
     pub fn shell(command: impl Into<String>) -> JobSpec {
         JobSpec {
             command: Some(command.into()),
-            args: Vec::new(),
+            ..JobSpec::default()
         }
     }
 
@@ -69,8 +177,8 @@ impl JobSpec {
         S: Into<String>,
     {
         JobSpec {
-            command: None,
             args: args.into_iter().map(Into::into).collect(),
+            ..JobSpec::default()
         }
     }
 
@@ -78,6 +186,88 @@ impl JobSpec {
     /// the state machine applies whatever was committed, so that changing
     /// these rules in a new release can never make replicas diverge.
     pub fn validate(&self) -> Result<(), SpecError> {
+        self.validate_program()?;
+        self.validate_settings().map_err(SpecError::Invalid)
+    }
+
+    fn validate_settings(&self) -> Result<(), String> {
+        use limits::*;
+        if self.image.len() > MAX_IMAGE_BYTES
+            || !self
+                .image
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+            || self.image.starts_with(['-', '.', '/', ':', '@'])
+        {
+            return Err(format!(
+                "`image` {:?} is not a valid image reference (letters, digits and ._-/:@, at most {MAX_IMAGE_BYTES} bytes)",
+                self.image
+            ));
+        }
+        if self.env.len() > MAX_ENV_VARS {
+            return Err(format!("`env` has {} variables; the limit is {MAX_ENV_VARS}", self.env.len()));
+        }
+        let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        if env_bytes > MAX_ENV_BYTES {
+            return Err(format!("`env` takes {env_bytes} bytes; the limit is {MAX_ENV_BYTES}"));
+        }
+        for (name, value) in &self.env {
+            let valid_name = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid_name {
+                return Err(format!("`env` name {name:?} must be letters, digits and _, not starting with a digit"));
+            }
+            if name.starts_with("DROVER_") {
+                return Err(format!("`env` name {name:?}: DROVER_* is reserved for the executor"));
+            }
+            if value.contains('\0') {
+                return Err(format!("`env` value of {name} contains a NUL byte"));
+            }
+        }
+        let r = &self.resources;
+        if !CPU_MILLIS.contains(&r.cpu_millis) {
+            return Err(format!("`resources.cpu_millis` {} is outside {CPU_MILLIS:?}", r.cpu_millis));
+        }
+        if !MEMORY_MIB.contains(&r.memory_mib) {
+            return Err(format!("`resources.memory_mib` {} is outside {MEMORY_MIB:?}", r.memory_mib));
+        }
+        if !PIDS.contains(&r.pids) {
+            return Err(format!("`resources.pids` {} is outside {PIDS:?}", r.pids));
+        }
+        if self.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(format!("`timeout` of {} ms exceeds the limit of 30 days", self.timeout_ms));
+        }
+        let retry = &self.retry;
+        if !ATTEMPTS.contains(&retry.max_attempts) {
+            return Err(format!("`retry.max_attempts` {} is outside {ATTEMPTS:?}", retry.max_attempts));
+        }
+        if retry.initial_backoff_ms > MAX_BACKOFF_MS || retry.max_backoff_ms > MAX_BACKOFF_MS {
+            return Err("`retry` backoff exceeds the limit of 1 day".into());
+        }
+        if !PRIORITY.contains(&self.priority) {
+            return Err(format!("`priority` {} is outside {PRIORITY:?}", self.priority));
+        }
+        for (what, map) in [("constraints", &self.constraints), ("labels", &self.labels)] {
+            if map.len() > MAX_LABELS {
+                return Err(format!("`{what}` has {} entries; the limit is {MAX_LABELS}", map.len()));
+            }
+            if let Some((k, _)) = map
+                .iter()
+                .find(|(k, v)| k.is_empty() || k.len() > MAX_KEY_BYTES || v.len() > MAX_KEY_BYTES)
+            {
+                return Err(format!("`{what}` key {k:?}: keys must be 1 to {MAX_KEY_BYTES} bytes, values at most {MAX_KEY_BYTES}"));
+            }
+        }
+        if let Some(key) = &self.idempotency_key {
+            if key.is_empty() || key.len() > MAX_KEY_BYTES {
+                return Err(format!("`idempotency_key` must be 1 to {MAX_KEY_BYTES} bytes"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_program(&self) -> Result<(), SpecError> {
         match (&self.command, self.args.is_empty()) {
             (None, true) => Err(SpecError::NothingToRun),
             (Some(_), false) => Err(SpecError::BothCommandAndArgs),
@@ -132,6 +322,7 @@ mod tests {
         let both = JobSpec {
             command: Some("x".into()),
             args: vec!["x".into()],
+            ..JobSpec::default()
         };
         assert_eq!(both.validate(), Err(SpecError::BothCommandAndArgs));
     }
@@ -174,6 +365,36 @@ mod tests {
             JobSpec::argv(many).validate(),
             Err(SpecError::ArgsTooLong { .. })
         ));
+    }
+
+    #[test]
+    fn bounds_every_setting() {
+        let ok = JobSpec {
+            image: "drover-job:latest".into(),
+            ..JobSpec::shell("true")
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let bad = [
+            JobSpec { image: "bad image".into(), ..ok.clone() },
+            JobSpec { env: vec![("1X".into(), "v".into())], ..ok.clone() },
+            JobSpec { env: vec![("DROVER_JOB_ID".into(), "v".into())], ..ok.clone() },
+            JobSpec { resources: Resources { memory_mib: 1, ..Resources::default() }, ..ok.clone() },
+            JobSpec { resources: Resources { cpu_millis: 0, ..Resources::default() }, ..ok.clone() },
+            JobSpec { timeout_ms: u64::MAX, ..ok.clone() },
+            JobSpec { retry: RetryPolicy { max_attempts: 0, ..RetryPolicy::default() }, ..ok.clone() },
+            JobSpec { priority: 5000, ..ok.clone() },
+            JobSpec { idempotency_key: Some(String::new()), ..ok.clone() },
+        ];
+        for spec in bad {
+            assert!(matches!(spec.validate(), Err(SpecError::Invalid(_))), "{spec:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let retry = RetryPolicy { max_attempts: 10, initial_backoff_ms: 100, max_backoff_ms: 350 };
+        let waits: Vec<u64> = (2..=5).map(|n| retry.backoff_before(n)).collect();
+        assert_eq!(waits, [100, 200, 350, 350]);
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! Wiring: the only place that connects the Raft core, the store, the
 //! transport and the servers. A [`Node`] is the handle the API layer uses.
 
+pub mod output_hub;
 pub mod raft_loop;
+pub mod reports;
+pub mod scheduler_loop;
 pub mod transport;
+pub mod worker;
 
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
@@ -12,6 +16,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
 use crate::raft::{self, ConfChange, Index, NodeId, Role};
+use crate::scheduler::Liveness;
 use crate::store::{Applied, Store, StoreError};
 
 pub use raft_loop::{Input, InputSender, RaftError, RaftStatus};
@@ -31,8 +36,15 @@ pub enum StartError {
 pub struct Node {
     pub config: Config,
     pub store: Arc<Store>,
+    /// Node liveness as heard in heartbeats (the leader's soft state).
+    pub liveness: Liveness,
+    /// Job output captured on this node, and its live followers.
+    pub output: Arc<output_hub::OutputHub>,
+    /// Channels to peers for reports and heartbeats.
+    peers: reports::PeerClients,
     inputs: InputSender,
     status: watch::Receiver<RaftStatus>,
+    applied: watch::Receiver<Index>,
 }
 
 impl Node {
@@ -108,9 +120,11 @@ impl Node {
             input_tx.clone(),
             tokio::runtime::Handle::current(),
         );
+        let (applied_tx, applied_rx) = watch::channel(applied);
         let settings = raft_loop::LoopSettings {
             tick: config.raft.tick,
             snapshot_threshold: config.raft.snapshot_threshold,
+            applied: applied_tx,
         };
         let raft_loop = raft_loop::RaftLoop::new(
             raw,
@@ -126,17 +140,38 @@ impl Node {
             .name("raft".into())
             .spawn(move || raft_loop.run())
             .map_err(StartError::Thread)?;
+        let output = Arc::new(output_hub::OutputHub::new(
+            store.clone(),
+            config.executor.output_cap_bytes,
+        ));
         Ok(Arc::new(Node {
             config,
             store,
+            liveness: Liveness::default(),
+            output,
+            peers: reports::PeerClients::default(),
             inputs: input_tx,
             status: status_rx,
+            applied: applied_rx,
         }))
     }
 
     /// The sender the peer service feeds.
     pub fn inputs(&self) -> InputSender {
         self.inputs.clone()
+    }
+
+    /// Changes whenever the applied index moves: what the scheduler and
+    /// the executor wait on.
+    pub fn applied_watch(&self) -> watch::Receiver<Index> {
+        self.applied.clone()
+    }
+
+    /// Waits until the local state machine has applied `index`, bounded.
+    pub async fn wait_applied(&self, index: Index, timeout: Duration) -> bool {
+        let mut applied = self.applied.clone();
+        let wait = applied.wait_for(|a| *a >= index);
+        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(_)))
     }
 
     /// The latest Raft status published by the loop.

@@ -128,6 +128,9 @@ pub struct RaftStatus {
 pub struct LoopSettings {
     pub tick: Duration,
     pub snapshot_threshold: u64,
+    /// Told the applied index whenever it moves: what wakes the scheduler
+    /// and the executor (never a timer).
+    pub applied: watch::Sender<Index>,
 }
 
 /// The loop's state. Created by `node`, then moved onto its thread.
@@ -501,6 +504,12 @@ impl RaftLoop {
             failed,
         };
         self.status.send_replace(status);
+        let applied = self.applied;
+        self.settings.applied.send_if_modified(|seen| {
+            let moved = *seen != applied;
+            *seen = applied;
+            moved
+        });
     }
 
     fn fail_all(&mut self, error: RaftError) {

@@ -16,7 +16,9 @@ use tonic::{Request, Response, Status};
 use super::raft_loop::{Input, InputSender};
 use crate::proto::raft::raft_peer_client::RaftPeerClient;
 use crate::proto::raft::raft_peer_server::RaftPeer;
-use crate::proto::raft::{DeliverReply, MessageBatch};
+use crate::proto::raft::{
+    DeliverReply, HeartbeatReply, MessageBatch, NodeHeartbeat, ReportReply, ReportRequest,
+};
 use crate::raft::{Message, NodeId};
 
 /// Version of the peer protocol; bumped on any incompatible message change.
@@ -241,6 +243,20 @@ pub struct PeerService {
     pub cluster_id: String,
     pub node_id: NodeId,
     pub inputs: InputSender,
+    /// For heartbeats (liveness) and reports (proposed on the node's behalf).
+    pub node: std::sync::Arc<super::Node>,
+}
+
+impl PeerService {
+    fn check_cluster(&self, cluster_id: &str) -> Result<(), Status> {
+        if cluster_id != self.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "this node belongs to cluster `{}`, not `{}`",
+                self.cluster_id, cluster_id
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
@@ -285,5 +301,62 @@ impl RaftPeer for PeerService {
             }
         }
         Ok(Response::new(DeliverReply {}))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<NodeHeartbeat>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let beat = request.into_inner();
+        self.check_cluster(&beat.cluster_id)?;
+        if beat.node_id == 0 {
+            return Err(Status::invalid_argument("node id 0 is reserved"));
+        }
+        let capacity = crate::jobs::Capacity {
+            cpu_millis: beat.cpu_millis,
+            memory_mib: beat.memory_mib,
+        };
+        self.node
+            .liveness
+            .heartbeat(beat.node_id, beat.labels.into_iter().collect(), capacity);
+        Ok(Response::new(HeartbeatReply {}))
+    }
+
+    async fn report(
+        &self,
+        request: Request<ReportRequest>,
+    ) -> Result<Response<ReportReply>, Status> {
+        let req = request.into_inner();
+        self.check_cluster(&req.cluster_id)?;
+        let command = crate::jobs::Command::decode(&req.command)
+            .map_err(|e| Status::invalid_argument(format!("undecodable report: {e}")))?;
+        // A node reports only on its own attempts.
+        let reporter = match &command {
+            crate::jobs::Command::Started { node, .. }
+            | crate::jobs::Command::Finished { node, .. } => *node,
+            _ => return Err(Status::invalid_argument("only Started and Finished are reports")),
+        };
+        if reporter != req.from {
+            return Err(Status::permission_denied(format!(
+                "node {} cannot report for node {reporter}",
+                req.from
+            )));
+        }
+        if !self.node.is_leader() {
+            return Err(Status::unavailable("this node is not the leader"));
+        }
+        match self.node.propose_report(&command).await {
+            Ok(super::reports::ReportOutcome::Accepted) => Ok(Response::new(ReportReply {
+                accepted: true,
+                reason: String::new(),
+            })),
+            Ok(super::reports::ReportOutcome::Refused(reason)) => {
+                Ok(Response::new(ReportReply {
+                    accepted: false,
+                    reason,
+                }))
+            }
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        }
     }
 }

@@ -78,6 +78,20 @@ pub(crate) struct SmMeta {
     pub membership: Membership,
     /// Rows in the job table, kept here because counting a sled tree is O(n).
     pub job_count: u64,
+    /// Jobs in QUEUED (schema 2).
+    pub queued_count: u64,
+    /// Jobs in a terminal state (schema 2).
+    pub finished_count: u64,
+}
+
+impl SmMeta {
+    /// Moves the counters by a committed change's delta.
+    pub(crate) fn count(&mut self, delta: super::indexes::CountDelta) {
+        let add = |n: u64, d: i64| n.saturating_add_signed(d);
+        self.job_count = add(self.job_count, delta.jobs);
+        self.queued_count = add(self.queued_count, delta.queued);
+        self.finished_count = add(self.finished_count, delta.finished);
+    }
 }
 
 /// Where the latest snapshot lives and how to verify it.

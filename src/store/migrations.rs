@@ -23,6 +23,8 @@ use super::codec::KEY_SCHEMA_VERSION;
 
 #[path = "../../migrations/m0001_initial.rs"]
 mod m0001_initial;
+#[path = "../../migrations/m0002_job_lifecycle.rs"]
+mod m0002_job_lifecycle;
 
 /// One schema migration.
 #[derive(Clone, Copy, Debug)]
@@ -36,10 +38,10 @@ pub struct Migration {
 }
 
 /// Every migration this binary knows, in order.
-pub const MIGRATIONS: &[Migration] = &[m0001_initial::MIGRATION];
+pub const MIGRATIONS: &[Migration] = &[m0001_initial::MIGRATION, m0002_job_lifecycle::MIGRATION];
 
 /// The schema version this binary writes: the last migration's.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Name of the tree holding `schema_version`, `cluster_id` and `node_id`.
 /// Part of the on-disk format of every version.

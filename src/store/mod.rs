@@ -48,6 +48,7 @@
 
 mod codec;
 mod error;
+mod indexes;
 pub mod migrations;
 mod raft_storage;
 mod snapshot;
@@ -102,8 +103,8 @@ pub struct Store {
     raft_log: sled::Tree,
     raft_state: sled::Tree,
     snapshots: sled::Tree,
-    jobs: sled::Tree,
-    sm_meta: sled::Tree,
+    /// The state machine: job table, its indexes, node table, `sm_meta`.
+    sm: SmTrees,
     /// Serializes writers of the log and raft state.
     log_lock: Mutex<()>,
     /// Serializes writers of the job table and `sm_meta`.
@@ -113,7 +114,7 @@ pub struct Store {
     /// Applied index, published after the apply transaction commits, so a
     /// reader that sees index `i` applied also sees its effects.
     applied: AtomicU64,
-    job_count: AtomicU64,
+    counts: Counts,
     fsyncs: AtomicU64,
     last_fsync_nanos: AtomicU64,
     max_fsync_nanos: AtomicU64,
@@ -289,8 +290,15 @@ impl Store {
             raft_log: db.open_tree(TREE_RAFT_LOG).map_err(sled_err)?,
             raft_state: db.open_tree(TREE_RAFT_STATE).map_err(sled_err)?,
             snapshots: db.open_tree(TREE_SNAPSHOTS).map_err(sled_err)?,
-            jobs: db.open_tree(TREE_JOBS).map_err(sled_err)?,
-            sm_meta: db.open_tree(TREE_SM_META).map_err(sled_err)?,
+            sm: SmTrees {
+                jobs: db.open_tree(TREE_JOBS).map_err(sled_err)?,
+                sm_meta: db.open_tree(TREE_SM_META).map_err(sled_err)?,
+                queue: db.open_tree(indexes::TREE_QUEUE).map_err(sled_err)?,
+                active: db.open_tree(indexes::TREE_ACTIVE).map_err(sled_err)?,
+                finished: db.open_tree(indexes::TREE_FINISHED).map_err(sled_err)?,
+                idempotency: db.open_tree(indexes::TREE_IDEMPOTENCY).map_err(sled_err)?,
+                nodes: db.open_tree(indexes::TREE_NODES).map_err(sled_err)?,
+            },
             db,
             db_file,
             data_dir,
@@ -302,7 +310,7 @@ impl Store {
             sm_lock: Mutex::new(()),
             snap_lock: Mutex::new(()),
             applied: AtomicU64::new(0),
-            job_count: AtomicU64::new(0),
+            counts: Counts::default(),
             fsyncs: AtomicU64::new(0),
             last_fsync_nanos: AtomicU64::new(0),
             max_fsync_nanos: AtomicU64::new(0),
@@ -320,9 +328,7 @@ impl Store {
         self.hard_state()?;
         self.membership()?;
         let record = self.snapshot_record()?;
-        let sm = self.sm_meta()?;
-        let mut applied = sm.applied_index;
-        let mut job_count = sm.job_count;
+        let mut sm = self.sm_meta()?;
         if let Some(record) = &record {
             let data =
                 snapshot::read_file(&self.snapshot_dir, record).map_err(|d| self.corrupt(d))?;
@@ -334,15 +340,12 @@ impl Store {
                 );
                 let decoded =
                     snapshot::decode_for(&record.meta, &data).map_err(|d| self.corrupt(d))?;
-                let sm = self.install_state_machine(&decoded)?;
+                sm = self.install_state_machine(&decoded)?;
                 self.flush()?;
-                applied = sm.applied_index;
-                job_count = sm.job_count;
             }
         }
         snapshot::remove_stale_files(&self.snapshot_dir, record.as_ref().map(|r| r.file.as_str()));
-        self.applied.store(applied, Ordering::Release);
-        self.job_count.store(job_count, Ordering::Release);
+        self.publish_counts(&sm);
         Ok(())
     }
 
@@ -447,6 +450,7 @@ impl Store {
 
     fn sm_meta(&self) -> Result<SmMeta, StoreError> {
         match self
+            .sm
             .sm_meta
             .get(codec::KEY_SM_META)
             .map_err(|e| self.sled_err(e))?
@@ -467,17 +471,33 @@ impl Store {
         }
     }
 
-    /// Replaces the job table and `sm_meta` with a snapshot's, in one
-    /// transaction (no flush). Caller holds `sm_lock`.
+    /// Replaces the state machine with a snapshot's, in one transaction
+    /// (no flush). Caller holds `sm_lock`.
     fn install_state_machine(
         &self,
         snap: &snapshot::DecodedSnapshot,
     ) -> Result<SmMeta, StoreError> {
         let install = self.prepare_install(snap)?;
-        (&self.jobs, &self.sm_meta)
-            .transaction(|(jobs, sm_tree)| {
-                install.write(jobs, sm_tree)?;
-                Ok::<_, sled::transaction::ConflictableTransactionError<StoreError>>(())
+        let t = &self.sm;
+        (
+            &t.jobs,
+            &t.sm_meta,
+            &t.queue,
+            &t.active,
+            &t.finished,
+            &t.idempotency,
+            &t.nodes,
+        )
+            .transaction(|(jobs, sm_meta, queue, active, finished, idempotency, nodes)| {
+                let tx = indexes::SmTx {
+                    jobs,
+                    queue,
+                    active,
+                    finished,
+                    idempotency,
+                    nodes,
+                };
+                install.write(&tx, sm_meta)
             })
             .map_err(|e| self.tx_err(e))?;
         Ok(install.sm)
@@ -488,27 +508,32 @@ impl Store {
         &self,
         snap: &snapshot::DecodedSnapshot,
     ) -> Result<PreparedInstall, StoreError> {
-        let old_keys = self
-            .jobs
-            .iter()
-            .keys()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.sled_err(e))?;
-        let new_jobs = snap
-            .jobs
-            .iter()
-            .map(|job| Ok((job.id.to_bytes(), codec::encode("job", job)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let sm = SmMeta {
+        let t = &self.sm;
+        let mut old_keys = Vec::new();
+        for tree in [&t.jobs, &t.queue, &t.active, &t.finished, &t.idempotency, &t.nodes] {
+            let keys = tree
+                .iter()
+                .keys()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.sled_err(e))?;
+            old_keys.push(keys);
+        }
+        let mut sm = SmMeta {
             applied_index: snap.meta.index,
             applied_term: snap.meta.term,
             membership: snap.meta.membership.clone(),
-            job_count: snap.jobs.len() as u64,
+            ..SmMeta::default()
         };
+        for job in &snap.jobs {
+            sm.job_count += 1;
+            sm.queued_count += u64::from(job.state == crate::jobs::JobState::Queued);
+            sm.finished_count += u64::from(job.finished_at_ms.is_some());
+        }
         let sm_encoded = codec::encode("sm_meta", &sm)?;
         Ok(PreparedInstall {
             old_keys,
-            new_jobs,
+            jobs: snap.jobs.clone(),
+            nodes: snap.nodes.clone(),
             sm,
             sm_encoded,
         })
@@ -523,12 +548,33 @@ impl Store {
     }
 }
 
-/// The writes that replace the job table and `sm_meta` with a snapshot's.
+/// The trees the state machine owns, written together by `apply` and
+/// replaced together by a snapshot install.
+struct SmTrees {
+    jobs: sled::Tree,
+    sm_meta: sled::Tree,
+    queue: sled::Tree,
+    active: sled::Tree,
+    finished: sled::Tree,
+    idempotency: sled::Tree,
+    nodes: sled::Tree,
+}
+
+/// Counters published after each committed apply (see `applied`).
+#[derive(Default)]
+struct Counts {
+    jobs: AtomicU64,
+    queued: AtomicU64,
+    finished: AtomicU64,
+}
+
+/// The writes that replace the state machine with a snapshot's.
 struct PreparedInstall {
-    /// Keys currently in `jobs`, all deleted.
-    old_keys: Vec<sled::IVec>,
-    /// Rows of the snapshot, encoded.
-    new_jobs: Vec<([u8; 16], Vec<u8>)>,
+    /// Keys currently in the jobs, queue, active, finished, idempotency and
+    /// nodes trees (in that order), all deleted.
+    old_keys: Vec<Vec<sled::IVec>>,
+    jobs: Vec<Job>,
+    nodes: Vec<crate::jobs::NodeRecord>,
     sm: SmMeta,
     sm_encoded: Vec<u8>,
 }
@@ -537,14 +583,20 @@ impl PreparedInstall {
     /// Performs the writes inside the caller's transaction.
     fn write(
         &self,
-        jobs: &sled::transaction::TransactionalTree,
+        tx: &indexes::SmTx<'_>,
         sm_meta: &sled::transaction::TransactionalTree,
-    ) -> Result<(), sled::transaction::UnabortableTransactionError> {
-        for key in &self.old_keys {
-            jobs.remove(key)?;
+    ) -> indexes::Tx<()> {
+        let trees = [tx.jobs, tx.queue, tx.active, tx.finished, tx.idempotency, tx.nodes];
+        for (tree, keys) in trees.iter().zip(&self.old_keys) {
+            for key in keys {
+                tree.remove(key)?;
+            }
         }
-        for (key, value) in &self.new_jobs {
-            jobs.insert(&key[..], &value[..])?;
+        for job in &self.jobs {
+            tx.put_job(None, job)?;
+        }
+        for node in &self.nodes {
+            tx.put_node(node)?;
         }
         sm_meta.insert(codec::KEY_SM_META, &self.sm_encoded[..])?;
         Ok(())

@@ -180,14 +180,20 @@ impl Store {
             }
         })?;
         // 2. Everything else in one transaction, 3. one flush.
+        let t = &self.sm;
         (
             &self.raft_log,
             &self.raft_state,
             &self.snapshots,
-            &self.jobs,
-            &self.sm_meta,
+            &t.jobs,
+            &t.sm_meta,
+            &t.queue,
+            &t.active,
+            &t.finished,
+            &t.idempotency,
+            &t.nodes,
         )
-            .transaction(|(log, state, snaps, jobs, sm_tree)| -> TxResult {
+            .transaction(|(log, state, snaps, jobs, sm_tree, queue, active, finished, idempotency, nodes)| -> TxResult {
                 for key in &old_log {
                     log.remove(key)?;
                 }
@@ -199,15 +205,20 @@ impl Store {
                 }
                 state.insert(codec::KEY_MEMBERSHIP, &membership[..])?;
                 snaps.insert(codec::KEY_LATEST_SNAPSHOT, &record_encoded[..])?;
-                install.write(jobs, sm_tree)?;
+                let tx = super::indexes::SmTx {
+                    jobs,
+                    queue,
+                    active,
+                    finished,
+                    idempotency,
+                    nodes,
+                };
+                install.write(&tx, sm_tree)?;
                 Ok(())
             })
             .map_err(|e| self.tx_err(e))?;
         self.flush()?;
-        self.applied
-            .store(install.sm.applied_index, Ordering::Release);
-        self.job_count
-            .store(install.sm.job_count, Ordering::Release);
+        self.publish_counts(&install.sm);
         // 4. Only now is the previous snapshot unreferenced on disk.
         snapshot::remove_stale_files(&self.snapshot_dir, Some(&record.file));
         tracing::info!(

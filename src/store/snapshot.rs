@@ -1,14 +1,18 @@
 //! Snapshot data: the byte format shipped between nodes, and the files that
 //! hold it under `data_dir/snapshots/`.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //! ```text
 //! magic    8 bytes  "DROVSNAP"
-//! version  1 byte   1
-//! header   u32 BE length, then bincode SnapshotHeader {index, term, membership, job_count}
+//! version  1 byte   2
+//! header   u32 BE length, then bincode SnapshotHeader {index, term, membership, job_count, node_count}
 //! jobs     job_count times: u32 BE length, then bincode Job, in ascending id order
+//! nodes    node_count times: u32 BE length, then bincode NodeRecord
 //! crc      u32 BE   CRC-32 of every preceding byte
 //! ```
+//! Version 1 (schema 1) had no node count and no nodes, and its jobs were
+//! `jobs::legacy::JobV1`; it is still read, so a snapshot file written
+//! before an upgrade can be restored and sent.
 //! The same bytes are the file on disk and the payload of InstallSnapshot,
 //! so a follower verifies exactly what the leader wrote. Jobs are framed one
 //! by one so a later version can stream them instead of holding the table in
@@ -27,11 +31,13 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{self, SnapshotRecord};
-use crate::jobs::Job;
+use crate::jobs::legacy::JobV1;
+use crate::jobs::{Job, NodeRecord};
 use crate::raft::{Index, Membership, SnapshotMeta, Term};
 
 const MAGIC: &[u8; 8] = b"DROVSNAP";
 const FORMAT_V1: u8 = 1;
+const FORMAT_V2: u8 = 2;
 const FILE_PREFIX: &str = "snap-";
 const FILE_SUFFIX: &str = ".snap";
 const TMP_SUFFIX: &str = ".tmp";
@@ -42,29 +48,47 @@ struct SnapshotHeader {
     term: Term,
     membership: Membership,
     job_count: u64,
+    node_count: u64,
+}
+
+/// Version 1's header (frozen).
+#[derive(Deserialize)]
+struct SnapshotHeaderV1 {
+    index: Index,
+    term: Term,
+    membership: Membership,
+    job_count: u64,
 }
 
 /// Builds snapshot bytes from already-encoded job records (in id order).
 pub(crate) struct SnapshotBuilder {
     body: Vec<u8>,
+    nodes: Vec<u8>,
     job_count: u64,
+    node_count: u64,
 }
 
 impl SnapshotBuilder {
     pub(crate) fn new() -> SnapshotBuilder {
         SnapshotBuilder {
             body: Vec::new(),
+            nodes: Vec::new(),
             job_count: 0,
+            node_count: 0,
         }
     }
 
     /// Appends one job, given as its bincode record (as stored in `jobs`).
     pub(crate) fn push_encoded_job(&mut self, record: &[u8]) -> Result<(), String> {
-        let len = u32::try_from(record.len())
-            .map_err(|_| format!("job record of {} bytes is too large", record.len()))?;
-        self.body.extend_from_slice(&len.to_be_bytes());
-        self.body.extend_from_slice(record);
+        push_frame(&mut self.body, record)?;
         self.job_count += 1;
+        Ok(())
+    }
+
+    /// Appends one node, given as its bincode record (as stored in `nodes`).
+    pub(crate) fn push_encoded_node(&mut self, record: &[u8]) -> Result<(), String> {
+        push_frame(&mut self.nodes, record)?;
+        self.node_count += 1;
         Ok(())
     }
 
@@ -77,20 +101,30 @@ impl SnapshotBuilder {
                 term: meta.term,
                 membership: meta.membership.clone(),
                 job_count: self.job_count,
+                node_count: self.node_count,
             },
         )?;
         let header_len = u32::try_from(header.len())
             .map_err(|_| super::StoreError::InvalidArgument("snapshot header too large".into()))?;
         let mut out = Vec::with_capacity(8 + 1 + 4 + header.len() + self.body.len() + 4);
         out.extend_from_slice(MAGIC);
-        out.push(FORMAT_V1);
+        out.push(FORMAT_V2);
         out.extend_from_slice(&header_len.to_be_bytes());
         out.extend_from_slice(&header);
         out.extend_from_slice(&self.body);
+        out.extend_from_slice(&self.nodes);
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_be_bytes());
         Ok(out)
     }
+}
+
+fn push_frame(out: &mut Vec<u8>, record: &[u8]) -> Result<(), String> {
+    let len = u32::try_from(record.len())
+        .map_err(|_| format!("record of {} bytes is too large", record.len()))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(record);
+    Ok(())
 }
 
 /// Snapshot bytes, decoded and verified.
@@ -98,6 +132,8 @@ pub(crate) struct DecodedSnapshot {
     pub meta: SnapshotMeta,
     /// In strictly ascending id order.
     pub jobs: Vec<Job>,
+    /// The node table.
+    pub nodes: Vec<NodeRecord>,
 }
 
 /// Checks the trailing CRC-32 (and the minimum length). Cheap compared to a
@@ -126,6 +162,7 @@ pub(crate) fn decode_for(meta: &SnapshotMeta, data: &[u8]) -> Result<DecodedSnap
         return Ok(DecodedSnapshot {
             meta: meta.clone(),
             jobs: Vec::new(),
+            nodes: Vec::new(),
         });
     }
     decode(data)
@@ -142,19 +179,40 @@ pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
         return Err("not a Drover snapshot (bad magic)".into());
     }
     let version = r.take(1)?[0];
-    if version != FORMAT_V1 {
-        return Err(format!(
-            "unknown snapshot format version {version} (written by a newer Drover?)"
-        ));
-    }
-    let header: SnapshotHeader = codec::decode("snapshot header", r.frame()?)?;
+    let header: SnapshotHeader = match version {
+        FORMAT_V2 => codec::decode("snapshot header", r.frame()?)?,
+        FORMAT_V1 => {
+            let v1: SnapshotHeaderV1 = codec::decode("snapshot header", r.frame()?)?;
+            SnapshotHeader {
+                index: v1.index,
+                term: v1.term,
+                membership: v1.membership,
+                job_count: v1.job_count,
+                node_count: 0,
+            }
+        }
+        _ => {
+            return Err(format!(
+                "unknown snapshot format version {version} (written by a newer Drover?)"
+            ))
+        }
+    };
     let mut jobs = Vec::new();
     for n in 0..header.job_count {
-        let job: Job = codec::decode("snapshot job", r.frame()?)?;
+        let frame = r.frame()?;
+        let job: Job = match version {
+            FORMAT_V1 => codec::decode::<JobV1>("snapshot job", frame)?.upgrade(),
+            _ => codec::decode("snapshot job", frame)?,
+        };
         if jobs.last().is_some_and(|prev: &Job| prev.id >= job.id) {
             return Err(format!("snapshot job {n} ({}) is out of order", job.id));
         }
         jobs.push(job);
+    }
+    let mut nodes = Vec::new();
+    for _ in 0..header.node_count {
+        let node: NodeRecord = codec::decode("snapshot node", r.frame()?)?;
+        nodes.push(node);
     }
     if !r.rest.is_empty() {
         return Err(format!(
@@ -169,6 +227,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
             membership: header.membership,
         },
         jobs,
+        nodes,
     })
 }
 

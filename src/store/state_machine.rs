@@ -5,13 +5,14 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use sled::transaction::{abort, ConflictableTransactionError};
+use sled::transaction::{abort, ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
 use super::codec::{self, SmMeta, SnapshotRecord};
+use super::indexes::{id_suffix, CountDelta, SmTx, Tx};
 use super::{lock, snapshot, Snapshot, Store, StoreError};
-use crate::jobs::{Command, Job, JobId, JobState};
-use crate::raft::{ConfChange, Entry, Index, Membership, Payload, SnapshotMeta};
+use crate::jobs::{lifecycle, Command, EndReason, Job, JobId, NodeRecord, NodeStatus};
+use crate::raft::{ConfChange, Entry, Index, Membership, NodeId, Payload, SnapshotMeta};
 
 /// Upper bound on one read of [`Store::list_jobs`]; larger limits are
 /// clamped to it. One more than the API's largest page, so a full page can
@@ -24,9 +25,36 @@ pub const MAX_LIST_LIMIT: usize = 1001;
 pub enum Applied {
     /// A `Submit` created this job.
     Job(Job),
-    /// A `Submit` whose id already existed: nothing changed. Carries the
-    /// existing job (a retried submission gets the original answer).
+    /// A `Submit` whose id or idempotency key already existed: nothing
+    /// changed. Carries the existing job (a retry gets the original answer).
     DuplicateJob(Job),
+    /// A lifecycle event (start, finish, cancel) applied; the job after it.
+    /// Also returned when it changed nothing (cancelling a finished job).
+    Updated(Job),
+    /// A lifecycle event was refused: a stale report (fencing), an unknown
+    /// job, a wrong state. Deterministic, so every replica refuses it.
+    Refused {
+        /// Why, for the reporter's log.
+        reason: String,
+    },
+    /// An `Assign` batch: how many placements took and how many were stale.
+    Assigned {
+        /// Jobs now ASSIGNED.
+        placed: u32,
+        /// Placements refused (job no longer queued, node not ready).
+        refused: u32,
+    },
+    /// A node command; the record after it.
+    Node(NodeRecord),
+    /// `NodeDown`/`Evict`: the node and how many active attempts it lost.
+    NodeLost {
+        /// The node record after the change.
+        node: NodeRecord,
+        /// Attempts that ended NODE_LOST / NODE_DRAINED.
+        attempts: u32,
+    },
+    /// A `Gc`: the jobs removed.
+    Collected(Vec<JobId>),
     /// A leader's no-op entry.
     Noop,
     /// A membership change; the membership after it.
@@ -50,13 +78,27 @@ enum Decoded {
     ConfChange(ConfChange),
 }
 
-type Tx<T> = Result<T, ConflictableTransactionError<StoreError>>;
+impl Decoded {
+    /// Commands that need a range scan of an index, which a sled
+    /// transaction cannot do: they start a new transaction, and the scan
+    /// runs just before it (under `sm_lock`, so it sees exactly the state
+    /// the transaction starts from).
+    fn scanned_node(&self) -> Option<NodeId> {
+        match self {
+            Decoded::Command(Command::NodeDown { node, .. } | Command::Evict { node, .. }) => {
+                Some(*node)
+            }
+            _ => None,
+        }
+    }
+}
 
 impl Store {
     /// Applies committed entries, in order, to the job table. The changes
-    /// and the new applied index/term commit in ONE transaction across
-    /// `jobs` and `sm_meta`; no fsync (see the module docs: the entries are
-    /// durable in the log and re-applied after a crash).
+    /// and the new applied index/term commit in one transaction across the
+    /// state machine's trees (one per run of entries: see
+    /// `Decoded::scanned_node`); no fsync (see the module docs: the entries
+    /// are durable in the log and re-applied after a crash).
     ///
     /// Entries at or below the applied index are skipped
     /// ([`Applied::AlreadyApplied`]), so re-applying after a restart is
@@ -79,77 +121,19 @@ impl Store {
             .collect();
 
         let _sm = lock(&self.sm_lock);
-        let (results, sm) = (&self.jobs, &self.sm_meta)
-            .transaction(|(jobs, sm_tree)| -> Tx<(Vec<Applied>, SmMeta)> {
-                let mut sm: SmMeta = match sm_tree.get(codec::KEY_SM_META)? {
-                    Some(bytes) => codec::decode("sm_meta", &bytes)
-                        .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d)))?,
-                    None => SmMeta::default(),
-                };
-                let mut results = Vec::with_capacity(entries.len());
-                for (entry, decoded) in entries.iter().zip(&decoded) {
-                    if entry.index <= sm.applied_index {
-                        results.push(Applied::AlreadyApplied);
-                        continue;
-                    }
-                    if entry.index != sm.applied_index + 1 {
-                        return abort(StoreError::Contract(format!(
-                            "apply of entry {} but the applied index is {}",
-                            entry.index, sm.applied_index
-                        )));
-                    }
-                    let applied = match decoded {
-                        Decoded::Noop => Applied::Noop,
-                        Decoded::Bad(reason) => Applied::Rejected {
-                            reason: reason.clone(),
-                        },
-                        Decoded::ConfChange(cc) => {
-                            sm.membership.apply(cc);
-                            Applied::ConfChange(sm.membership.clone())
-                        }
-                        Decoded::Command(Command::Submit {
-                            id,
-                            spec,
-                            submitted_at_ms,
-                        }) => {
-                            let key = id.to_bytes();
-                            match jobs.get(key)? {
-                                Some(existing) => {
-                                    let job = self
-                                        .decode_job(&key, &existing)
-                                        .map_err(ConflictableTransactionError::Abort)?;
-                                    Applied::DuplicateJob(job)
-                                }
-                                None => {
-                                    let job = Job {
-                                        id: *id,
-                                        spec: spec.clone(),
-                                        state: JobState::Queued,
-                                        submitted_at_ms: *submitted_at_ms,
-                                        index: entry.index,
-                                    };
-                                    let value = codec::encode("job", &job)
-                                        .map_err(ConflictableTransactionError::Abort)?;
-                                    jobs.insert(&key[..], value)?;
-                                    sm.job_count += 1;
-                                    Applied::Job(job)
-                                }
-                            }
-                        }
-                    };
-                    sm.applied_index = entry.index;
-                    sm.applied_term = entry.term;
-                    results.push(applied);
-                }
-                let value =
-                    codec::encode("sm_meta", &sm).map_err(ConflictableTransactionError::Abort)?;
-                sm_tree.insert(codec::KEY_SM_META, value)?;
-                Ok((results, sm))
-            })
-            .map_err(|e| self.tx_err(e))?;
-        // Publish only after the transaction committed (see `applied`).
-        self.job_count.store(sm.job_count, Ordering::Release);
-        self.applied.store(sm.applied_index, Ordering::Release);
+        let mut results = Vec::with_capacity(entries.len());
+        let mut start = 0;
+        while start < entries.len() {
+            let end = (start + 1..entries.len())
+                .find(|&i| decoded[i].scanned_node().is_some())
+                .unwrap_or(entries.len());
+            let scanned = match decoded[start].scanned_node() {
+                Some(node) => self.active_on_node(node)?,
+                None => Vec::new(),
+            };
+            results.extend(self.apply_run(&entries[start..end], &decoded[start..end], &scanned)?);
+            start = end;
+        }
         for (entry, result) in entries.iter().zip(&results) {
             if let Applied::Rejected { reason } = result {
                 tracing::error!(index = entry.index, term = entry.term, %reason, "undecodable command applied as a no-op");
@@ -158,26 +142,319 @@ impl Store {
         Ok(results)
     }
 
+    /// One transaction for a run of entries. `scanned` is the active index
+    /// of the node of the run's first entry, if it needs one.
+    fn apply_run(
+        &self,
+        entries: &[Entry],
+        decoded: &[Decoded],
+        scanned: &[(JobId, u32)],
+    ) -> Result<Vec<Applied>, StoreError> {
+        let t = &self.sm;
+        let (results, sm) = (
+            &t.jobs,
+            &t.sm_meta,
+            &t.queue,
+            &t.active,
+            &t.finished,
+            &t.idempotency,
+            &t.nodes,
+        )
+            .transaction(
+                |(jobs, sm_tree, queue, active, finished, idempotency, nodes)| -> Tx<(Vec<Applied>, SmMeta)> {
+                    let tx = SmTx { jobs, queue, active, finished, idempotency, nodes };
+                    let mut sm: SmMeta = match sm_tree.get(codec::KEY_SM_META)? {
+                        Some(bytes) => codec::decode("sm_meta", &bytes)
+                            .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d)))?,
+                        None => SmMeta::default(),
+                    };
+                    let mut results = Vec::with_capacity(entries.len());
+                    for (entry, decoded) in entries.iter().zip(decoded) {
+                        if entry.index <= sm.applied_index {
+                            results.push(Applied::AlreadyApplied);
+                            continue;
+                        }
+                        if entry.index != sm.applied_index + 1 {
+                            return abort(StoreError::Contract(format!(
+                                "apply of entry {} but the applied index is {}",
+                                entry.index, sm.applied_index
+                            )));
+                        }
+                        let applied = match decoded {
+                            Decoded::Noop => Applied::Noop,
+                            Decoded::Bad(reason) => Applied::Rejected {
+                                reason: reason.clone(),
+                            },
+                            Decoded::ConfChange(cc) => {
+                                sm.membership.apply(cc);
+                                Applied::ConfChange(sm.membership.clone())
+                            }
+                            Decoded::Command(command) => {
+                                let mut delta = CountDelta::default();
+                                let applied = self.apply_command(
+                                    &tx,
+                                    entry.index,
+                                    command,
+                                    scanned,
+                                    &mut delta,
+                                )?;
+                                sm.count(delta);
+                                applied
+                            }
+                        };
+                        sm.applied_index = entry.index;
+                        sm.applied_term = entry.term;
+                        results.push(applied);
+                    }
+                    let value = codec::encode("sm_meta", &sm)
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    sm_tree.insert(codec::KEY_SM_META, value)?;
+                    Ok((results, sm))
+                },
+            )
+            .map_err(|e| self.tx_err(e))?;
+        // Publish only after the transaction committed (see `applied`).
+        self.publish_counts(&sm);
+        Ok(results)
+    }
+
+    fn load_job(&self, jobs: &TransactionalTree, id: &JobId) -> Tx<Option<Job>> {
+        let key = id.to_bytes();
+        match jobs.get(key)? {
+            Some(bytes) => self
+                .decode_job(&key, &bytes)
+                .map(Some)
+                .map_err(ConflictableTransactionError::Abort),
+            None => Ok(None),
+        }
+    }
+
+    fn load_node(&self, nodes: &TransactionalTree, id: NodeId) -> Tx<Option<NodeRecord>> {
+        match nodes.get(id.to_be_bytes())? {
+            Some(bytes) => codec::decode("node", &bytes)
+                .map(Some)
+                .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d))),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies one lifecycle event to a stored job.
+    fn job_event(
+        &self,
+        tx: &SmTx<'_>,
+        id: &JobId,
+        event: lifecycle::Event,
+        delta: &mut CountDelta,
+    ) -> Tx<Applied> {
+        let Some(old) = self.load_job(tx.jobs, id)? else {
+            return Ok(Applied::Refused {
+                reason: format!("no job {id}"),
+            });
+        };
+        let mut job = old.clone();
+        match lifecycle::apply(&mut job, event) {
+            Ok(lifecycle::Changed::Yes) => {
+                delta.add(tx.put_job(Some(&old), &job)?);
+                Ok(Applied::Updated(job))
+            }
+            Ok(lifecycle::Changed::No) => Ok(Applied::Updated(job)),
+            Err(refused) => Ok(Applied::Refused {
+                reason: format!("job {id}: {refused}"),
+            }),
+        }
+    }
+
+    fn apply_command(
+        &self,
+        tx: &SmTx<'_>,
+        index: Index,
+        command: &Command,
+        scanned: &[(JobId, u32)],
+        delta: &mut CountDelta,
+    ) -> Tx<Applied> {
+        use lifecycle::Event;
+        Ok(match command {
+            Command::Submit {
+                id,
+                spec,
+                submitted_at_ms,
+            } => {
+                if let Some(existing) = self.load_job(tx.jobs, id)? {
+                    return Ok(Applied::DuplicateJob(existing));
+                }
+                if let Some(key) = &spec.idempotency_key {
+                    if let Some(bytes) = tx.idempotency.get(key.as_bytes())? {
+                        let first = id_suffix(&bytes)
+                            .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d)))?;
+                        if let Some(existing) = self.load_job(tx.jobs, &first)? {
+                            return Ok(Applied::DuplicateJob(existing));
+                        }
+                    }
+                }
+                let job = Job::new(*id, spec.clone(), *submitted_at_ms, index);
+                delta.add(tx.put_job(None, &job)?);
+                Applied::Job(job)
+            }
+            Command::Assign { at_ms, assignments } => {
+                let (mut placed, mut refused) = (0u32, 0u32);
+                for a in assignments {
+                    let ready = self
+                        .load_node(tx.nodes, a.node)?
+                        .is_some_and(|n| n.status == NodeStatus::Ready && n.drain.is_none());
+                    let event = Event::Assign {
+                        attempt: a.attempt,
+                        node: a.node,
+                        at_ms: *at_ms,
+                    };
+                    match ready {
+                        true => match self.job_event(tx, &a.job, event, delta)? {
+                            Applied::Updated(_) => placed += 1,
+                            _ => refused += 1,
+                        },
+                        false => refused += 1,
+                    }
+                }
+                Applied::Assigned { placed, refused }
+            }
+            Command::Started {
+                job,
+                attempt,
+                node,
+                at_ms,
+            } => self.job_event(
+                tx,
+                job,
+                Event::Start {
+                    attempt: *attempt,
+                    node: *node,
+                    at_ms: *at_ms,
+                },
+                delta,
+            )?,
+            Command::Finished {
+                job,
+                attempt,
+                node,
+                at_ms,
+                exit_code,
+                reason,
+                message,
+                output_tail,
+            } => self.job_event(
+                tx,
+                job,
+                Event::Finish {
+                    attempt: *attempt,
+                    node: *node,
+                    at_ms: *at_ms,
+                    exit_code: *exit_code,
+                    reason: reason.clone(),
+                    message: message.clone(),
+                    output_tail: output_tail.clone(),
+                },
+                delta,
+            )?,
+            Command::Cancel { job, at_ms } => {
+                self.job_event(tx, job, Event::Cancel { at_ms: *at_ms }, delta)?
+            }
+            Command::NodeUp {
+                node,
+                labels,
+                capacity,
+                at_ms,
+            } => {
+                let drain = self.load_node(tx.nodes, *node)?.and_then(|n| n.drain);
+                let record = NodeRecord {
+                    id: *node,
+                    status: NodeStatus::Ready,
+                    labels: labels.clone(),
+                    capacity: *capacity,
+                    drain,
+                    updated_at_ms: *at_ms,
+                };
+                tx.put_node(&record)?;
+                Applied::Node(record)
+            }
+            Command::SetDrain { node, drain, at_ms } => {
+                let Some(mut record) = self.load_node(tx.nodes, *node)? else {
+                    return Ok(Applied::Refused {
+                        reason: format!("no node {node}"),
+                    });
+                };
+                record.drain = *drain;
+                record.updated_at_ms = *at_ms;
+                tx.put_node(&record)?;
+                Applied::Node(record)
+            }
+            Command::NodeDown { node, at_ms } | Command::Evict { node, at_ms } => {
+                let down = matches!(command, Command::NodeDown { .. });
+                let Some(mut record) = self.load_node(tx.nodes, *node)? else {
+                    return Ok(Applied::Refused {
+                        reason: format!("no node {node}"),
+                    });
+                };
+                let (reason, message) = if down {
+                    record.status = NodeStatus::Down;
+                    (EndReason::NodeLost, format!("node {node} stopped heartbeating"))
+                } else {
+                    (EndReason::Drained, format!("node {node} passed its drain deadline"))
+                };
+                record.updated_at_ms = *at_ms;
+                tx.put_node(&record)?;
+                let mut attempts = 0;
+                for (job, attempt) in scanned {
+                    let event = Event::Finish {
+                        attempt: *attempt,
+                        node: *node,
+                        at_ms: *at_ms,
+                        exit_code: None,
+                        reason: reason.clone(),
+                        message: message.clone(),
+                        output_tail: Vec::new(),
+                    };
+                    if let Applied::Updated(_) = self.job_event(tx, job, event, delta)? {
+                        attempts += 1;
+                    }
+                }
+                Applied::NodeLost {
+                    node: record,
+                    attempts,
+                }
+            }
+            Command::Gc { jobs } => {
+                let mut removed = Vec::new();
+                for id in jobs {
+                    if let Some(job) = self.load_job(tx.jobs, id)? {
+                        if job.state.is_terminal() {
+                            delta.add(tx.delete_job(&job)?);
+                            removed.push(*id);
+                        }
+                    }
+                }
+                Applied::Collected(removed)
+            }
+        })
+    }
+
     /// Writes a snapshot of the job table and membership at the applied
     /// index, durably (file, then record, then one flush), and returns it.
     /// The previous snapshot file is deleted afterwards. The caller may
     /// then [`Store::compact_log`] up to the returned index (less the
     /// trailing entries it wants to keep).
     pub fn create_snapshot(&self) -> Result<Snapshot, StoreError> {
-        // A consistent view: no apply runs while we copy the table.
         // A consistent view: no apply runs while the rows are collected. Only
         // cheap reference-counted copies are taken under the lock, so the
         // Raft loop (which applies) waits as little as possible; decoding
         // and encoding happen after it is released.
-        let (sm, rows) = {
+        let (sm, rows, node_rows) = {
             let _sm = lock(&self.sm_lock);
             let sm = self.sm_meta()?;
-            let rows = self
-                .jobs
-                .iter()
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| self.sled_err(e))?;
-            (sm, rows)
+            let collect = |tree: &sled::Tree| {
+                tree.iter()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| self.sled_err(e))
+            };
+            (sm, collect(&self.sm.jobs)?, collect(&self.sm.nodes)?)
         };
         let (meta, data) = {
             let mut builder = snapshot::SnapshotBuilder::new();
@@ -189,6 +466,12 @@ impl Store {
                     .map_err(|d| self.corrupt(d))?;
             }
             drop(rows);
+            for (_, value) in &node_rows {
+                let _: NodeRecord = self.decode("node", value)?;
+                builder
+                    .push_encoded_node(value)
+                    .map_err(|d| self.corrupt(d))?;
+            }
             let meta = SnapshotMeta {
                 index: sm.applied_index,
                 term: sm.applied_term,
@@ -237,7 +520,7 @@ impl Store {
     /// The job with this id, if it exists (as of the latest apply).
     pub fn get_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
         let key = id.to_bytes();
-        match self.jobs.get(key).map_err(|e| self.sled_err(e))? {
+        match self.sm.jobs.get(key).map_err(|e| self.sled_err(e))? {
             Some(value) => self.decode_job(&key, &value).map(Some),
             None => Ok(None),
         }
@@ -253,16 +536,118 @@ impl Store {
             None => Bound::Unbounded,
         };
         let mut jobs = Vec::with_capacity(limit.min(64));
-        for kv in self.jobs.range((start, Bound::Unbounded)).take(limit) {
+        for kv in self.sm.jobs.range((start, Bound::Unbounded)).take(limit) {
             let (key, value) = kv.map_err(|e| self.sled_err(e))?;
             jobs.push(self.decode_job(&key, &value)?);
         }
         Ok(jobs)
     }
 
+    /// Queued jobs in placement order (priority, then age), each with the
+    /// time before which it must not be placed (retry backoff). Lazy: the
+    /// scheduler stops reading when no node has room.
+    pub fn queued_jobs(&self) -> impl Iterator<Item = Result<(JobId, i64), StoreError>> + '_ {
+        self.sm.queue.iter().map(move |kv| {
+            let (key, value) = kv.map_err(|e| self.sled_err(e))?;
+            let id = id_suffix(&key).map_err(|d| self.corrupt(d))?;
+            let not_before = <[u8; 8]>::try_from(value.as_ref())
+                .map(i64::from_be_bytes)
+                .map_err(|_| self.corrupt("job_queue value is not 8 bytes".into()))?;
+            Ok((id, not_before))
+        })
+    }
+
+    /// The jobs assigned to or running on `node`, with their attempt.
+    pub fn active_on_node(&self, node: NodeId) -> Result<Vec<(JobId, u32)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.sm.active.scan_prefix(node.to_be_bytes()) {
+            let (key, value) = kv.map_err(|e| self.sled_err(e))?;
+            let id = id_suffix(&key).map_err(|d| self.corrupt(d))?;
+            let attempt = <[u8; 4]>::try_from(value.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| self.corrupt("job_active value is not 4 bytes".into()))?;
+            out.push((id, attempt));
+        }
+        Ok(out)
+    }
+
+    /// Every assigned or running job, as (node, job, attempt).
+    pub fn active_jobs(&self) -> Result<Vec<(NodeId, JobId, u32)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.sm.active.iter() {
+            let (key, value) = kv.map_err(|e| self.sled_err(e))?;
+            let node = <[u8; 8]>::try_from(&key[..key.len().min(8)])
+                .map(u64::from_be_bytes)
+                .map_err(|_| self.corrupt("job_active key is short".into()))?;
+            let id = id_suffix(&key).map_err(|d| self.corrupt(d))?;
+            let attempt = <[u8; 4]>::try_from(value.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| self.corrupt("job_active value is not 4 bytes".into()))?;
+            out.push((node, id, attempt));
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` finished jobs, oldest finish first: GC candidates.
+    pub fn oldest_finished(&self, limit: usize) -> Result<Vec<(i64, JobId)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.sm.finished.iter().keys().take(limit) {
+            let key = kv.map_err(|e| self.sled_err(e))?;
+            let at = <[u8; 8]>::try_from(&key[..key.len().min(8)])
+                .map(|b| u64::from_be_bytes(b) as i64)
+                .map_err(|_| self.corrupt("job_finished key is short".into()))?;
+            out.push((at, id_suffix(&key).map_err(|d| self.corrupt(d))?));
+        }
+        Ok(out)
+    }
+
+    /// Every node record, by id.
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        self.sm
+            .nodes
+            .iter()
+            .values()
+            .map(|v| self.decode("node", &v.map_err(|e| self.sled_err(e))?))
+            .collect()
+    }
+
+    /// One node record.
+    pub fn node(&self, id: NodeId) -> Result<Option<NodeRecord>, StoreError> {
+        match self.sm.nodes.get(id.to_be_bytes()).map_err(|e| self.sled_err(e))? {
+            Some(v) => self.decode("node", &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The job first submitted with this idempotency key, if any.
+    pub fn job_by_idempotency_key(&self, key: &str) -> Result<Option<Job>, StoreError> {
+        match self
+            .sm
+            .idempotency
+            .get(key.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(v) => {
+                let id = id_suffix(&v).map_err(|d| self.corrupt(d))?;
+                self.get_job(&id)
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Rows in the job table (as of the latest apply). O(1).
     pub fn job_count(&self) -> u64 {
-        self.job_count.load(Ordering::Acquire)
+        self.counts.jobs.load(Ordering::Acquire)
+    }
+
+    /// Jobs waiting in QUEUED (as of the latest apply). O(1).
+    pub fn queued_count(&self) -> u64 {
+        self.counts.queued.load(Ordering::Acquire)
+    }
+
+    /// Jobs in a terminal state (as of the latest apply). O(1).
+    pub fn finished_count(&self) -> u64 {
+        self.counts.finished.load(Ordering::Acquire)
     }
 
     /// Highest log index applied to the job table. A reader that sees index
@@ -274,5 +659,14 @@ impl Store {
     /// The membership as of the applied index (what a snapshot records).
     pub fn applied_membership(&self) -> Result<Membership, StoreError> {
         Ok(self.sm_meta()?.membership)
+    }
+
+    /// Publishes the counters of a committed `sm_meta`, then its applied
+    /// index (a reader that sees the index sees the counts too).
+    pub(super) fn publish_counts(&self, sm: &SmMeta) {
+        self.counts.jobs.store(sm.job_count, Ordering::Release);
+        self.counts.queued.store(sm.queued_count, Ordering::Release);
+        self.counts.finished.store(sm.finished_count, Ordering::Release);
+        self.applied.store(sm.applied_index, Ordering::Release);
     }
 }

@@ -1,0 +1,440 @@
+//! The executor side of a node: runs the attempts the committed table
+//! assigns to this node, in containers through the executor's driver, and
+//! reports how they end. Woken by applies.
+//!
+//! Crash safety: a container is removed only after its result is committed,
+//! so a node killed at any point finds its containers again on restart
+//! (by label), reattaches to those still running, reports those that ended
+//! while it was down, and removes containers of attempts it no longer owns.
+//! An attempt the table says RUNNING here but whose container is gone is
+//! reported NODE_LOST (re-run if attempts remain), never silently re-run
+//! under the same attempt number.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::reports::ReportOutcome;
+use super::Node;
+use crate::executor::docker::{DockerConfig, DockerDriver};
+use crate::executor::{ContainerInfo, Driver, ExecError, OutputSink, Reason, RunSpec, Started};
+use crate::jobs::{Command, EndReason, Job, JobId, JobState};
+
+/// Output chunks buffered between the container and the store.
+const OUTPUT_QUEUE: usize = 256;
+/// Backoff bounds when reaching the engine or the leader fails.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Attempts this node is running, by job.
+type Running = Arc<Mutex<HashMap<JobId, u32>>>;
+
+/// Connects to the engine (retrying until it answers), reconciles the
+/// containers left from before a restart, starts heartbeats, then follows
+/// the table. Returns only if the executor is disabled or the node stops.
+pub async fn run(node: Arc<Node>) {
+    if !node.config.executor.enabled {
+        tracing::info!("executor disabled: this node runs no jobs");
+        return;
+    }
+    let config = DockerConfig {
+        timeout_grace: node.config.executor.stop_grace,
+        docker_host: node.config.executor.docker_host.clone(),
+        ..DockerConfig::default()
+    };
+    let mut backoff = BACKOFF_MIN;
+    let driver = loop {
+        match DockerDriver::connect(config.clone()).await {
+            Ok(driver) => break Arc::new(driver),
+            Err(e) => {
+                if backoff == BACKOFF_MIN {
+                    tracing::error!("cannot reach Docker, this node runs no jobs until it can: {e}");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    let running: Running = Arc::default();
+    let worker = Worker {
+        node: node.clone(),
+        driver,
+        running,
+    };
+    worker.catch_up().await;
+    worker.reconcile().await;
+    tokio::spawn(node.clone().heartbeat_loop());
+    tracing::info!("executor ready");
+    let mut applied = node.applied_watch();
+    loop {
+        if let Err(e) = worker.sync().await {
+            tracing::warn!("executor sync failed: {e}");
+        }
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Worker {
+    node: Arc<Node>,
+    driver: Arc<DockerDriver>,
+    running: Running,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn ms_of(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Worker {
+    fn me(&self) -> u64 {
+        self.node.config.node_id
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, u32>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the local table reflects everything committed before
+    /// now, so reconciliation never mistakes a fresh assignment it has not
+    /// applied yet for an orphan.
+    async fn catch_up(&self) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match self.node.read_barrier().await {
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::debug!("executor waiting for the cluster: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Containers from before a restart: reattach to ours, remove the rest.
+    async fn reconcile(&self) {
+        let containers = match self.driver.list().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot list containers to reattach: {e}");
+                return;
+            }
+        };
+        for info in containers {
+            let owned = info
+                .job_id
+                .parse::<JobId>()
+                .ok()
+                .zip(info.attempt)
+                .and_then(|(id, attempt)| {
+                    let job = self.node.store.get_job(&id).ok().flatten()?;
+                    (job.active_on() == Some((self.me(), attempt))).then_some(job)
+                });
+            match owned {
+                Some(job) => {
+                    tracing::info!(job = %job.id, attempt = ?info.attempt, running = info.running, "reattaching to a container from before the restart");
+                    let attempt = info.attempt.unwrap_or(0);
+                    self.running().insert(job.id, attempt);
+                    let worker = self.clone();
+                    tokio::spawn(async move { worker.supervise_existing(job, attempt, info).await });
+                }
+                None => {
+                    tracing::info!(container = %info.name, "removing a container of an attempt this node does not own");
+                    if let Err(e) = self.driver.remove(&info.container_id).await {
+                        tracing::warn!(container = %info.name, "cannot remove orphan: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts what the table assigns here and stops what it no longer does.
+    async fn sync(&self) -> Result<(), String> {
+        let active = self
+            .node
+            .store
+            .active_on_node(self.me())
+            .map_err(|e| e.to_string())?;
+        let wanted: HashMap<JobId, u32> = active.into_iter().collect();
+        let (to_start, to_stop) = {
+            let running = self.running();
+            let to_start: Vec<(JobId, u32)> = wanted
+                .iter()
+                .filter(|(id, attempt)| running.get(id) != Some(attempt))
+                .map(|(id, a)| (*id, *a))
+                .collect();
+            let to_stop: Vec<(JobId, u32)> = running
+                .iter()
+                .filter(|(id, attempt)| wanted.get(id) != Some(attempt))
+                .map(|(id, a)| (*id, *a))
+                .collect();
+            (to_start, to_stop)
+        };
+        for (id, attempt) in to_stop {
+            // Cancelled, lost, or reassigned: kill it. Its own task sees the
+            // end and its report is refused as stale.
+            let driver = self.driver.clone();
+            let grace = self.node.config.executor.stop_grace;
+            tokio::spawn(async move {
+                if let Err(e) = driver.stop(&id.to_string(), attempt, grace).await {
+                    tracing::warn!(job = %id, attempt, "cannot stop container: {e}");
+                }
+            });
+        }
+        for (id, attempt) in to_start {
+            let Some(job) = self.node.store.get_job(&id).map_err(|e| e.to_string())? else {
+                continue;
+            };
+            if let Some(previous) = self.running().insert(id, attempt) {
+                tracing::debug!(job = %id, previous, attempt, "newer attempt replaces an older one here");
+            }
+            let worker = self.clone();
+            if job.state == JobState::Running {
+                // Started before, but no container of ours exists (reconcile
+                // would have found it): the attempt's fate is unknown.
+                tokio::spawn(async move {
+                    let end = End::platform(EndReason::NodeLost, "the container disappeared while its node was down".into());
+                    worker.finish(&job, attempt, end).await;
+                });
+            } else {
+                tokio::spawn(async move { worker.run_attempt(job, attempt).await });
+            }
+        }
+        Ok(())
+    }
+
+    fn run_spec(&self, job: &Job, attempt: u32) -> RunSpec {
+        let spec = &job.spec;
+        let image = if spec.image.is_empty() {
+            self.node.config.executor.default_image.clone()
+        } else {
+            spec.image.clone()
+        };
+        RunSpec {
+            job_id: job.id.to_string(),
+            attempt,
+            command: spec.command.clone(),
+            args: spec.args.clone(),
+            image,
+            env: spec.env.clone(),
+            cpu_millis: spec.resources.cpu_millis,
+            memory_mib: spec.resources.memory_mib,
+            pids: spec.resources.pids,
+            timeout: (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms)),
+            network: spec.network,
+        }
+    }
+
+    /// Output of an attempt: a bounded channel from the driver, pumped into
+    /// the node-local store and its live followers.
+    fn output_sink(&self, job: JobId, attempt: u32) -> (OutputSink, tokio::task::JoinHandle<()>) {
+        let (sink, mut rx) = OutputSink::channel(OUTPUT_QUEUE);
+        let writer = self.node.output.writer(job, attempt);
+        let pump = tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                writer.write(chunk.stream, &chunk.data);
+            }
+            writer.close();
+        });
+        (sink, pump)
+    }
+
+    async fn run_attempt(self, job: Job, attempt: u32) {
+        let spec = self.run_spec(&job, attempt);
+        let (sink, pump) = self.output_sink(job.id, attempt);
+        let started = self.driver.start(&spec, Some(sink)).await;
+        let end = match started {
+            Ok(Started::Finished(outcome)) => {
+                let _ = pump.await;
+                End::from_outcome(outcome)
+            }
+            Ok(Started::Running(mut handle)) => {
+                handle.remove_after_wait = false;
+                let container = handle.container_id.clone();
+                let reporter = self.clone();
+                let job_id = job.id;
+                tokio::spawn(async move {
+                    let command = Command::Started {
+                        job: job_id,
+                        attempt,
+                        node: reporter.me(),
+                        at_ms: now_ms(),
+                    };
+                    reporter.report_until_verdict(&command, job_id, attempt).await;
+                });
+                let outcome = self.driver.wait(handle).await;
+                let _ = pump.await;
+                let end = match outcome {
+                    Ok(outcome) => End::from_outcome(outcome),
+                    Err(e) => End::platform(EndReason::StartFailed, format!("lost track of the container: {e}")),
+                };
+                self.finish(&job, attempt, end).await;
+                if let Err(e) = self.driver.remove(&container).await {
+                    tracing::warn!(job = %job.id, attempt, "cannot remove container: {e}");
+                }
+                self.forget(job.id, attempt);
+                return;
+            }
+            Err(ExecError::AlreadyExists(name)) => {
+                // A container of this attempt exists though reconcile did
+                // not see it (created during the restart): leave it to the
+                // next reconcile rather than run the attempt twice.
+                tracing::warn!(job = %job.id, attempt, container = %name, "container already exists");
+                let _ = pump.await;
+                self.forget(job.id, attempt);
+                self.reconcile().await;
+                return;
+            }
+            Err(e) => {
+                let _ = pump.await;
+                End::platform(EndReason::StartFailed, e.to_string())
+            }
+        };
+        self.finish(&job, attempt, end).await;
+        self.forget(job.id, attempt);
+    }
+
+    /// A container found after a restart: follow it to its end.
+    async fn supervise_existing(self, job: Job, attempt: u32, info: ContainerInfo) {
+        let deadline = job.current_attempt().and_then(|a| {
+            let started = a.started_at_ms?;
+            (job.spec.timeout_ms > 0).then(|| {
+                let end = started.saturating_add(job.spec.timeout_ms as i64);
+                let left = end.saturating_sub(now_ms()).max(0) as u64;
+                tokio::time::Instant::now() + Duration::from_millis(left)
+            })
+        });
+        // The engine keeps the whole log: store it again from the start.
+        if let Err(e) = self.node.store.clear_output(&job.id, attempt) {
+            tracing::warn!(job = %job.id, "cannot clear output before re-reading it: {e}");
+        }
+        let (sink, pump) = self.output_sink(job.id, attempt);
+        let mut handle = self.driver.reattach(&info, deadline, Some(sink));
+        handle.remove_after_wait = false;
+        if job.state == JobState::Assigned {
+            let command = Command::Started {
+                job: job.id,
+                attempt,
+                node: self.me(),
+                at_ms: now_ms(),
+            };
+            self.report_until_verdict(&command, job.id, attempt).await;
+        }
+        let outcome = self.driver.wait(handle).await;
+        let _ = pump.await;
+        let end = match outcome {
+            Ok(outcome) => End::from_outcome(outcome),
+            Err(e) => End::platform(EndReason::StartFailed, format!("lost track of the container: {e}")),
+        };
+        self.finish(&job, attempt, end).await;
+        if let Err(e) = self.driver.remove(&info.container_id).await {
+            tracing::warn!(job = %job.id, attempt, "cannot remove container: {e}");
+        }
+        self.forget(job.id, attempt);
+    }
+
+    fn forget(&self, job: JobId, attempt: u32) {
+        let mut running = self.running();
+        if running.get(&job) == Some(&attempt) {
+            running.remove(&job);
+        }
+    }
+
+    /// Reports an attempt's end, with the tail of its output.
+    async fn finish(&self, job: &Job, attempt: u32, end: End) {
+        let tail_bytes = self.node.config.executor.output_tail_bytes;
+        let output_tail = self
+            .node
+            .store
+            .output_tail(&job.id, attempt, tail_bytes)
+            .unwrap_or_default();
+        tracing::info!(job = %job.id, attempt, reason = end.reason.as_str(), exit_code = ?end.exit_code, "attempt ended");
+        let command = Command::Finished {
+            job: job.id,
+            attempt,
+            node: self.me(),
+            at_ms: end.at_ms,
+            exit_code: end.exit_code,
+            reason: end.reason,
+            message: end.message,
+            output_tail,
+        };
+        self.report_until_verdict(&command, job.id, attempt).await;
+    }
+
+    /// Retries a report until the state machine accepts or refuses it, or
+    /// until the table shows the attempt is no longer this node's (someone
+    /// else decided its fate, e.g. the leader declared this node down).
+    async fn report_until_verdict(&self, command: &Command, job: JobId, attempt: u32) {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match self.node.report(command).await {
+                Ok(ReportOutcome::Accepted) => return,
+                Ok(ReportOutcome::Refused(reason)) => {
+                    tracing::info!(%job, attempt, "report refused: {reason}");
+                    return;
+                }
+                Err(e) => {
+                    let still_ours = self
+                        .node
+                        .store
+                        .get_job(&job)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|j| j.active_on() == Some((self.me(), attempt)));
+                    if !still_ours {
+                        return;
+                    }
+                    tracing::debug!(%job, attempt, "report not delivered, retrying: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// How an attempt ended, as reported.
+struct End {
+    exit_code: Option<i64>,
+    reason: EndReason,
+    message: String,
+    at_ms: i64,
+}
+
+impl End {
+    fn platform(reason: EndReason, message: String) -> End {
+        End {
+            exit_code: None,
+            reason,
+            message,
+            at_ms: now_ms(),
+        }
+    }
+
+    fn from_outcome(outcome: crate::executor::Outcome) -> End {
+        let (reason, message) = match outcome.reason {
+            Reason::Exited(code) => (EndReason::Exited { code }, String::new()),
+            Reason::Signaled(signal) => (EndReason::Signaled { signal }, String::new()),
+            Reason::OomKilled => (EndReason::OomKilled, "killed at its memory limit".into()),
+            Reason::TimedOut => (EndReason::TimedOut, "killed at its timeout".into()),
+            Reason::ImageUnavailable(message) => (EndReason::ImageUnavailable, message),
+            Reason::Cancelled => (EndReason::Cancelled, "stopped".into()),
+        };
+        End {
+            exit_code: outcome.exit_code,
+            reason,
+            message,
+            at_ms: ms_of(outcome.finished_at),
+        }
+    }
+}

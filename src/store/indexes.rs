@@ -1,0 +1,189 @@
+//! The state machine's trees and the secondary indexes kept beside the job
+//! table, written in the same transaction as the rows they index.
+//!
+//! Layout (all integers big-endian so sled's byte order is numeric order):
+//! - `job_queue`:  (255 - priority rank: u32) ++ job id -> not_before_ms i64.
+//!   Queued jobs in placement order: higher priority first, then older
+//!   (ids are ULIDs, so id order is submission order).
+//! - `job_active`: node u64 ++ job id -> attempt u32. Assigned and running
+//!   jobs by node: what a node must run, what the leader counts as used.
+//! - `job_finished`: finished_at_ms u64 ++ job id -> (). Terminal jobs,
+//!   oldest first, for garbage collection.
+//! - `job_idempotency`: key bytes -> job id.
+//! - `nodes`: node u64 -> bincode `NodeRecord`.
+
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+
+use super::codec;
+use super::StoreError;
+use crate::jobs::{Job, JobId, JobState, NodeRecord};
+use crate::raft::NodeId;
+
+/// Tree names (part of the on-disk format, schema version 2).
+pub(crate) const TREE_QUEUE: &str = "job_queue";
+pub(crate) const TREE_ACTIVE: &str = "job_active";
+pub(crate) const TREE_FINISHED: &str = "job_finished";
+pub(crate) const TREE_IDEMPOTENCY: &str = "job_idempotency";
+pub(crate) const TREE_NODES: &str = "nodes";
+
+pub(crate) type Tx<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+/// Key of a queued job: priority descending, then id ascending.
+pub(crate) fn queue_key(priority: i32, id: &JobId) -> [u8; 20] {
+    // Map i32 to u32 preserving order, then invert so higher sorts first.
+    let rank = !((priority as u32) ^ 0x8000_0000);
+    let mut key = [0u8; 20];
+    key[..4].copy_from_slice(&rank.to_be_bytes());
+    key[4..].copy_from_slice(&id.to_bytes());
+    key
+}
+
+/// Key of an active job.
+pub(crate) fn active_key(node: NodeId, id: &JobId) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&node.to_be_bytes());
+    key[8..].copy_from_slice(&id.to_bytes());
+    key
+}
+
+/// Key of a finished job.
+pub(crate) fn finished_key(finished_at_ms: i64, id: &JobId) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&(finished_at_ms.max(0) as u64).to_be_bytes());
+    key[8..].copy_from_slice(&id.to_bytes());
+    key
+}
+
+/// The job id in the last 16 bytes of an index key.
+pub(crate) fn id_suffix(key: &[u8]) -> Result<JobId, String> {
+    key.len()
+        .checked_sub(16)
+        .and_then(|at| <[u8; 16]>::try_from(&key[at..]).ok())
+        .map(JobId::from_bytes)
+        .ok_or_else(|| format!("index key of {} bytes", key.len()))
+}
+
+/// How a row change moves the counters kept in `sm_meta`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CountDelta {
+    pub jobs: i64,
+    pub queued: i64,
+    pub finished: i64,
+}
+
+impl CountDelta {
+    fn of(job: &Job, sign: i64) -> CountDelta {
+        CountDelta {
+            jobs: sign,
+            queued: sign * i64::from(job.state == JobState::Queued),
+            finished: sign * i64::from(job.finished_at_ms.is_some()),
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: CountDelta) {
+        self.jobs += other.jobs;
+        self.queued += other.queued;
+        self.finished += other.finished;
+    }
+}
+
+/// The state machine's trees inside one transaction.
+pub(crate) struct SmTx<'a> {
+    pub jobs: &'a TransactionalTree,
+    pub queue: &'a TransactionalTree,
+    pub active: &'a TransactionalTree,
+    pub finished: &'a TransactionalTree,
+    pub idempotency: &'a TransactionalTree,
+    pub nodes: &'a TransactionalTree,
+}
+
+impl SmTx<'_> {
+    /// Writes `new` (replacing `old`, if any) and moves its index entries.
+    pub(crate) fn put_job(&self, old: Option<&Job>, new: &Job) -> Tx<CountDelta> {
+        let mut delta = CountDelta::default();
+        if let Some(old) = old {
+            self.remove_index_entries(old)?;
+            delta.add(CountDelta::of(old, -1));
+        }
+        let value = codec::encode("job", new).map_err(ConflictableTransactionError::Abort)?;
+        self.jobs.insert(&new.id.to_bytes()[..], value)?;
+        self.insert_index_entries(new)?;
+        delta.add(CountDelta::of(new, 1));
+        Ok(delta)
+    }
+
+    /// Deletes a job row, its index entries and its idempotency key.
+    pub(crate) fn delete_job(&self, job: &Job) -> Tx<CountDelta> {
+        self.jobs.remove(&job.id.to_bytes()[..])?;
+        self.remove_index_entries(job)?;
+        if let Some(key) = &job.spec.idempotency_key {
+            self.idempotency.remove(key.as_bytes())?;
+        }
+        Ok(CountDelta::of(job, -1))
+    }
+
+    fn insert_index_entries(&self, job: &Job) -> Tx<()> {
+        if job.state == JobState::Queued {
+            self.queue.insert(
+                &queue_key(job.spec.priority, &job.id)[..],
+                &job.not_before_ms.to_be_bytes()[..],
+            )?;
+        }
+        if let Some((node, attempt)) = job.active_on() {
+            self.active
+                .insert(&active_key(node, &job.id)[..], &attempt.to_be_bytes()[..])?;
+        }
+        if let Some(at) = job.finished_at_ms {
+            self.finished.insert(&finished_key(at, &job.id)[..], &[][..])?;
+        }
+        if let Some(key) = &job.spec.idempotency_key {
+            self.idempotency
+                .insert(key.as_bytes(), &job.id.to_bytes()[..])?;
+        }
+        Ok(())
+    }
+
+    fn remove_index_entries(&self, job: &Job) -> Tx<()> {
+        if job.state == JobState::Queued {
+            self.queue.remove(&queue_key(job.spec.priority, &job.id)[..])?;
+        }
+        if let Some((node, _)) = job.active_on() {
+            self.active.remove(&active_key(node, &job.id)[..])?;
+        }
+        if let Some(at) = job.finished_at_ms {
+            self.finished.remove(&finished_key(at, &job.id)[..])?;
+        }
+        Ok(())
+    }
+
+    /// Writes a node record.
+    pub(crate) fn put_node(&self, node: &NodeRecord) -> Tx<()> {
+        let value = codec::encode("node", node).map_err(ConflictableTransactionError::Abort)?;
+        self.nodes.insert(&node.id.to_be_bytes()[..], value)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_keys_sort_by_priority_then_age() {
+        let old = JobId::from_parts(1, 0);
+        let new = JobId::from_parts(2, 0);
+        let mut keys = vec![
+            queue_key(0, &new),
+            queue_key(-5, &old),
+            queue_key(7, &new),
+            queue_key(0, &old),
+            queue_key(i32::MIN, &old),
+            queue_key(i32::MAX, &new),
+        ];
+        keys.sort();
+        let order: Vec<_> = keys.iter().map(|k| id_suffix(k).unwrap()).collect();
+        assert_eq!(order, [new, new, old, new, old, old]);
+        assert_eq!(keys[0], queue_key(i32::MAX, &new));
+        assert_eq!(keys[5], queue_key(i32::MIN, &old));
+    }
+}
