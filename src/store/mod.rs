@@ -37,6 +37,9 @@
 //! - `compact_log`: deletes only entries at or below the durable snapshot's
 //!   index (refused otherwise), in one batch, without a flush: if the
 //!   deletion is lost, the extra entries are harmless.
+//! - output appends (`outputs.rs`): chunks and their attempt's metadata in
+//!   one batch, never flushed. Output is best effort: a crash may lose the
+//!   latest chunks (whole batches), and the next flush makes them durable.
 //! - `open`: identity (cluster id, node id) is written and flushed before
 //!   any migration; each migration moves the version atomically and is
 //!   flushed. A crash at any point resumes at the right step.
@@ -44,12 +47,14 @@
 //! # Concurrency
 //! Methods take `&self`; `Store` is `Send + Sync`. Writers are serialized by
 //! internal locks, always taken in the order log -> state machine ->
-//! snapshot. Readers (`get_job`, `list_jobs`) take no lock.
+//! snapshot. The output lock is never held with another. Readers
+//! (`get_job`, `list_jobs`, `read_output`, `output_tail`) take no lock.
 
 mod codec;
 mod error;
 mod indexes;
 pub mod migrations;
+mod outputs;
 mod raft_storage;
 mod snapshot;
 mod state_machine;
@@ -68,6 +73,7 @@ use crate::jobs::Job;
 use crate::raft::NodeId;
 
 pub use self::error::StoreError;
+pub use self::outputs::{AppendOutcome, StoredChunk};
 
 /// A snapshot's metadata and its bytes (the format of `store::snapshot`),
 /// shared rather than copied because it may be large and is sent to peers.
@@ -80,6 +86,9 @@ const TREE_RAFT_STATE: &str = "raft_state";
 const TREE_SNAPSHOTS: &str = "snapshots";
 const TREE_JOBS: &str = "jobs";
 const TREE_SM_META: &str = "sm_meta";
+/// Node-local job output (created by migration m0002; sled would create it
+/// lazily anyway).
+const TREE_OUTPUTS: &str = "outputs";
 
 /// Directory names inside `data_dir`.
 const DB_DIR: &str = "db";
@@ -105,12 +114,17 @@ pub struct Store {
     snapshots: sled::Tree,
     /// The state machine: job table, its indexes, node table, `sm_meta`.
     sm: SmTrees,
+    /// Node-local job output (not replicated, not in snapshots).
+    outputs: sled::Tree,
     /// Serializes writers of the log and raft state.
     log_lock: Mutex<()>,
     /// Serializes writers of the job table and `sm_meta`.
     sm_lock: Mutex<()>,
     /// Serializes writers of snapshot files and the snapshot record.
     snap_lock: Mutex<()>,
+    /// Serializes writers of `outputs` (each append reads and rewrites its
+    /// attempt's metadata).
+    output_lock: Mutex<()>,
     /// Applied index, published after the apply transaction commits, so a
     /// reader that sees index `i` applied also sees its effects.
     applied: AtomicU64,
@@ -290,6 +304,7 @@ impl Store {
             raft_log: db.open_tree(TREE_RAFT_LOG).map_err(sled_err)?,
             raft_state: db.open_tree(TREE_RAFT_STATE).map_err(sled_err)?,
             snapshots: db.open_tree(TREE_SNAPSHOTS).map_err(sled_err)?,
+            outputs: db.open_tree(TREE_OUTPUTS).map_err(sled_err)?,
             sm: SmTrees {
                 jobs: db.open_tree(TREE_JOBS).map_err(sled_err)?,
                 sm_meta: db.open_tree(TREE_SM_META).map_err(sled_err)?,
@@ -309,6 +324,7 @@ impl Store {
             log_lock: Mutex::new(()),
             sm_lock: Mutex::new(()),
             snap_lock: Mutex::new(()),
+            output_lock: Mutex::new(()),
             applied: AtomicU64::new(0),
             counts: Counts::default(),
             fsyncs: AtomicU64::new(0),
