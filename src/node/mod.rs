@@ -1,6 +1,7 @@
 //! Wiring: the only place that connects the Raft core, the store, the
 //! transport and the servers. A [`Node`] is the handle the API layer uses.
 
+pub mod output_hub;
 pub mod raft_loop;
 pub mod transport;
 
