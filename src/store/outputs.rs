@@ -202,7 +202,7 @@ impl Store {
     }
 
     /// Reads an attempt's chunks in seq order, those after `after_seq` (all
-    /// if `None`), up to about `max_bytes` of data so a reader pages through
+    /// if `None`), at most `max_bytes` of data so a reader pages through
     /// a big output with bounded memory. Returns at least one chunk if any
     /// follows `after_seq`, even one bigger than `max_bytes`, so a reader
     /// always makes progress; an empty result means "nothing more yet".
