@@ -765,8 +765,9 @@ fn write_drover_config(root: &Path, i: usize, ports: &[(u16, u16)]) -> Result<Pa
             j + 1
         );
     }
-    // No [raft] section: the defaults are what we measure.
-    text += "[log]\nlevel = \"info\"\nformat = \"text\"\n";
+    // No [raft] section: the defaults are what we measure. No executor: this
+    // measures the replicated table, not running thousands of containers.
+    text += "[log]\nlevel = \"info\"\nformat = \"text\"\n\n[executor]\nenabled = false\n";
     let path = root.join(format!("node{id}.toml"));
     std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
     Ok(path)
@@ -826,7 +827,7 @@ impl Writer {
                 let request = pb::SubmitJobRequest {
                     spec: Some(pb::JobSpec {
                         command: "true".to_string(),
-                        args: vec![],
+                        ..Default::default()
                     }),
                 };
                 c.submit_job(request).await.map(|_| ())

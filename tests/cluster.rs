@@ -291,7 +291,7 @@ async fn bad_input_gets_typed_errors() {
     let mut client = cluster.client(0).await.expect("client");
     let empty = pb::JobSpec {
         command: String::new(),
-        args: vec![],
+        ..Default::default()
     };
     let err = client
         .submit_job(pb::SubmitJobRequest { spec: Some(empty) })
@@ -300,7 +300,7 @@ async fn bad_input_gets_typed_errors() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     let huge = pb::JobSpec {
         command: "x".repeat(100_000),
-        args: vec![],
+        ..Default::default()
     };
     let err = client
         .submit_job(pb::SubmitJobRequest { spec: Some(huge) })

@@ -557,13 +557,13 @@ fn a_store_at_version_0_is_migrated() {
         db.flush().unwrap();
     }
     let store = open(dir.path());
-    assert_eq!(store.schema_version(), 1);
+    assert_eq!(store.schema_version(), migrations::SCHEMA_VERSION);
     append(&store, submits(1, 1, 1), None);
 }
 
-/// A made-up version 2 for the test: adds an index of jobs by state, built
-/// from the existing rows, atomically with the version bump.
-fn m0002_jobs_by_state(db: &sled::Db) -> Result<(), String> {
+/// A made-up next version for the test: adds an index of jobs by state,
+/// built from the existing rows, atomically with the version bump.
+fn m_next_jobs_by_state(db: &sled::Db) -> Result<(), String> {
     let jobs = db.open_tree("jobs").map_err(|e| e.to_string())?;
     let index = db.open_tree("jobs_by_state").map_err(|e| e.to_string())?;
     let meta = db.open_tree("meta").map_err(|e| e.to_string())?;
@@ -574,26 +574,29 @@ fn m0002_jobs_by_state(db: &sled::Db) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     (&meta, &index)
         .transaction(|(meta, index)| {
-            if migrations::read_schema_version_tx(meta)? != Ok(1) {
-                return sled::transaction::abort("expected version 1".to_string());
+            if migrations::read_schema_version_tx(meta)? != Ok(CURRENT) {
+                return sled::transaction::abort("expected the current version".to_string());
             }
             for key in &rows {
                 let mut k = vec![0u8]; // state Queued
                 k.extend_from_slice(key);
                 index.insert(k, &[][..])?;
             }
-            migrations::write_schema_version_tx(meta, 2)?;
+            migrations::write_schema_version_tx(meta, NEXT)?;
             Ok(())
         })
         .map_err(|e| format!("{e:?}"))
 }
+
+const CURRENT: u32 = migrations::SCHEMA_VERSION;
+const NEXT: u32 = migrations::SCHEMA_VERSION + 1;
 
 fn failing_migration(_: &sled::Db) -> Result<(), String> {
     Err("disk on fire".into())
 }
 
 #[test]
-fn a_store_at_version_1_is_migrated_to_2() {
+fn a_store_is_migrated_to_the_next_version() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = open(dir.path());
@@ -601,53 +604,122 @@ fn a_store_at_version_1_is_migrated_to_2() {
         store.apply(&submits(1, 5, 1)).unwrap();
         store.create_snapshot().unwrap();
     }
-    let mut v2: Vec<Migration> = migrations::MIGRATIONS.to_vec();
+    let mut next: Vec<Migration> = migrations::MIGRATIONS.to_vec();
 
-    // A failing migration leaves the store at version 1, still usable.
-    v2.push(Migration {
-        version: 2,
+    // A failing migration leaves the store at the current version, usable.
+    next.push(Migration {
+        version: NEXT,
         name: "broken",
         up: failing_migration,
     });
-    let err = Store::open_with_migrations(dir.path(), CLUSTER, 1, &v2).unwrap_err();
+    let err = Store::open_with_migrations(dir.path(), CLUSTER, 1, &next).unwrap_err();
     assert!(
-        matches!(err, StoreError::Migration { version: 2, .. }),
+        matches!(err, StoreError::Migration { version, .. } if version == NEXT),
         "{err}"
     );
-    assert_eq!(open(dir.path()).schema_version(), 1);
+    assert_eq!(open(dir.path()).schema_version(), CURRENT);
 
-    v2[1] = Migration {
-        version: 2,
+    let last = next.len() - 1;
+    next[last] = Migration {
+        version: NEXT,
         name: "jobs_by_state",
-        up: m0002_jobs_by_state,
+        up: m_next_jobs_by_state,
     };
     {
-        let store = Store::open_with_migrations(dir.path(), CLUSTER, 1, &v2).unwrap();
-        assert_eq!(store.schema_version(), 2);
+        let store = Store::open_with_migrations(dir.path(), CLUSTER, 1, &next).unwrap();
+        assert_eq!(store.schema_version(), NEXT);
         assert_eq!(store.job_count(), 5);
         assert_eq!(store.restored().unwrap().hard_state, hs(1, 1, 5));
     }
     // Re-opening runs nothing again.
-    let store = Store::open_with_migrations(dir.path(), CLUSTER, 1, &v2).unwrap();
+    let store = Store::open_with_migrations(dir.path(), CLUSTER, 1, &next).unwrap();
     assert_eq!(store.list_jobs(None, 10).unwrap().len(), 5);
     drop(store);
     {
         let db = sled::open(dir.path().join("db")).unwrap();
         assert_eq!(db.open_tree("jobs_by_state").unwrap().len(), 5);
     }
-    // This binary (version 1) now refuses the store.
+    // This binary now refuses the store.
     let err = Store::open(dir.path(), CLUSTER, 1).unwrap_err();
     assert!(
         matches!(
             err,
-            StoreError::NewerSchema {
-                found: 2,
-                supported: 1,
-                ..
-            }
+            StoreError::NewerSchema { found, supported, .. } if found == NEXT && supported == CURRENT
         ),
         "{err}"
     );
+}
+
+/// Version 1's encodings, written by hand as the binary of that version did
+/// (same field order, so bincode lays them out identically).
+mod v1 {
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    pub struct Spec {
+        pub command: Option<String>,
+        pub args: Vec<String>,
+    }
+
+    #[derive(Serialize)]
+    pub struct Job {
+        pub id: drover::jobs::JobId,
+        pub spec: Spec,
+        pub state: drover::jobs::JobState,
+        pub submitted_at_ms: i64,
+        pub index: u64,
+    }
+
+    #[derive(Serialize)]
+    pub struct SmMeta {
+        pub applied_index: u64,
+        pub applied_term: u64,
+        pub membership: drover::raft::Membership,
+        pub job_count: u64,
+    }
+}
+
+#[test]
+fn a_version_1_store_with_jobs_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let codec = bincode::config::standard();
+    let ids: Vec<JobId> = (1..=3).map(|n| JobId::from_parts(n, u128::from(n))).collect();
+    {
+        // A store at schema 1 with three queued jobs, as version 1 wrote it.
+        let store = Store::open_with_migrations(dir.path(), CLUSTER, 1, &migrations::MIGRATIONS[..1]).unwrap();
+        assert_eq!(store.schema_version(), 1);
+        drop(store);
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let jobs = db.open_tree("jobs").unwrap();
+        for (n, id) in ids.iter().enumerate() {
+            let row = v1::Job {
+                id: *id,
+                spec: v1::Spec { command: Some(format!("echo {n}")), args: vec![] },
+                state: drover::jobs::JobState::Queued,
+                submitted_at_ms: 1000 + n as i64,
+                index: n as u64 + 2,
+            };
+            jobs.insert(id.to_bytes(), bincode::serde::encode_to_vec(&row, codec).unwrap()).unwrap();
+        }
+        let sm = v1::SmMeta { applied_index: 4, applied_term: 1, membership: Default::default(), job_count: 3 };
+        db.open_tree("sm_meta")
+            .unwrap()
+            .insert("state", bincode::serde::encode_to_vec(&sm, codec).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.schema_version(), migrations::SCHEMA_VERSION);
+    assert_eq!(store.job_count(), 3);
+    assert_eq!(store.queued_count(), 3);
+    assert_eq!(store.applied_index(), 4);
+    let job = store.get_job(&ids[1]).unwrap().unwrap();
+    assert_eq!(job.spec.command.as_deref(), Some("echo 1"));
+    assert_eq!(job.state, drover::jobs::JobState::Queued);
+    assert!(job.attempts.is_empty());
+    // The scheduler's queue index covers the upgraded jobs, oldest first.
+    let queued: Vec<JobId> = store.queued_jobs().map(|r| r.unwrap().0).collect();
+    assert_eq!(queued, ids);
 }
 
 #[test]

@@ -259,7 +259,7 @@ mod tests {
         bytes.extend(id.to_bytes());
         bytes.extend([1, 7]);
         bytes.extend(b"echo hi");
-        bytes.extend([0, 10]);
+        bytes.extend([0, 20]); // no args; 10 ms (zigzag varint)
         let Command::Submit { id: got, spec, submitted_at_ms } = Command::decode(&bytes).unwrap() else {
             panic!("not a submit");
         };

@@ -170,8 +170,10 @@ impl Node {
     /// Waits until the local state machine has applied `index`, bounded.
     pub async fn wait_applied(&self, index: Index, timeout: Duration) -> bool {
         let mut applied = self.applied.clone();
-        let wait = applied.wait_for(|a| *a >= index);
-        matches!(tokio::time::timeout(timeout, wait).await, Ok(Ok(_)))
+        let reached = tokio::time::timeout(timeout, applied.wait_for(|a| *a >= index))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        reached
     }
 
     /// The latest Raft status published by the loop.

@@ -240,8 +240,14 @@ impl Worker {
         let (sink, mut rx) = OutputSink::channel(OUTPUT_QUEUE);
         let writer = self.node.output.writer(job, attempt);
         let pump = tokio::spawn(async move {
+            let mut failed = false;
             while let Some(chunk) = rx.recv().await {
-                writer.write(chunk.stream, &chunk.data);
+                if let Err(e) = writer.write(chunk.stream, &chunk.data) {
+                    if !failed {
+                        tracing::error!(%job, attempt, "cannot store output, dropping it: {e}");
+                        failed = true;
+                    }
+                }
             }
             writer.close();
         });

@@ -337,7 +337,7 @@ pub(crate) fn remove_stale_files(dir: &Path, keep: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::{JobId, JobSpec, JobState};
+    use crate::jobs::{JobId, JobSpec};
     use crate::raft::PeerInfo;
 
     fn sample() -> (SnapshotMeta, Vec<u8>) {
@@ -349,16 +349,25 @@ mod tests {
         meta.membership.voters.insert(1, PeerInfo::default());
         let mut b = SnapshotBuilder::new();
         for n in 1..=5u64 {
-            let job = Job {
-                id: JobId::from_parts(n, u128::from(n)),
-                spec: JobSpec::shell(format!("echo {n}")),
-                state: JobState::Queued,
-                submitted_at_ms: n as i64,
-                index: n,
-            };
+            let job = Job::new(
+                JobId::from_parts(n, u128::from(n)),
+                JobSpec::shell(format!("echo {n}")),
+                n as i64,
+                n,
+            );
             b.push_encoded_job(&codec::encode("job", &job).unwrap())
                 .unwrap();
         }
+        let node = NodeRecord {
+            id: 2,
+            status: crate::jobs::NodeStatus::Ready,
+            labels: Default::default(),
+            capacity: Default::default(),
+            drain: None,
+            updated_at_ms: 9,
+        };
+        b.push_encoded_node(&codec::encode("node", &node).unwrap())
+            .unwrap();
         let data = b.finish(&meta).unwrap();
         (meta, data)
     }

@@ -135,8 +135,20 @@ impl Store {
             start = end;
         }
         for (entry, result) in entries.iter().zip(&results) {
-            if let Applied::Rejected { reason } = result {
-                tracing::error!(index = entry.index, term = entry.term, %reason, "undecodable command applied as a no-op");
+            match result {
+                Applied::Rejected { reason } => {
+                    tracing::error!(index = entry.index, term = entry.term, %reason, "undecodable command applied as a no-op");
+                }
+                // Collected jobs are finished: nothing appends to their
+                // output any more. Node-local and best effort.
+                Applied::Collected(ids) => {
+                    for id in ids {
+                        if let Err(e) = self.delete_job_output(id) {
+                            tracing::warn!(job = %id, "cannot delete the output of a collected job: {e}");
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         Ok(results)

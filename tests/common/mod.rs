@@ -59,6 +59,15 @@ pub struct RaftSettings {
     pub election_ticks: u32,
     pub snapshot_threshold: u64,
     pub trailing_entries: u64,
+    /// Whether nodes run jobs (needs Docker and the job image). Off for
+    /// tests of the replicated table alone, so their jobs stay queued.
+    pub executor: bool,
+    /// The leader's liveness timeout.
+    pub node_down_after_ms: u64,
+    /// CPU each node offers, in millicores.
+    pub cpu_millis: u64,
+    /// Extra TOML appended to every node's config.
+    pub extra: String,
 }
 
 impl Default for RaftSettings {
@@ -68,6 +77,10 @@ impl Default for RaftSettings {
             election_ticks: 10,
             snapshot_threshold: 8192,
             trailing_entries: 1024,
+            executor: false,
+            node_down_after_ms: 10_000,
+            cpu_millis: 4000,
+            extra: String::new(),
         }
     }
 }
@@ -138,8 +151,12 @@ impl Cluster {
             );
         }
         text += &format!(
-            "[raft]\ntick = \"{}ms\"\nelection_ticks = {}\nheartbeat_ticks = 2\nsnapshot_threshold = {}\ntrailing_entries = {}\n\n[log]\nlevel = \"info,drover=debug\"\n",
+            "[raft]\ntick = \"{}ms\"\nelection_ticks = {}\nheartbeat_ticks = 2\nsnapshot_threshold = {}\ntrailing_entries = {}\n\n[log]\nlevel = \"info,drover=debug\"\n\n",
             s.tick_ms, s.election_ticks, s.snapshot_threshold, s.trailing_entries
+        );
+        text += &format!(
+            "[executor]\nenabled = {}\ncpu_millis = {}\nmemory_mib = 8192\nstop_grace = \"2s\"\n\n[scheduler]\nheartbeat_interval = \"200ms\"\nnode_down_after = \"{}ms\"\n\n{}\n",
+            s.executor, s.cpu_millis, s.node_down_after_ms, s.extra
         );
         std::fs::write(&spec.config_path, text).expect("write node config");
     }
@@ -267,7 +284,7 @@ pub async fn submit(
 ) -> Result<String, tonic::Status> {
     let spec = pb::JobSpec {
         command: command.to_string(),
-        args: vec![],
+        ..Default::default()
     };
     let response = client
         .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
