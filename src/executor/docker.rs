@@ -190,6 +190,11 @@ impl DockerDriver {
             nano_cpus: Some(i64::from(spec.cpu_millis) * 1_000_000),
             pids_limit: Some(i64::from(spec.pids)),
             auto_remove: Some(false),
+            // A tiny init (the engine's docker-init) is PID 1, so the job's
+            // process gets default signal handling (PID 1 ignores SIGTERM
+            // without a handler: every stop would wait the full grace) and
+            // its orphaned children are reaped.
+            init: Some(true),
             ..Default::default()
         };
         ContainerCreateBody {

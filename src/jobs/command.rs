@@ -252,6 +252,66 @@ mod tests {
     }
 
     #[test]
+    fn every_command_round_trips() {
+        use crate::jobs::{Capacity, Drain, EndReason};
+        let job = JobId::from_parts(7, 8);
+        let mut spec = JobSpec::shell("x");
+        spec.env.push(("A".into(), "b".into()));
+        spec.constraints.insert("zone".into(), "a".into());
+        spec.idempotency_key = Some("k".into());
+        let reasons = [
+            EndReason::Exited { code: 3 },
+            EndReason::Signaled { signal: 9 },
+            EndReason::OomKilled,
+            EndReason::TimedOut,
+            EndReason::ImageUnavailable,
+            EndReason::NodeLost,
+            EndReason::Cancelled,
+            EndReason::StartFailed,
+            EndReason::Drained,
+        ];
+        let mut commands = vec![
+            Command::Submit { id: job, spec, submitted_at_ms: -1 },
+            Command::Assign {
+                at_ms: 5,
+                assignments: vec![Assignment { job, attempt: 2, node: 3 }],
+            },
+            Command::Started { job, attempt: 1, node: 2, at_ms: 3 },
+            Command::Cancel { job, at_ms: 4 },
+            Command::NodeUp {
+                node: 2,
+                labels: [("zone".to_string(), "a".to_string())].into(),
+                capacity: Capacity { cpu_millis: 2000, memory_mib: 512 },
+                at_ms: 1,
+            },
+            Command::NodeDown { node: 2, at_ms: 1 },
+            Command::SetDrain {
+                node: 2,
+                drain: Some(Drain { since_ms: 1, deadline_ms: Some(2) }),
+                at_ms: 1,
+            },
+            Command::Evict { node: 2, at_ms: 1 },
+            Command::Gc { jobs: vec![job] },
+        ];
+        for reason in reasons {
+            commands.push(Command::Finished {
+                job,
+                attempt: 1,
+                node: 2,
+                at_ms: 9,
+                exit_code: Some(1),
+                reason,
+                message: "m".into(),
+                output_tail: b"tail".to_vec(),
+            });
+        }
+        for command in commands {
+            let bytes = command.encode().unwrap();
+            assert_eq!(Command::decode(&bytes).unwrap(), command);
+        }
+    }
+
+    #[test]
     fn reads_version_1_submits_from_old_logs() {
         // Format 1, variant 0, 16-byte id, Some("echo hi"), no args, ms.
         let id = JobId::from_parts(5, 6);

@@ -71,7 +71,7 @@ impl fmt::Display for JobState {
 /// Why an attempt ended: what a user needs to tell "my command failed" from
 /// "the platform failed it".
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE", tag = "kind")]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EndReason {
     /// The command exited on its own with this code.
     Exited {
