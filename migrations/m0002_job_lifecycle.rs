@@ -58,7 +58,12 @@ fn up(db: &sled::Db) -> Result<(), String> {
     ] {
         open(name)?;
     }
-    let (jobs, sm_meta, queue, meta) = (open("jobs")?, open("sm_meta")?, open(indexes::TREE_QUEUE)?, open("meta")?);
+    let (jobs, sm_meta, queue, meta) = (
+        open("jobs")?,
+        open("sm_meta")?,
+        open(indexes::TREE_QUEUE)?,
+        open("meta")?,
+    );
 
     let mut rows = Vec::new();
     for kv in jobs.iter() {

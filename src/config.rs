@@ -327,7 +327,10 @@ impl Config {
         }
         let sc = &self.scheduler;
         if sc.heartbeat_interval < Duration::from_millis(10) {
-            return Err(bad("scheduler.heartbeat_interval", "must be at least 10ms".into()));
+            return Err(bad(
+                "scheduler.heartbeat_interval",
+                "must be at least 10ms".into(),
+            ));
         }
         if sc.node_down_after < sc.heartbeat_interval * 3 {
             return Err(bad(

@@ -70,6 +70,17 @@ struct AgentArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Top::Agent(_)) {
+        // A CLI whose output is piped into `head` or `grep -q` should end
+        // quietly when the reader goes away, as Unix tools do, rather than
+        // panic on a failed print. (The agent keeps Rust's default: a
+        // closed socket is an error to handle, not a reason to die.)
+        // SAFETY: called before any thread is spawned; SIG_DFL is a valid
+        // disposition for SIGPIPE.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -4,9 +4,9 @@
 //! `DROVER_REQUIRE_DOCKER=1` is set, in which case they fail. The job image is
 //! built once by `tests/build-job-image.sh` (no registry needed).
 
+mod common;
+
 use std::collections::HashMap;
-use std::process::Command;
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use drover::executor::docker::{DockerConfig, DockerDriver};
@@ -16,27 +16,6 @@ use drover::executor::{
 };
 
 const IMAGE: &str = "drover-job:latest";
-
-/// Builds the job image once per test binary; returns the error text on failure.
-fn job_image() -> Result<(), String> {
-    static BUILT: OnceLock<Mutex<Option<Result<(), String>>>> = OnceLock::new();
-    let cell = BUILT.get_or_init(|| Mutex::new(None));
-    let mut guard = cell.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(done) = guard.as_ref() {
-        return done.clone();
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/build-job-image.sh");
-    let result = match Command::new("bash").arg(script).output() {
-        Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!(
-            "build-job-image.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )),
-        Err(e) => Err(format!("cannot run build-job-image.sh: {e}")),
-    };
-    *guard = Some(result.clone());
-    result
-}
 
 /// The driver, or `None` (with a notice) when Docker is unavailable and not required.
 async fn driver() -> Option<DockerDriver> {
@@ -54,7 +33,7 @@ async fn driver() -> Option<DockerDriver> {
             return None;
         }
     };
-    if let Err(e) = job_image() {
+    if let Err(e) = common::job_image() {
         panic!("Docker is reachable but the job image cannot be built: {e}");
     }
     Some(driver)

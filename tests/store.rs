@@ -683,10 +683,14 @@ mod v1 {
 fn a_version_1_store_with_jobs_is_upgraded_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let codec = bincode::config::standard();
-    let ids: Vec<JobId> = (1..=3).map(|n| JobId::from_parts(n, u128::from(n))).collect();
+    let ids: Vec<JobId> = (1..=3)
+        .map(|n| JobId::from_parts(n, u128::from(n)))
+        .collect();
     {
         // A store at schema 1 with three queued jobs, as version 1 wrote it.
-        let store = Store::open_with_migrations(dir.path(), CLUSTER, 1, &migrations::MIGRATIONS[..1]).unwrap();
+        let store =
+            Store::open_with_migrations(dir.path(), CLUSTER, 1, &migrations::MIGRATIONS[..1])
+                .unwrap();
         assert_eq!(store.schema_version(), 1);
         drop(store);
         let db = sled::open(dir.path().join("db")).unwrap();
@@ -694,14 +698,26 @@ fn a_version_1_store_with_jobs_is_upgraded_in_place() {
         for (n, id) in ids.iter().enumerate() {
             let row = v1::Job {
                 id: *id,
-                spec: v1::Spec { command: Some(format!("echo {n}")), args: vec![] },
+                spec: v1::Spec {
+                    command: Some(format!("echo {n}")),
+                    args: vec![],
+                },
                 state: drover::jobs::JobState::Queued,
                 submitted_at_ms: 1000 + n as i64,
                 index: n as u64 + 2,
             };
-            jobs.insert(id.to_bytes(), bincode::serde::encode_to_vec(&row, codec).unwrap()).unwrap();
+            jobs.insert(
+                id.to_bytes(),
+                bincode::serde::encode_to_vec(&row, codec).unwrap(),
+            )
+            .unwrap();
         }
-        let sm = v1::SmMeta { applied_index: 4, applied_term: 1, membership: Default::default(), job_count: 3 };
+        let sm = v1::SmMeta {
+            applied_index: 4,
+            applied_term: 1,
+            membership: Default::default(),
+            job_count: 3,
+        };
         db.open_tree("sm_meta")
             .unwrap()
             .insert("state", bincode::serde::encode_to_vec(&sm, codec).unwrap())

@@ -16,8 +16,16 @@ pub fn spec_from_proto(spec: Option<&pb::JobSpec>, default_image: &str) -> Resul
         Some(r) => {
             let d = Resources::default();
             Resources {
-                cpu_millis: if r.cpu_millis == 0 { d.cpu_millis } else { r.cpu_millis },
-                memory_mib: if r.memory_mib == 0 { d.memory_mib } else { r.memory_mib },
+                cpu_millis: if r.cpu_millis == 0 {
+                    d.cpu_millis
+                } else {
+                    r.cpu_millis
+                },
+                memory_mib: if r.memory_mib == 0 {
+                    d.memory_mib
+                } else {
+                    r.memory_mib
+                },
                 pids: if r.pids == 0 { d.pids } else { r.pids },
             }
         }
@@ -27,7 +35,11 @@ pub fn spec_from_proto(spec: Option<&pb::JobSpec>, default_image: &str) -> Resul
         Some(r) => {
             let d = RetryPolicy::default();
             RetryPolicy {
-                max_attempts: if r.max_attempts == 0 { d.max_attempts } else { r.max_attempts },
+                max_attempts: if r.max_attempts == 0 {
+                    d.max_attempts
+                } else {
+                    r.max_attempts
+                },
                 initial_backoff_ms: if r.initial_backoff_ms == 0 {
                     d.initial_backoff_ms
                 } else {
@@ -112,7 +124,11 @@ pub fn job_to_proto(job: &Job) -> pb::Job {
                 started_at_ms: a.started_at_ms.unwrap_or(0),
                 finished_at_ms: a.finished_at_ms.unwrap_or(0),
                 exit_code: a.exit_code,
-                reason: a.reason.as_ref().map(|r| r.as_str().to_string()).unwrap_or_default(),
+                reason: a
+                    .reason
+                    .as_ref()
+                    .map(|r| r.as_str().to_string())
+                    .unwrap_or_default(),
                 signal: match a.reason {
                     Some(crate::jobs::EndReason::Signaled { signal }) => signal,
                     _ => 0,

@@ -433,10 +433,16 @@ impl pb::drover_server::Drover for DroverService {
                         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
                     match client.get_job_output(forward).await {
                         Ok(response) => return Ok(response),
-                        Err(status) => tracing::debug!(node = attempt.node, "output holder unreachable: {}", status.message()),
+                        Err(status) => tracing::debug!(
+                            node = attempt.node,
+                            "output holder unreachable: {}",
+                            status.message()
+                        ),
                     }
                 }
-                Err(e) => tracing::debug!(node = attempt.node, "no address for the output holder: {e}"),
+                Err(e) => {
+                    tracing::debug!(node = attempt.node, "no address for the output holder: {e}")
+                }
             }
             return Ok(Response::new(committed_tail(attempt)));
         }
@@ -497,12 +503,18 @@ impl pb::drover_server::Drover for DroverService {
                     .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
                 match client.stream_job_output(forward).await {
                     Ok(stream) => return Ok(Response::new(Box::pin(stream.into_inner()))),
-                    Err(status) => tracing::debug!(node = attempt.node, "output holder unreachable: {}", status.message()),
+                    Err(status) => tracing::debug!(
+                        node = attempt.node,
+                        "output holder unreachable: {}",
+                        status.message()
+                    ),
                 }
             }
             // The holder is gone: what survives is the committed tail.
             let tail = committed_tail(&attempt).chunks;
-            return Ok(Response::new(Box::pin(futures::stream::iter(tail.into_iter().map(Ok)))));
+            return Ok(Response::new(Box::pin(futures::stream::iter(
+                tail.into_iter().map(Ok),
+            ))));
         }
         let node = self.node.clone();
         let stream = async_stream_of(node, id, number, req.after_seq, req.follow);
@@ -528,8 +540,9 @@ impl pb::drover_server::Drover for DroverService {
                 let now = now_ms();
                 let drain = (!req.disable).then(|| Drain {
                     since_ms: now,
-                    deadline_ms: (req.deadline_ms > 0)
-                        .then(|| now.saturating_add(i64::try_from(req.deadline_ms).unwrap_or(i64::MAX))),
+                    deadline_ms: (req.deadline_ms > 0).then(|| {
+                        now.saturating_add(i64::try_from(req.deadline_ms).unwrap_or(i64::MAX))
+                    }),
                 });
                 let command = Command::SetDrain {
                     node: req.id,
@@ -541,9 +554,7 @@ impl pb::drover_server::Drover for DroverService {
                     .map_err(|e| Status::internal(e.to_string()))?;
                 match node.propose(bytes).await.map_err(raft_status)? {
                     Applied::Node(_) => {
-                        let info = node_infos(&node)?
-                            .into_iter()
-                            .find(|n| n.id == req.id);
+                        let info = node_infos(&node)?.into_iter().find(|n| n.id == req.id);
                         Ok(pb::DrainNodeResponse { node: info })
                     }
                     Applied::Refused { .. } => Err(Status::not_found(format!(

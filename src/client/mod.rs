@@ -285,7 +285,13 @@ pub async fn job(
                             "ATTEMPT", "NODE", "STARTED", "FINISHED", "REASON"
                         );
                         for a in &job.attempts {
-                            let when = |ms: i64| if ms == 0 { "-".to_string() } else { human_time(ms) };
+                            let when = |ms: i64| {
+                                if ms == 0 {
+                                    "-".to_string()
+                                } else {
+                                    human_time(ms)
+                                }
+                            };
                             let reason = match (a.reason.as_str(), a.exit_code) {
                                 ("", _) => "(active)".to_string(),
                                 ("EXIT_CODE", Some(code)) => format!("exit code {code}"),

@@ -95,7 +95,8 @@ pub async fn node(
             deadline,
             disable,
         } => {
-            let deadline_ms = deadline.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let deadline_ms =
+                deadline.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             let node = client
                 .drain_node(call(
                     pb::DrainNodeRequest {

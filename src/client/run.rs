@@ -89,18 +89,21 @@ impl SpecArgs {
             1 => (command.into_iter().next().unwrap_or_default(), Vec::new()),
             _ => (String::new(), command),
         };
-        let resources = (self.cpu.is_some() || self.memory.is_some() || self.pids.is_some())
-            .then(|| pb::Resources {
-                cpu_millis: self.cpu.unwrap_or(0),
-                memory_mib: self.memory.unwrap_or(0),
-                pids: self.pids.unwrap_or(0),
+        let resources =
+            (self.cpu.is_some() || self.memory.is_some() || self.pids.is_some()).then(|| {
+                pb::Resources {
+                    cpu_millis: self.cpu.unwrap_or(0),
+                    memory_mib: self.memory.unwrap_or(0),
+                    pids: self.pids.unwrap_or(0),
+                }
             });
-        let retry = (self.max_attempts.is_some() || self.backoff.is_some() || self.max_backoff.is_some())
-            .then(|| pb::RetryPolicy {
-                max_attempts: self.max_attempts.unwrap_or(0),
-                initial_backoff_ms: millis(self.backoff),
-                max_backoff_ms: millis(self.max_backoff),
-            });
+        let retry =
+            (self.max_attempts.is_some() || self.backoff.is_some() || self.max_backoff.is_some())
+                .then(|| pb::RetryPolicy {
+                    max_attempts: self.max_attempts.unwrap_or(0),
+                    initial_backoff_ms: millis(self.backoff),
+                    max_backoff_ms: millis(self.max_backoff),
+                });
         Ok(pb::JobSpec {
             command,
             args,
@@ -113,7 +116,9 @@ impl SpecArgs {
             timeout_ms: millis(self.timeout),
             retry,
             priority: self.priority,
-            constraints: pairs(&self.constraints, "constraint")?.into_iter().collect::<HashMap<_, _>>(),
+            constraints: pairs(&self.constraints, "constraint")?
+                .into_iter()
+                .collect::<HashMap<_, _>>(),
             idempotency_key: self.idempotency_key.clone().unwrap_or_default(),
             network: self.network,
             labels: pairs(&self.labels, "label")?.into_iter().collect(),
@@ -127,7 +132,10 @@ pub async fn submit(
     spec: pb::JobSpec,
 ) -> Result<pb::Job, Failure> {
     client
-        .submit_job(call(pb::SubmitJobRequest { spec: Some(spec) }, CALL_TIMEOUT))
+        .submit_job(call(
+            pb::SubmitJobRequest { spec: Some(spec) },
+            CALL_TIMEOUT,
+        ))
         .await?
         .into_inner()
         .job
@@ -256,7 +264,11 @@ pub async fn run(
             if opts_output == Output::Json {
                 println!("{}", job_json(&job));
             } else if job.state != "SUCCEEDED" {
-                eprintln!("drover: job {id} {}{}", job.state, describe_end(job.attempts.last()));
+                eprintln!(
+                    "drover: job {id} {}{}",
+                    job.state,
+                    describe_end(job.attempts.last())
+                );
             }
             return Ok(exit_code_of(&job));
         }
@@ -271,7 +283,10 @@ pub async fn run(
 }
 
 fn terminal(state: &str) -> bool {
-    matches!(state, "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "CANCELLED" | "LOST")
+    matches!(
+        state,
+        "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "CANCELLED" | "LOST"
+    )
 }
 
 fn describe_end(attempt: Option<&pb::Attempt>) -> String {

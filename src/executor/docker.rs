@@ -41,6 +41,11 @@ pub struct DockerConfig {
     /// The engine endpoint (`unix:///path` or `tcp://host:port`); empty =
     /// `DOCKER_HOST` or the default socket.
     pub docker_host: String,
+    /// Labels put on every container this driver creates, and required of
+    /// every container it lists. A node sets its cluster and node id here,
+    /// so that nodes sharing one engine never reattach to, or remove as
+    /// orphans, each other's containers.
+    pub owner_labels: Vec<(String, String)>,
 }
 
 impl Default for DockerConfig {
@@ -51,9 +56,15 @@ impl Default for DockerConfig {
             tmp_size: "64m".into(),
             output_drain: Duration::from_secs(5),
             docker_host: String::new(),
+            owner_labels: Vec::new(),
         }
     }
 }
+
+/// How often, and how far apart, `wait` re-reads a SIGKILLed container's
+/// OOM flag (see there).
+const OOM_FLAG_CHECKS: usize = 10;
+const OOM_FLAG_PAUSE: Duration = Duration::from_millis(100);
 
 /// Runs attempts as Docker containers.
 #[derive(Debug, Clone)]
@@ -171,10 +182,11 @@ impl DockerDriver {
             .collect();
         env.push(format!("DROVER_JOB_ID={}", spec.job_id));
         env.push(format!("DROVER_ATTEMPT={}", spec.attempt));
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (LABEL_JOB.to_string(), spec.job_id.clone()),
             (LABEL_ATTEMPT.to_string(), spec.attempt.to_string()),
         ]);
+        labels.extend(self.config.owner_labels.iter().cloned());
         let memory = i64::from(spec.memory_mib) * 1024 * 1024;
         let host_config = HostConfig {
             network_mode: Some(if spec.network { "bridge" } else { "none" }.to_string()),
@@ -434,7 +446,19 @@ impl Driver for DockerDriver {
             .wait_not_running(&id, Duration::from_secs(3600))
             .await?
         {}
-        let state = self.inspect_state(&id).await?;
+        let mut state = self.inspect_state(&id).await?;
+        // The engine learns of an OOM kill from a separate event that can
+        // arrive just after the exit: a SIGKILLed job Drover did not kill
+        // gets a moment for that flag to show up, so it is reported as
+        // OOM_KILLED rather than as signal 9.
+        let killed_by_someone = state.exit_code == Some(137) && !timed_out;
+        for _ in 0..OOM_FLAG_CHECKS {
+            if !killed_by_someone || state.oom_killed == Some(true) {
+                break;
+            }
+            tokio::time::sleep(OOM_FLAG_PAUSE).await;
+            state = self.inspect_state(&id).await?;
+        }
         if let Some(task) = handle.output.take() {
             let abort = task.abort_handle();
             if tokio::time::timeout(self.config.output_drain, task)
@@ -462,7 +486,15 @@ impl Driver for DockerDriver {
     }
 
     async fn list(&self) -> Result<Vec<ContainerInfo>, ExecError> {
-        let filters = HashMap::from([("label", vec![LABEL_JOB])]);
+        let owner: Vec<String> = self
+            .config
+            .owner_labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let mut wanted = vec![LABEL_JOB];
+        wanted.extend(owner.iter().map(String::as_str));
+        let filters = HashMap::from([("label", wanted)]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)

@@ -25,6 +25,10 @@ pub use output::{OutputChunk, OutputSink, OutputStream};
 pub const LABEL_JOB: &str = "drover.job";
 /// Label carrying the attempt number on every container Drover creates.
 pub const LABEL_ATTEMPT: &str = "drover.attempt";
+/// Label carrying the cluster id on every container a node creates.
+pub const LABEL_CLUSTER: &str = "drover.cluster";
+/// Label carrying the node id on every container a node creates.
+pub const LABEL_NODE: &str = "drover.node";
 
 /// What to run for one attempt of a job.
 #[derive(Debug, Clone, PartialEq, Eq)]

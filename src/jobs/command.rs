@@ -271,23 +271,42 @@ mod tests {
             EndReason::Drained,
         ];
         let mut commands = vec![
-            Command::Submit { id: job, spec, submitted_at_ms: -1 },
+            Command::Submit {
+                id: job,
+                spec,
+                submitted_at_ms: -1,
+            },
             Command::Assign {
                 at_ms: 5,
-                assignments: vec![Assignment { job, attempt: 2, node: 3 }],
+                assignments: vec![Assignment {
+                    job,
+                    attempt: 2,
+                    node: 3,
+                }],
             },
-            Command::Started { job, attempt: 1, node: 2, at_ms: 3 },
+            Command::Started {
+                job,
+                attempt: 1,
+                node: 2,
+                at_ms: 3,
+            },
             Command::Cancel { job, at_ms: 4 },
             Command::NodeUp {
                 node: 2,
                 labels: [("zone".to_string(), "a".to_string())].into(),
-                capacity: Capacity { cpu_millis: 2000, memory_mib: 512 },
+                capacity: Capacity {
+                    cpu_millis: 2000,
+                    memory_mib: 512,
+                },
                 at_ms: 1,
             },
             Command::NodeDown { node: 2, at_ms: 1 },
             Command::SetDrain {
                 node: 2,
-                drain: Some(Drain { since_ms: 1, deadline_ms: Some(2) }),
+                drain: Some(Drain {
+                    since_ms: 1,
+                    deadline_ms: Some(2),
+                }),
                 at_ms: 1,
             },
             Command::Evict { node: 2, at_ms: 1 },
@@ -320,7 +339,12 @@ mod tests {
         bytes.extend([1, 7]);
         bytes.extend(b"echo hi");
         bytes.extend([0, 20]); // no args; 10 ms (zigzag varint)
-        let Command::Submit { id: got, spec, submitted_at_ms } = Command::decode(&bytes).unwrap() else {
+        let Command::Submit {
+            id: got,
+            spec,
+            submitted_at_ms,
+        } = Command::decode(&bytes).unwrap()
+        else {
             panic!("not a submit");
         };
         assert_eq!((got, submitted_at_ms), (id, 10));

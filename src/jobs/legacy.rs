@@ -54,7 +54,12 @@ impl SpecV1 {
 impl JobV1 {
     /// The same job in today's row format (version 1 jobs never ran).
     pub fn upgrade(self) -> Job {
-        let mut job = Job::new(self.id, self.spec.upgrade(), self.submitted_at_ms, self.index);
+        let mut job = Job::new(
+            self.id,
+            self.spec.upgrade(),
+            self.submitted_at_ms,
+            self.index,
+        );
         job.state = self.state;
         job
     }

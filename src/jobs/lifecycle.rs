@@ -242,7 +242,11 @@ fn end_attempt(
     // when its retries are used up (within the bound on recorded attempts).
     if retriable && (attempts_left || drained) && used < MAX_RECORDED_ATTEMPTS {
         let next = u32::try_from(used + 1).unwrap_or(u32::MAX);
-        let wait = if drained { 0 } else { job.spec.retry.backoff_before(next) };
+        let wait = if drained {
+            0
+        } else {
+            job.spec.retry.backoff_before(next)
+        };
         job.state = JobState::Queued;
         job.not_before_ms = at_ms.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX));
     } else {
@@ -283,9 +287,25 @@ mod tests {
     #[test]
     fn runs_to_success() {
         let mut j = job(1);
-        apply(&mut j, Event::Assign { attempt: 1, node: 2, at_ms: 10 }).unwrap();
+        apply(
+            &mut j,
+            Event::Assign {
+                attempt: 1,
+                node: 2,
+                at_ms: 10,
+            },
+        )
+        .unwrap();
         assert_eq!(j.state, JobState::Assigned);
-        apply(&mut j, Event::Start { attempt: 1, node: 2, at_ms: 11 }).unwrap();
+        apply(
+            &mut j,
+            Event::Start {
+                attempt: 1,
+                node: 2,
+                at_ms: 11,
+            },
+        )
+        .unwrap();
         assert_eq!(j.state, JobState::Running);
         apply(&mut j, finish(1, 2, 12, 0)).unwrap();
         assert_eq!(j.state, JobState::Succeeded);
@@ -299,7 +319,15 @@ mod tests {
         for n in 1..=3u32 {
             let at = i64::from(n) * 10_000;
             assert_eq!(j.state, JobState::Queued);
-            apply(&mut j, Event::Assign { attempt: n, node: 1, at_ms: at }).unwrap();
+            apply(
+                &mut j,
+                Event::Assign {
+                    attempt: n,
+                    node: 1,
+                    at_ms: at,
+                },
+            )
+            .unwrap();
             apply(&mut j, finish(n, 1, at + 5, 7)).unwrap();
             if n < 3 {
                 assert_eq!(j.state, JobState::Queued);
@@ -314,10 +342,24 @@ mod tests {
     #[test]
     fn stale_reports_are_fenced() {
         let mut j = job(2);
-        apply(&mut j, Event::Assign { attempt: 1, node: 1, at_ms: 0 }).unwrap();
+        apply(
+            &mut j,
+            Event::Assign {
+                attempt: 1,
+                node: 1,
+                at_ms: 0,
+            },
+        )
+        .unwrap();
         // Wrong node, wrong attempt, skipped attempt number.
-        assert!(matches!(apply(&mut j, finish(1, 2, 1, 0)), Err(Refused::Stale { .. })));
-        assert!(matches!(apply(&mut j, finish(2, 1, 1, 0)), Err(Refused::Stale { .. })));
+        assert!(matches!(
+            apply(&mut j, finish(1, 2, 1, 0)),
+            Err(Refused::Stale { .. })
+        ));
+        assert!(matches!(
+            apply(&mut j, finish(2, 1, 1, 0)),
+            Err(Refused::Stale { .. })
+        ));
         // Attempt 1 lost, attempt 2 placed elsewhere: attempt 1's late
         // success must not overwrite it.
         let lost = Event::Finish {
@@ -331,12 +373,27 @@ mod tests {
         };
         apply(&mut j, lost).unwrap();
         assert_eq!(j.state, JobState::Queued);
-        apply(&mut j, Event::Assign { attempt: 2, node: 3, at_ms: 3 }).unwrap();
+        apply(
+            &mut j,
+            Event::Assign {
+                attempt: 2,
+                node: 3,
+                at_ms: 3,
+            },
+        )
+        .unwrap();
         let before = j.clone();
         assert!(apply(&mut j, finish(1, 1, 4, 0)).is_err());
         assert_eq!(j, before);
         assert!(matches!(
-            apply(&mut j, Event::Assign { attempt: 2, node: 3, at_ms: 3 }),
+            apply(
+                &mut j,
+                Event::Assign {
+                    attempt: 2,
+                    node: 3,
+                    at_ms: 3
+                }
+            ),
             Err(Refused::WrongState { .. })
         ));
     }
@@ -344,13 +401,35 @@ mod tests {
     #[test]
     fn cancel_is_idempotent_in_every_state() {
         let mut queued = job(1);
-        assert_eq!(apply(&mut queued, Event::Cancel { at_ms: 1 }), Ok(Changed::Yes));
+        assert_eq!(
+            apply(&mut queued, Event::Cancel { at_ms: 1 }),
+            Ok(Changed::Yes)
+        );
         assert_eq!(queued.state, JobState::Cancelled);
-        assert_eq!(apply(&mut queued, Event::Cancel { at_ms: 2 }), Ok(Changed::No));
+        assert_eq!(
+            apply(&mut queued, Event::Cancel { at_ms: 2 }),
+            Ok(Changed::No)
+        );
 
         let mut running = job(3);
-        apply(&mut running, Event::Assign { attempt: 1, node: 1, at_ms: 0 }).unwrap();
-        apply(&mut running, Event::Start { attempt: 1, node: 1, at_ms: 0 }).unwrap();
+        apply(
+            &mut running,
+            Event::Assign {
+                attempt: 1,
+                node: 1,
+                at_ms: 0,
+            },
+        )
+        .unwrap();
+        apply(
+            &mut running,
+            Event::Start {
+                attempt: 1,
+                node: 1,
+                at_ms: 0,
+            },
+        )
+        .unwrap();
         apply(&mut running, Event::Cancel { at_ms: 5 }).unwrap();
         // Cancelled is final even with attempts left.
         assert_eq!(running.state, JobState::Cancelled);
@@ -359,16 +438,35 @@ mod tests {
         assert!(apply(&mut running, finish(1, 1, 6, 137)).is_err());
 
         let mut done = job(1);
-        apply(&mut done, Event::Assign { attempt: 1, node: 1, at_ms: 0 }).unwrap();
+        apply(
+            &mut done,
+            Event::Assign {
+                attempt: 1,
+                node: 1,
+                at_ms: 0,
+            },
+        )
+        .unwrap();
         apply(&mut done, finish(1, 1, 1, 0)).unwrap();
-        assert_eq!(apply(&mut done, Event::Cancel { at_ms: 2 }), Ok(Changed::No));
+        assert_eq!(
+            apply(&mut done, Event::Cancel { at_ms: 2 }),
+            Ok(Changed::No)
+        );
         assert_eq!(done.state, JobState::Succeeded);
     }
 
     #[test]
     fn drained_attempts_rerun_even_without_retries_left() {
         let mut j = job(1);
-        apply(&mut j, Event::Assign { attempt: 1, node: 1, at_ms: 0 }).unwrap();
+        apply(
+            &mut j,
+            Event::Assign {
+                attempt: 1,
+                node: 1,
+                at_ms: 0,
+            },
+        )
+        .unwrap();
         let drained = Event::Finish {
             attempt: 1,
             node: 1,

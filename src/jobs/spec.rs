@@ -205,21 +205,30 @@ impl JobSpec {
             ));
         }
         if self.env.len() > MAX_ENV_VARS {
-            return Err(format!("`env` has {} variables; the limit is {MAX_ENV_VARS}", self.env.len()));
+            return Err(format!(
+                "`env` has {} variables; the limit is {MAX_ENV_VARS}",
+                self.env.len()
+            ));
         }
         let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
         if env_bytes > MAX_ENV_BYTES {
-            return Err(format!("`env` takes {env_bytes} bytes; the limit is {MAX_ENV_BYTES}"));
+            return Err(format!(
+                "`env` takes {env_bytes} bytes; the limit is {MAX_ENV_BYTES}"
+            ));
         }
         for (name, value) in &self.env {
             let valid_name = !name.is_empty()
                 && !name.starts_with(|c: char| c.is_ascii_digit())
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid_name {
-                return Err(format!("`env` name {name:?} must be letters, digits and _, not starting with a digit"));
+                return Err(format!(
+                    "`env` name {name:?} must be letters, digits and _, not starting with a digit"
+                ));
             }
             if name.starts_with("DROVER_") {
-                return Err(format!("`env` name {name:?}: DROVER_* is reserved for the executor"));
+                return Err(format!(
+                    "`env` name {name:?}: DROVER_* is reserved for the executor"
+                ));
             }
             if value.contains('\0') {
                 return Err(format!("`env` value of {name} contains a NUL byte"));
@@ -227,30 +236,48 @@ impl JobSpec {
         }
         let r = &self.resources;
         if !CPU_MILLIS.contains(&r.cpu_millis) {
-            return Err(format!("`resources.cpu_millis` {} is outside {CPU_MILLIS:?}", r.cpu_millis));
+            return Err(format!(
+                "`resources.cpu_millis` {} is outside {CPU_MILLIS:?}",
+                r.cpu_millis
+            ));
         }
         if !MEMORY_MIB.contains(&r.memory_mib) {
-            return Err(format!("`resources.memory_mib` {} is outside {MEMORY_MIB:?}", r.memory_mib));
+            return Err(format!(
+                "`resources.memory_mib` {} is outside {MEMORY_MIB:?}",
+                r.memory_mib
+            ));
         }
         if !PIDS.contains(&r.pids) {
             return Err(format!("`resources.pids` {} is outside {PIDS:?}", r.pids));
         }
         if self.timeout_ms > MAX_TIMEOUT_MS {
-            return Err(format!("`timeout` of {} ms exceeds the limit of 30 days", self.timeout_ms));
+            return Err(format!(
+                "`timeout` of {} ms exceeds the limit of 30 days",
+                self.timeout_ms
+            ));
         }
         let retry = &self.retry;
         if !ATTEMPTS.contains(&retry.max_attempts) {
-            return Err(format!("`retry.max_attempts` {} is outside {ATTEMPTS:?}", retry.max_attempts));
+            return Err(format!(
+                "`retry.max_attempts` {} is outside {ATTEMPTS:?}",
+                retry.max_attempts
+            ));
         }
         if retry.initial_backoff_ms > MAX_BACKOFF_MS || retry.max_backoff_ms > MAX_BACKOFF_MS {
             return Err("`retry` backoff exceeds the limit of 1 day".into());
         }
         if !PRIORITY.contains(&self.priority) {
-            return Err(format!("`priority` {} is outside {PRIORITY:?}", self.priority));
+            return Err(format!(
+                "`priority` {} is outside {PRIORITY:?}",
+                self.priority
+            ));
         }
         for (what, map) in [("constraints", &self.constraints), ("labels", &self.labels)] {
             if map.len() > MAX_LABELS {
-                return Err(format!("`{what}` has {} entries; the limit is {MAX_LABELS}", map.len()));
+                return Err(format!(
+                    "`{what}` has {} entries; the limit is {MAX_LABELS}",
+                    map.len()
+                ));
             }
             if let Some((k, _)) = map
                 .iter()
@@ -261,7 +288,9 @@ impl JobSpec {
         }
         if let Some(key) = &self.idempotency_key {
             if key.is_empty() || key.len() > MAX_KEY_BYTES {
-                return Err(format!("`idempotency_key` must be 1 to {MAX_KEY_BYTES} bytes"));
+                return Err(format!(
+                    "`idempotency_key` must be 1 to {MAX_KEY_BYTES} bytes"
+                ));
             }
         }
         Ok(())
@@ -375,24 +404,67 @@ mod tests {
         };
         assert_eq!(ok.validate(), Ok(()));
         let bad = [
-            JobSpec { image: "bad image".into(), ..ok.clone() },
-            JobSpec { env: vec![("1X".into(), "v".into())], ..ok.clone() },
-            JobSpec { env: vec![("DROVER_JOB_ID".into(), "v".into())], ..ok.clone() },
-            JobSpec { resources: Resources { memory_mib: 1, ..Resources::default() }, ..ok.clone() },
-            JobSpec { resources: Resources { cpu_millis: 0, ..Resources::default() }, ..ok.clone() },
-            JobSpec { timeout_ms: u64::MAX, ..ok.clone() },
-            JobSpec { retry: RetryPolicy { max_attempts: 0, ..RetryPolicy::default() }, ..ok.clone() },
-            JobSpec { priority: 5000, ..ok.clone() },
-            JobSpec { idempotency_key: Some(String::new()), ..ok.clone() },
+            JobSpec {
+                image: "bad image".into(),
+                ..ok.clone()
+            },
+            JobSpec {
+                env: vec![("1X".into(), "v".into())],
+                ..ok.clone()
+            },
+            JobSpec {
+                env: vec![("DROVER_JOB_ID".into(), "v".into())],
+                ..ok.clone()
+            },
+            JobSpec {
+                resources: Resources {
+                    memory_mib: 1,
+                    ..Resources::default()
+                },
+                ..ok.clone()
+            },
+            JobSpec {
+                resources: Resources {
+                    cpu_millis: 0,
+                    ..Resources::default()
+                },
+                ..ok.clone()
+            },
+            JobSpec {
+                timeout_ms: u64::MAX,
+                ..ok.clone()
+            },
+            JobSpec {
+                retry: RetryPolicy {
+                    max_attempts: 0,
+                    ..RetryPolicy::default()
+                },
+                ..ok.clone()
+            },
+            JobSpec {
+                priority: 5000,
+                ..ok.clone()
+            },
+            JobSpec {
+                idempotency_key: Some(String::new()),
+                ..ok.clone()
+            },
         ];
         for spec in bad {
-            assert!(matches!(spec.validate(), Err(SpecError::Invalid(_))), "{spec:?}");
+            assert!(
+                matches!(spec.validate(), Err(SpecError::Invalid(_))),
+                "{spec:?}"
+            );
         }
     }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let retry = RetryPolicy { max_attempts: 10, initial_backoff_ms: 100, max_backoff_ms: 350 };
+        let retry = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 350,
+        };
         let waits: Vec<u64> = (2..=5).map(|n| retry.backoff_before(n)).collect();
         assert_eq!(waits, [100, 200, 350, 350]);
     }

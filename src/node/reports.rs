@@ -105,7 +105,9 @@ impl Node {
         match self.propose(bytes).await {
             Ok(Applied::Updated(_)) => Ok(ReportOutcome::Accepted),
             Ok(Applied::Refused { reason }) => Ok(ReportOutcome::Refused(reason)),
-            Ok(other) => Ok(ReportOutcome::Refused(format!("unexpected result {other:?}"))),
+            Ok(other) => Ok(ReportOutcome::Refused(format!(
+                "unexpected result {other:?}"
+            ))),
             Err(e @ (RaftError::Rejected(_) | RaftError::Storage(_))) => {
                 Err(ReportError::Invalid(e.to_string()))
             }

@@ -111,7 +111,14 @@ async fn pass(node: &Node, last_gc: &mut Instant) -> Result<Option<Instant>, Str
             && !node.liveness.is_alive(record.id, now, cfg.node_down_after)
         {
             tracing::warn!(node = record.id, after = ?cfg.node_down_after, "no heartbeat: declaring the node down");
-            propose(node, Command::NodeDown { node: record.id, at_ms: now_ms }).await?;
+            propose(
+                node,
+                Command::NodeDown {
+                    node: record.id,
+                    at_ms: now_ms,
+                },
+            )
+            .await?;
         }
     }
 
@@ -124,9 +131,23 @@ async fn pass(node: &Node, last_gc: &mut Instant) -> Result<Option<Instant>, Str
             wake_at_ms(deadline);
             continue;
         }
-        if !store.active_on_node(record.id).map_err(|e| e.to_string())?.is_empty() {
-            tracing::info!(node = record.id, "drain deadline passed: re-queueing its jobs");
-            propose(node, Command::Evict { node: record.id, at_ms: now_ms }).await?;
+        if !store
+            .active_on_node(record.id)
+            .map_err(|e| e.to_string())?
+            .is_empty()
+        {
+            tracing::info!(
+                node = record.id,
+                "drain deadline passed: re-queueing its jobs"
+            );
+            propose(
+                node,
+                Command::Evict {
+                    node: record.id,
+                    at_ms: now_ms,
+                },
+            )
+            .await?;
         }
     }
 
@@ -159,20 +180,39 @@ async fn pass(node: &Node, last_gc: &mut Instant) -> Result<Option<Instant>, Str
         };
         if let Some(on) = scheduler::place(&mut loads, &job.spec.resources, &job.spec.constraints) {
             let attempt = u32::try_from(job.attempts.len() + 1).unwrap_or(u32::MAX);
-            assignments.push(Assignment { job: id, attempt, node: on });
+            assignments.push(Assignment {
+                job: id,
+                attempt,
+                node: on,
+            });
         }
     }
     if !assignments.is_empty() {
         tracing::debug!(count = assignments.len(), "placing jobs");
-        propose(node, Command::Assign { at_ms: now_ms, assignments }).await?;
+        propose(
+            node,
+            Command::Assign {
+                at_ms: now_ms,
+                assignments,
+            },
+        )
+        .await?;
     }
 
     // 5. Garbage collection of finished jobs.
     if last_gc.elapsed() >= GC_INTERVAL || store.finished_count() > cfg.retain_max {
         *last_gc = Instant::now();
-        let oldest = store.oldest_finished(MAX_GC_BATCH).map_err(|e| e.to_string())?;
+        let oldest = store
+            .oldest_finished(MAX_GC_BATCH)
+            .map_err(|e| e.to_string())?;
         let retention_ms = i64::try_from(cfg.retention.as_millis()).unwrap_or(i64::MAX);
-        let jobs = scheduler::gc_candidates(&oldest, store.finished_count(), now_ms, retention_ms, cfg.retain_max);
+        let jobs = scheduler::gc_candidates(
+            &oldest,
+            store.finished_count(),
+            now_ms,
+            retention_ms,
+            cfg.retain_max,
+        );
         if !jobs.is_empty() {
             tracing::info!(count = jobs.len(), "collecting finished jobs");
             propose(node, Command::Gc { jobs }).await?;

@@ -334,7 +334,11 @@ impl RaftPeer for PeerService {
         let reporter = match &command {
             crate::jobs::Command::Started { node, .. }
             | crate::jobs::Command::Finished { node, .. } => *node,
-            _ => return Err(Status::invalid_argument("only Started and Finished are reports")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "only Started and Finished are reports",
+                ))
+            }
         };
         if reporter != req.from {
             return Err(Status::permission_denied(format!(
@@ -350,12 +354,10 @@ impl RaftPeer for PeerService {
                 accepted: true,
                 reason: String::new(),
             })),
-            Ok(super::reports::ReportOutcome::Refused(reason)) => {
-                Ok(Response::new(ReportReply {
-                    accepted: false,
-                    reason,
-                }))
-            }
+            Ok(super::reports::ReportOutcome::Refused(reason)) => Ok(Response::new(ReportReply {
+                accepted: false,
+                reason,
+            })),
             Err(e) => Err(Status::unavailable(e.to_string())),
         }
     }

@@ -17,7 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::reports::ReportOutcome;
 use super::Node;
 use crate::executor::docker::{DockerConfig, DockerDriver};
-use crate::executor::{ContainerInfo, Driver, ExecError, OutputSink, Reason, RunSpec, Started};
+use crate::executor::{
+    ContainerInfo, Driver, ExecError, OutputSink, Reason, RunSpec, Started, LABEL_CLUSTER,
+    LABEL_NODE,
+};
 use crate::jobs::{Command, EndReason, Job, JobId, JobState};
 
 /// Output chunks buffered between the container and the store.
@@ -40,6 +43,10 @@ pub async fn run(node: Arc<Node>) {
     let config = DockerConfig {
         timeout_grace: node.config.executor.stop_grace,
         docker_host: node.config.executor.docker_host.clone(),
+        owner_labels: vec![
+            (LABEL_CLUSTER.to_string(), node.config.cluster_id.clone()),
+            (LABEL_NODE.to_string(), node.config.node_id.to_string()),
+        ],
         ..DockerConfig::default()
     };
     let mut backoff = BACKOFF_MIN;
@@ -48,7 +55,9 @@ pub async fn run(node: Arc<Node>) {
             Ok(driver) => break Arc::new(driver),
             Err(e) => {
                 if backoff == BACKOFF_MIN {
-                    tracing::error!("cannot reach Docker, this node runs no jobs until it can: {e}");
+                    tracing::error!(
+                        "cannot reach Docker, this node runs no jobs until it can: {e}"
+                    );
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -145,7 +154,9 @@ impl Worker {
                     let attempt = info.attempt.unwrap_or(0);
                     self.running().insert(job.id, attempt);
                     let worker = self.clone();
-                    tokio::spawn(async move { worker.supervise_existing(job, attempt, info).await });
+                    tokio::spawn(
+                        async move { worker.supervise_existing(job, attempt, info).await },
+                    );
                 }
                 None => {
                     tracing::info!(container = %info.name, "removing a container of an attempt this node does not own");
@@ -202,7 +213,10 @@ impl Worker {
                 // Started before, but no container of ours exists (reconcile
                 // would have found it): the attempt's fate is unknown.
                 tokio::spawn(async move {
-                    let end = End::platform(EndReason::NodeLost, "the container disappeared while its node was down".into());
+                    let end = End::platform(
+                        EndReason::NodeLost,
+                        "the container disappeared while its node was down".into(),
+                    );
                     worker.finish(&job, attempt, end).await;
                 });
             } else {
@@ -275,13 +289,18 @@ impl Worker {
                         node: reporter.me(),
                         at_ms: now_ms(),
                     };
-                    reporter.report_until_verdict(&command, job_id, attempt).await;
+                    reporter
+                        .report_until_verdict(&command, job_id, attempt)
+                        .await;
                 });
                 let outcome = self.driver.wait(handle).await;
                 let _ = pump.await;
                 let end = match outcome {
                     Ok(outcome) => End::from_outcome(outcome),
-                    Err(e) => End::platform(EndReason::StartFailed, format!("lost track of the container: {e}")),
+                    Err(e) => End::platform(
+                        EndReason::StartFailed,
+                        format!("lost track of the container: {e}"),
+                    ),
                 };
                 self.finish(&job, attempt, end).await;
                 if let Err(e) = self.driver.remove(&container).await {
@@ -339,7 +358,10 @@ impl Worker {
         let _ = pump.await;
         let end = match outcome {
             Ok(outcome) => End::from_outcome(outcome),
-            Err(e) => End::platform(EndReason::StartFailed, format!("lost track of the container: {e}")),
+            Err(e) => End::platform(
+                EndReason::StartFailed,
+                format!("lost track of the container: {e}"),
+            ),
         };
         self.finish(&job, attempt, end).await;
         if let Err(e) = self.driver.remove(&info.container_id).await {

@@ -65,7 +65,12 @@ impl NodeLoad {
     /// Load after adding `r`, in parts per million of the scarcer resource.
     fn load_with(&self, r: &Resources) -> u64 {
         let frac = |used: u64, add: u64, cap: u64| (used + add) * 1_000_000 / cap.max(1);
-        frac(self.used_cpu_millis, u64::from(r.cpu_millis), self.capacity.cpu_millis).max(frac(
+        frac(
+            self.used_cpu_millis,
+            u64::from(r.cpu_millis),
+            self.capacity.cpu_millis,
+        )
+        .max(frac(
             self.used_memory_mib,
             u64::from(r.memory_mib),
             self.capacity.memory_mib,
@@ -155,13 +160,18 @@ mod tests {
     fn spreads_over_equal_nodes() {
         let mut nodes = vec![node(1, 2000, &[]), node(2, 2000, &[]), node(3, 2000, &[])];
         let none = BTreeMap::new();
-        let placed: Vec<_> = (0..6).filter_map(|_| place(&mut nodes, &job(100), &none)).collect();
+        let placed: Vec<_> = (0..6)
+            .filter_map(|_| place(&mut nodes, &job(100), &none))
+            .collect();
         assert_eq!(placed, [1, 2, 3, 1, 2, 3]);
     }
 
     #[test]
     fn respects_capacity_constraints_and_eligibility() {
-        let mut nodes = vec![node(1, 250, &[("zone", "a")]), node(2, 4000, &[("zone", "b")])];
+        let mut nodes = vec![
+            node(1, 250, &[("zone", "a")]),
+            node(2, 4000, &[("zone", "b")]),
+        ];
         nodes[1].eligible = false;
         let zone_a = BTreeMap::from([("zone".to_string(), "a".to_string())]);
         assert_eq!(place(&mut nodes, &job(200), &zone_a), Some(1));
@@ -176,7 +186,9 @@ mod tests {
 
     #[test]
     fn collects_by_age_and_by_count() {
-        let ids: Vec<(i64, JobId)> = (0..5).map(|i| (i * 1000, JobId::from_parts(1, i as u128))).collect();
+        let ids: Vec<(i64, JobId)> = (0..5)
+            .map(|i| (i * 1000, JobId::from_parts(1, i as u128)))
+            .collect();
         // Retention: finished before 2500 go.
         assert_eq!(gc_candidates(&ids, 5, 3500, 1000, 100).len(), 3);
         // Count: keep at most 1.

@@ -134,7 +134,8 @@ impl SmTx<'_> {
                 .insert(&active_key(node, &job.id)[..], &attempt.to_be_bytes()[..])?;
         }
         if let Some(at) = job.finished_at_ms {
-            self.finished.insert(&finished_key(at, &job.id)[..], &[][..])?;
+            self.finished
+                .insert(&finished_key(at, &job.id)[..], &[][..])?;
         }
         if let Some(key) = &job.spec.idempotency_key {
             self.idempotency
@@ -145,7 +146,8 @@ impl SmTx<'_> {
 
     fn remove_index_entries(&self, job: &Job) -> Tx<()> {
         if job.state == JobState::Queued {
-            self.queue.remove(&queue_key(job.spec.priority, &job.id)[..])?;
+            self.queue
+                .remove(&queue_key(job.spec.priority, &job.id)[..])?;
         }
         if let Some((node, _)) = job.active_on() {
             self.active.remove(&active_key(node, &job.id)[..])?;
@@ -172,7 +174,7 @@ mod tests {
     fn queue_keys_sort_by_priority_then_age() {
         let old = JobId::from_parts(1, 0);
         let new = JobId::from_parts(2, 0);
-        let mut keys = vec![
+        let mut keys = [
             queue_key(0, &new),
             queue_key(-5, &old),
             queue_key(7, &new),

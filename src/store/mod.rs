@@ -504,17 +504,19 @@ impl Store {
             &t.idempotency,
             &t.nodes,
         )
-            .transaction(|(jobs, sm_meta, queue, active, finished, idempotency, nodes)| {
-                let tx = indexes::SmTx {
-                    jobs,
-                    queue,
-                    active,
-                    finished,
-                    idempotency,
-                    nodes,
-                };
-                install.write(&tx, sm_meta)
-            })
+            .transaction(
+                |(jobs, sm_meta, queue, active, finished, idempotency, nodes)| {
+                    let tx = indexes::SmTx {
+                        jobs,
+                        queue,
+                        active,
+                        finished,
+                        idempotency,
+                        nodes,
+                    };
+                    install.write(&tx, sm_meta)
+                },
+            )
             .map_err(|e| self.tx_err(e))?;
         Ok(install.sm)
     }
@@ -526,7 +528,14 @@ impl Store {
     ) -> Result<PreparedInstall, StoreError> {
         let t = &self.sm;
         let mut old_keys = Vec::new();
-        for tree in [&t.jobs, &t.queue, &t.active, &t.finished, &t.idempotency, &t.nodes] {
+        for tree in [
+            &t.jobs,
+            &t.queue,
+            &t.active,
+            &t.finished,
+            &t.idempotency,
+            &t.nodes,
+        ] {
             let keys = tree
                 .iter()
                 .keys()
@@ -602,7 +611,14 @@ impl PreparedInstall {
         tx: &indexes::SmTx<'_>,
         sm_meta: &sled::transaction::TransactionalTree,
     ) -> indexes::Tx<()> {
-        let trees = [tx.jobs, tx.queue, tx.active, tx.finished, tx.idempotency, tx.nodes];
+        let trees = [
+            tx.jobs,
+            tx.queue,
+            tx.active,
+            tx.finished,
+            tx.idempotency,
+            tx.nodes,
+        ];
         for (tree, keys) in trees.iter().zip(&self.old_keys) {
             for key in keys {
                 tree.remove(key)?;

@@ -193,29 +193,43 @@ impl Store {
             &t.idempotency,
             &t.nodes,
         )
-            .transaction(|(log, state, snaps, jobs, sm_tree, queue, active, finished, idempotency, nodes)| -> TxResult {
-                for key in &old_log {
-                    log.remove(key)?;
-                }
-                for (key, value) in entries {
-                    log.insert(&key[..], &value[..])?;
-                }
-                if let Some(hs) = hard_state {
-                    state.insert(codec::KEY_HARD_STATE, hs)?;
-                }
-                state.insert(codec::KEY_MEMBERSHIP, &membership[..])?;
-                snaps.insert(codec::KEY_LATEST_SNAPSHOT, &record_encoded[..])?;
-                let tx = super::indexes::SmTx {
+            .transaction(
+                |(
+                    log,
+                    state,
+                    snaps,
                     jobs,
+                    sm_tree,
                     queue,
                     active,
                     finished,
                     idempotency,
                     nodes,
-                };
-                install.write(&tx, sm_tree)?;
-                Ok(())
-            })
+                )|
+                 -> TxResult {
+                    for key in &old_log {
+                        log.remove(key)?;
+                    }
+                    for (key, value) in entries {
+                        log.insert(&key[..], &value[..])?;
+                    }
+                    if let Some(hs) = hard_state {
+                        state.insert(codec::KEY_HARD_STATE, hs)?;
+                    }
+                    state.insert(codec::KEY_MEMBERSHIP, &membership[..])?;
+                    snaps.insert(codec::KEY_LATEST_SNAPSHOT, &record_encoded[..])?;
+                    let tx = super::indexes::SmTx {
+                        jobs,
+                        queue,
+                        active,
+                        finished,
+                        idempotency,
+                        nodes,
+                    };
+                    install.write(&tx, sm_tree)?;
+                    Ok(())
+                },
+            )
             .map_err(|e| self.tx_err(e))?;
         self.flush()?;
         self.publish_counts(&install.sm);

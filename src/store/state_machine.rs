@@ -407,9 +407,15 @@ impl Store {
                 };
                 let (reason, message) = if down {
                     record.status = NodeStatus::Down;
-                    (EndReason::NodeLost, format!("node {node} stopped heartbeating"))
+                    (
+                        EndReason::NodeLost,
+                        format!("node {node} stopped heartbeating"),
+                    )
                 } else {
-                    (EndReason::Drained, format!("node {node} passed its drain deadline"))
+                    (
+                        EndReason::Drained,
+                        format!("node {node} passed its drain deadline"),
+                    )
                 };
                 record.updated_at_ms = *at_ms;
                 tx.put_node(&record)?;
@@ -625,7 +631,12 @@ impl Store {
 
     /// One node record.
     pub fn node(&self, id: NodeId) -> Result<Option<NodeRecord>, StoreError> {
-        match self.sm.nodes.get(id.to_be_bytes()).map_err(|e| self.sled_err(e))? {
+        match self
+            .sm
+            .nodes
+            .get(id.to_be_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
             Some(v) => self.decode("node", &v).map(Some),
             None => Ok(None),
         }
@@ -678,7 +689,9 @@ impl Store {
     pub(super) fn publish_counts(&self, sm: &SmMeta) {
         self.counts.jobs.store(sm.job_count, Ordering::Release);
         self.counts.queued.store(sm.queued_count, Ordering::Release);
-        self.counts.finished.store(sm.finished_count, Ordering::Release);
+        self.counts
+            .finished
+            .store(sm.finished_count, Ordering::Release);
         self.applied.store(sm.applied_index, Ordering::Release);
     }
 }

@@ -66,8 +66,10 @@ pub struct RaftSettings {
     pub node_down_after_ms: u64,
     /// CPU each node offers, in millicores.
     pub cpu_millis: u64,
-    /// Extra TOML appended to every node's config.
-    pub extra: String,
+    /// scheduler.queue_capacity.
+    pub queue_capacity: u64,
+    /// scheduler.retain_max.
+    pub retain_max: u64,
 }
 
 impl Default for RaftSettings {
@@ -80,7 +82,8 @@ impl Default for RaftSettings {
             executor: false,
             node_down_after_ms: 10_000,
             cpu_millis: 4000,
-            extra: String::new(),
+            queue_capacity: 100_000,
+            retain_max: 100_000,
         }
     }
 }
@@ -98,7 +101,12 @@ impl Cluster {
     /// Writes configs for `n` founding members and starts them all.
     pub fn start(n: usize, settings: RaftSettings) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let cluster_id = format!("test-{}", std::process::id());
+        // Unique per cluster, not just per process: tests of one binary run
+        // in parallel and share the Docker engine, where containers are
+        // told apart by cluster id.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cluster_id = format!("test-{}-{serial}", std::process::id());
         let mut cluster = Cluster {
             dir,
             cluster_id,
@@ -155,8 +163,9 @@ impl Cluster {
             s.tick_ms, s.election_ticks, s.snapshot_threshold, s.trailing_entries
         );
         text += &format!(
-            "[executor]\nenabled = {}\ncpu_millis = {}\nmemory_mib = 8192\nstop_grace = \"2s\"\n\n[scheduler]\nheartbeat_interval = \"200ms\"\nnode_down_after = \"{}ms\"\n\n{}\n",
-            s.executor, s.cpu_millis, s.node_down_after_ms, s.extra
+            "[executor]\nenabled = {}\ncpu_millis = {}\nmemory_mib = 8192\nstop_grace = \"2s\"\nlabels = {{ node = \"{}\" }}\n\n\
+             [scheduler]\nheartbeat_interval = \"200ms\"\nnode_down_after = \"{}ms\"\nqueue_capacity = {}\nretain_max = {}\n",
+            s.executor, s.cpu_millis, spec.id, s.node_down_after_ms, s.queue_capacity, s.retain_max
         );
         std::fs::write(&spec.config_path, text).expect("write node config");
     }
@@ -236,20 +245,26 @@ impl Cluster {
 
     /// Waits until a running node reports itself leader; returns its index.
     pub async fn wait_leader(&self, timeout: Duration) -> usize {
-        wait_for("a leader", timeout, || async {
+        let deadline = Instant::now() + timeout;
+        loop {
             for i in 0..self.nodes.len() {
                 if !self.is_running(i) {
                     continue;
                 }
                 if let Some(status) = self.status(i).await {
                     if status.role == "leader" {
-                        return Some(i);
+                        return i;
                     }
                 }
             }
-            None
-        })
-        .await
+            if Instant::now() > deadline {
+                let logs: String = (0..self.nodes.len())
+                    .map(|i| format!("\n--- node {} ---\n{}", self.nodes[i].id, self.log_tail(i)))
+                    .collect();
+                panic!("no leader within {timeout:?}; logs:{logs}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Runs the CLI against this cluster and returns its output.
@@ -274,7 +289,99 @@ impl Drop for Cluster {
         for i in 0..self.children.len() {
             self.kill(i);
         }
+        if self.settings.executor {
+            remove_containers(&self.cluster_id);
+        }
     }
+}
+
+/// Removes every container the nodes of `cluster_id` created (they outlive
+/// their killed agents by design).
+pub fn remove_containers(cluster_id: &str) {
+    let ids = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=drover.cluster={cluster_id}"),
+        ])
+        .output();
+    if let Ok(out) = ids {
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+/// Containers of `cluster_id` still present (running or not), by name.
+pub fn containers(cluster_id: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            &format!("label=drover.cluster={cluster_id}"),
+        ])
+        .output()
+        .expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether Docker-dependent tests should run: true if the engine answers.
+/// With `DROVER_REQUIRE_DOCKER=1` an unreachable engine is a failure, not
+/// a skip. Builds the job image once per test binary.
+pub fn docker_ready() -> bool {
+    let required = std::env::var("DROVER_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
+    let up = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !up {
+        assert!(
+            !required,
+            "DROVER_REQUIRE_DOCKER=1 but Docker is unreachable"
+        );
+        eprintln!("NOTICE: skipping a Docker test, Docker is unreachable");
+        return false;
+    }
+    if let Err(e) = job_image() {
+        panic!("Docker is reachable but the job image cannot be built: {e}");
+    }
+    true
+}
+
+/// Builds the job image once per test binary; returns the error text on failure.
+pub fn job_image() -> Result<(), String> {
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<Option<Result<(), String>>>> = OnceLock::new();
+    let cell = BUILT.get_or_init(|| Mutex::new(None));
+    let mut guard = cell.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(done) = guard.as_ref() {
+        return done.clone();
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/build-job-image.sh");
+    let result = match Command::new("bash").arg(script).output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "build-job-image.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+        Err(e) => Err(format!("cannot run build-job-image.sh: {e}")),
+    };
+    *guard = Some(result.clone());
+    result
 }
 
 /// Submits a shell command through node `i` and returns the job id.

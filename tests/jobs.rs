@@ -1,0 +1,472 @@
+//! Running jobs end to end: real agent processes, real Docker containers,
+//! the real CLI. Without Docker these tests print a notice and pass, unless
+//! `DROVER_REQUIRE_DOCKER=1` (CI) makes that a failure.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{containers, docker_ready, wait_for, Cluster, RaftSettings};
+use drover::proto::v1 as pb;
+use drover::proto::v1::drover_client::DroverClient;
+use tonic::transport::Channel;
+
+const ELECTION: Duration = Duration::from_secs(20);
+const JOB_WAIT: Duration = Duration::from_secs(60);
+
+fn settings() -> RaftSettings {
+    RaftSettings {
+        executor: true,
+        ..RaftSettings::default()
+    }
+}
+
+async fn get(client: &mut DroverClient<Channel>, id: &str) -> Option<pb::Job> {
+    client
+        .get_job(pb::GetJobRequest {
+            id: id.to_string(),
+            consistent: false,
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .job
+}
+
+/// Waits until job `id` satisfies `pred` (read from node `i`), returns it.
+async fn wait_job(
+    cluster: &Cluster,
+    i: usize,
+    id: &str,
+    what: &str,
+    pred: impl Fn(&pb::Job) -> bool,
+) -> pb::Job {
+    let deadline = std::time::Instant::now() + JOB_WAIT;
+    let mut last = None;
+    loop {
+        if let Some(mut client) = cluster.client(i).await {
+            last = get(&mut client, id).await;
+            if let Some(job) = last.as_ref().filter(|j| pred(j)) {
+                return job.clone();
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "timed out after {JOB_WAIT:?} waiting for job {id}: {what}; last seen {last:?}\nnode log:\n{}",
+                cluster.log_tail(i)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+async fn submit(client: &mut DroverClient<Channel>, spec: pb::JobSpec) -> String {
+    client
+        .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("job")
+        .id
+}
+
+fn shell(command: &str) -> pb::JobSpec {
+    pb::JobSpec {
+        command: command.to_string(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_node_runs_jobs_with_every_outcome() {
+    if !docker_ready() {
+        return;
+    }
+    let cluster = Cluster::start(1, settings());
+    cluster.wait_leader(ELECTION).await;
+
+    // The README's first promise.
+    let out = cluster.cli(&["job", "run", "--", "echo hello"]);
+    assert_eq!(stdout(&out), "hello\n", "stderr: {}", stderr(&out));
+    assert!(out.status.success());
+
+    // Non-zero exit: the CLI exits with it; stdout and stderr are kept apart.
+    let out = cluster.cli(&["job", "run", "--", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stdout(&out), "out\n");
+    assert!(stderr(&out).contains("err\n"), "{}", stderr(&out));
+
+    // Timeout: TIMED_OUT within 3 s of the start, container gone.
+    let out = cluster.cli(&[
+        "job",
+        "run",
+        "--timeout",
+        "1s",
+        "--detach",
+        "--",
+        "sleep 60",
+    ]);
+    let id = stdout(&out).trim().to_string();
+    let job = wait_job(&cluster, 0, &id, "timed out", |j| j.state == "TIMED_OUT").await;
+    let a = &job.attempts[0];
+    assert_eq!(a.reason, "TIMED_OUT");
+    assert!(
+        a.started_at_ms > 0 && a.finished_at_ms - a.started_at_ms < 3000,
+        "{a:?}"
+    );
+    let name = format!("drover-{id}-1");
+    wait_for(
+        "the timed-out container to be removed",
+        JOB_WAIT,
+        || async { (!containers(&cluster.cluster_id).contains(&name)).then_some(()) },
+    )
+    .await;
+
+    // A memory hog under 32 MiB is OOM_KILLED, not "exit 137".
+    let out = cluster.cli(&[
+        "job",
+        "run",
+        "--memory",
+        "32",
+        "--",
+        "x=a; while true; do x=\"$x$x\"; done",
+    ]);
+    assert_eq!(out.status.code(), Some(137));
+    assert!(stderr(&out).contains("OOM_KILLED"), "{}", stderr(&out));
+
+    // Locked down: no network, read-only root, writable /tmp, own id in env.
+    let out = cluster.cli(&[
+        "job",
+        "run",
+        "--",
+        "wget -q -T 2 http://1.1.1.1/ >/dev/null 2>&1 || echo no-network; \
+         touch /x 2>/dev/null || echo read-only-root; touch /tmp/x && echo tmp-ok; \
+         echo attempt=$DROVER_ATTEMPT id=${#DROVER_JOB_ID}",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "no-network\nread-only-root\ntmp-ok\nattempt=1 id=26\n",
+        "{}",
+        stderr(&out)
+    );
+
+    // Stop a running job: CANCELLED, container removed, stop is idempotent.
+    let out = cluster.cli(&["job", "run", "-d", "--", "echo started; sleep 100"]);
+    let id = stdout(&out).trim().to_string();
+    // Live output of a running job (and no SIGTERM before the echo ran).
+    wait_for("the running job's output", JOB_WAIT, || async {
+        let logs = cluster.cli(&["job", "logs", &id]);
+        (stdout(&logs) == "started\n").then_some(())
+    })
+    .await;
+    let out = cluster.cli(&["job", "stop", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let job = wait_job(&cluster, 0, &id, "cancelled", |j| j.state == "CANCELLED").await;
+    assert_eq!(job.attempts[0].reason, "CANCELLED");
+    let name = format!("drover-{id}-1");
+    wait_for("the stopped container to be removed", JOB_WAIT, || async {
+        (!containers(&cluster.cluster_id).contains(&name)).then_some(())
+    })
+    .await;
+    let again = cluster.cli(&["job", "stop", &id, "--output", "json"]);
+    assert!(again.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
+    assert_eq!(json["state"], "CANCELLED");
+    // Its output survives on the node.
+    let logs = cluster.cli(&["job", "logs", &id]);
+    assert_eq!(stdout(&logs), "started\n");
+
+    // Retries: fails twice, succeeds at attempt 3, backoff 1 s then 2 s.
+    let out = cluster.cli(&[
+        "job",
+        "run",
+        "--max-attempts",
+        "3",
+        "--backoff",
+        "1s",
+        "--output",
+        "json",
+        "--",
+        "[ \"$DROVER_ATTEMPT\" -ge 3 ] || exit 1; echo third",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let json: serde_json::Value =
+        serde_json::from_str(text.lines().last().unwrap_or_default()).expect("json");
+    assert_eq!(json["state"], "SUCCEEDED");
+    let attempts = json["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 3);
+    let at = |n: usize, key: &str| attempts[n][key].as_i64().unwrap_or(0);
+    assert!(
+        at(1, "assigned_at_ms") - at(0, "finished_at_ms") >= 1000,
+        "{json}"
+    );
+    assert!(
+        at(2, "assigned_at_ms") - at(1, "finished_at_ms") >= 2000,
+        "{json}"
+    );
+    assert_eq!(attempts[0]["reason"], "EXIT_CODE");
+    assert_eq!(attempts[2]["output_tail"], "third\n");
+
+    // Idempotency: the same key returns the first job, never a second.
+    let mut client = cluster.client(0).await.expect("client");
+    let keyed = pb::JobSpec {
+        idempotency_key: "nightly-2026-11-23".into(),
+        ..shell("true")
+    };
+    let first = submit(&mut client, keyed.clone()).await;
+    let second = submit(&mut client, keyed).await;
+    assert_eq!(first, second);
+
+    // A missing image that cannot be pulled fails the attempt with
+    // IMAGE_UNAVAILABLE and the engine's message, not a hang.
+    let missing = pb::JobSpec {
+        image: "drover-missing-image:never".into(),
+        ..shell("true")
+    };
+    let id = submit(&mut client, missing).await;
+    let job = wait_job(&cluster, 0, &id, "failed", |j| j.state == "FAILED").await;
+    assert_eq!(job.attempts[0].reason, "IMAGE_UNAVAILABLE");
+    assert!(!job.attempts[0].message.is_empty());
+
+    // Bad input is refused before anything is written.
+    let bad = pb::JobSpec {
+        resources: Some(pb::Resources {
+            memory_mib: 1,
+            ..Default::default()
+        }),
+        ..shell("true")
+    };
+    let err = client
+        .submit_job(pb::SubmitJobRequest { spec: Some(bad) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_answers_resource_exhausted() {
+    // No executor: jobs stay queued, so the bound is reached.
+    let cluster = Cluster::start(
+        1,
+        RaftSettings {
+            queue_capacity: 3,
+            ..RaftSettings::default()
+        },
+    );
+    cluster.wait_leader(ELECTION).await;
+    let mut client = cluster.client(0).await.expect("client");
+    for _ in 0..3 {
+        submit(&mut client, shell("true")).await;
+    }
+    let err = client
+        .submit_job(pb::SubmitJobRequest {
+            spec: Some(shell("true")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    // A stop frees a place.
+    let ids = common::all_job_ids(&mut client).await.expect("list");
+    client
+        .stop_job(pb::StopJobRequest { id: ids[0].clone() })
+        .await
+        .expect("stop a queued job");
+    submit(&mut client, shell("true")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finished_jobs_beyond_the_retention_count_are_collected() {
+    if !docker_ready() {
+        return;
+    }
+    let cluster = Cluster::start(
+        1,
+        RaftSettings {
+            retain_max: 2,
+            ..settings()
+        },
+    );
+    cluster.wait_leader(ELECTION).await;
+    let mut client = cluster.client(0).await.expect("client");
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let id = submit(&mut client, shell(&format!("echo {n}"))).await;
+        wait_job(&cluster, 0, &id, "succeeded", |j| j.state == "SUCCEEDED").await;
+        ids.push(id);
+    }
+    // The two oldest go, through the log; the two newest stay.
+    wait_for(
+        "the oldest finished jobs to be collected",
+        JOB_WAIT,
+        || async {
+            let mut client = cluster.client(0).await?;
+            let left = common::all_job_ids(&mut client).await.ok()?;
+            (left == ids[2..]).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_spread_jobs_and_rerun_the_work_of_a_killed_node() {
+    if !docker_ready() {
+        return;
+    }
+    let mut cluster = Cluster::start(
+        3,
+        RaftSettings {
+            node_down_after_ms: 4000,
+            ..settings()
+        },
+    );
+    let leader = cluster.wait_leader(ELECTION).await;
+    let mut client = cluster.client(leader).await.expect("client");
+    wait_for("all three nodes ready", JOB_WAIT, || async {
+        let mut client = cluster.client(leader).await?;
+        let nodes = client
+            .list_nodes(pb::ListNodesRequest { consistent: false })
+            .await
+            .ok()?
+            .into_inner()
+            .nodes;
+        (nodes.iter().filter(|n| n.status == "READY").count() == 3).then_some(())
+    })
+    .await;
+
+    // 60 jobs spread over all three nodes, each output committed.
+    let mut ids = Vec::new();
+    for n in 0..60 {
+        ids.push(submit(&mut client, shell(&format!("sleep 1; echo job-{n}"))).await);
+    }
+    let mut used = BTreeSet::new();
+    for (n, id) in ids.iter().enumerate() {
+        let job = wait_job(&cluster, leader, id, "succeeded", |j| {
+            j.state == "SUCCEEDED"
+        })
+        .await;
+        assert_eq!(job.attempts.len(), 1);
+        assert_eq!(
+            job.attempts[0].output_tail,
+            format!("job-{n}\n").into_bytes()
+        );
+        used.insert(job.attempts[0].node);
+    }
+    assert_eq!(used.len(), 3, "jobs ran on nodes {used:?}");
+
+    // Drain a node: nothing new lands there.
+    let follower = (0..3).find(|&i| i != leader).unwrap_or(0);
+    let drained_id = cluster.nodes[follower].id;
+    let out = cluster.cli(&["node", "drain", &drained_id.to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut batch = Vec::new();
+    for _ in 0..9 {
+        batch.push(submit(&mut client, shell("true")).await);
+    }
+    for id in &batch {
+        let job = wait_job(&cluster, leader, id, "succeeded", |j| {
+            j.state == "SUCCEEDED"
+        })
+        .await;
+        assert_ne!(
+            job.attempts[0].node, drained_id,
+            "placed on a draining node"
+        );
+    }
+    let out = cluster.cli(&["node", "drain", &drained_id.to_string(), "--disable"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // kill -9 and restart before the liveness timeout: the node reattaches
+    // to its running container and the job finishes once, at attempt 1.
+    let pinned = |command: &str, max_attempts: u32| pb::JobSpec {
+        constraints: [("node".to_string(), drained_id.to_string())].into(),
+        retry: Some(pb::RetryPolicy {
+            max_attempts,
+            ..Default::default()
+        }),
+        ..shell(command)
+    };
+    let id = submit(&mut client, pinned("echo before; sleep 4; echo after", 1)).await;
+    wait_job(&cluster, leader, &id, "running", |j| j.state == "RUNNING").await;
+    cluster.kill(follower);
+    cluster.restart(follower);
+    let job = wait_job(&cluster, leader, &id, "finished", |j| j.finished_at_ms > 0).await;
+    assert_eq!(
+        job.state,
+        "SUCCEEDED",
+        "{job:?}\n{}",
+        cluster.log_tail(follower)
+    );
+    assert_eq!(job.attempts.len(), 1);
+    assert_eq!(job.attempts[0].output_tail, b"before\nafter\n".to_vec());
+
+    // kill -9 a node running jobs and keep it down: its jobs end LOST and
+    // re-run elsewhere (the constraint is lifted by a second, unpinned set).
+    let mut running = Vec::new();
+    for _ in 0..6 {
+        let spec = pb::JobSpec {
+            retry: Some(pb::RetryPolicy {
+                max_attempts: 3,
+                initial_backoff_ms: 100,
+                ..Default::default()
+            }),
+            ..shell("sleep 3; echo done")
+        };
+        running.push(submit(&mut client, spec).await);
+    }
+    for id in &running {
+        wait_job(&cluster, leader, id, "running", |j| j.state == "RUNNING").await;
+    }
+    let mut victims = Vec::new();
+    for id in &running {
+        if let Some(job) = get(&mut client, id).await {
+            if job.attempts[0].node == drained_id {
+                victims.push(id.clone());
+            }
+        }
+    }
+    assert!(!victims.is_empty(), "no job ran on node {drained_id}");
+    cluster.kill(follower);
+    for id in &running {
+        let job = wait_job(&cluster, leader, id, "succeeded", |j| {
+            j.state == "SUCCEEDED"
+        })
+        .await;
+        if victims.contains(id) {
+            assert_eq!(job.attempts.len(), 2, "{job:?}");
+            assert_eq!(job.attempts[0].reason, "NODE_LOST");
+            assert_ne!(job.attempts[1].node, drained_id);
+        } else {
+            assert_eq!(job.attempts.len(), 1);
+        }
+        assert_eq!(
+            job.attempts.last().map(|a| a.output_tail.clone()),
+            Some(b"done\n".to_vec())
+        );
+    }
+    // Back up, the node removes the containers of attempts it lost.
+    cluster.restart(follower);
+    wait_for(
+        "the restarted node to remove its orphans",
+        JOB_WAIT,
+        || async {
+            let left = containers(&cluster.cluster_id);
+            let orphans: Vec<_> = victims
+                .iter()
+                .filter(|id| left.contains(&format!("drover-{id}-1")))
+                .collect();
+            orphans.is_empty().then_some(())
+        },
+    )
+    .await;
+}
