@@ -350,6 +350,7 @@ async fn three_nodes_spread_jobs_and_rerun_the_work_of_a_killed_node() {
         ids.push(submit(&mut client, shell(&format!("sleep 1; echo job-{n}"))).await);
     }
     let mut used = BTreeSet::new();
+    let mut ran_on = Vec::new();
     for (n, id) in ids.iter().enumerate() {
         let job = wait_job(&cluster, leader, id, "succeeded", |j| {
             j.state == "SUCCEEDED"
@@ -361,6 +362,7 @@ async fn three_nodes_spread_jobs_and_rerun_the_work_of_a_killed_node() {
             format!("job-{n}\n").into_bytes()
         );
         used.insert(job.attempts[0].node);
+        ran_on.push((id.clone(), job.attempts[0].node, n));
     }
     assert_eq!(used.len(), 3, "jobs ran on nodes {used:?}");
 
@@ -410,8 +412,37 @@ async fn three_nodes_spread_jobs_and_rerun_the_work_of_a_killed_node() {
     assert_eq!(job.attempts.len(), 1);
     assert_eq!(job.attempts[0].output_tail, b"before\nafter\n".to_vec());
 
-    // kill -9 a node running jobs and keep it down: its jobs end LOST and
-    // re-run elsewhere (the constraint is lifted by a second, unpinned set).
+    // Drain with a deadline: a job still running there when it passes is
+    // stopped and re-run elsewhere (NODE_DRAINED), with no retry policy.
+    let mut spread = Vec::new();
+    for _ in 0..3 {
+        spread.push(submit(&mut client, shell("sleep 4; echo moved")).await);
+    }
+    let mut on_drained = None;
+    for id in &spread {
+        let job = wait_job(&cluster, leader, id, "running", |j| j.state == "RUNNING").await;
+        if job.attempts[0].node == drained_id {
+            on_drained = Some(id.clone());
+        }
+    }
+    let evicted = on_drained.expect("one of three equal jobs on each of three nodes");
+    let out = cluster.cli(&["node", "drain", &drained_id.to_string(), "--deadline", "1s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let job = wait_job(&cluster, leader, &evicted, "succeeded", |j| {
+        j.state == "SUCCEEDED"
+    })
+    .await;
+    assert_eq!(job.attempts.len(), 2, "{job:?}");
+    assert_eq!(job.attempts[0].reason, "NODE_DRAINED");
+    assert_ne!(job.attempts[1].node, drained_id);
+    let out = cluster.cli(&["node", "drain", &drained_id.to_string(), "--disable"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // kill -9 the LEADER while it runs jobs, and keep it down: a new leader
+    // takes over scheduling, declares the old one down after its liveness
+    // timeout, and its jobs end LOST and re-run elsewhere, each attempt
+    // visible and each job finished exactly once.
+    let leader_id = cluster.nodes[leader].id;
     let mut running = Vec::new();
     for _ in 0..6 {
         let spec = pb::JobSpec {
@@ -424,38 +455,52 @@ async fn three_nodes_spread_jobs_and_rerun_the_work_of_a_killed_node() {
         };
         running.push(submit(&mut client, spec).await);
     }
-    for id in &running {
-        wait_job(&cluster, leader, id, "running", |j| j.state == "RUNNING").await;
-    }
     let mut victims = Vec::new();
     for id in &running {
-        if let Some(job) = get(&mut client, id).await {
-            if job.attempts[0].node == drained_id {
-                victims.push(id.clone());
-            }
+        let job = wait_job(&cluster, leader, id, "running", |j| j.state == "RUNNING").await;
+        if job.attempts[0].node == leader_id {
+            victims.push(id.clone());
         }
     }
-    assert!(!victims.is_empty(), "no job ran on node {drained_id}");
-    cluster.kill(follower);
+    assert!(
+        !victims.is_empty(),
+        "no job ran on the leader (node {leader_id})"
+    );
+    cluster.kill(leader);
+    let new_leader = cluster.wait_leader(ELECTION).await;
     for id in &running {
-        let job = wait_job(&cluster, leader, id, "succeeded", |j| {
+        let job = wait_job(&cluster, new_leader, id, "succeeded", |j| {
             j.state == "SUCCEEDED"
         })
         .await;
         if victims.contains(id) {
             assert_eq!(job.attempts.len(), 2, "{job:?}");
             assert_eq!(job.attempts[0].reason, "NODE_LOST");
-            assert_ne!(job.attempts[1].node, drained_id);
+            assert_ne!(job.attempts[1].node, leader_id);
         } else {
-            assert_eq!(job.attempts.len(), 1);
+            assert_eq!(job.attempts.len(), 1, "{job:?}");
         }
         assert_eq!(
             job.attempts.last().map(|a| a.output_tail.clone()),
             Some(b"done\n".to_vec())
         );
     }
-    // Back up, the node removes the containers of attempts it lost.
-    cluster.restart(follower);
+    // The dead node's results outlive it: a job it ran earlier still shows
+    // its output, from the tail committed with the result.
+    let (ran_there, n) = ran_on
+        .iter()
+        .find(|(_, node, _)| *node == leader_id)
+        .map(|(id, _, n)| (id.clone(), *n))
+        .expect("the 60 jobs ran on every node");
+    let logs = cluster.cli(&["job", "logs", &ran_there]);
+    assert_eq!(stdout(&logs), format!("job-{n}\n"), "{}", stderr(&logs));
+    assert!(stderr(&logs).contains("unreachable"), "{}", stderr(&logs));
+    // Output of a live node is fetched from it through any node.
+    let logs = cluster.cli(&["job", "logs", &victims[0]]);
+    assert_eq!(stdout(&logs), "done\n", "{}", stderr(&logs));
+
+    // Back up, the old leader removes the containers of attempts it lost.
+    cluster.restart(leader);
     wait_for(
         "the restarted node to remove its orphans",
         JOB_WAIT,
