@@ -239,7 +239,19 @@ pub async fn run(
     let id = job.id.clone();
     let mut attempt = 1;
     loop {
-        follow_attempt(client, &id, attempt).await?;
+        if attempt == 1 {
+            // A job that waits in the queue with no node able to run it
+            // would look like a hang: say why, once, and keep waiting.
+            let mut hint_client = client.clone();
+            let follow = follow_attempt(client, &id, attempt);
+            tokio::pin!(follow);
+            tokio::select! {
+                done = &mut follow => done?,
+                () = queue_hint(&mut hint_client, &id) => follow.await?,
+            }
+        } else {
+            follow_attempt(client, &id, attempt).await?;
+        }
         // The output ended; wait for the attempt's result to be committed.
         let deadline = tokio::time::Instant::now() + RESULT_WAIT;
         let job = loop {
@@ -280,6 +292,37 @@ pub async fn run(
         }
         attempt += 1;
     }
+}
+
+/// After a few seconds in QUEUED, tells the user when no node is ready to
+/// run jobs (e.g. Docker unreachable, every node draining).
+async fn queue_hint(client: &mut DroverClient<Channel>, id: &str) {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let queued = get(client, id).await.is_ok_and(|j| j.state == "QUEUED");
+    if queued {
+        let nodes = client
+            .list_nodes(call(
+                pb::ListNodesRequest { consistent: false },
+                CALL_TIMEOUT,
+            ))
+            .await
+            .map(|r| r.into_inner().nodes)
+            .unwrap_or_default();
+        let ready = nodes
+            .iter()
+            .filter(|n| n.status == "READY" && !n.draining)
+            .count();
+        if ready == 0 {
+            eprintln!(
+                "drover: job {id} is queued but no node is ready to run jobs \
+                 (is Docker running on the nodes? see `drover node status`); still waiting"
+            );
+        } else {
+            eprintln!("drover: job {id} is queued, waiting for a node with room for it");
+        }
+    }
+    // Never resolves again: the caller keeps following the job.
+    std::future::pending::<()>().await
 }
 
 fn terminal(state: &str) -> bool {
