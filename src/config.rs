@@ -117,7 +117,7 @@ impl Default for SchedulerConfig {
             heartbeat_interval: Duration::from_secs(1),
             node_down_after: Duration::from_secs(10),
             retention: Duration::from_secs(24 * 3600),
-            retain_max: 100_000,
+            retain_max: 10_000,
             queue_capacity: 100_000,
         }
     }

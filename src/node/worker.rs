@@ -139,6 +139,12 @@ impl Worker {
             }
         };
         for info in containers {
+            let supervised = info.job_id.parse::<JobId>().ok().is_some_and(|id| {
+                info.attempt.is_some() && self.running().get(&id) == info.attempt.as_ref()
+            });
+            if supervised {
+                continue;
+            }
             let owned = info
                 .job_id
                 .parse::<JobId>()
