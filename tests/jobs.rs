@@ -412,6 +412,18 @@ async fn three_nodes_spread_jobs_and_rerun_the_work_of_a_killed_node() {
     assert_eq!(job.attempts.len(), 1);
     assert_eq!(job.attempts[0].output_tail, b"before\nafter\n".to_vec());
 
+    // `job run` through node 1 of a job pinned to node 3: the output is
+    // streamed live from the node that runs it, through the one asked.
+    let out = cluster.cli(&[
+        "job",
+        "run",
+        "--constraint",
+        "node=3",
+        "--",
+        "echo far; sleep 1; echo away",
+    ]);
+    assert_eq!(stdout(&out), "far\naway\n", "{}", stderr(&out));
+
     // Drain with a deadline: a job still running there when it passes is
     // stopped and re-run elsewhere (NODE_DRAINED), with no retry policy.
     let mut spread = Vec::new();
