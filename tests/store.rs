@@ -856,3 +856,129 @@ fn a_founded_cluster_starts_from_the_genesis_snapshot() {
         .unwrap_err();
     assert!(matches!(err, StoreError::BadSnapshot(_)), "{err}");
 }
+
+fn command_entry(index: u64, command: Command) -> Entry {
+    Entry {
+        term: 1,
+        index,
+        payload: Payload::Command(command.encode().unwrap()),
+    }
+}
+
+/// The job lifecycle through the store: indexes and counters move with the
+/// rows, and a NodeDown in the same batch as the assignment it must undo
+/// sees that assignment (it needs an index scan, which a sled transaction
+/// cannot do, so the batch is split before it).
+#[test]
+fn node_down_in_the_same_batch_as_an_assignment_loses_that_attempt() {
+    use drover::jobs::{Assignment, Capacity};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut entries = submits(1, 3, 1);
+    entries.push(command_entry(
+        4,
+        Command::NodeUp {
+            node: 7,
+            labels: BTreeMap::new(),
+            capacity: Capacity {
+                cpu_millis: 1000,
+                memory_mib: 1024,
+            },
+            at_ms: 10,
+        },
+    ));
+    entries.push(command_entry(
+        5,
+        Command::Assign {
+            at_ms: 11,
+            assignments: (1..=3)
+                .map(|n| Assignment {
+                    job: job_id(n),
+                    attempt: 1,
+                    node: 7,
+                })
+                .collect(),
+        },
+    ));
+    entries.push(command_entry(
+        6,
+        Command::Started {
+            job: job_id(1),
+            attempt: 1,
+            node: 7,
+            at_ms: 12,
+        },
+    ));
+    entries.push(command_entry(7, Command::NodeDown { node: 7, at_ms: 13 }));
+    // A late report from the lost attempt is fenced off.
+    entries.push(command_entry(
+        8,
+        Command::Finished {
+            job: job_id(1),
+            attempt: 1,
+            node: 7,
+            at_ms: 14,
+            exit_code: Some(0),
+            reason: drover::jobs::EndReason::Exited { code: 0 },
+            message: String::new(),
+            output_tail: Vec::new(),
+        },
+    ));
+    append(&store, entries.clone(), Some(hs(1, 1, 8)));
+    let results = store.apply(&entries).unwrap();
+    assert_eq!(
+        results[4],
+        Applied::Assigned {
+            placed: 3,
+            refused: 0
+        }
+    );
+    assert!(
+        matches!(&results[6], Applied::NodeLost { attempts: 3, .. }),
+        "{:?}",
+        results[6]
+    );
+    assert!(
+        matches!(&results[7], Applied::Refused { .. }),
+        "{:?}",
+        results[7]
+    );
+    for n in 1..=3 {
+        let job = store.get_job(&job_id(n)).unwrap().unwrap();
+        // One attempt each, no retries configured: LOST for good.
+        assert_eq!(job.state, JobState::Lost, "{job:?}");
+        assert_eq!(
+            job.attempts[0].reason,
+            Some(drover::jobs::EndReason::NodeLost)
+        );
+    }
+    assert!(store.active_on_node(7).unwrap().is_empty());
+    assert_eq!(store.queued_count(), 0);
+    assert_eq!(store.finished_count(), 3);
+    assert_eq!(store.oldest_finished(10).unwrap().len(), 3);
+    assert_eq!(
+        store.node(7).unwrap().map(|n| n.status),
+        Some(drover::jobs::NodeStatus::Down)
+    );
+    // The same state after a snapshot install on another replica.
+    let (meta, data) = store.create_snapshot().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open(other_dir.path());
+    other
+        .persist(&Ready {
+            snapshot: Some((meta, data)),
+            hard_state: Some(hs(1, 1, 8)),
+            ..Ready::default()
+        })
+        .unwrap();
+    assert_eq!(other.finished_count(), 3);
+    assert_eq!(other.nodes().unwrap(), store.nodes().unwrap());
+    assert_eq!(
+        other.list_jobs(None, 10).unwrap(),
+        store.list_jobs(None, 10).unwrap()
+    );
+    assert_eq!(
+        other.oldest_finished(10).unwrap(),
+        store.oldest_finished(10).unwrap()
+    );
+}
