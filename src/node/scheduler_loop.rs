@@ -81,10 +81,8 @@ async fn pass(node: &Node, last_gc: &mut Instant) -> Result<Option<Instant>, Str
 
     // 1. Nodes heard from whose record is missing, down or out of date.
     for (id, seen) in node.liveness.sightings() {
-        if !node.liveness.is_alive(id, now, cfg.node_down_after)
-            || now.saturating_duration_since(seen.at) > cfg.node_down_after
-        {
-            continue;
+        if now.saturating_duration_since(seen.at) >= cfg.node_down_after {
+            continue; // an old sighting: step 2 judges this node
         }
         let current = by_id.get(&id);
         let up_to_date = current.is_some_and(|r| {

@@ -286,6 +286,14 @@ impl Worker {
             Ok(Started::Running(mut handle)) => {
                 handle.remove_after_wait = false;
                 let container = handle.container_id.clone();
+                // Stopped or reassigned while the container was being
+                // created: the stop that `sync` sent found nothing to stop.
+                if !self.still_ours(job.id, attempt) {
+                    let grace = self.node.config.executor.stop_grace;
+                    if let Err(e) = self.driver.stop(&job.id.to_string(), attempt, grace).await {
+                        tracing::warn!(job = %job.id, attempt, "cannot stop container: {e}");
+                    }
+                }
                 let reporter = self.clone();
                 let job_id = job.id;
                 tokio::spawn(async move {
@@ -383,6 +391,17 @@ impl Worker {
         }
     }
 
+    /// Whether the local table still has this attempt assigned to or
+    /// running on this node.
+    fn still_ours(&self, job: JobId, attempt: u32) -> bool {
+        self.node
+            .store
+            .get_job(&job)
+            .ok()
+            .flatten()
+            .is_some_and(|j| j.active_on() == Some((self.me(), attempt)))
+    }
+
     /// Reports an attempt's end, with the tail of its output.
     async fn finish(&self, job: &Job, attempt: u32, end: End) {
         let tail_bytes = self.node.config.executor.output_tail_bytes;
@@ -418,14 +437,7 @@ impl Worker {
                     return;
                 }
                 Err(e) => {
-                    let still_ours = self
-                        .node
-                        .store
-                        .get_job(&job)
-                        .ok()
-                        .flatten()
-                        .is_some_and(|j| j.active_on() == Some((self.me(), attempt)));
-                    if !still_ours {
+                    if !self.still_ours(job, attempt) {
                         return;
                     }
                     tracing::debug!(%job, attempt, "report not delivered, retrying: {e}");
