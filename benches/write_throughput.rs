@@ -41,16 +41,20 @@
 //! Temp dirs honour `TMPDIR`. The markdown report goes to stdout, progress to
 //! stderr.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{
+    connect, env_secs, free_port, scan_log, strip_ansi, which, LogScan, Proc, SyncCounts,
+    SYNC_SYSCALLS,
+};
 use drover::proto::v1 as pb;
 use drover::proto::v1::drover_client::DroverClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// The slice of etcd's `api/etcdserverpb/rpc.proto` (v3.4) that a Put and a
 /// Maintenance.Status need, written exactly as prost would generate it from
@@ -187,39 +191,11 @@ mod etcdpb {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
 /// How long a cluster may take to elect a leader and accept a first write.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Syscalls counted by the fsync probe.
-const SYNC_SYSCALLS: [&str; 5] = ["fsync", "fdatasync", "sync_file_range", "syncfs", "msync"];
-/// Calls of, and microseconds spent in, each of SYNC_SYSCALLS (same order).
-#[derive(Clone, Copy, Default)]
-struct SyncCounts {
-    calls: [u64; 5],
-    micros: [u64; 5],
-}
-
-impl SyncCounts {
-    fn since(self, before: SyncCounts) -> SyncCounts {
-        SyncCounts {
-            calls: std::array::from_fn(|i| self.calls[i].saturating_sub(before.calls[i])),
-            micros: std::array::from_fn(|i| self.micros[i].saturating_sub(before.micros[i])),
-        }
-    }
-
-    /// fsync + fdatasync: the durability barriers proper.
-    fn fsyncs(&self) -> u64 {
-        self.calls[0] + self.calls[1]
-    }
-
-    fn total_micros(&self) -> u64 {
-        self.micros.iter().sum()
-    }
-}
 /// Slowest requests listed per cell in the anomalies section.
 const SLOWEST: usize = 5;
 /// A cell whose slowest write took at least this long lists its slowest
 /// writes (with wall-clock times, to match against the server logs).
 const SLOW_MS: f64 = 100.0;
-/// Log lines quoted per node in the anomalies section.
-const EXCERPT_LINES: usize = 6;
 
 // ---------------------------------------------------------------------------
 // Settings
@@ -277,30 +253,6 @@ struct Settings {
     rounds: usize,
 }
 
-fn env_secs(name: &str, default: f64) -> Duration {
-    let value = match std::env::var(name) {
-        Ok(text) => text
-            .trim()
-            .parse::<f64>()
-            .unwrap_or_else(|_| panic!("{name}={text:?} is not a number of seconds")),
-        Err(_) => default,
-    };
-    assert!(
-        value.is_finite() && (0.0..=600.0).contains(&value),
-        "{name} must be between 0 and 600 seconds"
-    );
-    Duration::from_secs_f64(value)
-}
-
-/// First executable named `name` on PATH, then the fallbacks.
-fn which(name: &str, fallbacks: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .chain(fallbacks.iter().map(PathBuf::from))
-        .find(|p| p.is_file())
-}
-
 impl Settings {
     fn from_env() -> Settings {
         let clients = std::env::var("BENCH_CLIENTS")
@@ -349,178 +301,6 @@ impl Settings {
 }
 
 // ---------------------------------------------------------------------------
-// Processes
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
-    listener
-        .local_addr()
-        .expect("local addr of a bound socket")
-        .port()
-}
-
-/// One server process, optionally started under strace.
-struct Proc {
-    name: String,
-    child: Option<Child>,
-    log_path: PathBuf,
-    /// strace's output file when the server runs under strace.
-    trace_path: Option<PathBuf>,
-    exit_note: Option<String>,
-    /// Log length when the cluster became ready: the scan starts there, so
-    /// start-up chatter is not reported as behaviour under load.
-    log_offset: usize,
-}
-
-impl Proc {
-    fn spawn(
-        name: String,
-        program: &Path,
-        args: &[String],
-        log_path: PathBuf,
-        strace: Option<(&Path, PathBuf)>,
-    ) -> Result<Proc, String> {
-        let log = std::fs::File::create(&log_path)
-            .map_err(|e| format!("create {}: {e}", log_path.display()))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("clone log handle: {e}"))?;
-        let mut command = match &strace {
-            Some((strace_bin, trace_path)) => {
-                let mut c = Command::new(strace_bin);
-                c.arg("-f")
-                    .arg("-qq")
-                    .arg("-T")
-                    .arg("--seccomp-bpf")
-                    .arg("-e")
-                    .arg(format!("trace={}", SYNC_SYSCALLS.join(",")))
-                    .arg("-e")
-                    .arg("signal=none")
-                    .arg("-o")
-                    .arg(trace_path)
-                    .arg("--")
-                    .arg(program);
-                c
-            }
-            None => Command::new(program),
-        };
-        command
-            .args(args)
-            .env("NO_COLOR", "1")
-            // A panic's message, not 40 frames of backtrace, in the log tail.
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        let child = command
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", program.display()))?;
-        Ok(Proc {
-            name,
-            child: Some(child),
-            log_path,
-            trace_path: strace.map(|(_, p)| p),
-            exit_note: None,
-            log_offset: 0,
-        })
-    }
-
-    /// The server's pid: the child itself, or strace's child when traced.
-    fn server_pid(&self) -> Option<u32> {
-        let pid = self.child.as_ref()?.id();
-        if self.trace_path.is_none() {
-            return Some(pid);
-        }
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-        children.split_whitespace().next()?.parse().ok()
-    }
-
-    /// `Some(description)` once the process has exited (remembered).
-    fn exited(&mut self) -> Option<String> {
-        if self.exit_note.is_none() {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.exit_note = Some(format!("{} exited: {status}", self.name));
-                }
-            }
-        }
-        self.exit_note.clone()
-    }
-
-    /// Sync syscalls so far, by name, from strace's output file.
-    fn sync_calls(&self) -> Option<SyncCounts> {
-        let text = std::fs::read_to_string(self.trace_path.as_ref()?).ok()?;
-        let mut counts = SyncCounts::default();
-        for line in text.lines() {
-            // "PID name(args) = ret <secs>", or split across threads as
-            // "PID name(args <unfinished ...>" + "PID <... name resumed>) = ret <secs>".
-            let call = line.split_once(' ').map_or(line, |(_, rest)| rest);
-            let (name, first_half) = match call.strip_prefix("<... ") {
-                Some(rest) => (rest.split(' ').next().unwrap_or_default(), false),
-                None => (call.split('(').next().unwrap_or_default(), true),
-            };
-            let Some(i) = SYNC_SYSCALLS.iter().position(|s| *s == name.trim()) else {
-                continue;
-            };
-            if first_half {
-                counts.calls[i] += 1;
-            }
-            let secs = line
-                .rsplit_once('<')
-                .and_then(|(_, t)| t.strip_suffix('>'))
-                .and_then(|t| t.parse::<f64>().ok());
-            if let Some(secs) = secs {
-                counts.micros[i] += (secs * 1e6) as u64;
-            }
-        }
-        Some(counts)
-    }
-
-    fn stop(&mut self) {
-        let inner = if self.trace_path.is_some() {
-            self.server_pid()
-        } else {
-            None
-        };
-        if let Some(pid) = inner {
-            // The server is strace's child: kill it by pid, strace then exits.
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        if let Some(mut child) = self.child.take() {
-            if inner.is_some() {
-                let deadline = Instant::now() + Duration::from_secs(3);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-// ---------------------------------------------------------------------------
 // Clusters
 
 /// A running target: its processes, their client URLs and the leader.
@@ -531,17 +311,6 @@ struct Cluster {
     leader: usize,
     // Declared last: dropped after the processes are killed.
     dir: tempfile::TempDir,
-}
-
-async fn connect(url: &str) -> Result<Channel, String> {
-    Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("bad url {url}: {e}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(REQUEST_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| format!("connect {url}: {e}"))
 }
 
 /// Node status as the bench needs it, for either system.
@@ -630,7 +399,7 @@ impl Cluster {
     }
 
     async fn view(&self, i: usize) -> Result<NodeView, String> {
-        let channel = connect(&self.urls[i]).await?;
+        let channel = connect(&self.urls[i], REQUEST_TIMEOUT).await?;
         if self.kind.is_etcd() {
             let status = etcdpb::Client::new(channel)
                 .status()
@@ -698,7 +467,7 @@ impl Cluster {
     }
 
     async fn connect_writer(&self, i: usize) -> Result<Writer, String> {
-        let channel = connect(&self.urls[i]).await?;
+        let channel = connect(&self.urls[i], REQUEST_TIMEOUT).await?;
         Ok(if self.kind.is_etcd() {
             Writer::Etcd(etcdpb::Client::new(channel))
         } else {
@@ -1054,79 +823,6 @@ async fn run_cell(
         .map(|(b, a)| Some(a?.since(b?)))
         .collect();
     Ok(cell)
-}
-
-// ---------------------------------------------------------------------------
-// Logs
-
-struct LogScan {
-    name: String,
-    warnings: usize,
-    errors: usize,
-    panics: usize,
-    excerpts: Vec<String>,
-    /// Log lines that explain stalls (Drover's snapshots).
-    events: Vec<String>,
-    event_count: usize,
-}
-
-/// Informational log lines worth showing next to latency spikes.
-const EVENT_PATTERNS: [&str; 2] = ["snapshot taken", "installed snapshot"];
-
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            // Skip "ESC [ ... letter".
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn scan_log(proc: &Proc) -> LogScan {
-    let bytes = std::fs::read(&proc.log_path).unwrap_or_default();
-    let text = String::from_utf8_lossy(bytes.get(proc.log_offset..).unwrap_or_default());
-    let mut scan = LogScan {
-        name: proc.name.clone(),
-        warnings: 0,
-        errors: 0,
-        panics: 0,
-        excerpts: Vec::new(),
-        events: Vec::new(),
-        event_count: 0,
-    };
-    for raw in text.lines() {
-        let line = strip_ansi(raw);
-        let lower = line.to_ascii_lowercase();
-        let panic = lower.contains("panicked");
-        let error = line.contains(" ERROR ") || lower.contains("\"level\":\"error\"");
-        let warn = line.contains(" WARN ") || lower.contains("\"level\":\"warn\"");
-        scan.panics += panic as usize;
-        scan.errors += error as usize;
-        scan.warnings += warn as usize;
-        if (panic || error || warn) && scan.excerpts.len() < EXCERPT_LINES {
-            let mut excerpt: String = line.chars().take(400).collect();
-            if excerpt.len() < line.len() {
-                excerpt.push('…');
-            }
-            scan.excerpts.push(excerpt);
-        }
-        if EVENT_PATTERNS.iter().any(|p| line.contains(p)) {
-            scan.event_count += 1;
-            if scan.events.len() < EXCERPT_LINES {
-                scan.events.push(line.chars().take(400).collect());
-            }
-        }
-    }
-    scan
 }
 
 // ---------------------------------------------------------------------------
