@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, ContainerState, HostConfig};
+use bollard::models::{ContainerCreateBody, ContainerState, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -41,6 +41,11 @@ pub struct DockerConfig {
     /// The engine endpoint (`unix:///path` or `tcp://host:port`); empty =
     /// `DOCKER_HOST` or the default socket.
     pub docker_host: String,
+    /// Size of the engine's log file of a container (json-file driver, one
+    /// file, never rotated below this size). Output is read by following
+    /// that log; a rotation would lose and repeat data, so it must hold at
+    /// least what the node keeps per attempt.
+    pub log_max_bytes: u64,
     /// Labels put on every container this driver creates, and required of
     /// every container it lists. A node sets its cluster and node id here,
     /// so that nodes sharing one engine never reattach to, or remove as
@@ -56,6 +61,7 @@ impl Default for DockerConfig {
             tmp_size: "64m".into(),
             output_drain: Duration::from_secs(5),
             docker_host: String::new(),
+            log_max_bytes: 128 << 20,
             owner_labels: Vec::new(),
         }
     }
@@ -207,6 +213,19 @@ impl DockerDriver {
             // without a handler: every stop would wait the full grace) and
             // its orphaned children are reaped.
             init: Some(true),
+            // Whatever the daemon's default, a driver the output can be read
+            // back from, and no rotation within what we keep (see
+            // `log_max_bytes`).
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".to_string()),
+                config: Some(HashMap::from([
+                    (
+                        "max-size".to_string(),
+                        format!("{}k", self.config.log_max_bytes.div_ceil(1024).max(1024)),
+                    ),
+                    ("max-file".to_string(), "1".to_string()),
+                ])),
+            }),
             ..Default::default()
         };
         ContainerCreateBody {
@@ -264,7 +283,7 @@ impl DockerDriver {
                         break;
                     }
                 };
-                if !sink.offer(OutputChunk { stream, data }) {
+                if !sink.send(OutputChunk { stream, data }).await {
                     break; // the reader is gone; the job goes on
                 }
             }

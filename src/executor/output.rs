@@ -40,6 +40,10 @@ pub struct OutputChunk {
 pub struct OutputSink {
     tx: mpsc::Sender<OutputChunk>,
     dropped_bytes: u64,
+    /// Wait for room instead of dropping: for readers that must get every
+    /// byte (the node's output store), where the source can wait without
+    /// slowing the job (the engine buffers the log on disk).
+    lossless: bool,
 }
 
 impl OutputSink {
@@ -48,6 +52,24 @@ impl OutputSink {
         OutputSink {
             tx,
             dropped_bytes: 0,
+            lossless: false,
+        }
+    }
+
+    /// A bounded channel and a sink that waits for room (see `lossless`).
+    pub fn lossless_channel(capacity: usize) -> (Self, mpsc::Receiver<OutputChunk>) {
+        let (mut sink, rx) = OutputSink::channel(capacity);
+        sink.lossless = true;
+        (sink, rx)
+    }
+
+    /// Delivers a chunk: waits for room if lossless, else [`OutputSink::offer`].
+    /// Returns false once the receiver is gone.
+    pub async fn send(&mut self, chunk: OutputChunk) -> bool {
+        if self.lossless {
+            self.tx.send(chunk).await.is_ok()
+        } else {
+            self.offer(chunk)
         }
     }
 

@@ -25,6 +25,8 @@ use crate::jobs::{Command, EndReason, Job, JobId, JobState};
 
 /// Output chunks buffered between the container and the store.
 const OUTPUT_QUEUE: usize = 256;
+/// Largest store write the output pump makes from coalesced chunks.
+const COALESCE_BYTES: usize = 1 << 20;
 /// Backoff bounds when reaching the engine or the leader fails.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -47,6 +49,7 @@ pub async fn run(node: Arc<Node>) {
             (LABEL_CLUSTER.to_string(), node.config.cluster_id.clone()),
             (LABEL_NODE.to_string(), node.config.node_id.to_string()),
         ],
+        log_max_bytes: node.config.executor.output_cap_bytes.saturating_add(16 << 20),
         ..DockerConfig::default()
     };
     let mut backoff = BACKOFF_MIN;
@@ -257,12 +260,36 @@ impl Worker {
     /// Output of an attempt: a bounded channel from the driver, pumped into
     /// the node-local store and its live followers.
     fn output_sink(&self, job: JobId, attempt: u32) -> (OutputSink, tokio::task::JoinHandle<()>) {
-        let (sink, mut rx) = OutputSink::channel(OUTPUT_QUEUE);
+        // Lossless: the container writes to the engine's log file, which
+        // the driver follows, so waiting here never slows the job.
+        let (sink, mut rx) = OutputSink::lossless_channel(OUTPUT_QUEUE);
         let writer = self.node.output.writer(job, attempt);
         let pump = tokio::spawn(async move {
             let mut failed = false;
-            while let Some(chunk) = rx.recv().await {
-                if let Err(e) = writer.write(chunk.stream, &chunk.data) {
+            let mut carried = None;
+            loop {
+                let first = match carried.take() {
+                    Some(chunk) => chunk,
+                    None => match rx.recv().await {
+                        Some(chunk) => chunk,
+                        None => break,
+                    },
+                };
+                // Coalesce what is already waiting from the same stream into
+                // one store write: far fewer writes for chatty jobs.
+                let stream = first.stream;
+                let mut data = first.data.to_vec();
+                while data.len() < COALESCE_BYTES {
+                    match rx.try_recv() {
+                        Ok(next) if next.stream == stream => data.extend_from_slice(&next.data),
+                        Ok(next) => {
+                            carried = Some(next);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = writer.write(stream, &data) {
                     if !failed {
                         tracing::error!(%job, attempt, "cannot store output, dropping it: {e}");
                         failed = true;
