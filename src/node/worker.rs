@@ -49,7 +49,11 @@ pub async fn run(node: Arc<Node>) {
             (LABEL_CLUSTER.to_string(), node.config.cluster_id.clone()),
             (LABEL_NODE.to_string(), node.config.node_id.to_string()),
         ],
-        log_max_bytes: node.config.executor.output_cap_bytes.saturating_add(16 << 20),
+        log_max_bytes: node
+            .config
+            .executor
+            .output_cap_bytes
+            .saturating_add(16 << 20),
         ..DockerConfig::default()
     };
     let mut backoff = BACKOFF_MIN;
