@@ -22,6 +22,11 @@ pub mod proto {
     pub mod v1 {
         #![allow(missing_docs, clippy::all)]
         tonic::include_proto!("drover.v1");
+
+        /// The encoded descriptor set of `drover.proto`, served by gRPC
+        /// reflection.
+        pub const FILE_DESCRIPTOR_SET: &[u8] =
+            include_bytes!(concat!(env!("OUT_DIR"), "/drover_v1_descriptor.bin"));
     }
     /// The peer protocol (`drover.raft.v1`).
     pub mod raft {

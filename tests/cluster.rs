@@ -459,3 +459,39 @@ async fn transfer_leader_and_consistent_reads_on_followers() {
         assert_eq!(job.into_inner().job.map(|j| j.id), Some(id));
     }
 }
+
+/// grpcurl and other tools discover the API by server reflection, without
+/// the proto file.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_answers_server_reflection() {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let cluster = Cluster::start(1, RaftSettings::default());
+    cluster.wait_leader(ELECTION).await;
+    let channel = tonic::transport::Endpoint::from_shared(cluster.api_url(0))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection call")
+        .into_inner();
+    let reply = replies.message().await.expect("reply").expect("one reply");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply {reply:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"drover.v1.Drover".to_string()), "{names:?}");
+    // The peer protocol is not advertised to clients.
+    assert!(!names.iter().any(|n| n.starts_with("drover.raft")), "{names:?}");
+}

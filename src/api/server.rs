@@ -38,7 +38,18 @@ pub async fn serve(
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut stop_api = stop_tx.subscribe();
     let mut stop_raft = stop_tx.subscribe();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::v1::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| anyhow::anyhow!("cannot build the gRPC reflection service: {e}"))?;
+    // Older grpcurl and other tools still ask the v1alpha service.
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::v1::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| anyhow::anyhow!("cannot build the gRPC reflection service: {e}"))?;
     let api = tonic::transport::Server::builder()
+        .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(
             DroverServer::new(DroverService::new(node.clone()))
                 .max_decoding_message_size(MAX_CLIENT_MESSAGE),
