@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use drover::client::{self, ClientOpts, JobCommand, NodeCommand, RaftCommand};
 use drover::config::Config;
@@ -36,6 +36,12 @@ enum Top {
         opts: ClientOpts,
         #[command(subcommand)]
         command: NodeCommand,
+    },
+    /// Print a shell completion script, e.g.
+    /// `drover completions bash > /etc/bash_completion.d/drover`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
     },
     /// Cluster operations.
     Operator {
@@ -91,8 +97,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Top::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "drover", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     runtime.block_on(async move {
         match cli.command {
+            Top::Completions { .. } => ExitCode::SUCCESS,
             Top::Agent(args) => agent(args).await,
             Top::Job { opts, command } => {
                 client::run(opts, |c, o| client::job(c, o, command)).await

@@ -495,3 +495,21 @@ async fn the_api_answers_server_reflection() {
     // The peer protocol is not advertised to clients.
     assert!(!names.iter().any(|n| n.starts_with("drover.raft")), "{names:?}");
 }
+
+#[test]
+fn the_cli_prints_shell_completions() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(common::drover_bin())
+            .args(["completions", shell])
+            .output()
+            .expect("run drover");
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("drover") && text.contains("transfer-leader"), "{shell}");
+    }
+    let out = std::process::Command::new(common::drover_bin())
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("run drover");
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+}
