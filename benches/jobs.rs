@@ -1040,6 +1040,7 @@ async fn list_all(client: &mut DroverClient<Channel>) -> Result<Vec<pb::Job>, St
                 page_size: 1000,
                 page_token: token,
                 consistent: false,
+                ..Default::default()
             })
             .await
             .map_err(|s| format!("ListJobs: {}", s.message()))?

@@ -329,6 +329,7 @@ async fn bad_input_gets_typed_errors() {
             page_size: 5000,
             page_token: String::new(),
             consistent: false,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -493,7 +494,10 @@ async fn the_api_answers_server_reflection() {
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"drover.v1.Drover".to_string()), "{names:?}");
     // The peer protocol is not advertised to clients.
-    assert!(!names.iter().any(|n| n.starts_with("drover.raft")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("drover.raft")),
+        "{names:?}"
+    );
 }
 
 #[test]
@@ -505,11 +509,18 @@ fn the_cli_prints_shell_completions() {
             .expect("run drover");
         assert!(out.status.success(), "{shell}");
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("drover") && text.contains("transfer-leader"), "{shell}");
+        assert!(
+            text.contains("drover") && text.contains("transfer-leader"),
+            "{shell}"
+        );
     }
     let out = std::process::Command::new(common::drover_bin())
         .args(["completions", "tcsh"])
         .output()
         .expect("run drover");
-    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
 }

@@ -282,7 +282,36 @@ async fn a_full_queue_answers_resource_exhausted() {
         .stop_job(pb::StopJobRequest { id: ids[0].clone() })
         .await
         .expect("stop a queued job");
-    submit(&mut client, shell("true")).await;
+    let labelled = pb::JobSpec {
+        labels: [("team".to_string(), "a".to_string())].into(),
+        ..shell("true")
+    };
+    let team_job = submit(&mut client, labelled).await;
+
+    // Listing with filters, through the CLI.
+    let list = |args: &[&str]| {
+        let mut all = vec!["job", "list", "--output", "json", "--all"];
+        all.extend_from_slice(args);
+        let out = cluster.cli(&all);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        json["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .map(|j| j["id"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list(&["--state", "CANCELLED"]), [ids[0].clone()]);
+    assert_eq!(list(&["--state", "queued"]).len(), 3);
+    assert_eq!(list(&["--label", "team=a"]), [team_job]);
+    assert_eq!(
+        list(&["--state", "CANCELLED", "--state", "QUEUED"]).len(),
+        4
+    );
+    let out = cluster.cli(&["job", "list", "--state", "DONE"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unknown state"), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread")]

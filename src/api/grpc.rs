@@ -277,18 +277,26 @@ impl pb::drover_server::Drover for DroverService {
                 )
             })?)
         };
+        let filter = JobFilter::from_request(&req)?;
         self.consistent_read(req.consistent).await?;
-        let jobs = self
-            .node
-            .store
-            .list_jobs(after.as_ref(), page_size + 1)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let more = jobs.len() > page_size;
-        let jobs: Vec<Job> = jobs.into_iter().take(page_size).collect();
-        let next_page_token = match (more, jobs.last()) {
-            (true, Some(last)) => last.id.to_string(),
-            _ => String::new(),
+        let (jobs, next) = if filter.is_empty() {
+            let jobs = self
+                .node
+                .store
+                .list_jobs(after.as_ref(), page_size + 1)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let more = jobs.len() > page_size;
+            let jobs: Vec<Job> = jobs.into_iter().take(page_size).collect();
+            let next = if more {
+                jobs.last().map(|j| j.id)
+            } else {
+                None
+            };
+            (jobs, next)
+        } else {
+            filtered_page(&self.node, after, page_size, &filter)?
         };
+        let next_page_token = next.map(|id| id.to_string()).unwrap_or_default();
         Ok(Response::new(pb::ListJobsResponse {
             jobs: jobs.iter().map(job_to_proto).collect(),
             next_page_token,
@@ -707,6 +715,101 @@ pub fn role_name(role: Role) -> &'static str {
         Role::Candidate => "candidate",
         Role::PreCandidate => "pre-candidate",
     }
+}
+
+/// Rows a filtered ListJobs reads per page at most: a page may come back
+/// short (even empty) with a token to continue, so a rare filter never
+/// makes one call scan the whole table.
+const MAX_FILTER_SCAN: usize = 10_000;
+
+/// ListJobs filters.
+struct JobFilter {
+    states: Vec<crate::jobs::JobState>,
+    labels: Vec<(String, String)>,
+    node: u64,
+}
+
+impl JobFilter {
+    fn from_request(req: &pb::ListJobsRequest) -> Result<JobFilter, Status> {
+        use crate::jobs::JobState;
+        const ALL: [JobState; 8] = [
+            JobState::Queued,
+            JobState::Assigned,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::TimedOut,
+            JobState::Cancelled,
+            JobState::Lost,
+        ];
+        let states = req
+            .states
+            .iter()
+            .map(|name| {
+                ALL.into_iter()
+                    .find(|s| s.as_str().eq_ignore_ascii_case(name))
+                    .ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "unknown state `{name}` (one of QUEUED, ASSIGNED, RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, LOST)"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(JobFilter {
+            states,
+            labels: req
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            node: req.node,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.states.is_empty() && self.labels.is_empty() && self.node == 0
+    }
+
+    fn matches(&self, job: &Job) -> bool {
+        (self.states.is_empty() || self.states.contains(&job.state))
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| job.spec.labels.get(k) == Some(v))
+            && (self.node == 0 || job.current_attempt().is_some_and(|a| a.node == self.node))
+    }
+}
+
+/// One page of a filtered listing, and where the next starts (if anywhere).
+fn filtered_page(
+    node: &Node,
+    mut after: Option<JobId>,
+    page_size: usize,
+    filter: &JobFilter,
+) -> Result<(Vec<Job>, Option<JobId>), Status> {
+    let mut page = Vec::new();
+    let mut scanned = 0;
+    while scanned < MAX_FILTER_SCAN {
+        let batch = node
+            .store
+            .list_jobs(after.as_ref(), 500)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let Some(last) = batch.last().map(|j| j.id) else {
+            return Ok((page, None)); // the end of the table
+        };
+        for job in batch {
+            scanned += 1;
+            after = Some(job.id);
+            if filter.matches(&job) {
+                page.push(job);
+                if page.len() == page_size {
+                    return Ok((page, after));
+                }
+            }
+        }
+        after = Some(last);
+    }
+    Ok((page, after))
 }
 
 /// The attempt a request names (0 = the latest), if it exists yet.

@@ -91,6 +91,30 @@ pub enum JobCommand {
         #[arg(long, default_value_t = 0)]
         attempt: u32,
     },
+    /// List jobs, newest last, with filters; `--all` walks every page.
+    List {
+        /// Only jobs in this state (repeatable): QUEUED, RUNNING, FAILED, ...
+        #[arg(long = "state", value_name = "STATE")]
+        states: Vec<String>,
+        /// Only jobs with this label, KEY=VALUE (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// Only jobs whose latest attempt is on this node.
+        #[arg(long)]
+        node: Option<u64>,
+        /// Read through the leader (linearizable).
+        #[arg(long)]
+        consistent: bool,
+        /// Jobs per page (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        page_size: u32,
+        /// Continue from this token.
+        #[arg(long, default_value = "")]
+        page_token: String,
+        /// Every page, not just the first.
+        #[arg(long)]
+        all: bool,
+    },
     /// Stop a job in any state: its container gets SIGTERM, then SIGKILL
     /// after the node's stop grace. Stopping a finished job changes nothing.
     Stop { id: String },
@@ -318,47 +342,108 @@ pub async fn job(
             page_size,
             page_token,
         } => {
-            let page = client
-                .list_jobs(call(
-                    pb::ListJobsRequest {
-                        page_size,
-                        page_token,
-                        consistent,
-                    },
-                    CALL_TIMEOUT,
-                ))
-                .await?
-                .into_inner();
-            match opts.output {
-                Output::Json => {
-                    let jobs: Vec<_> = page.jobs.iter().map(job_json).collect();
-                    println!(
-                        "{}",
-                        json!({ "jobs": jobs, "next_page_token": page.next_page_token })
-                    );
-                }
-                Output::Table => {
-                    println!(
-                        "{:<26}  {:<10}  {:<20}  COMMAND",
-                        "ID", "STATE", "SUBMITTED"
-                    );
-                    for job in &page.jobs {
-                        println!(
-                            "{:<26}  {:<10}  {:<20}  {}",
-                            job.id,
-                            job.state,
-                            human_time(job.submitted_at_ms),
-                            truncate(&describe_spec(job.spec.as_ref()), 60)
-                        );
-                    }
-                    if !page.next_page_token.is_empty() {
-                        println!("(more: --page-token {})", page.next_page_token);
-                    }
-                }
-            }
+            let request = pb::ListJobsRequest {
+                page_size,
+                page_token,
+                consistent,
+                ..Default::default()
+            };
+            list_jobs(&mut client, opts.output, request, false).await?;
+        }
+        JobCommand::List {
+            states,
+            labels,
+            node,
+            consistent,
+            page_size,
+            page_token,
+            all,
+        } => {
+            let labels = labels
+                .iter()
+                .map(|l| {
+                    l.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| Failure {
+                            message: format!("--label {l:?}: expected KEY=VALUE"),
+                            code: 2,
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            let request = pb::ListJobsRequest {
+                page_size,
+                page_token,
+                consistent,
+                states,
+                labels,
+                node: node.unwrap_or(0),
+            };
+            list_jobs(&mut client, opts.output, request, all).await?;
         }
     }
     Ok(0)
+}
+
+/// Prints one page of jobs, or with `all` every page (as one table or one
+/// JSON array).
+async fn list_jobs(
+    client: &mut DroverClient<Channel>,
+    output: Output,
+    mut request: pb::ListJobsRequest,
+    all: bool,
+) -> Result<(), Failure> {
+    let mut jobs = Vec::new();
+    let next = loop {
+        let page = client
+            .list_jobs(call(request.clone(), CALL_TIMEOUT))
+            .await?
+            .into_inner();
+        jobs.extend(page.jobs);
+        if !all || page.next_page_token.is_empty() {
+            break page.next_page_token;
+        }
+        request.page_token = page.next_page_token;
+    };
+    match output {
+        Output::Json => {
+            let jobs: Vec<_> = jobs.iter().map(job_json).collect();
+            println!("{}", json!({ "jobs": jobs, "next_page_token": next }));
+        }
+        Output::Table => {
+            let width = terminal_width();
+            println!(
+                "{:<26}  {:<10}  {:<8}  {:<10}  COMMAND",
+                "ID", "STATE", "ATTEMPTS", "SUBMITTED"
+            );
+            // What is left of the line for the command, at least 20 columns.
+            let room = width
+                .saturating_sub(26 + 2 + 10 + 2 + 8 + 2 + 10 + 2)
+                .max(20);
+            for job in &jobs {
+                println!(
+                    "{:<26}  {:<10}  {:<8}  {:<10}  {}",
+                    job.id,
+                    job.state,
+                    job.attempts.len(),
+                    human_time(job.submitted_at_ms),
+                    truncate(&describe_spec(job.spec.as_ref()), room)
+                );
+            }
+            if !next.is_empty() {
+                println!("(more: --page-token {next}, or --all)");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Columns of the terminal (`COLUMNS`), 100 when unknown.
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|&c: &usize| c >= 40)
+        .unwrap_or(100)
 }
 
 /// `drover operator raft …`

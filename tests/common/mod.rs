@@ -409,6 +409,7 @@ pub async fn all_job_ids(client: &mut DroverClient<Channel>) -> Result<Vec<Strin
                 page_size: 1000,
                 page_token: token,
                 consistent: false,
+                ..Default::default()
             })
             .await?
             .into_inner();
