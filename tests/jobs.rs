@@ -239,6 +239,43 @@ async fn a_single_node_runs_jobs_with_every_outcome() {
     assert_eq!(job.attempts[0].reason, "IMAGE_UNAVAILABLE");
     assert!(!job.attempts[0].message.is_empty());
 
+    // Following a job (attempt 0) streams every attempt until the job ends.
+    let retried = pb::JobSpec {
+        retry: Some(pb::RetryPolicy {
+            max_attempts: 2,
+            initial_backoff_ms: 100,
+            ..Default::default()
+        }),
+        ..shell("echo try $DROVER_ATTEMPT; [ \"$DROVER_ATTEMPT\" -ge 2 ]")
+    };
+    let id = submit(&mut client, retried).await;
+    let mut stream = client
+        .stream_job_output(pb::StreamJobOutputRequest {
+            id: id.clone(),
+            attempt: 0,
+            follow: true,
+            after_seq: None,
+        })
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut text = String::new();
+    let mut attempts = Vec::new();
+    let collect = async {
+        while let Some(chunk) = stream.message().await.expect("chunk") {
+            text.push_str(&String::from_utf8_lossy(&chunk.data));
+            attempts.push(chunk.attempt);
+        }
+    };
+    tokio::time::timeout(JOB_WAIT, collect)
+        .await
+        .expect("the stream ends with the job");
+    assert_eq!(text, "try 1\ntry 2\n");
+    assert_eq!(attempts.first(), Some(&1));
+    assert_eq!(attempts.last(), Some(&2));
+    let job = wait_job(&cluster, 0, &id, "succeeded", |j| j.state == "SUCCEEDED").await;
+    assert_eq!(job.attempts.len(), 2);
+
     // Bad input is refused before anything is written.
     let bad = pb::JobSpec {
         resources: Some(pb::Resources {

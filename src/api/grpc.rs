@@ -33,10 +33,11 @@ pub const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// The client API implementation over one node.
+#[derive(Clone)]
 pub struct DroverService {
     node: Arc<Node>,
-    /// One reused channel per leader address.
-    channels: Mutex<HashMap<String, Channel>>,
+    /// One reused channel per leader address (shared by clones).
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl DroverService {
@@ -44,7 +45,7 @@ impl DroverService {
     pub fn new(node: Arc<Node>) -> Self {
         DroverService {
             node,
-            channels: Mutex::new(HashMap::new()),
+            channels: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -143,6 +144,104 @@ impl DroverService {
             }
         }
         response
+    }
+
+    /// Waits until the job has attempt `number` (0 = any) or has ended.
+    async fn wait_for_attempt(&self, id: &JobId, number: u32) -> Result<Job, Status> {
+        let mut applied = self.node.applied_watch();
+        let mut job = self.job(id)?;
+        while find_attempt(&job, number).is_none() && !job.state.is_terminal() {
+            if applied.changed().await.is_err() {
+                return Err(Status::unavailable("the node is shutting down"));
+            }
+            job = self.job(id)?;
+        }
+        Ok(job)
+    }
+
+    /// The output of one attempt: from this node's store, from the node that
+    /// holds it, or (that node being unreachable) the committed tail.
+    async fn attempt_output(
+        &self,
+        id: JobId,
+        attempt: &crate::jobs::Attempt,
+        after_seq: Option<u64>,
+        follow: bool,
+        forwarded: bool,
+    ) -> <Self as pb::drover_server::Drover>::StreamJobOutputStream {
+        if attempt.node != self.node.config.node_id && !forwarded {
+            if let Ok(mut client) = self.holder_client(attempt.node) {
+                let mut forward = Request::new(pb::StreamJobOutputRequest {
+                    id: id.to_string(),
+                    attempt: attempt.number,
+                    follow,
+                    after_seq,
+                });
+                forward
+                    .metadata_mut()
+                    .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                match client.stream_job_output(forward).await {
+                    Ok(stream) => return Box::pin(stream.into_inner()),
+                    Err(status) => tracing::debug!(
+                        node = attempt.node,
+                        "output holder unreachable: {}",
+                        status.message()
+                    ),
+                }
+            }
+            // The holder is gone: what survives is the committed tail. A
+            // running attempt there has none yet; it ends NODE_LOST.
+            let tail = committed_tail(attempt).chunks;
+            return Box::pin(futures::stream::iter(tail.into_iter().map(Ok)));
+        }
+        Box::pin(async_stream_of(
+            self.node.clone(),
+            id,
+            attempt.number,
+            after_seq,
+            follow,
+        ))
+    }
+
+    /// Streams every attempt of a job, in order, until the job ends.
+    async fn follow_job(
+        self,
+        id: JobId,
+        mut after_seq: Option<u64>,
+        tx: tokio::sync::mpsc::Sender<Result<pb::OutputChunk, Status>>,
+    ) {
+        use futures::StreamExt;
+        let mut number = match self.job(&id) {
+            Ok(job) => job.current_attempt().map_or(1, |a| a.number),
+            Err(status) => {
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+        };
+        loop {
+            let job = match self.wait_for_attempt(&id, number).await {
+                Ok(job) => job,
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
+                    return;
+                }
+            };
+            let Some(attempt) = find_attempt(&job, number).cloned() else {
+                return; // ended without another attempt
+            };
+            let mut stream = self
+                .attempt_output(id, &attempt, after_seq, true, false)
+                .await;
+            while let Some(item) = stream.next().await {
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+            after_seq = None;
+            // Its output ended; the next attempt, if the job retries.
+            number += 1;
+        }
     }
 
     fn job(&self, id: &JobId) -> Result<Job, Status> {
@@ -485,48 +584,29 @@ impl pb::drover_server::Drover for DroverService {
         let forwarded = request.metadata().get(FORWARDED).is_some();
         let req = request.into_inner();
         let id = parse_job_id(&req.id)?;
-        let mut job = self.job(&id)?;
-        // Following a job that has not been placed yet: wait for its attempt.
-        if req.follow {
-            let mut applied = self.node.applied_watch();
-            while find_attempt(&job, req.attempt).is_none() && !job.state.is_terminal() {
-                if applied.changed().await.is_err() {
-                    return Err(Status::unavailable("the node is shutting down"));
-                }
-                job = self.job(&id)?;
-            }
+        let job = self.job(&id)?;
+        if req.follow && req.attempt == 0 && !forwarded {
+            // Follow the job, not one attempt: each attempt's output in
+            // turn, through its retries, until the job ends.
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            let service = self.clone();
+            tokio::spawn(async move { service.follow_job(id, req.after_seq, tx).await });
+            return Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )));
         }
+        let job = if req.follow {
+            self.wait_for_attempt(&id, req.attempt).await?
+        } else {
+            job
+        };
         let Some(attempt) = pick_attempt(&job, req.attempt)?.cloned() else {
             return Ok(Response::new(Box::pin(futures::stream::empty())));
         };
-        let number = attempt.number;
-        if attempt.node != self.node.config.node_id && !forwarded {
-            if let Ok(mut client) = self.holder_client(attempt.node) {
-                let mut forward = Request::new(pb::StreamJobOutputRequest {
-                    attempt: number,
-                    ..req.clone()
-                });
-                forward
-                    .metadata_mut()
-                    .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-                match client.stream_job_output(forward).await {
-                    Ok(stream) => return Ok(Response::new(Box::pin(stream.into_inner()))),
-                    Err(status) => tracing::debug!(
-                        node = attempt.node,
-                        "output holder unreachable: {}",
-                        status.message()
-                    ),
-                }
-            }
-            // The holder is gone: what survives is the committed tail.
-            let tail = committed_tail(&attempt).chunks;
-            return Ok(Response::new(Box::pin(futures::stream::iter(
-                tail.into_iter().map(Ok),
-            ))));
-        }
-        let node = self.node.clone();
-        let stream = async_stream_of(node, id, number, req.after_seq, req.follow);
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(
+            self.attempt_output(id, &attempt, req.after_seq, req.follow, forwarded)
+                .await,
+        ))
     }
 
     async fn list_nodes(
