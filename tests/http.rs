@@ -236,6 +236,17 @@ async fn submit_get_list_with_pagination_and_stop_a_queued_job() {
     assert_eq!(output["chunks"], json!([]));
 }
 
+/// (what, method, path, content type, body, accepted statuses, problem type)
+type Case<'a> = (
+    &'a str,
+    Method,
+    String,
+    Option<&'a str>,
+    Option<String>,
+    &'a [u16],
+    &'a str,
+);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_inputs_get_typed_problems_and_write_nothing() {
     let cluster = Cluster::start(1, RaftSettings::default());
@@ -250,16 +261,7 @@ async fn bad_inputs_get_typed_problems_and_write_nothing() {
     let json_ct = Some("application/json");
     let huge = format!("{{\"command\": \"{}\"}}", "x".repeat(1 << 20));
     let long = json!({ "command": "x".repeat(20 * 1024) }).to_string();
-    // (what, method, path, content type, body, accepted statuses, problem type)
-    let cases: Vec<(
-        &str,
-        Method,
-        String,
-        Option<&str>,
-        Option<String>,
-        &[u16],
-        &str,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             "empty command",
             Method::POST,
@@ -399,6 +401,15 @@ async fn bad_inputs_get_typed_problems_and_write_nothing() {
             "output of an unknown job",
             Method::GET,
             format!("/v1/jobs/{UNKNOWN_ID}/output"),
+            None,
+            None,
+            &[404],
+            "not-found",
+        ),
+        (
+            "following the output of an unknown job",
+            Method::GET,
+            format!("/v1/jobs/{UNKNOWN_ID}/output?follow=true"),
             None,
             None,
             &[404],

@@ -62,6 +62,20 @@ pub const PROBLEM_BASE: &str = "https://drover.dev/problems/";
 /// The one gRPC service instance every route calls.
 type Svc = Arc<DroverService>;
 
+/// What handlers share: the service, and a flag raised at shutdown so open
+/// SSE streams end at once instead of holding shutdown for its full grace.
+#[derive(Clone)]
+pub struct AppState {
+    service: Svc,
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl axum::extract::FromRef<AppState> for Svc {
+    fn from_ref(state: &AppState) -> Svc {
+        state.service.clone()
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Problems (RFC 9457)
 // ---------------------------------------------------------------------------
@@ -522,7 +536,7 @@ async fn stop_job(State(svc): State<Svc>, P(id): P<String>) -> Result<Response, 
     )
 )]
 async fn job_output(
-    State(svc): State<Svc>,
+    State(state): State<AppState>,
     P(id): P<String>,
     Q(query): Q<OutputQuery>,
     headers: HeaderMap,
@@ -535,11 +549,14 @@ async fn job_output(
             follow: true,
             after_seq,
         };
-        let stream = svc
-            .stream_job_output(tonic::Request::new(request))
-            .await?
-            .into_inner();
-        return Ok(sse_of(stream, query.attempt).into_response());
+        // Bad ids and unknown jobs are answered as problems before the
+        // stream starts; the stream itself may wait long for placement.
+        let check = pb::GetJobRequest {
+            id: request.id.clone(),
+            consistent: false,
+        };
+        state.service.get_job(tonic::Request::new(check)).await?;
+        return Ok(sse_of(state, request).into_response());
     }
     let request = pb::GetJobOutputRequest {
         id,
@@ -547,7 +564,8 @@ async fn job_output(
         after_seq: query.after_seq,
         max_bytes: query.max_bytes,
     };
-    let (metadata, message, _) = svc
+    let (metadata, message, _) = state
+        .service
         .get_job_output(tonic::Request::new(request))
         .await?
         .into_parts();
@@ -580,33 +598,68 @@ fn event_json<T: Serialize>(name: &str, value: &T) -> Event {
     Event::default().event(name).data(data)
 }
 
-/// The gRPC output stream as SSE. A task pumps it through a bounded channel
-/// so a slow client holds at most [`SSE_BUFFER`] events here; when the
-/// client goes away the send fails and the task (and the gRPC stream) ends.
+/// The gRPC output stream as SSE. Headers go out at once; a task calls
+/// the service (which may first wait for the job to be placed) and pumps
+/// chunks through a bounded channel, so a slow client holds at most
+/// [`SSE_BUFFER`] events here. The task ends when the client goes away, or
+/// at shutdown, without an `end` event: the attempt has not ended, and the
+/// client should reconnect (to another node) with `Last-Event-ID`.
 fn sse_of(
-    mut chunks: <DroverService as crate::proto::v1::drover_server::Drover>::StreamJobOutputStream,
-    attempt: u32,
+    state: AppState,
+    request: pb::StreamJobOutputRequest,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(SSE_BUFFER);
+    let AppState {
+        service,
+        mut closing,
+    } = state;
     tokio::spawn(async move {
-        let mut last_attempt = attempt;
-        while let Some(item) = chunks.next().await {
-            let event = match item {
-                Ok(chunk) => {
-                    last_attempt = chunk.attempt;
-                    event_json("chunk", &OutputChunkJson::from(&chunk)).id(chunk.seq.to_string())
-                }
+        let pump = async {
+            let mut last_attempt = request.attempt;
+            let job_id = request.id.clone();
+            let call = service.stream_job_output(tonic::Request::new(request));
+            let mut chunks = match call.await {
+                Ok(response) => response.into_inner(),
                 Err(status) => {
                     let _ = tx.send(event_json("error", &Problem::from(status))).await;
                     return;
                 }
             };
-            if tx.send(event).await.is_err() {
-                return; // the client went away
+            while let Some(item) = chunks.next().await {
+                let event = match item {
+                    Ok(chunk) => {
+                        last_attempt = chunk.attempt;
+                        event_json("chunk", &OutputChunkJson::from(&chunk))
+                            .id(chunk.seq.to_string())
+                    }
+                    Err(status) => {
+                        let _ = tx.send(event_json("error", &Problem::from(status))).await;
+                        return;
+                    }
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
             }
+            if last_attempt == 0 {
+                // No chunk named it: the latest attempt is the one followed.
+                let get = pb::GetJobRequest {
+                    id: job_id,
+                    consistent: false,
+                };
+                if let Ok(response) = service.get_job(tonic::Request::new(get)).await {
+                    let job = response.into_inner().job.unwrap_or_default();
+                    last_attempt = job.attempts.last().map_or(0, |a| a.number);
+                }
+            }
+            let end = serde_json::json!({ "attempt": last_attempt });
+            let _ = tx.send(event_json("end", &end)).await;
+        };
+        tokio::select! {
+            _ = pump => {}
+            _ = tx.closed() => {} // the client went away
+            _ = closing.wait_for(|closing| *closing) => {}
         }
-        let end = serde_json::json!({ "attempt": last_attempt });
-        let _ = tx.send(event_json("end", &end)).await;
     });
     Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok))
         .keep_alive(KeepAlive::default())
@@ -801,7 +854,7 @@ struct ApiDoc;
 
 /// Routes and document from the same annotations: a route cannot be served
 /// without appearing in the document, nor documented without being served.
-fn api_router() -> OpenApiRouter<Svc> {
+fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(submit_job, list_jobs))
         .routes(routes!(get_job))
@@ -820,22 +873,24 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_router().into_openapi()
 }
 
-/// The REST router over one shared gRPC service instance.
-pub fn router(service: Arc<DroverService>) -> Router {
+/// The REST router over one shared gRPC service instance; live streams end
+/// when `closing` turns true.
+pub fn router(service: Arc<DroverService>, closing: tokio::sync::watch::Receiver<bool>) -> Router {
     let (router, _) = api_router().split_for_parts();
     router
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(service)
+        .with_state(AppState { service, closing })
 }
 
-/// Serves `router` on `listener` (already bound, so a port in use failed
-/// before) until `stop` fires, then lets in-flight requests finish for up
-/// to [`SHUTDOWN_GRACE`]. Header size and header read time are bounded.
+/// Serves the REST API over `service` on `listener` (already bound, so a
+/// port in use failed before) until `stop` fires; then ends live streams
+/// and lets in-flight requests finish for up to [`SHUTDOWN_GRACE`]. Header
+/// size and header read time are bounded.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    service: Arc<DroverService>,
     mut stop: tokio::sync::broadcast::Receiver<()>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -852,6 +907,8 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    let router = router(service, closing);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -880,6 +937,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let _ = closing_tx.send(true);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
 }
 

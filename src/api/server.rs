@@ -66,8 +66,11 @@ pub async fn serve(
             let _ = stop_raft.recv().await;
         });
     let http_task = http_listener.map(|listener| {
-        let router = super::http::router(service.clone());
-        tokio::spawn(super::http::serve(listener, router, stop_tx.subscribe()))
+        tokio::spawn(super::http::serve(
+            listener,
+            service.clone(),
+            stop_tx.subscribe(),
+        ))
     });
     let http_text = match node.config.listen.http {
         Some(addr) => format!(", http {addr} (rest)"),
