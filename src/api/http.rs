@@ -372,10 +372,15 @@ pub struct HealthJson {
 /// `GET /v1/ready`: this node knows a leader and has applied the log.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ReadyJson {
+    /// Always true (a node that is not ready answers 503 with a problem).
     pub ready: bool,
+    /// This node.
     pub node_id: u64,
+    /// The leader this node knows.
     pub leader_id: u64,
+    /// Highest log index this node knows committed.
     pub commit_index: u64,
+    /// Highest log index this node has applied to its table.
     pub applied_index: u64,
 }
 
