@@ -123,7 +123,7 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// Listen addresses. Both bind to 127.0.0.1 unless the config says otherwise.
+/// Listen addresses. All bind to 127.0.0.1 unless the config says otherwise.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
@@ -131,6 +131,10 @@ pub struct Listen {
     pub api: SocketAddr,
     /// Peer gRPC service carrying Raft messages.
     pub raft: SocketAddr,
+    /// REST API (JSON, Server-Sent Events, OpenAPI document). Absent: no
+    /// HTTP listener, so a node exposes nothing the operator did not ask for.
+    #[serde(default)]
+    pub http: Option<SocketAddr>,
 }
 
 /// One member of the initial cluster.
@@ -309,6 +313,17 @@ impl Config {
                 ),
             ));
         }
+        let listen = &self.listen;
+        if listen.api == listen.raft
+            || listen
+                .http
+                .is_some_and(|h| h == listen.api || h == listen.raft)
+        {
+            return Err(bad(
+                "listen",
+                "api, raft and http must be different addresses".into(),
+            ));
+        }
         let ex = &self.executor;
         if ex.default_image.trim().is_empty() {
             return Err(bad("executor.default_image", "must not be empty".into()));
@@ -375,6 +390,7 @@ mod tests {
         let config = Config::dev().expect("embedded dev config must be valid");
         assert!(config.listen.api.ip().is_loopback());
         assert!(config.listen.raft.ip().is_loopback());
+        assert!(config.listen.http.is_some_and(|h| h.ip().is_loopback()));
         assert_eq!(config.initial_members.len(), 1);
     }
 
@@ -408,6 +424,20 @@ listen = { api = "127.0.0.1:1", raft = "127.0.0.1:2" }
         let config = Config::from_toml(MINIMAL, "x.toml").expect("minimal config is valid");
         assert_eq!(config.raft.snapshot_threshold, 8192);
         assert!(config.initial_members.is_empty());
+        assert!(
+            config.listen.http.is_none(),
+            "no HTTP listener unless configured"
+        );
+    }
+
+    #[test]
+    fn http_address_must_differ_from_the_others() {
+        let text = MINIMAL.replace(
+            "raft = \"127.0.0.1:2\"",
+            "raft = \"127.0.0.1:2\", http = \"127.0.0.1:1\"",
+        );
+        let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
     }
 
     #[test]

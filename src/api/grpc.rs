@@ -20,7 +20,7 @@ use crate::store::Applied;
 /// stale views never bounce a request between them.
 const FORWARDED: &str = "x-drover-forwarded";
 /// Metadata key carrying the leader's API address in every write response.
-const LEADER_ADDR: &str = "x-drover-leader";
+pub(crate) const LEADER_ADDR: &str = "x-drover-leader";
 /// How long a call waits for a leader during an election before UNAVAILABLE.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// Page sizes of ListJobs.

@@ -1,8 +1,13 @@
-//! Front ends. Every operation lives in one place and is reached the same way
-//! from every protocol; for now that is the gRPC service.
+//! Front ends. Every operation lives in one place, the gRPC service
+//! (`grpc`), and is reached the same way from every protocol: the REST API
+//! (`http`) converts JSON to the same request messages and calls the same
+//! service methods in process. `json` holds the JSON shapes the REST API and
+//! the CLI share.
 
 mod convert;
 pub mod grpc;
+pub mod http;
+pub mod json;
 mod server;
 
 pub use server::serve;

@@ -1,4 +1,5 @@
-//! Binds the listeners and runs the gRPC servers until shutdown.
+//! Binds the listeners and runs the gRPC servers (and the REST API, when
+//! `listen.http` is set) until shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use crate::proto::v1::drover_server::DroverServer;
 /// Largest client request accepted (a job spec is far smaller).
 const MAX_CLIENT_MESSAGE: usize = 4 << 20;
 
-/// Binds both listeners first (so a port in use fails fast with its address),
+/// Binds every listener first (so a port in use fails fast with its address),
 /// then serves until `shutdown` resolves.
 pub async fn serve(
     node: Arc<Node>,
@@ -29,6 +30,16 @@ pub async fn serve(
     let raft_listener = TcpListener::bind(raft_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {raft_addr} (listen.raft): {e}"))?;
+    let http_listener = match node.config.listen.http {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (listen.http): {e}"))?,
+        ),
+        None => None,
+    };
+    // One service instance for both front ends: REST calls the same methods.
+    let service = Arc::new(DroverService::new(node.clone()));
     let peer = PeerService {
         cluster_id: node.config.cluster_id.clone(),
         node_id: node.config.node_id,
@@ -51,8 +62,7 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(
-            DroverServer::new(DroverService::new(node.clone()))
-                .max_decoding_message_size(MAX_CLIENT_MESSAGE),
+            DroverServer::from_arc(service.clone()).max_decoding_message_size(MAX_CLIENT_MESSAGE),
         )
         .serve_with_incoming_shutdown(incoming(api_listener), async move {
             let _ = stop_api.recv().await;
@@ -66,11 +76,22 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(raft_listener), async move {
             let _ = stop_raft.recv().await;
         });
+    let http_task = http_listener.map(|listener| {
+        tokio::spawn(super::http::serve(
+            listener,
+            service.clone(),
+            stop_tx.subscribe(),
+        ))
+    });
+    let http_text = match node.config.listen.http {
+        Some(addr) => format!(", http {addr} (rest)"),
+        None => String::new(),
+    };
     println!(
-        "drover node {} listening: api {} (grpc), raft {}",
-        node.config.node_id, api_addr, raft_addr
+        "drover node {} listening: api {} (grpc), raft {}{}",
+        node.config.node_id, api_addr, raft_addr, http_text
     );
-    tracing::info!(%api_addr, %raft_addr, node_id = node.config.node_id, "listening");
+    tracing::info!(%api_addr, %raft_addr, http_addr = ?node.config.listen.http, node_id = node.config.node_id, "listening");
     let api_task = tokio::spawn(api);
     let raft_task = tokio::spawn(raft);
     let scheduler_task = tokio::spawn(crate::node::scheduler_loop::run(node.clone()));
@@ -85,6 +106,9 @@ pub async fn serve(
     worker_task.abort();
     let _ = api_task.await;
     let _ = raft_task.await;
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
     node.shutdown();
     match failure {
         None => Ok(()),

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use tonic::transport::Channel;
 
+use crate::api::json;
 use crate::proto::v1 as pb;
 use crate::proto::v1::drover_client::DroverClient;
 
@@ -555,63 +556,15 @@ pub fn human_time(ms: i64) -> String {
     }
 }
 
+/// A job as `--output json` prints it: the same shape the REST API sends.
 fn job_json(job: &pb::Job) -> serde_json::Value {
-    let spec = job.spec.clone().unwrap_or_default();
-    let attempts: Vec<_> = job
-        .attempts
-        .iter()
-        .map(|a| {
-            json!({
-                "number": a.number, "node": a.node,
-                "assigned_at_ms": a.assigned_at_ms,
-                "started_at_ms": (a.started_at_ms != 0).then_some(a.started_at_ms),
-                "finished_at_ms": (a.finished_at_ms != 0).then_some(a.finished_at_ms),
-                "exit_code": a.exit_code,
-                "reason": (!a.reason.is_empty()).then_some(&a.reason),
-                "signal": (a.reason == "SIGNAL").then_some(a.signal),
-                "message": a.message,
-                "output_tail": String::from_utf8_lossy(&a.output_tail),
-            })
-        })
-        .collect();
-    let resources = spec.resources.unwrap_or_default();
-    let retry = spec.retry.unwrap_or_default();
-    json!({
-        "id": job.id,
-        "state": job.state,
-        "command": if spec.command.is_empty() { None } else { Some(spec.command) },
-        "args": spec.args,
-        "image": spec.image,
-        "env": spec.env.iter().map(|e| (e.name.clone(), e.value.clone())).collect::<std::collections::BTreeMap<_, _>>(),
-        "resources": { "cpu_millis": resources.cpu_millis, "memory_mib": resources.memory_mib, "pids": resources.pids },
-        "timeout_ms": spec.timeout_ms,
-        "retry": { "max_attempts": retry.max_attempts, "initial_backoff_ms": retry.initial_backoff_ms, "max_backoff_ms": retry.max_backoff_ms },
-        "priority": spec.priority,
-        "constraints": spec.constraints,
-        "labels": spec.labels,
-        "idempotency_key": (!spec.idempotency_key.is_empty()).then_some(spec.idempotency_key),
-        "network": spec.network,
-        "submitted_at_ms": job.submitted_at_ms,
-        "finished_at_ms": (job.finished_at_ms != 0).then_some(job.finished_at_ms),
-        "not_before_ms": job.not_before_ms,
-        "index": job.index,
-        "attempts": attempts,
-    })
+    json::to_value(&json::JobJson::from(job))
 }
 
 fn member_json(m: &pb::Member) -> serde_json::Value {
-    json!({
-        "id": m.id, "raft_addr": m.raft_addr, "api_addr": m.api_addr,
-        "suffrage": m.suffrage, "is_leader": m.is_leader, "match_index": m.match_index,
-    })
+    json::to_value(&json::MemberJson::from(m))
 }
 
 fn status_json(s: &pb::ClusterStatus) -> serde_json::Value {
-    json!({
-        "cluster_id": s.cluster_id, "node_id": s.node_id, "role": s.role, "term": s.term,
-        "leader_id": s.leader_id, "leader_api_addr": s.leader_api_addr,
-        "commit_index": s.commit_index, "applied_index": s.applied_index,
-        "snapshot_index": s.snapshot_index, "last_log_index": s.last_log_index,
-        "members": s.members.iter().map(member_json).collect::<Vec<_>>(),
-    })
+    json::to_value(&json::ClusterStatusJson::from(s))
 }

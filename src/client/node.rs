@@ -35,14 +35,7 @@ pub enum NodeCommand {
 }
 
 fn node_json(n: &pb::NodeInfo) -> serde_json::Value {
-    json!({
-        "id": n.id, "status": n.status, "labels": n.labels,
-        "cpu_millis": n.cpu_millis, "memory_mib": n.memory_mib,
-        "used_cpu_millis": n.used_cpu_millis, "used_memory_mib": n.used_memory_mib,
-        "active_jobs": n.active_jobs, "draining": n.draining,
-        "drain_deadline_ms": (n.drain_deadline_ms != 0).then_some(n.drain_deadline_ms),
-        "api_addr": n.api_addr,
-    })
+    crate::api::json::to_value(&crate::api::json::NodeJson::from(n))
 }
 
 fn print_table(nodes: &[pb::NodeInfo]) {

@@ -47,6 +47,8 @@ pub struct NodeSpec {
     pub id: u64,
     pub api: String,
     pub raft: String,
+    /// The REST API's address (listen.http).
+    pub http: String,
     pub data_dir: PathBuf,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
@@ -134,6 +136,7 @@ impl Cluster {
             id,
             api: format!("127.0.0.1:{}", free_port()),
             raft: format!("127.0.0.1:{}", free_port()),
+            http: format!("127.0.0.1:{}", free_port()),
             data_dir: root.join(format!("node{id}")),
             config_path: root.join(format!("node{id}.toml")),
             log_path: root.join(format!("node{id}.log")),
@@ -145,12 +148,13 @@ impl Cluster {
     fn write_config(&self, spec: &NodeSpec, initial: &[NodeSpec]) {
         let s = &self.settings;
         let mut text = format!(
-            "node_id = {}\ncluster_id = \"{}\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"{}\"\nraft = \"{}\"\n\n",
+            "node_id = {}\ncluster_id = \"{}\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"{}\"\nraft = \"{}\"\nhttp = \"{}\"\n\n",
             spec.id,
             self.cluster_id,
             spec.data_dir.display(),
             spec.api,
-            spec.raft
+            spec.raft,
+            spec.http
         );
         for m in initial {
             text += &format!(
@@ -215,6 +219,12 @@ impl Cluster {
 
     pub fn api_url(&self, i: usize) -> String {
         format!("http://{}", self.nodes[i].api)
+    }
+
+    /// Base URL of node `i`'s REST API, e.g. `http://127.0.0.1:PORT` (routes
+    /// are under `/v1`).
+    pub fn http_url(&self, i: usize) -> String {
+        format!("http://{}", self.nodes[i].http)
     }
 
     /// Every running node's URL, comma-separated (for DROVER_ADDR).

@@ -1,0 +1,396 @@
+//! The JSON shapes of Drover's objects: what the REST API sends and accepts
+//! and what the CLI prints with `--output json`. One definition, so the two
+//! never drift apart, and the OpenAPI document is derived from it.
+//!
+//! Conversions go from and to the `drover.v1` messages, because the REST
+//! API is an adapter over the gRPC service: the messages are the contract.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::proto::v1 as pb;
+
+/// A job as clients see it. Optional fields are `null` when not set yet
+/// (e.g. `finished_at_ms` of an active job).
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobJson {
+    /// ULID, sortable by submission time.
+    pub id: String,
+    /// QUEUED, ASSIGNED, RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED or LOST.
+    pub state: String,
+    /// Shell string run as `/bin/sh -c`; `null` when `args` is used.
+    pub command: Option<String>,
+    /// Argument vector run without a shell.
+    pub args: Vec<String>,
+    pub image: String,
+    pub env: BTreeMap<String, String>,
+    pub resources: ResourcesJson,
+    /// 0 = no timeout.
+    pub timeout_ms: u64,
+    pub retry: RetryJson,
+    pub priority: i32,
+    pub constraints: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub idempotency_key: Option<String>,
+    pub network: bool,
+    /// Unix milliseconds (leader's clock) when the job was proposed.
+    pub submitted_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    /// A queued retry is not placed before this time (Unix ms).
+    pub not_before_ms: i64,
+    /// Raft log index at which the submission was committed.
+    pub index: u64,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<AttemptJson>,
+}
+
+/// One run of a job on one node.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttemptJson {
+    pub number: u32,
+    pub node: u64,
+    pub assigned_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+    pub exit_code: Option<i64>,
+    /// `null` while active; else EXIT_CODE, SIGNAL, OOM_KILLED, TIMED_OUT,
+    /// IMAGE_UNAVAILABLE, NODE_LOST, CANCELLED, START_FAILED, NODE_DRAINED.
+    pub reason: Option<String>,
+    /// The signal number when `reason` is SIGNAL.
+    pub signal: Option<i64>,
+    pub message: String,
+    /// The last bytes of output committed with the result, as UTF-8 (invalid
+    /// sequences replaced by U+FFFD).
+    pub output_tail: String,
+}
+
+/// What a job may use. In a submission, 0 or a missing field means the
+/// default (100 millicores, 128 MiB, 256 pids).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourcesJson {
+    pub cpu_millis: u32,
+    pub memory_mib: u32,
+    pub pids: u32,
+}
+
+/// How often and how soon a failed job is retried. In a submission, 0 or a
+/// missing field means the default (one attempt: no retry).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryJson {
+    /// Attempts in total, the first included.
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+/// The body of `POST /v1/jobs`: a job spec with snake_case keys. Unknown keys
+/// are refused, so a typo never silently falls back to a default.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubmitJobJson {
+    /// Shell string run as `/bin/sh -c`. Exactly one of `command` / `args`.
+    pub command: Option<String>,
+    /// Argument vector run without a shell.
+    pub args: Vec<String>,
+    /// Empty or missing: the node's `executor.default_image`.
+    pub image: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub resources: Option<ResourcesJson>,
+    /// 0 = no timeout.
+    pub timeout_ms: u64,
+    pub retry: Option<RetryJson>,
+    /// Higher is placed first (-1000..1000).
+    pub priority: i32,
+    /// Node labels the job needs.
+    pub constraints: BTreeMap<String, String>,
+    /// A resubmission with the same key returns the first job.
+    pub idempotency_key: Option<String>,
+    /// Give the container a network (none by default).
+    pub network: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One page of jobs, in submission order.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobPageJson {
+    pub jobs: Vec<JobJson>,
+    /// Pass as `page_token` for the next page; empty on the last page.
+    pub next_page_token: String,
+}
+
+/// A piece of an attempt's output.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct OutputChunkJson {
+    /// Position in the attempt's output; resume with `after_seq` (or the SSE
+    /// `Last-Event-ID`) set to it.
+    pub seq: u64,
+    /// stdout, stderr, notice (Drover's own, e.g. a truncation marker) or
+    /// tail (the committed tail, when the node that ran it is gone).
+    pub stream: String,
+    pub attempt: u32,
+    /// The bytes as UTF-8 text, invalid sequences replaced by U+FFFD: for
+    /// reading. A multi-byte character split between chunks shows as U+FFFD.
+    pub text: String,
+    /// The exact bytes, standard base64: for byte-exact copies.
+    pub data_base64: String,
+}
+
+/// The output stored so far for one attempt.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct OutputJson {
+    /// The attempt shown (0 when the job has none yet).
+    pub attempt: u32,
+    /// "node": the full stored output; "committed_tail": only the tail
+    /// committed with the result (the node that ran it is unreachable);
+    /// "none": no attempt yet.
+    pub source: String,
+    pub chunks: Vec<OutputChunkJson>,
+}
+
+/// A member of the Raft group.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct MemberJson {
+    pub id: u64,
+    pub raft_addr: String,
+    pub api_addr: String,
+    /// "voter" or "learner".
+    pub suffrage: String,
+    pub is_leader: bool,
+    /// Highest log index known replicated to it (leader's view only).
+    pub match_index: u64,
+}
+
+/// One node's view of the cluster.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct ClusterStatusJson {
+    pub cluster_id: String,
+    pub node_id: u64,
+    /// "leader", "follower", "candidate" or "pre-candidate".
+    pub role: String,
+    pub term: u64,
+    /// 0 = no leader known.
+    pub leader_id: u64,
+    pub leader_api_addr: String,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub last_log_index: u64,
+    pub members: Vec<MemberJson>,
+    pub snapshots_installed: u64,
+    pub fsyncs: u64,
+    pub max_fsync_micros: u64,
+}
+
+/// A node of the node table with its use.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct NodeJson {
+    pub id: u64,
+    /// READY or DOWN.
+    pub status: String,
+    pub labels: BTreeMap<String, String>,
+    pub cpu_millis: u64,
+    pub memory_mib: u64,
+    pub used_cpu_millis: u64,
+    pub used_memory_mib: u64,
+    pub active_jobs: u32,
+    pub draining: bool,
+    pub drain_deadline_ms: Option<i64>,
+    pub api_addr: String,
+}
+
+/// The node table.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct NodeListJson {
+    pub nodes: Vec<NodeJson>,
+}
+
+/// The body of `POST /v1/nodes/{id}/drain` (may be omitted: drain with no
+/// deadline).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainJson {
+    /// From now; missing or 0 = wait for the node's jobs to finish.
+    pub deadline_ms: Option<u64>,
+    /// True ends the drain.
+    pub disable: Option<bool>,
+}
+
+impl From<&pb::Job> for JobJson {
+    fn from(job: &pb::Job) -> Self {
+        let spec = job.spec.clone().unwrap_or_default();
+        let resources = spec.resources.unwrap_or_default();
+        let retry = spec.retry.unwrap_or_default();
+        JobJson {
+            id: job.id.clone(),
+            state: job.state.clone(),
+            command: (!spec.command.is_empty()).then_some(spec.command),
+            args: spec.args,
+            image: spec.image,
+            env: spec.env.into_iter().map(|e| (e.name, e.value)).collect(),
+            resources: ResourcesJson {
+                cpu_millis: resources.cpu_millis,
+                memory_mib: resources.memory_mib,
+                pids: resources.pids,
+            },
+            timeout_ms: spec.timeout_ms,
+            retry: RetryJson {
+                max_attempts: retry.max_attempts,
+                initial_backoff_ms: retry.initial_backoff_ms,
+                max_backoff_ms: retry.max_backoff_ms,
+            },
+            priority: spec.priority,
+            constraints: spec.constraints.into_iter().collect(),
+            labels: spec.labels.into_iter().collect(),
+            idempotency_key: (!spec.idempotency_key.is_empty()).then_some(spec.idempotency_key),
+            network: spec.network,
+            submitted_at_ms: job.submitted_at_ms,
+            finished_at_ms: (job.finished_at_ms != 0).then_some(job.finished_at_ms),
+            not_before_ms: job.not_before_ms,
+            index: job.index,
+            attempts: job.attempts.iter().map(AttemptJson::from).collect(),
+        }
+    }
+}
+
+impl From<&pb::Attempt> for AttemptJson {
+    fn from(a: &pb::Attempt) -> Self {
+        AttemptJson {
+            number: a.number,
+            node: a.node,
+            assigned_at_ms: a.assigned_at_ms,
+            started_at_ms: (a.started_at_ms != 0).then_some(a.started_at_ms),
+            finished_at_ms: (a.finished_at_ms != 0).then_some(a.finished_at_ms),
+            exit_code: a.exit_code,
+            reason: (!a.reason.is_empty()).then(|| a.reason.clone()),
+            signal: (a.reason == "SIGNAL").then_some(a.signal),
+            message: a.message.clone(),
+            output_tail: String::from_utf8_lossy(&a.output_tail).into_owned(),
+        }
+    }
+}
+
+impl From<SubmitJobJson> for pb::JobSpec {
+    fn from(s: SubmitJobJson) -> Self {
+        pb::JobSpec {
+            command: s.command.unwrap_or_default(),
+            args: s.args,
+            image: s.image.unwrap_or_default(),
+            env: s
+                .env
+                .into_iter()
+                .map(|(name, value)| pb::EnvVar { name, value })
+                .collect(),
+            resources: s.resources.map(|r| pb::Resources {
+                cpu_millis: r.cpu_millis,
+                memory_mib: r.memory_mib,
+                pids: r.pids,
+            }),
+            timeout_ms: s.timeout_ms,
+            retry: s.retry.map(|r| pb::RetryPolicy {
+                max_attempts: r.max_attempts,
+                initial_backoff_ms: r.initial_backoff_ms,
+                max_backoff_ms: r.max_backoff_ms,
+            }),
+            priority: s.priority,
+            constraints: s.constraints.into_iter().collect(),
+            idempotency_key: s.idempotency_key.unwrap_or_default(),
+            network: s.network,
+            labels: s.labels.into_iter().collect(),
+        }
+    }
+}
+
+impl From<&pb::ListJobsResponse> for JobPageJson {
+    fn from(page: &pb::ListJobsResponse) -> Self {
+        JobPageJson {
+            jobs: page.jobs.iter().map(JobJson::from).collect(),
+            next_page_token: page.next_page_token.clone(),
+        }
+    }
+}
+
+impl From<&pb::OutputChunk> for OutputChunkJson {
+    fn from(c: &pb::OutputChunk) -> Self {
+        OutputChunkJson {
+            seq: c.seq,
+            stream: c.stream.clone(),
+            attempt: c.attempt,
+            text: String::from_utf8_lossy(&c.data).into_owned(),
+            data_base64: base64::engine::general_purpose::STANDARD.encode(&c.data),
+        }
+    }
+}
+
+impl From<&pb::GetJobOutputResponse> for OutputJson {
+    fn from(r: &pb::GetJobOutputResponse) -> Self {
+        OutputJson {
+            attempt: r.attempt,
+            source: r.source.clone(),
+            chunks: r.chunks.iter().map(OutputChunkJson::from).collect(),
+        }
+    }
+}
+
+impl From<&pb::Member> for MemberJson {
+    fn from(m: &pb::Member) -> Self {
+        MemberJson {
+            id: m.id,
+            raft_addr: m.raft_addr.clone(),
+            api_addr: m.api_addr.clone(),
+            suffrage: m.suffrage.clone(),
+            is_leader: m.is_leader,
+            match_index: m.match_index,
+        }
+    }
+}
+
+impl From<&pb::ClusterStatus> for ClusterStatusJson {
+    fn from(s: &pb::ClusterStatus) -> Self {
+        ClusterStatusJson {
+            cluster_id: s.cluster_id.clone(),
+            node_id: s.node_id,
+            role: s.role.clone(),
+            term: s.term,
+            leader_id: s.leader_id,
+            leader_api_addr: s.leader_api_addr.clone(),
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
+            snapshot_index: s.snapshot_index,
+            last_log_index: s.last_log_index,
+            members: s.members.iter().map(MemberJson::from).collect(),
+            snapshots_installed: s.snapshots_installed,
+            fsyncs: s.fsyncs,
+            max_fsync_micros: s.max_fsync_micros,
+        }
+    }
+}
+
+impl From<&pb::NodeInfo> for NodeJson {
+    fn from(n: &pb::NodeInfo) -> Self {
+        NodeJson {
+            id: n.id,
+            status: n.status.clone(),
+            labels: n.labels.clone().into_iter().collect(),
+            cpu_millis: n.cpu_millis,
+            memory_mib: n.memory_mib,
+            used_cpu_millis: n.used_cpu_millis,
+            used_memory_mib: n.used_memory_mib,
+            active_jobs: n.active_jobs,
+            draining: n.draining,
+            drain_deadline_ms: (n.drain_deadline_ms != 0).then_some(n.drain_deadline_ms),
+            api_addr: n.api_addr.clone(),
+        }
+    }
+}
+
+/// A value as a `serde_json::Value`, for callers that print or embed it.
+/// Serializing these plain structs cannot fail; `Null` is the fallback that
+/// keeps the signature honest without an `expect`.
+pub fn to_value<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
