@@ -344,6 +344,12 @@ pub struct ListQuery {
     pub page_token: String,
     /// Linearizable read (confirmed with a quorum first).
     pub consistent: bool,
+    /// Only jobs in these states, comma-separated (`QUEUED,RUNNING`).
+    pub state: String,
+    /// Only jobs with all these labels, comma-separated `KEY=VALUE` pairs.
+    pub label: String,
+    /// Only jobs whose latest attempt is on this node; 0 = any.
+    pub node: u64,
 }
 
 /// Which output to fetch, and whether to follow it live.
@@ -482,10 +488,32 @@ async fn get_job(
     )
 )]
 async fn list_jobs(State(svc): State<Svc>, Q(query): Q<ListQuery>) -> Result<Response, Problem> {
+    let split = |list: &str| -> Vec<String> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let labels = split(&query.label)
+        .into_iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| {
+                    Problem::from(tonic::Status::invalid_argument(format!(
+                        "label {pair:?}: expected KEY=VALUE"
+                    )))
+                })
+        })
+        .collect::<Result<_, _>>()?;
     let request = pb::ListJobsRequest {
         page_size: query.page_size,
         page_token: query.page_token,
         consistent: query.consistent,
+        states: split(&query.state),
+        labels,
+        node: query.node,
     };
     let (metadata, message, _) = svc
         .list_jobs(tonic::Request::new(request))
