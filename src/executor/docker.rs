@@ -69,7 +69,7 @@ impl Default for DockerConfig {
 
 /// How often, and how far apart, `wait` re-reads a SIGKILLed container's
 /// OOM flag (see there).
-const OOM_FLAG_CHECKS: usize = 10;
+const OOM_FLAG_CHECKS: usize = 30;
 const OOM_FLAG_PAUSE: Duration = Duration::from_millis(100);
 
 /// Runs attempts as Docker containers.
