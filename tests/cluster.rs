@@ -334,9 +334,146 @@ async fn bad_input_gets_typed_errors() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    // The same bad specs the REST test refuses, over gRPC: each gets
+    // INVALID_ARGUMENT and writes nothing to the log.
+    let before = cluster.status(0).await.expect("status").last_log_index;
+    let base = || pb::JobSpec {
+        command: "true".into(),
+        ..Default::default()
+    };
+    let bad_specs = [
+        (
+            "1 MiB command",
+            pb::JobSpec {
+                command: "x".repeat(1 << 20),
+                ..base()
+            },
+        ),
+        (
+            "both command and args",
+            pb::JobSpec {
+                args: vec!["ls".into()],
+                ..base()
+            },
+        ),
+        (
+            "invalid image reference",
+            pb::JobSpec {
+                image: "Bad Image!".into(),
+                ..base()
+            },
+        ),
+        (
+            "memory below Docker's minimum",
+            pb::JobSpec {
+                resources: Some(pb::Resources {
+                    memory_mib: 1,
+                    ..Default::default()
+                }),
+                ..base()
+            },
+        ),
+        (
+            "absurd cpu",
+            pb::JobSpec {
+                resources: Some(pb::Resources {
+                    cpu_millis: u32::MAX,
+                    ..Default::default()
+                }),
+                ..base()
+            },
+        ),
+        (
+            "priority out of range",
+            pb::JobSpec {
+                priority: -5000,
+                ..base()
+            },
+        ),
+        (
+            "reserved env name",
+            pb::JobSpec {
+                env: vec![pb::EnvVar {
+                    name: "DROVER_ATTEMPT".into(),
+                    value: "9".into(),
+                }],
+                ..base()
+            },
+        ),
+        (
+            "timeout over 30 days",
+            pb::JobSpec {
+                timeout_ms: u64::MAX,
+                ..base()
+            },
+        ),
+        (
+            "zero-length idempotency key is fine, a huge one is not",
+            pb::JobSpec {
+                idempotency_key: "k".repeat(10_000),
+                ..base()
+            },
+        ),
+    ];
+    for (what, spec) in bad_specs {
+        let err = client
+            .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}: {err:?}");
+    }
+    let err = client
+        .list_jobs(pb::ListJobsRequest {
+            page_token: "not-a-token".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "bad page token: {err:?}"
+    );
+    let err = client
+        .list_jobs(pb::ListJobsRequest {
+            states: vec!["DONE".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::InvalidArgument,
+        "bad state filter: {err:?}"
+    );
+    let err = client
+        .stop_job(pb::StopJobRequest {
+            id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::NotFound,
+        "stop of an unknown job: {err:?}"
+    );
+    let err = client
+        .drain_node(pb::DrainNodeRequest {
+            id: 99,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::NotFound,
+        "drain of an unknown node: {err:?}"
+    );
     // Nothing was written by the refused requests.
     let ids = all_job_ids(&mut client).await.expect("list");
     assert!(ids.is_empty(), "refused submissions wrote jobs: {ids:?}");
+    let after = cluster.status(0).await.expect("status").last_log_index;
+    assert_eq!(after, before, "refused requests wrote to the log");
 
     // The CLI: clear message and exit code 1 for a refused request, 3 when
     // nothing is reachable.

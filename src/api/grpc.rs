@@ -487,6 +487,21 @@ impl pb::drover_server::Drover for DroverService {
             request,
             move |node, req| async move {
                 let id = parse_job_id(&req.id)?;
+                // An unknown id is refused without a log entry. A new leader
+                // may not have applied its predecessor's last entries yet:
+                // a read barrier first, before saying "no such job".
+                let known = |node: &Node| {
+                    node.store
+                        .get_job(&id)
+                        .map(|j| j.is_some())
+                        .map_err(|e| Status::internal(e.to_string()))
+                };
+                if !known(&node)? {
+                    node.read_barrier().await.map_err(raft_status)?;
+                    if !known(&node)? {
+                        return Err(Status::not_found(format!("no job with id {id}")));
+                    }
+                }
                 let command = Command::Cancel {
                     job: id,
                     at_ms: now_ms(),
@@ -625,6 +640,22 @@ impl pb::drover_server::Drover for DroverService {
         self.write(
             request,
             move |node, req| async move {
+                let known = |node: &Node| {
+                    node.store
+                        .node(req.id)
+                        .map(|n| n.is_some())
+                        .map_err(|e| Status::internal(e.to_string()))
+                };
+                let known = known(&node)? || {
+                    node.read_barrier().await.map_err(raft_status)?;
+                    known(&node)?
+                };
+                if !known {
+                    return Err(Status::not_found(format!(
+                        "no node {} in the node table (it has never heartbeated)",
+                        req.id
+                    )));
+                }
                 let now = now_ms();
                 let drain = (!req.disable).then(|| Drain {
                     since_ms: now,
