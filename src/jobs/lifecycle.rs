@@ -237,9 +237,15 @@ fn end_attempt(
         a.output_tail = output_tail;
     }
     let used = job.attempts.len();
-    let attempts_left = used < job.spec.retry.max_attempts as usize;
-    // A drain is the operator's doing, not the job's: it is re-run even
-    // when its retries are used up (within the bound on recorded attempts).
+    // A drain is the operator's doing, not the job's: a drained attempt does
+    // not count against the job's attempts, and the job is re-run even when
+    // its retries are used up (within the bound on recorded attempts).
+    let counted = job
+        .attempts
+        .iter()
+        .filter(|a| a.reason != Some(EndReason::Drained))
+        .count();
+    let attempts_left = counted < job.spec.retry.max_attempts as usize;
     if retriable && (attempts_left || drained) && used < MAX_RECORDED_ATTEMPTS {
         let next = u32::try_from(used + 1).unwrap_or(u32::MAX);
         let wait = if drained {
@@ -479,5 +485,51 @@ mod tests {
         apply(&mut j, drained).unwrap();
         assert_eq!(j.state, JobState::Queued);
         assert_eq!(j.not_before_ms, 9);
+        // The drained run did not use up the job's one attempt: a failure of
+        // attempt 2 is final (no retry), but it ran.
+        apply(
+            &mut j,
+            Event::Assign {
+                attempt: 2,
+                node: 2,
+                at_ms: 10,
+            },
+        )
+        .unwrap();
+        apply(&mut j, finish(2, 2, 11, 1)).unwrap();
+        assert_eq!(j.state, JobState::Failed);
+
+        // With two attempts, a drain then a failure still leaves one retry.
+        let mut k = job(2);
+        apply(
+            &mut k,
+            Event::Assign {
+                attempt: 1,
+                node: 1,
+                at_ms: 0,
+            },
+        )
+        .unwrap();
+        let drained = Event::Finish {
+            attempt: 1,
+            node: 1,
+            at_ms: 1,
+            exit_code: None,
+            reason: EndReason::Drained,
+            message: String::new(),
+            output_tail: Vec::new(),
+        };
+        apply(&mut k, drained).unwrap();
+        apply(
+            &mut k,
+            Event::Assign {
+                attempt: 2,
+                node: 2,
+                at_ms: 2,
+            },
+        )
+        .unwrap();
+        apply(&mut k, finish(2, 2, 3, 1)).unwrap();
+        assert_eq!(k.state, JobState::Queued, "one retry left after the drain");
     }
 }
