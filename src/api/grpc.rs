@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::convert::{job_to_proto, node_to_proto, spec_from_proto};
 use crate::jobs::{Command, Drain, Job, JobId};
-use crate::node::{Node, RaftError, RaftStatus};
+use crate::node::{now_ms, Node, RaftError, RaftStatus};
 use crate::proto::v1 as pb;
 use crate::proto::v1::drover_client::DroverClient;
 use crate::raft::{ConfChange, NodeId, PeerInfo, Role};
@@ -1073,13 +1073,6 @@ fn parse_job_id(id: &str) -> Result<JobId, Status> {
     id.parse::<JobId>().map_err(|_| {
         Status::invalid_argument(format!("`{id}` is not a job id (26-character ULID)"))
     })
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn no_leader() -> Status {

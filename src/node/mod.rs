@@ -21,6 +21,18 @@ use crate::store::{Applied, Store, StoreError};
 
 pub use raft_loop::{Input, InputSender, RaftError, RaftStatus};
 
+/// Milliseconds since the Unix epoch of `t`: how every timestamp in a
+/// command is written (0 for a clock before 1970).
+pub fn unix_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// This node's wall clock, as [`unix_ms`].
+pub fn now_ms() -> i64 {
+    unix_ms(std::time::SystemTime::now())
+}
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

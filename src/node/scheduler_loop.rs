@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use super::Node;
+use super::{now_ms, Node};
 use crate::jobs::{Assignment, Command, NodeStatus};
 use crate::scheduler::{self, NodeLoad};
 
@@ -49,12 +49,6 @@ pub async fn run(node: Arc<Node>) {
             _ = tokio::time::sleep_until(next_wake.into()) => {}
         }
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 async fn propose(node: &Node, command: Command) -> Result<(), String> {

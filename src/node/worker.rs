@@ -12,10 +12,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::reports::ReportOutcome;
-use super::Node;
+use super::{now_ms, unix_ms, Node};
 use crate::executor::docker::{DockerConfig, DockerDriver};
 use crate::executor::{
     ContainerInfo, Driver, ExecError, OutputSink, Reason, RunSpec, Started, LABEL_CLUSTER,
@@ -97,17 +97,6 @@ struct Worker {
     node: Arc<Node>,
     driver: Arc<DockerDriver>,
     running: Running,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn ms_of(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Worker {
@@ -511,7 +500,7 @@ impl End {
             exit_code: outcome.exit_code,
             reason,
             message,
-            at_ms: ms_of(outcome.finished_at),
+            at_ms: unix_ms(outcome.finished_at),
         }
     }
 }
