@@ -4,55 +4,41 @@
 
 use tonic::Status;
 
-use crate::jobs::{Job, JobSpec, NodeRecord, Resources, RetryPolicy};
+use crate::jobs::{Job, JobSpec, NodeRecord, Reserved, Resources, RetryPolicy};
 use crate::proto::v1 as pb;
 
 /// A submitted spec in the model, with the node's defaults filled in
 /// (image, resources, retry) so the committed record says what runs.
 pub fn spec_from_proto(spec: Option<&pb::JobSpec>, default_image: &str) -> Result<JobSpec, Status> {
     let spec = spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
-    let resources = match &spec.resources {
-        None => Resources::default(),
-        Some(r) => {
+    // A field left at 0 takes its default, so a client sets only what it
+    // cares about.
+    fn or<T: PartialEq + Default>(value: T, default: T) -> T {
+        if value == T::default() {
+            default
+        } else {
+            value
+        }
+    }
+    let resources = spec
+        .resources
+        .as_ref()
+        .map_or_else(Resources::default, |r| {
             let d = Resources::default();
             Resources {
-                cpu_millis: if r.cpu_millis == 0 {
-                    d.cpu_millis
-                } else {
-                    r.cpu_millis
-                },
-                memory_mib: if r.memory_mib == 0 {
-                    d.memory_mib
-                } else {
-                    r.memory_mib
-                },
-                pids: if r.pids == 0 { d.pids } else { r.pids },
+                cpu_millis: or(r.cpu_millis, d.cpu_millis),
+                memory_mib: or(r.memory_mib, d.memory_mib),
+                pids: or(r.pids, d.pids),
             }
+        });
+    let retry = spec.retry.as_ref().map_or_else(RetryPolicy::default, |r| {
+        let d = RetryPolicy::default();
+        RetryPolicy {
+            max_attempts: or(r.max_attempts, d.max_attempts),
+            initial_backoff_ms: or(r.initial_backoff_ms, d.initial_backoff_ms),
+            max_backoff_ms: or(r.max_backoff_ms, d.max_backoff_ms.max(r.initial_backoff_ms)),
         }
-    };
-    let retry = match &spec.retry {
-        None => RetryPolicy::default(),
-        Some(r) => {
-            let d = RetryPolicy::default();
-            RetryPolicy {
-                max_attempts: if r.max_attempts == 0 {
-                    d.max_attempts
-                } else {
-                    r.max_attempts
-                },
-                initial_backoff_ms: if r.initial_backoff_ms == 0 {
-                    d.initial_backoff_ms
-                } else {
-                    r.initial_backoff_ms
-                },
-                max_backoff_ms: if r.max_backoff_ms == 0 {
-                    d.max_backoff_ms.max(r.initial_backoff_ms)
-                } else {
-                    r.max_backoff_ms
-                },
-            }
-        }
-    };
+    });
     Ok(JobSpec {
         command: (!spec.command.is_empty()).then(|| spec.command.clone()),
         args: spec.args.clone(),
@@ -143,16 +129,16 @@ pub fn job_to_proto(job: &Job) -> pb::Job {
 }
 
 /// A node on the wire, with its use as of the local table.
-pub fn node_to_proto(record: &NodeRecord, used: (u64, u64, u32), api_addr: String) -> pb::NodeInfo {
+pub fn node_to_proto(record: &NodeRecord, used: Reserved, api_addr: String) -> pb::NodeInfo {
     pb::NodeInfo {
         id: record.id,
         status: record.status.as_str().to_string(),
         labels: record.labels.clone().into_iter().collect(),
         cpu_millis: record.capacity.cpu_millis,
         memory_mib: record.capacity.memory_mib,
-        used_cpu_millis: used.0,
-        used_memory_mib: used.1,
-        active_jobs: used.2,
+        used_cpu_millis: used.cpu_millis,
+        used_memory_mib: used.memory_mib,
+        active_jobs: used.jobs,
         draining: record.drain.is_some(),
         drain_deadline_ms: record.drain.and_then(|d| d.deadline_ms).unwrap_or(0),
         api_addr,

@@ -1035,19 +1035,11 @@ fn async_stream_of(
 fn node_infos(node: &Node) -> Result<Vec<pb::NodeInfo>, Status> {
     let internal = |e: crate::store::StoreError| Status::internal(e.to_string());
     let records = node.store.nodes().map_err(internal)?;
-    let active = node.store.active_jobs().map_err(internal)?;
+    let reserved = node.store.reserved_by_node().map_err(internal)?;
     let membership = node.status().membership;
     let mut out = Vec::with_capacity(records.len());
     for record in &records {
-        let mut used = (0u64, 0u64, 0u32);
-        for (on, id, _) in active.iter().filter(|(on, _, _)| *on == record.id) {
-            let _ = on;
-            if let Some(job) = node.store.get_job(id).map_err(internal)? {
-                used.0 += u64::from(job.spec.resources.cpu_millis);
-                used.1 += u64::from(job.spec.resources.memory_mib);
-                used.2 += 1;
-            }
-        }
+        let used = reserved.get(&record.id).copied().unwrap_or_default();
         let api_addr = membership
             .peer(record.id)
             .map(|p| p.api_addr.clone())

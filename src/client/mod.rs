@@ -360,17 +360,7 @@ pub async fn job(
             page_token,
             all,
         } => {
-            let labels = labels
-                .iter()
-                .map(|l| {
-                    l.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .ok_or_else(|| Failure {
-                            message: format!("--label {l:?}: expected KEY=VALUE"),
-                            code: 2,
-                        })
-                })
-                .collect::<Result<_, _>>()?;
+            let labels = run::pairs(&labels, "label")?.into_iter().collect();
             let request = pb::ListJobsRequest {
                 page_size,
                 page_token,

@@ -63,7 +63,8 @@ pub struct SpecArgs {
     pub network: bool,
 }
 
-fn pairs(values: &[String], flag: &str) -> Result<Vec<(String, String)>, Failure> {
+/// Parses repeated `--flag KEY=VALUE` arguments.
+pub(super) fn pairs(values: &[String], flag: &str) -> Result<Vec<(String, String)>, Failure> {
     values
         .iter()
         .map(|v| {

@@ -17,7 +17,7 @@ mod spec;
 pub use self::command::{Assignment, Command, CommandError, MAX_COMMAND_ENCODED_BYTES};
 pub use self::id::{JobId, JobIdGenerator, ParseJobIdError};
 pub use self::job::{Attempt, EndReason, Job, JobState};
-pub use self::node::{Capacity, Drain, NodeRecord, NodeStatus};
+pub use self::node::{Capacity, Drain, NodeRecord, NodeStatus, Reserved};
 pub use self::spec::{
     limits, JobSpec, Resources, RetryPolicy, SpecError, MAX_ARGS_BYTES, MAX_COMMAND_BYTES,
 };

@@ -37,6 +37,27 @@ pub struct Capacity {
     pub memory_mib: u64,
 }
 
+/// What the assigned and running jobs on a node have reserved: what
+/// placement subtracts from its capacity and `node status` shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reserved {
+    /// CPU in millicores.
+    pub cpu_millis: u64,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// How many jobs.
+    pub jobs: u32,
+}
+
+impl Reserved {
+    /// Adds one job's resources.
+    pub fn add(&mut self, r: &super::Resources) {
+        self.cpu_millis += u64::from(r.cpu_millis);
+        self.memory_mib += u64::from(r.memory_mib);
+        self.jobs += 1;
+    }
+}
+
 /// An operator's request that a node take no new work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drain {

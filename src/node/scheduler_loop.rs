@@ -145,18 +145,14 @@ async fn pass(node: &Node, last_gc: &mut Instant) -> Result<Option<Instant>, Str
 
     // 4. Placement. Re-read the node table: steps 1-3 may have changed it.
     let records = store.nodes().map_err(|e| e.to_string())?;
+    let reserved = store.reserved_by_node().map_err(|e| e.to_string())?;
     let mut loads: Vec<NodeLoad> = records
         .iter()
-        .map(|r| NodeLoad::new(r, node.liveness.is_alive(r.id, now, cfg.node_down_after)))
+        .map(|r| {
+            let alive = node.liveness.is_alive(r.id, now, cfg.node_down_after);
+            NodeLoad::new(r, reserved.get(&r.id).copied().unwrap_or_default(), alive)
+        })
         .collect();
-    for (on, id, _) in store.active_jobs().map_err(|e| e.to_string())? {
-        if let (Some(load), Some(job)) = (
-            loads.iter_mut().find(|l| l.id == on),
-            store.get_job(&id).map_err(|e| e.to_string())?,
-        ) {
-            load.reserve(&job.spec.resources);
-        }
-    }
     let mut assignments = Vec::new();
     for entry in store.queued_jobs().take(MAX_QUEUE_SCAN) {
         if assignments.len() >= MAX_ASSIGN_BATCH || scheduler::cluster_full(&loads) {

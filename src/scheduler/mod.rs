@@ -8,7 +8,7 @@ mod liveness;
 use std::collections::BTreeMap;
 
 pub use self::liveness::{Liveness, Sighting};
-use crate::jobs::{Capacity, JobId, NodeRecord, NodeStatus, Resources};
+use crate::jobs::{Capacity, JobId, NodeRecord, NodeStatus, Reserved, Resources};
 use crate::raft::NodeId;
 
 /// A node as the placement sees it during one pass.
@@ -31,21 +31,22 @@ pub struct NodeLoad {
 }
 
 impl NodeLoad {
-    /// A node with nothing on it yet; `alive` is the leader's liveness verdict.
-    pub fn new(record: &NodeRecord, alive: bool) -> NodeLoad {
+    /// A node with what its jobs already reserve; `alive` is the leader's
+    /// liveness verdict.
+    pub fn new(record: &NodeRecord, reserved: Reserved, alive: bool) -> NodeLoad {
         NodeLoad {
             id: record.id,
             labels: record.labels.clone(),
             capacity: record.capacity,
-            used_cpu_millis: 0,
-            used_memory_mib: 0,
-            active: 0,
+            used_cpu_millis: reserved.cpu_millis,
+            used_memory_mib: reserved.memory_mib,
+            active: reserved.jobs,
             eligible: alive && record.status == NodeStatus::Ready && record.drain.is_none(),
         }
     }
 
     /// Counts a job's reservation against the node.
-    pub fn reserve(&mut self, r: &Resources) {
+    fn reserve(&mut self, r: &Resources) {
         self.used_cpu_millis += u64::from(r.cpu_millis);
         self.used_memory_mib += u64::from(r.memory_mib);
         self.active += 1;

@@ -11,7 +11,7 @@ use sled::Transactional;
 use super::codec::{self, SmMeta, SnapshotRecord};
 use super::indexes::{id_suffix, CountDelta, SmTx, Tx};
 use super::{lock, snapshot, Snapshot, Store, StoreError};
-use crate::jobs::{lifecycle, Command, EndReason, Job, JobId, NodeRecord, NodeStatus};
+use crate::jobs::{lifecycle, Command, EndReason, Job, JobId, NodeRecord, NodeStatus, Reserved};
 use crate::raft::{ConfChange, Entry, Index, Membership, NodeId, Payload, SnapshotMeta};
 
 /// Upper bound on one read of [`Store::list_jobs`]; larger limits are
@@ -602,6 +602,19 @@ impl Store {
                 .map(u32::from_be_bytes)
                 .map_err(|_| self.corrupt("job_active value is not 4 bytes".into()))?;
             out.push((node, id, attempt));
+        }
+        Ok(out)
+    }
+
+    /// What the active jobs of each node reserve (nodes without any absent).
+    pub fn reserved_by_node(
+        &self,
+    ) -> Result<std::collections::BTreeMap<NodeId, Reserved>, StoreError> {
+        let mut out = std::collections::BTreeMap::<NodeId, Reserved>::new();
+        for (node, id, _) in self.active_jobs()? {
+            if let Some(job) = self.get_job(&id)? {
+                out.entry(node).or_default().add(&job.spec.resources);
+            }
         }
         Ok(out)
     }
