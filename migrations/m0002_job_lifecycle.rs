@@ -17,14 +17,13 @@
 //! open to anyone else yet) and rewritten, with `sm_meta` and the version
 //! bump, in ONE transaction.
 //!
-//! Frozen-format note: the rows are written with today's `Job`, which IS the
-//! version-2 format. The next change to `Job` must first copy that struct
-//! into `jobs::legacy` as `JobV2` and make this migration write it.
+//! Frozen-format note: the rows are written as `jobs::legacy::JobV2`, the
+//! version-2 format (m0003 upgrades them to today's `Job`).
 
 use sled::Transactional;
 
 use super::{read_schema_version_tx, write_schema_version_tx, Migration};
-use crate::jobs::legacy::JobV1;
+use crate::jobs::legacy::{JobV1, JobV2};
 use crate::jobs::JobState;
 use crate::store::codec;
 use crate::store::indexes;
@@ -73,7 +72,8 @@ fn up(db: &sled::Db) -> Result<(), String> {
             return Err(format!("job {} is stored under another key", job.id));
         }
         let queued = job.state == JobState::Queued;
-        let encoded = codec::encode("job", &job).map_err(|e| e.to_string())?;
+        let encoded =
+            codec::encode("job", &JobV2::downgrade(job.clone())).map_err(|e| e.to_string())?;
         let queue_key = indexes::queue_key(job.spec.priority, &job.id);
         rows.push((key, encoded, queued.then_some(queue_key)));
     }

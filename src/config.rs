@@ -45,6 +45,23 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Access control.
+    #[serde(default)]
+    pub acl: AclConfig,
+}
+
+/// Access control of the client APIs (gRPC, REST). Off by default so a dev
+/// node works without tokens; a production cluster turns it on on every
+/// node (a mixed setting lets the open nodes bypass the closed ones).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclConfig {
+    /// Refuse every call without a valid token (UNAUTHENTICATED / 401) or
+    /// without the right (PERMISSION_DENIED / 403).
+    pub enabled: bool,
+    /// Browser origins allowed to call the REST API cross-origin (CORS),
+    /// e.g. `https://dash.example.com`. Empty: no cross-origin access.
+    pub cors_origins: Vec<String>,
 }
 
 /// How this node runs jobs.
@@ -265,6 +282,17 @@ impl Config {
         }
         if self.cluster_id.trim().is_empty() {
             return Err(bad("cluster_id", "must not be empty".into()));
+        }
+        for origin in &self.acl.cors_origins {
+            if axum::http::HeaderValue::from_str(origin).is_err()
+                || !(origin.starts_with("http://") || origin.starts_with("https://"))
+                || origin.ends_with('/')
+            {
+                return Err(bad(
+                    "acl.cors_origins",
+                    format!("`{origin}` is not an origin like https://dash.example.com"),
+                ));
+            }
         }
         let raft = &self.raft;
         if raft.tick < Duration::from_millis(1) || raft.tick > Duration::from_secs(10) {

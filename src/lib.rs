@@ -6,6 +6,7 @@
 //! the CLI, `config` the node configuration, `executor` runs job attempts in
 //! Docker containers.
 
+pub mod acl;
 pub mod api;
 pub mod client;
 pub mod config;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use drover::client::{self, ClientOpts, JobCommand, NodeCommand, RaftCommand};
+use drover::client::{self, AclCommand, ClientOpts, JobCommand, NodeCommand, RaftCommand};
 use drover::config::Config;
 
 #[derive(Parser, Debug)]
@@ -42,6 +42,13 @@ enum Top {
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+    },
+    /// Access control: bootstrap, tokens.
+    Acl {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: AclCommand,
     },
     /// Cluster operations.
     Operator {
@@ -110,6 +117,9 @@ fn main() -> ExitCode {
             }
             Top::Node { opts, command } => {
                 client::run(opts, |c, o| client::node(c, o.output, command)).await
+            }
+            Top::Acl { opts, command } => {
+                client::run(opts, |c, o| client::acl(c, o.output, command)).await
             }
             Top::Operator {
                 command: OperatorCommand::Raft { opts, command },

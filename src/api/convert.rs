@@ -125,6 +125,17 @@ pub fn job_to_proto(job: &Job) -> pb::Job {
             .collect(),
         not_before_ms: job.not_before_ms,
         finished_at_ms: job.finished_at_ms.unwrap_or(0),
+        owner: job.owner.clone().unwrap_or_default(),
+    }
+}
+
+/// A token on the wire (never its secret or hash).
+pub fn token_to_proto(token: &crate::acl::Token) -> pb::AclToken {
+    pb::AclToken {
+        accessor: token.accessor.clone(),
+        name: token.name.clone(),
+        role: token.role.as_str().to_string(),
+        created_at_ms: token.created_at_ms,
     }
 }
 

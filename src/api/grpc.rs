@@ -8,7 +8,9 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::convert::{job_to_proto, node_to_proto, spec_from_proto};
+use super::auth::{authorize, Caller, AUTHORIZATION};
+use super::convert::{job_to_proto, node_to_proto, spec_from_proto, token_to_proto};
+use crate::acl::{self, Action, Token};
 use crate::jobs::{Command, Drain, Job, JobId};
 use crate::node::{now_ms, Node, RaftError, RaftStatus};
 use crate::proto::v1 as pb;
@@ -125,11 +127,7 @@ impl DroverService {
                     forwarded
                         .metadata_mut()
                         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-                    if let Some(token) = request.metadata().get("authorization") {
-                        forwarded
-                            .metadata_mut()
-                            .insert("authorization", token.clone());
-                    }
+                    copy_token(request.metadata(), forwarded.metadata_mut());
                     return forward(client, forwarded).await;
                 }
             }
@@ -168,6 +166,7 @@ impl DroverService {
         after_seq: Option<u64>,
         follow: bool,
         forwarded: bool,
+        auth: &tonic::metadata::MetadataMap,
     ) -> <Self as pb::drover_server::Drover>::StreamJobOutputStream {
         if attempt.node != self.node.config.node_id && !forwarded {
             if let Ok(mut client) = self.holder_client(attempt.node) {
@@ -180,6 +179,7 @@ impl DroverService {
                 forward
                     .metadata_mut()
                     .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                copy_token(auth, forward.metadata_mut());
                 match client.stream_job_output(forward).await {
                     Ok(stream) => return Box::pin(stream.into_inner()),
                     Err(status) => tracing::debug!(
@@ -208,6 +208,7 @@ impl DroverService {
         self,
         id: JobId,
         mut after_seq: Option<u64>,
+        auth: tonic::metadata::MetadataMap,
         tx: tokio::sync::mpsc::Sender<Result<pb::OutputChunk, Status>>,
     ) {
         use futures::StreamExt;
@@ -230,7 +231,7 @@ impl DroverService {
                 return; // ended without another attempt
             };
             let mut stream = self
-                .attempt_output(id, &attempt, after_seq, true, false)
+                .attempt_output(id, &attempt, after_seq, true, false, &auth)
                 .await;
             while let Some(item) = stream.next().await {
                 let failed = item.is_err();
@@ -264,6 +265,31 @@ impl DroverService {
         self.client(&addr)
     }
 
+    /// This node's view of the cluster, without an access check: what
+    /// GetClusterStatus answers and what `/v1/ready` (probed without a
+    /// token) judges readiness by.
+    pub fn cluster_status(&self) -> pb::ClusterStatus {
+        let status = self.node.status();
+        let leader_api_addr = self.node.leader().map(|(_, addr)| addr).unwrap_or_default();
+        pb::ClusterStatus {
+            cluster_id: self.node.config.cluster_id.clone(),
+            node_id: status.node_id,
+            role: role_name(status.role).to_string(),
+            term: status.term,
+            leader_id: status.leader.unwrap_or(0),
+            leader_api_addr,
+            commit_index: status.commit,
+            applied_index: status.applied,
+            snapshot_index: status.snapshot_index,
+            last_log_index: status.last_index,
+            members: members_to_proto(&status),
+            snapshots_installed: status.snapshots_installed,
+            fsyncs: self.node.store.fsync_count(),
+            max_fsync_micros: u64::try_from(self.node.store.max_fsync_duration().as_micros())
+                .unwrap_or(u64::MAX),
+        }
+    }
+
     async fn consistent_read(&self, consistent: bool) -> Result<(), Status> {
         if consistent {
             self.node.read_barrier().await.map_err(raft_status)?;
@@ -278,6 +304,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
+        let caller = authorize(&self.node, request.metadata(), Action::SubmitJob)?;
         let spec = spec_from_proto(
             request.get_ref().spec.as_ref(),
             &self.node.config.executor.default_image,
@@ -288,6 +315,7 @@ impl pb::drover_server::Drover for DroverService {
             request,
             move |node, _req| {
                 let spec = spec.clone();
+                let caller = caller.clone();
                 async move {
                     // A resubmission answers with the first job, without a
                     // log entry (the state machine checks again on apply).
@@ -297,6 +325,7 @@ impl pb::drover_server::Drover for DroverService {
                             .job_by_idempotency_key(key)
                             .map_err(|e| Status::internal(e.to_string()))?
                         {
+                            caller.check_job(&job)?;
                             return Ok(pb::SubmitJobResponse {
                                 job: Some(job_to_proto(&job)),
                             });
@@ -308,16 +337,26 @@ impl pb::drover_server::Drover for DroverService {
                             "the queue is full ({capacity} jobs waiting, scheduler.queue_capacity); retry later"
                         )));
                     }
-                    let command = Command::Submit {
-                        id: JobId::generate(),
-                        spec,
-                        submitted_at_ms: now_ms(),
+                    let (id, submitted_at_ms) = (JobId::generate(), now_ms());
+                    let command = match caller.owner() {
+                        Some(owner) => Command::SubmitAs {
+                            id,
+                            spec,
+                            owner: owner.to_string(),
+                            submitted_at_ms,
+                        },
+                        None => Command::Submit {
+                            id,
+                            spec,
+                            submitted_at_ms,
+                        },
                     };
                     let bytes = command
                         .encode()
                         .map_err(|e| Status::internal(e.to_string()))?;
                     match node.propose(bytes).await.map_err(raft_status)? {
                         Applied::Job(job) | Applied::DuplicateJob(job) => {
+                            caller.check_job(&job)?;
                             Ok(pb::SubmitJobResponse {
                                 job: Some(job_to_proto(&job)),
                             })
@@ -337,6 +376,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let caller = authorize(&self.node, request.metadata(), Action::ReadJobs)?;
         let req = request.into_inner();
         let id = parse_job_id(&req.id)?;
         self.consistent_read(req.consistent).await?;
@@ -346,9 +386,12 @@ impl pb::drover_server::Drover for DroverService {
             .get_job(&id)
             .map_err(|e| Status::internal(e.to_string()))?;
         match job {
-            Some(job) => Ok(Response::new(pb::GetJobResponse {
-                job: Some(job_to_proto(&job)),
-            })),
+            Some(job) => {
+                caller.check_job(&job)?;
+                Ok(Response::new(pb::GetJobResponse {
+                    job: Some(job_to_proto(&job)),
+                }))
+            }
             None => Err(Status::not_found(format!("no job with id {id}"))),
         }
     }
@@ -357,6 +400,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let caller = authorize(&self.node, request.metadata(), Action::ReadJobs)?;
         let req = request.into_inner();
         let page_size = match req.page_size as usize {
             0 => DEFAULT_PAGE,
@@ -376,7 +420,10 @@ impl pb::drover_server::Drover for DroverService {
                 )
             })?)
         };
-        let filter = JobFilter::from_request(&req)?;
+        let mut filter = JobFilter::from_request(&req)?;
+        if let Some(owner) = caller.list_scope() {
+            filter.owner = Some(owner.to_string());
+        }
         self.consistent_read(req.consistent).await?;
         let (jobs, next) = if filter.is_empty() {
             let jobs = self
@@ -404,33 +451,17 @@ impl pb::drover_server::Drover for DroverService {
 
     async fn get_cluster_status(
         &self,
-        _request: Request<pb::GetClusterStatusRequest>,
+        request: Request<pb::GetClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
-        let status = self.node.status();
-        let leader_api_addr = self.node.leader().map(|(_, addr)| addr).unwrap_or_default();
-        Ok(Response::new(pb::ClusterStatus {
-            cluster_id: self.node.config.cluster_id.clone(),
-            node_id: status.node_id,
-            role: role_name(status.role).to_string(),
-            term: status.term,
-            leader_id: status.leader.unwrap_or(0),
-            leader_api_addr,
-            commit_index: status.commit,
-            applied_index: status.applied,
-            snapshot_index: status.snapshot_index,
-            last_log_index: status.last_index,
-            members: members_to_proto(&status),
-            snapshots_installed: status.snapshots_installed,
-            fsyncs: self.node.store.fsync_count(),
-            max_fsync_micros: u64::try_from(self.node.store.max_fsync_duration().as_micros())
-                .unwrap_or(u64::MAX),
-        }))
+        authorize(&self.node, request.metadata(), Action::ReadCluster)?;
+        Ok(Response::new(self.cluster_status()))
     }
 
     async fn add_peer(
         &self,
         request: Request<pb::AddPeerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        authorize(&self.node, request.metadata(), Action::OperateRaft)?;
         let req = request.get_ref().clone();
         if req.id == 0 {
             return Err(Status::invalid_argument("id must be a positive integer"));
@@ -454,6 +485,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::RemovePeerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        authorize(&self.node, request.metadata(), Action::OperateRaft)?;
         self.write(
             request,
             move |node, req| {
@@ -482,43 +514,59 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::StopJobRequest>,
     ) -> Result<Response<pb::StopJobResponse>, Status> {
-        parse_job_id(&request.get_ref().id)?;
+        let caller = authorize(&self.node, request.metadata(), Action::StopJob)?;
+        let id = parse_job_id(&request.get_ref().id)?;
+        // Checked here too, so a follower refuses without a round trip
+        // (the leader checks again against its own table).
+        if let Some(job) = self
+            .node
+            .store
+            .get_job(&id)
+            .map_err(|e| Status::internal(e.to_string()))?
+        {
+            caller.check_job(&job)?;
+        }
         self.write(
             request,
-            move |node, req| async move {
-                let id = parse_job_id(&req.id)?;
-                // An unknown id is refused without a log entry. A new leader
-                // may not have applied its predecessor's last entries yet:
-                // a read barrier first, before saying "no such job".
-                let known = |node: &Node| {
-                    node.store
-                        .get_job(&id)
-                        .map(|j| j.is_some())
-                        .map_err(|e| Status::internal(e.to_string()))
-                };
-                if !known(&node)? {
-                    node.read_barrier().await.map_err(raft_status)?;
-                    if !known(&node)? {
-                        return Err(Status::not_found(format!("no job with id {id}")));
+            move |node, req| {
+                let caller = caller.clone();
+                async move {
+                    let id = parse_job_id(&req.id)?;
+                    // An unknown id is refused without a log entry. A new leader
+                    // may not have applied its predecessor's last entries yet:
+                    // a read barrier first, before saying "no such job".
+                    let known = |node: &Node| {
+                        node.store
+                            .get_job(&id)
+                            .map_err(|e| Status::internal(e.to_string()))
+                    };
+                    let job = match known(&node)? {
+                        Some(job) => job,
+                        None => {
+                            node.read_barrier().await.map_err(raft_status)?;
+                            known(&node)?
+                                .ok_or_else(|| Status::not_found(format!("no job with id {id}")))?
+                        }
+                    };
+                    caller.check_job(&job)?;
+                    let command = Command::Cancel {
+                        job: id,
+                        at_ms: now_ms(),
+                    };
+                    let bytes = command
+                        .encode()
+                        .map_err(|e| Status::internal(e.to_string()))?;
+                    match node.propose(bytes).await.map_err(raft_status)? {
+                        Applied::Updated(job) => Ok(pb::StopJobResponse {
+                            job: Some(job_to_proto(&job)),
+                        }),
+                        Applied::Refused { .. } => {
+                            Err(Status::not_found(format!("no job with id {id}")))
+                        }
+                        other => Err(Status::internal(format!(
+                            "unexpected apply result {other:?}"
+                        ))),
                     }
-                }
-                let command = Command::Cancel {
-                    job: id,
-                    at_ms: now_ms(),
-                };
-                let bytes = command
-                    .encode()
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                match node.propose(bytes).await.map_err(raft_status)? {
-                    Applied::Updated(job) => Ok(pb::StopJobResponse {
-                        job: Some(job_to_proto(&job)),
-                    }),
-                    Applied::Refused { .. } => {
-                        Err(Status::not_found(format!("no job with id {id}")))
-                    }
-                    other => Err(Status::internal(format!(
-                        "unexpected apply result {other:?}"
-                    ))),
                 }
             },
             |mut client, req| async move { client.stop_job(req).await },
@@ -530,10 +578,12 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::GetJobOutputRequest>,
     ) -> Result<Response<pb::GetJobOutputResponse>, Status> {
+        let caller = authorize(&self.node, request.metadata(), Action::ReadJobs)?;
         let forwarded = request.metadata().get(FORWARDED).is_some();
-        let mut req = request.into_inner();
+        let (metadata, _, mut req) = request.into_parts();
         let id = parse_job_id(&req.id)?;
         let job = self.job(&id)?;
+        caller.check_job(&job)?;
         let Some(attempt) = pick_attempt(&job, req.attempt)? else {
             return Ok(Response::new(pb::GetJobOutputResponse {
                 chunks: Vec::new(),
@@ -553,6 +603,7 @@ impl pb::drover_server::Drover for DroverService {
                     forward
                         .metadata_mut()
                         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                    copy_token(&metadata, forward.metadata_mut());
                     match client.get_job_output(forward).await {
                         Ok(response) => return Ok(response),
                         Err(status) => tracing::debug!(
@@ -596,16 +647,18 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::StreamJobOutputRequest>,
     ) -> Result<Response<Self::StreamJobOutputStream>, Status> {
+        let caller = authorize(&self.node, request.metadata(), Action::ReadJobs)?;
         let forwarded = request.metadata().get(FORWARDED).is_some();
-        let req = request.into_inner();
+        let (metadata, _, req) = request.into_parts();
         let id = parse_job_id(&req.id)?;
         let job = self.job(&id)?;
+        caller.check_job(&job)?;
         if req.follow && req.attempt == 0 && !forwarded {
             // Follow the job, not one attempt: each attempt's output in
             // turn, through its retries, until the job ends.
             let (tx, rx) = tokio::sync::mpsc::channel(16);
             let service = self.clone();
-            tokio::spawn(async move { service.follow_job(id, req.after_seq, tx).await });
+            tokio::spawn(async move { service.follow_job(id, req.after_seq, metadata, tx).await });
             return Ok(Response::new(Box::pin(
                 tokio_stream::wrappers::ReceiverStream::new(rx),
             )));
@@ -619,8 +672,15 @@ impl pb::drover_server::Drover for DroverService {
             return Ok(Response::new(Box::pin(futures::stream::empty())));
         };
         Ok(Response::new(
-            self.attempt_output(id, &attempt, req.after_seq, req.follow, forwarded)
-                .await,
+            self.attempt_output(
+                id,
+                &attempt,
+                req.after_seq,
+                req.follow,
+                forwarded,
+                &metadata,
+            )
+            .await,
         ))
     }
 
@@ -628,6 +688,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        authorize(&self.node, request.metadata(), Action::ReadCluster)?;
         self.consistent_read(request.get_ref().consistent).await?;
         let nodes = node_infos(&self.node)?;
         Ok(Response::new(pb::ListNodesResponse { nodes }))
@@ -637,6 +698,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::DrainNodeResponse>, Status> {
+        authorize(&self.node, request.metadata(), Action::OperateNodes)?;
         self.write(
             request,
             move |node, req| async move {
@@ -694,6 +756,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        authorize(&self.node, request.metadata(), Action::OperateRaft)?;
         let to = request.get_ref().to;
         if !self.node.status().membership.is_voter(to) {
             return Err(Status::invalid_argument(format!(
@@ -720,6 +783,150 @@ impl pb::drover_server::Drover for DroverService {
             |mut client, req| async move { client.transfer_leader(req).await },
         )
         .await
+    }
+
+    async fn acl_bootstrap(
+        &self,
+        request: Request<pb::AclBootstrapRequest>,
+    ) -> Result<Response<pb::AclTokenSecret>, Status> {
+        self.write(
+            request,
+            move |node, _req| async move {
+                let already = || {
+                    Status::failed_precondition(
+                        "the ACL system is already bootstrapped; ask an admin for a token (`drover acl token create`)",
+                    )
+                };
+                if node.store.acl_bootstrapped().map_err(|e| Status::internal(e.to_string()))? {
+                    return Err(already());
+                }
+                let (token, secret) = mint_token("bootstrap".into(), acl::Role::Admin);
+                let (applied, unconfirmed) =
+                    propose_acl(&node, Command::AclBootstrap { token }).await?;
+                match applied {
+                    Applied::Token(token) => Ok(pb::AclTokenSecret {
+                        token: Some(token_to_proto(&token)),
+                        secret,
+                        unconfirmed_nodes: unconfirmed,
+                    }),
+                    Applied::Refused { .. } => Err(already()),
+                    other => Err(Status::internal(format!("unexpected apply result {other:?}"))),
+                }
+            },
+            |mut client, req| async move { client.acl_bootstrap(req).await },
+        )
+        .await
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::AclTokenSecret>, Status> {
+        authorize(&self.node, request.metadata(), Action::ManageTokens)?;
+        let req = request.get_ref();
+        acl::validate_name(&req.name).map_err(Status::invalid_argument)?;
+        let role: acl::Role = req.role.parse().map_err(Status::invalid_argument)?;
+        self.write(
+            request,
+            move |node, req| async move {
+                let (token, secret) = mint_token(req.name.clone(), role);
+                let (applied, unconfirmed) =
+                    propose_acl(&node, Command::AclCreateToken { token }).await?;
+                match applied {
+                    Applied::Token(token) => Ok(pb::AclTokenSecret {
+                        token: Some(token_to_proto(&token)),
+                        secret,
+                        unconfirmed_nodes: unconfirmed,
+                    }),
+                    Applied::Refused { reason } => Err(Status::aborted(reason)),
+                    other => Err(Status::internal(format!(
+                        "unexpected apply result {other:?}"
+                    ))),
+                }
+            },
+            |mut client, req| async move { client.create_token(req).await },
+        )
+        .await
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        authorize(&self.node, request.metadata(), Action::ManageTokens)?;
+        let tokens = self
+            .node
+            .store
+            .tokens()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: tokens.iter().map(token_to_proto).collect(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        authorize(&self.node, request.metadata(), Action::ManageTokens)?;
+        if request.get_ref().accessor.is_empty() {
+            return Err(Status::invalid_argument(
+                "name the token by its accessor id",
+            ));
+        }
+        self.write(
+            request,
+            move |node, req| async move {
+                let not_found =
+                    || Status::not_found(format!("no token with accessor {}", req.accessor));
+                // Unknown accessors are refused without a log entry (after
+                // a barrier, as a new leader may lag its predecessor).
+                let known = |node: &Node| {
+                    node.store
+                        .token(&req.accessor)
+                        .map(|t| t.is_some())
+                        .map_err(|e| Status::internal(e.to_string()))
+                };
+                if !known(&node)? {
+                    node.read_barrier().await.map_err(raft_status)?;
+                    if !known(&node)? {
+                        return Err(not_found());
+                    }
+                }
+                let command = Command::AclRevokeToken {
+                    accessor: req.accessor.clone(),
+                };
+                let (applied, unconfirmed) = propose_acl(&node, command).await?;
+                match applied {
+                    Applied::Revoked(token) => Ok(pb::RevokeTokenResponse {
+                        token: Some(token_to_proto(&token)),
+                        unconfirmed_nodes: unconfirmed,
+                    }),
+                    Applied::Refused { .. } => Err(not_found()),
+                    other => Err(Status::internal(format!(
+                        "unexpected apply result {other:?}"
+                    ))),
+                }
+            },
+            |mut client, req| async move { client.revoke_token(req).await },
+        )
+        .await
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::AclToken>, Status> {
+        let caller: Caller = authorize(&self.node, request.metadata(), Action::ReadCluster)?;
+        Ok(Response::new(match &caller.token {
+            Some(token) => token_to_proto(token),
+            None => pb::AclToken {
+                accessor: String::new(),
+                name: "anonymous".into(),
+                role: caller.role.as_str().into(),
+                created_at_ms: 0,
+            },
+        }))
     }
 }
 
@@ -838,6 +1045,8 @@ struct JobFilter {
     states: Vec<crate::jobs::JobState>,
     labels: Vec<(String, String)>,
     node: u64,
+    /// Accessor id of the submitting token.
+    owner: Option<String>,
 }
 
 impl JobFilter {
@@ -874,11 +1083,12 @@ impl JobFilter {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             node: req.node,
+            owner: (!req.owner.is_empty()).then(|| req.owner.clone()),
         })
     }
 
     fn is_empty(&self) -> bool {
-        self.states.is_empty() && self.labels.is_empty() && self.node == 0
+        self.states.is_empty() && self.labels.is_empty() && self.node == 0 && self.owner.is_none()
     }
 
     fn matches(&self, job: &Job) -> bool {
@@ -888,6 +1098,10 @@ impl JobFilter {
                 .iter()
                 .all(|(k, v)| job.spec.labels.get(k) == Some(v))
             && (self.node == 0 || job.current_attempt().is_some_and(|a| a.node == self.node))
+            && self
+                .owner
+                .as_ref()
+                .is_none_or(|owner| job.owner.as_ref() == Some(owner))
     }
 }
 
@@ -1058,6 +1272,51 @@ fn is_host_port(addr: &str) -> bool {
                 && port.parse::<u16>().is_ok_and(|p| p > 0)
         }
         None => false,
+    }
+}
+
+/// How long a token change waits for the other members to apply it.
+const ACL_PROPAGATION_WAIT: Duration = Duration::from_secs(3);
+
+/// A new token and its secret (the only copy of the secret).
+fn mint_token(name: String, role: acl::Role) -> (Token, String) {
+    let secret = acl::new_secret();
+    let token = Token {
+        accessor: acl::new_accessor(),
+        name,
+        role,
+        secret_hash: acl::hash_secret(&secret),
+        created_at_ms: now_ms(),
+    };
+    (token, secret)
+}
+
+/// Proposes a token change (on the leader), then waits until every other
+/// member has applied it, so a revoked token is refused everywhere once
+/// the call returns. Returns the members that did not confirm in time.
+async fn propose_acl(node: &Node, command: Command) -> Result<(Applied, Vec<u64>), Status> {
+    let bytes = command
+        .encode()
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let applied = node.propose(bytes).await.map_err(raft_status)?;
+    let index = node.store.applied_index();
+    let unconfirmed = node.wait_cluster_applied(index, ACL_PROPAGATION_WAIT).await;
+    if !unconfirmed.is_empty() {
+        tracing::warn!(
+            ?unconfirmed,
+            index,
+            "a token change is not yet applied on every member"
+        );
+    }
+    Ok((applied, unconfirmed))
+}
+
+/// Carries the caller's token on a call this node makes on its behalf
+/// (forwarding to the leader, fetching output from the node holding it), so
+/// the other node checks the same caller.
+fn copy_token(from: &tonic::metadata::MetadataMap, to: &mut tonic::metadata::MetadataMap) {
+    if let Some(token) = from.get(AUTHORIZATION) {
+        to.insert(AUTHORIZATION, token.clone());
     }
 }
 

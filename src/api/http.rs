@@ -31,8 +31,9 @@ use utoipa_axum::routes;
 
 use super::grpc::{DroverService, LEADER_ADDR};
 use super::json::{
-    ClusterStatusJson, DrainJson, JobJson, JobPageJson, NodeJson, NodeListJson, OutputChunkJson,
-    OutputJson, SubmitJobJson,
+    ClusterStatusJson, CreateTokenJson, DrainJson, JobJson, JobPageJson, NodeJson, NodeListJson,
+    OutputChunkJson, OutputJson, RevokedTokenJson, SubmitJobJson, TokenJson, TokenListJson,
+    TokenSecretJson,
 };
 use crate::proto::v1 as pb;
 use crate::proto::v1::drover_server::Drover as _;
@@ -227,6 +228,12 @@ impl IntoResponse for Problem {
             body,
         )
             .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"drover\""),
+            );
+        }
         if matches!(
             status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
@@ -319,6 +326,39 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for P<T> {
     }
 }
 
+/// The caller's `Authorization` header, handed to the gRPC method as
+/// metadata so REST and gRPC make the same access check.
+#[derive(Clone, Default)]
+pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
+        Ok(Auth(parts.headers.get(header::AUTHORIZATION).map(
+            |value| {
+                // Not representable as metadata (non-visible bytes): passed on
+                // as a value the check refuses with a clear message.
+                tonic::metadata::MetadataValue::try_from(value.as_bytes())
+                    .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static("invalid"))
+            },
+        )))
+    }
+}
+
+impl Auth {
+    /// The gRPC request carrying this caller's token.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(super::auth::AUTHORIZATION, value.clone());
+        }
+        request
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Query shapes
 // ---------------------------------------------------------------------------
@@ -350,6 +390,9 @@ pub struct ListQuery {
     pub label: String,
     /// Only jobs whose latest attempt is on this node; 0 = any.
     pub node: u64,
+    /// Only jobs submitted with this token (accessor id). A submitter token
+    /// always sees only its own.
+    pub owner: String,
 }
 
 /// Which output to fetch, and whether to follow it live.
@@ -430,15 +473,13 @@ fn job_of(job: Option<pb::Job>) -> Result<pb::Job, Problem> {
 )]
 async fn submit_job(
     State(svc): State<Svc>,
+    auth: Auth,
     Body(body): Body<SubmitJobJson>,
 ) -> Result<Response, Problem> {
     let request = pb::SubmitJobRequest {
         spec: Some(body.into()),
     };
-    let (metadata, message, _) = svc
-        .submit_job(tonic::Request::new(request))
-        .await?
-        .into_parts();
+    let (metadata, message, _) = svc.submit_job(auth.request(request)).await?.into_parts();
     let job = JobJson::from(&job_of(message.job)?);
     let mut response = respond(StatusCode::CREATED, &metadata, &job);
     if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
@@ -459,6 +500,7 @@ async fn submit_job(
 )]
 async fn get_job(
     State(svc): State<Svc>,
+    auth: Auth,
     P(id): P<String>,
     Q(query): Q<ReadQuery>,
 ) -> Result<Response, Problem> {
@@ -466,10 +508,7 @@ async fn get_job(
         id,
         consistent: query.consistent,
     };
-    let (metadata, message, _) = svc
-        .get_job(tonic::Request::new(request))
-        .await?
-        .into_parts();
+    let (metadata, message, _) = svc.get_job(auth.request(request)).await?.into_parts();
     Ok(respond(
         StatusCode::OK,
         &metadata,
@@ -487,7 +526,11 @@ async fn get_job(
         (status = "5XX", description = "No quorum for a consistent read, …", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn list_jobs(State(svc): State<Svc>, Q(query): Q<ListQuery>) -> Result<Response, Problem> {
+async fn list_jobs(
+    State(svc): State<Svc>,
+    auth: Auth,
+    Q(query): Q<ListQuery>,
+) -> Result<Response, Problem> {
     let split = |list: &str| -> Vec<String> {
         list.split(',')
             .map(str::trim)
@@ -514,11 +557,9 @@ async fn list_jobs(State(svc): State<Svc>, Q(query): Q<ListQuery>) -> Result<Res
         states: split(&query.state),
         labels,
         node: query.node,
+        owner: query.owner,
     };
-    let (metadata, message, _) = svc
-        .list_jobs(tonic::Request::new(request))
-        .await?
-        .into_parts();
+    let (metadata, message, _) = svc.list_jobs(auth.request(request)).await?.into_parts();
     Ok(respond(
         StatusCode::OK,
         &metadata,
@@ -538,9 +579,13 @@ async fn list_jobs(State(svc): State<Svc>, Q(query): Q<ListQuery>) -> Result<Res
         (status = "5XX", description = "No leader, timeout, …", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn stop_job(State(svc): State<Svc>, P(id): P<String>) -> Result<Response, Problem> {
+async fn stop_job(
+    State(svc): State<Svc>,
+    auth: Auth,
+    P(id): P<String>,
+) -> Result<Response, Problem> {
     let (metadata, message, _) = svc
-        .stop_job(tonic::Request::new(pb::StopJobRequest { id }))
+        .stop_job(auth.request(pb::StopJobRequest { id }))
         .await?
         .into_parts();
     Ok(respond(
@@ -570,6 +615,7 @@ async fn stop_job(State(svc): State<Svc>, P(id): P<String>) -> Result<Response, 
 )]
 async fn job_output(
     State(state): State<AppState>,
+    auth: Auth,
     P(id): P<String>,
     Q(query): Q<OutputQuery>,
     headers: HeaderMap,
@@ -588,8 +634,8 @@ async fn job_output(
             id: request.id.clone(),
             consistent: false,
         };
-        state.service.get_job(tonic::Request::new(check)).await?;
-        return Ok(sse_of(state, request).into_response());
+        state.service.get_job(auth.request(check)).await?;
+        return Ok(sse_of(state, auth, request).into_response());
     }
     let request = pb::GetJobOutputRequest {
         id,
@@ -599,7 +645,7 @@ async fn job_output(
     };
     let (metadata, message, _) = state
         .service
-        .get_job_output(tonic::Request::new(request))
+        .get_job_output(auth.request(request))
         .await?
         .into_parts();
     Ok(respond(
@@ -639,6 +685,7 @@ fn event_json<T: Serialize>(name: &str, value: &T) -> Event {
 /// client should reconnect (to another node) with `Last-Event-ID`.
 fn sse_of(
     state: AppState,
+    auth: Auth,
     request: pb::StreamJobOutputRequest,
 ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(SSE_BUFFER);
@@ -650,7 +697,7 @@ fn sse_of(
         let pump = async {
             let mut last_attempt = request.attempt;
             let job_id = request.id.clone();
-            let call = service.stream_job_output(tonic::Request::new(request));
+            let call = service.stream_job_output(auth.request(request));
             let mut chunks = match call.await {
                 Ok(response) => response.into_inner(),
                 Err(status) => {
@@ -680,7 +727,7 @@ fn sse_of(
                     id: job_id,
                     consistent: false,
                 };
-                if let Ok(response) = service.get_job(tonic::Request::new(get)).await {
+                if let Ok(response) = service.get_job(auth.request(get)).await {
                     let job = response.into_inner().job.unwrap_or_default();
                     last_attempt = job.attempts.last().map_or(0, |a| a.number);
                 }
@@ -706,9 +753,9 @@ fn sse_of(
         (status = "5XX", description = "Internal error", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn cluster_status(State(svc): State<Svc>) -> Result<Response, Problem> {
+async fn cluster_status(State(svc): State<Svc>, auth: Auth) -> Result<Response, Problem> {
     let (metadata, message, _) = svc
-        .get_cluster_status(tonic::Request::new(pb::GetClusterStatusRequest {}))
+        .get_cluster_status(auth.request(pb::GetClusterStatusRequest {}))
         .await?
         .into_parts();
     Ok(respond(
@@ -728,14 +775,15 @@ async fn cluster_status(State(svc): State<Svc>) -> Result<Response, Problem> {
         (status = "5XX", description = "No quorum for a consistent read, …", body = Problem, content_type = "application/problem+json"),
     )
 )]
-async fn list_nodes(State(svc): State<Svc>, Q(query): Q<ReadQuery>) -> Result<Response, Problem> {
+async fn list_nodes(
+    State(svc): State<Svc>,
+    auth: Auth,
+    Q(query): Q<ReadQuery>,
+) -> Result<Response, Problem> {
     let request = pb::ListNodesRequest {
         consistent: query.consistent,
     };
-    let (metadata, message, _) = svc
-        .list_nodes(tonic::Request::new(request))
-        .await?
-        .into_parts();
+    let (metadata, message, _) = svc.list_nodes(auth.request(request)).await?.into_parts();
     let nodes = NodeListJson {
         nodes: message.nodes.iter().map(NodeJson::from).collect(),
     };
@@ -757,6 +805,7 @@ async fn list_nodes(State(svc): State<Svc>, Q(query): Q<ReadQuery>) -> Result<Re
 )]
 async fn drain_node(
     State(svc): State<Svc>,
+    auth: Auth,
     P(id): P<u64>,
     OptionalBody(body): OptionalBody<DrainJson>,
 ) -> Result<Response, Problem> {
@@ -765,14 +814,126 @@ async fn drain_node(
         disable: body.disable.unwrap_or(false),
         deadline_ms: body.deadline_ms.unwrap_or(0),
     };
-    let (metadata, message, _) = svc
-        .drain_node(tonic::Request::new(request))
-        .await?
-        .into_parts();
+    let (metadata, message, _) = svc.drain_node(auth.request(request)).await?.into_parts();
     let node = message
         .node
         .ok_or_else(|| Problem::internal("the service answered without the node"))?;
     Ok(respond(StatusCode::OK, &metadata, &NodeJson::from(&node)))
+}
+
+/// Creates the first admin token. Needs no token; works once per cluster
+/// (then 409 `failed-precondition`).
+#[utoipa::path(
+    post, path = "/v1/acl/bootstrap", tag = "acl",
+    responses(
+        (status = 201, description = "The bootstrap token and its secret (shown once)", body = TokenSecretJson),
+        (status = "4XX", description = "Already bootstrapped", body = Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "No leader, timeout, …", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn acl_bootstrap(State(svc): State<Svc>, auth: Auth) -> Result<Response, Problem> {
+    let (metadata, message, _) = svc
+        .acl_bootstrap(auth.request(pb::AclBootstrapRequest {}))
+        .await?
+        .into_parts();
+    Ok(respond(
+        StatusCode::CREATED,
+        &metadata,
+        &TokenSecretJson::from(&message),
+    ))
+}
+
+/// Creates a token (admin). The secret is in this response only.
+#[utoipa::path(
+    post, path = "/v1/acl/tokens", tag = "acl",
+    request_body(content = CreateTokenJson, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The token and its secret (shown once)", body = TokenSecretJson),
+        (status = "4XX", description = "Bad name or role, no token, not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "No leader, timeout, …", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn create_token(
+    State(svc): State<Svc>,
+    auth: Auth,
+    Body(body): Body<CreateTokenJson>,
+) -> Result<Response, Problem> {
+    let request = pb::CreateTokenRequest {
+        name: body.name,
+        role: body.role,
+    };
+    let (metadata, message, _) = svc.create_token(auth.request(request)).await?.into_parts();
+    Ok(respond(
+        StatusCode::CREATED,
+        &metadata,
+        &TokenSecretJson::from(&message),
+    ))
+}
+
+/// Every token, without secrets (admin).
+#[utoipa::path(
+    get, path = "/v1/acl/tokens", tag = "acl",
+    responses(
+        (status = 200, description = "Every token", body = TokenListJson),
+        (status = "4XX", description = "No token, not an admin", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn list_tokens(State(svc): State<Svc>, auth: Auth) -> Result<Response, Problem> {
+    let (metadata, message, _) = svc
+        .list_tokens(auth.request(pb::ListTokensRequest {}))
+        .await?
+        .into_parts();
+    let list = TokenListJson {
+        tokens: message.tokens.iter().map(TokenJson::from).collect(),
+    };
+    Ok(respond(StatusCode::OK, &metadata, &list))
+}
+
+/// Revokes a token (admin): refused on every reachable node once this
+/// answers.
+#[utoipa::path(
+    delete, path = "/v1/acl/tokens/{accessor}", tag = "acl",
+    params(("accessor" = String, Path, description = "The token's accessor id")),
+    responses(
+        (status = 200, description = "The revoked token", body = RevokedTokenJson),
+        (status = "4XX", description = "Unknown accessor, no token, not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "No leader, timeout, …", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn revoke_token(
+    State(svc): State<Svc>,
+    auth: Auth,
+    P(accessor): P<String>,
+) -> Result<Response, Problem> {
+    let (metadata, message, _) = svc
+        .revoke_token(auth.request(pb::RevokeTokenRequest { accessor }))
+        .await?
+        .into_parts();
+    let revoked = RevokedTokenJson {
+        token: TokenJson::from(&message.token.unwrap_or_default()),
+        unconfirmed_nodes: message.unconfirmed_nodes,
+    };
+    Ok(respond(StatusCode::OK, &metadata, &revoked))
+}
+
+/// The caller's own token (`anonymous` without ACLs and without a token).
+#[utoipa::path(
+    get, path = "/v1/acl/token/self", tag = "acl",
+    responses(
+        (status = 200, description = "The caller's token", body = TokenJson),
+        (status = 401, description = "No valid token (ACLs on)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn who_am_i(State(svc): State<Svc>, auth: Auth) -> Result<Response, Problem> {
+    let (metadata, message, _) = svc
+        .who_am_i(auth.request(pb::WhoAmIRequest {}))
+        .await?
+        .into_parts();
+    Ok(respond(
+        StatusCode::OK,
+        &metadata,
+        &TokenJson::from(&message),
+    ))
 }
 
 /// Liveness: 200 while the process serves HTTP, whatever the cluster does.
@@ -796,10 +957,8 @@ async fn health() -> Json<HealthJson> {
     )
 )]
 async fn ready(State(svc): State<Svc>) -> Result<Response, Problem> {
-    let status = svc
-        .get_cluster_status(tonic::Request::new(pb::GetClusterStatusRequest {}))
-        .await?
-        .into_inner();
+    // Probes carry no token: readiness reads the status directly.
+    let status = svc.cluster_status();
     let unavailable = |detail: String| {
         let (http, slug, title) = problem_for_code(tonic::Code::Unavailable);
         Problem::new(http, slug, title, detail)
@@ -880,6 +1039,7 @@ async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Probl
     tags(
         (name = "jobs", description = "Submit, read, list, stop jobs; their output"),
         (name = "cluster", description = "Cluster status and the node table"),
+        (name = "acl", description = "Tokens and their roles"),
         (name = "ops", description = "Health, readiness, this document"),
     )
 )]
@@ -896,6 +1056,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(cluster_status))
         .routes(routes!(list_nodes))
         .routes(routes!(drain_node))
+        .routes(routes!(acl_bootstrap))
+        .routes(routes!(create_token, list_tokens))
+        .routes(routes!(revoke_token))
+        .routes(routes!(who_am_i))
         .routes(routes!(health))
         .routes(routes!(ready))
         .routes(routes!(openapi_json))
@@ -908,13 +1072,51 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The REST router over one shared gRPC service instance; live streams end
 /// when `closing` turns true.
-pub fn router(service: Arc<DroverService>, closing: tokio::sync::watch::Receiver<bool>) -> Router {
+pub fn router(
+    service: Arc<DroverService>,
+    closing: tokio::sync::watch::Receiver<bool>,
+    cors_origins: &[String],
+) -> Router {
     let (router, _) = api_router().split_for_parts();
+    let origins: Vec<HeaderValue> = cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    // Only the configured origins; none configured = no CORS headers at
+    // all, so browsers refuse every cross-origin call.
+    let cors = tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::list(origins))
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .expose_headers([axum::http::HeaderName::from_static(LEADER_HEADER)])
+        .max_age(Duration::from_secs(600));
     router
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(cors)
+        // A bug that panics in a handler answers 500 problem+json instead
+        // of dropping the connection; the node keeps serving.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_problem,
+        ))
         .with_state(AppState { service, closing })
+}
+
+/// The answer to a request whose handler panicked.
+fn panic_problem(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    tracing::error!(panic = %what, "an HTTP handler panicked");
+    Problem::internal("the server hit an internal error handling this request (it was logged)")
+        .into_response()
 }
 
 /// Serves the REST API over `service` on `listener` (already bound, so a
@@ -924,6 +1126,7 @@ pub fn router(service: Arc<DroverService>, closing: tokio::sync::watch::Receiver
 pub async fn serve(
     listener: TcpListener,
     service: Arc<DroverService>,
+    cors_origins: Vec<String>,
     mut stop: tokio::sync::broadcast::Receiver<()>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -941,7 +1144,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
-    let router = router(service, closing);
+    let router = router(service, closing, &cors_origins);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {

@@ -45,6 +45,8 @@ pub struct JobJson {
     pub index: u64,
     /// Every attempt, oldest first.
     pub attempts: Vec<AttemptJson>,
+    /// Accessor id of the token that submitted it; `null` without one.
+    pub owner: Option<String>,
 }
 
 /// One run of a job on one node.
@@ -253,6 +255,7 @@ impl From<&pb::Job> for JobJson {
             not_before_ms: job.not_before_ms,
             index: job.index,
             attempts: job.attempts.iter().map(AttemptJson::from).collect(),
+            owner: (!job.owner.is_empty()).then(|| job.owner.clone()),
         }
     }
 }
@@ -393,4 +396,72 @@ impl From<&pb::NodeInfo> for NodeJson {
 /// keeps the signature honest without an `expect`.
 pub fn to_value<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+/// A token as listings show it: never its secret.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenJson {
+    /// Public id: names the token in job ownership and revocation.
+    pub accessor: String,
+    pub name: String,
+    /// admin, operator, submitter or viewer.
+    pub role: String,
+    /// Unix milliseconds; 0 for the anonymous caller.
+    pub created_at_ms: i64,
+}
+
+impl From<&pb::AclToken> for TokenJson {
+    fn from(t: &pb::AclToken) -> Self {
+        TokenJson {
+            accessor: t.accessor.clone(),
+            name: t.name.clone(),
+            role: t.role.clone(),
+            created_at_ms: t.created_at_ms,
+        }
+    }
+}
+
+/// A new token with its secret, shown this once.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenSecretJson {
+    pub token: TokenJson,
+    /// Send as `Authorization: Bearer <secret>`. Only its hash is stored.
+    pub secret: String,
+    /// Members that had not applied the change when it was acknowledged
+    /// (down or cut off); it reaches them when they catch up.
+    pub unconfirmed_nodes: Vec<u64>,
+}
+
+impl From<&pb::AclTokenSecret> for TokenSecretJson {
+    fn from(t: &pb::AclTokenSecret) -> Self {
+        TokenSecretJson {
+            token: TokenJson::from(&t.token.clone().unwrap_or_default()),
+            secret: t.secret.clone(),
+            unconfirmed_nodes: t.unconfirmed_nodes.clone(),
+        }
+    }
+}
+
+/// Body of `POST /v1/acl/tokens`.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenJson {
+    /// A human label ("ci", "alice").
+    pub name: String,
+    /// admin, operator, submitter or viewer.
+    pub role: String,
+}
+
+/// Every token.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenListJson {
+    pub tokens: Vec<TokenJson>,
+}
+
+/// A revoked token.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct RevokedTokenJson {
+    pub token: TokenJson,
+    /// Members that had not applied the revocation when it was acknowledged.
+    pub unconfirmed_nodes: Vec<u64>,
 }

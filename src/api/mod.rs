@@ -4,6 +4,7 @@
 //! service methods in process. `json` holds the JSON shapes the REST API and
 //! the CLI share.
 
+pub mod auth;
 mod convert;
 pub mod grpc;
 pub mod http;

@@ -80,6 +80,7 @@ pub async fn serve(
         tokio::spawn(super::http::serve(
             listener,
             service.clone(),
+            node.config.acl.cors_origins.clone(),
             stop_tx.subscribe(),
         ))
     });

@@ -6,21 +6,27 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
 use tonic::transport::Channel;
 
 use crate::api::json;
 use crate::proto::v1 as pb;
 use crate::proto::v1::drover_client::DroverClient;
 
+mod acl;
 mod node;
 mod run;
 
+pub use self::acl::{acl, AclCommand};
 pub use self::node::{node, NodeCommand};
 pub use self::run::{exit_code_of, SpecArgs};
 
 /// Exit codes: 0 success, 1 the cluster refused or failed the request,
 /// 2 bad usage (clap), 3 no node reachable.
 pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNREACHABLE: u8 = 3;
 
 /// Deadline of an ordinary call (enforced by the server via grpc-timeout).
@@ -37,6 +43,27 @@ fn call<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     request
 }
 
+/// The API client every command uses: every call carries the token.
+pub type Client = DroverClient<InterceptedService<Channel, TokenInterceptor>>;
+
+/// Adds `authorization: Bearer SECRET` to every call, when a token is set.
+#[derive(Clone)]
+pub struct TokenInterceptor(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for TokenInterceptor {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert(crate::api::auth::AUTHORIZATION, value.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// Options every client command takes.
 #[derive(Args, Clone, Debug)]
 pub struct ClientOpts {
@@ -51,6 +78,9 @@ pub struct ClientOpts {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// ACL token secret (needed when the cluster has ACLs enabled).
+    #[arg(long, global = true, env = "DROVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// How results are printed.
@@ -103,6 +133,10 @@ pub enum JobCommand {
         /// Only jobs whose latest attempt is on this node.
         #[arg(long)]
         node: Option<u64>,
+        /// Only jobs submitted with this token (accessor id; `drover acl
+        /// token self` shows yours).
+        #[arg(long)]
+        owner: Option<String>,
         /// Read through the leader (linearizable).
         #[arg(long)]
         consistent: bool,
@@ -188,7 +222,24 @@ impl From<tonic::Status> for Failure {
 }
 
 /// Connects to the first reachable address of the list.
-pub async fn connect(opts: &ClientOpts) -> Result<DroverClient<Channel>, Failure> {
+pub async fn connect(opts: &ClientOpts) -> Result<Client, Failure> {
+    let token = match opts
+        .token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        Some(secret) => Some(
+            MetadataValue::try_from(format!("Bearer {secret}")).map_err(|_| Failure {
+                message:
+                    "the token contains characters a token never has; check --token / DROVER_TOKEN"
+                        .into(),
+                code: EXIT_USAGE,
+            })?,
+        ),
+        None => None,
+    };
+    let interceptor = TokenInterceptor(token);
     let mut errors = Vec::new();
     for raw in opts
         .address
@@ -211,7 +262,7 @@ pub async fn connect(opts: &ClientOpts) -> Result<DroverClient<Channel>, Failure
             }
         };
         match endpoint.connect().await {
-            Ok(channel) => return Ok(DroverClient::new(channel)),
+            Ok(channel) => return Ok(DroverClient::with_interceptor(channel, interceptor)),
             Err(e) => errors.push(format!("{raw}: {}", source_chain(&e))),
         }
     }
@@ -235,7 +286,7 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 /// command may choose its own success code, as `job run` does).
 pub async fn run<F, Fut>(opts: ClientOpts, f: F) -> ExitCode
 where
-    F: FnOnce(DroverClient<Channel>, ClientOpts) -> Fut,
+    F: FnOnce(Client, ClientOpts) -> Fut,
     Fut: std::future::Future<Output = Result<u8, Failure>>,
 {
     let outcome = match connect(&opts).await {
@@ -252,11 +303,7 @@ where
 }
 
 /// `drover job …`
-pub async fn job(
-    mut client: DroverClient<Channel>,
-    opts: ClientOpts,
-    cmd: JobCommand,
-) -> Result<u8, Failure> {
+pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Result<u8, Failure> {
     match cmd {
         JobCommand::Run {
             spec,
@@ -355,6 +402,7 @@ pub async fn job(
             states,
             labels,
             node,
+            owner,
             consistent,
             page_size,
             page_token,
@@ -368,6 +416,7 @@ pub async fn job(
                 states,
                 labels,
                 node: node.unwrap_or(0),
+                owner: owner.unwrap_or_default(),
             };
             list_jobs(&mut client, opts.output, request, all).await?;
         }
@@ -378,7 +427,7 @@ pub async fn job(
 /// Prints one page of jobs, or with `all` every page (as one table or one
 /// JSON array).
 async fn list_jobs(
-    client: &mut DroverClient<Channel>,
+    client: &mut Client,
     output: Output,
     mut request: pb::ListJobsRequest,
     all: bool,
@@ -438,11 +487,7 @@ fn terminal_width() -> usize {
 }
 
 /// `drover operator raft …`
-pub async fn raft(
-    mut client: DroverClient<Channel>,
-    opts: ClientOpts,
-    cmd: RaftCommand,
-) -> Result<(), Failure> {
+pub async fn raft(mut client: Client, opts: ClientOpts, cmd: RaftCommand) -> Result<(), Failure> {
     let members = match cmd {
         RaftCommand::ListPeers => {
             let status = client

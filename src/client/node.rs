@@ -4,11 +4,10 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use serde_json::json;
-use tonic::transport::Channel;
 
+use super::Client;
 use super::{call, Failure, Output, CALL_TIMEOUT, EXIT_FAILED};
 use crate::proto::v1 as pb;
-use crate::proto::v1::drover_client::DroverClient;
 
 /// `drover node …`
 #[derive(Subcommand, Debug)]
@@ -60,11 +59,7 @@ fn print_table(nodes: &[pb::NodeInfo]) {
 }
 
 /// Runs a `drover node` command.
-pub async fn node(
-    mut client: DroverClient<Channel>,
-    output: Output,
-    cmd: NodeCommand,
-) -> Result<u8, Failure> {
+pub async fn node(mut client: Client, output: Output, cmd: NodeCommand) -> Result<u8, Failure> {
     let nodes = match cmd {
         NodeCommand::Status { id, consistent } => {
             let mut nodes = client

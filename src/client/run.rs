@@ -6,11 +6,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
-use tonic::transport::Channel;
 
+use super::Client;
 use super::{call, job_json, Failure, Output, CALL_TIMEOUT, EXIT_FAILED};
 use crate::proto::v1 as pb;
-use crate::proto::v1::drover_client::DroverClient;
 
 /// How long `job run` waits for an attempt's result to be committed after
 /// its output ended (the node reports it through the leader).
@@ -128,10 +127,7 @@ impl SpecArgs {
 }
 
 /// Submits a job and returns it.
-pub async fn submit(
-    client: &mut DroverClient<Channel>,
-    spec: pb::JobSpec,
-) -> Result<pb::Job, Failure> {
+pub async fn submit(client: &mut Client, spec: pb::JobSpec) -> Result<pb::Job, Failure> {
     client
         .submit_job(call(
             pb::SubmitJobRequest { spec: Some(spec) },
@@ -146,7 +142,7 @@ pub async fn submit(
         })
 }
 
-async fn get(client: &mut DroverClient<Channel>, id: &str) -> Result<pb::Job, Failure> {
+async fn get(client: &mut Client, id: &str) -> Result<pb::Job, Failure> {
     client
         .get_job(call(
             pb::GetJobRequest {
@@ -178,11 +174,7 @@ fn print_chunk(chunk: &pb::OutputChunk) {
 }
 
 /// Streams one attempt's output until it ends.
-async fn follow_attempt(
-    client: &mut DroverClient<Channel>,
-    id: &str,
-    attempt: u32,
-) -> Result<(), Failure> {
+async fn follow_attempt(client: &mut Client, id: &str, attempt: u32) -> Result<(), Failure> {
     let mut request = tonic::Request::new(pb::StreamJobOutputRequest {
         id: id.to_string(),
         attempt,
@@ -224,7 +216,7 @@ pub fn exit_code_of(job: &pb::Job) -> u8 {
 /// `drover job run`: submit, stream each attempt's output, exit with the
 /// job's exit code.
 pub async fn run(
-    client: &mut DroverClient<Channel>,
+    client: &mut Client,
     opts_output: Output,
     spec: pb::JobSpec,
     detach: bool,
@@ -297,7 +289,7 @@ pub async fn run(
 
 /// After a few seconds in QUEUED, tells the user when no node is ready to
 /// run jobs (e.g. Docker unreachable, every node draining).
-async fn queue_hint(client: &mut DroverClient<Channel>, id: &str) {
+async fn queue_hint(client: &mut Client, id: &str) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let queued = get(client, id).await.is_ok_and(|j| j.state == "QUEUED");
     if queued {
@@ -351,7 +343,7 @@ fn describe_end(attempt: Option<&pb::Attempt>) -> String {
 
 /// `drover job logs [-f] ID`.
 pub async fn logs(
-    client: &mut DroverClient<Channel>,
+    client: &mut Client,
     id: String,
     attempt: u32,
     follow: bool,
@@ -390,11 +382,7 @@ pub async fn logs(
 }
 
 /// `drover job stop ID`.
-pub async fn stop(
-    client: &mut DroverClient<Channel>,
-    output: Output,
-    id: String,
-) -> Result<(), Failure> {
+pub async fn stop(client: &mut Client, output: Output, id: String) -> Result<(), Failure> {
     let job = client
         .stop_job(call(pb::StopJobRequest { id }, CALL_TIMEOUT))
         .await?

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::legacy::CommandV1;
 use super::{Capacity, Drain, EndReason, JobId, JobSpec};
+use crate::acl::Token;
 use crate::raft::NodeId;
 
 /// Format tag written before every encoded command, so a later release can
@@ -131,6 +132,33 @@ pub enum Command {
     Gc {
         /// Jobs to delete (ignored unless terminal).
         jobs: Vec<JobId>,
+    },
+    /// `Submit` by a caller with a token: the job records its owner.
+    SubmitAs {
+        /// Minted by the API.
+        id: JobId,
+        /// Validated by the API before proposing.
+        spec: JobSpec,
+        /// Accessor id of the caller's token.
+        owner: String,
+        /// Leader's clock at acceptance (Unix ms).
+        submitted_at_ms: i64,
+    },
+    /// Create the first admin token; refused once the cluster has been
+    /// bootstrapped (even if that token was revoked since).
+    AclBootstrap {
+        /// The token (hash only; the secret went to the caller).
+        token: Token,
+    },
+    /// Create a token.
+    AclCreateToken {
+        /// The token (hash only).
+        token: Token,
+    },
+    /// Revoke a token.
+    AclRevokeToken {
+        /// Its accessor id.
+        accessor: String,
     },
 }
 

@@ -186,6 +186,10 @@ pub struct Job {
     pub not_before_ms: i64,
     /// When the job reached a terminal state (Unix ms).
     pub finished_at_ms: Option<i64>,
+    /// Accessor id of the token that submitted it (None without ACLs).
+    /// Taken from the caller's token by the API, never from the request,
+    /// so a submitter sees and stops only its own jobs.
+    pub owner: Option<String>,
 }
 
 impl Job {
@@ -200,6 +204,7 @@ impl Job {
             attempts: Vec::new(),
             not_before_ms: 0,
             finished_at_ms: None,
+            owner: None,
         }
     }
 

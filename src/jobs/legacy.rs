@@ -1,12 +1,13 @@
-//! Formats of schema version 1, frozen: how a job and a submit command
-//! were encoded before jobs had attempts, resources and retries. Read by
-//! the command decoder (old log entries), the snapshot decoder (old
-//! snapshot files) and migration m0002 (old job rows). Never change these
-//! types; they describe bytes already on disk.
+//! Formats of older schema versions, frozen. Version 1: how a job and a
+//! submit command were encoded before jobs had attempts, resources and
+//! retries. Version 2: a job before it had an owner. Read by the command
+//! decoder (old log entries), the snapshot decoder (old snapshot files) and
+//! the migrations (old job rows). Never change these types; they describe
+//! bytes already on disk.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{Job, JobId, JobSpec, JobState};
+use super::{Attempt, Job, JobId, JobSpec, JobState};
 use crate::raft::Index;
 
 /// Version 1's spec: only what to run.
@@ -62,5 +63,60 @@ impl JobV1 {
         );
         job.state = self.state;
         job
+    }
+}
+
+/// Version 2's job row: today's row without `owner` (schema 2, before
+/// access control). Serialize is derived so tests can write version-2 rows.
+#[derive(Serialize, Deserialize)]
+pub struct JobV2 {
+    /// Job id.
+    pub id: JobId,
+    /// What to run.
+    pub spec: JobSpec,
+    /// Lifecycle state.
+    pub state: JobState,
+    /// Leader's clock at acceptance.
+    pub submitted_at_ms: i64,
+    /// Log index of the creating entry.
+    pub index: Index,
+    /// Attempts, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// Backoff deadline.
+    pub not_before_ms: i64,
+    /// When it ended.
+    pub finished_at_ms: Option<i64>,
+}
+
+impl JobV2 {
+    /// A version-1 job after its upgrade, as migration m0002 writes it
+    /// (version-1 jobs have no owner to lose).
+    pub fn downgrade(job: Job) -> JobV2 {
+        JobV2 {
+            id: job.id,
+            spec: job.spec,
+            state: job.state,
+            submitted_at_ms: job.submitted_at_ms,
+            index: job.index,
+            attempts: job.attempts,
+            not_before_ms: job.not_before_ms,
+            finished_at_ms: job.finished_at_ms,
+        }
+    }
+
+    /// The same job in today's row format: jobs of version 2 have no owner
+    /// (they were submitted before tokens existed).
+    pub fn upgrade(self) -> Job {
+        Job {
+            id: self.id,
+            spec: self.spec,
+            state: self.state,
+            submitted_at_ms: self.submitted_at_ms,
+            index: self.index,
+            attempts: self.attempts,
+            not_before_ms: self.not_before_ms,
+            finished_at_ms: self.finished_at_ms,
+            owner: None,
+        }
     }
 }

@@ -12,6 +12,7 @@ use super::{Node, RaftError};
 use crate::jobs::{Capacity, Command};
 use crate::proto::raft::raft_peer_client::RaftPeerClient;
 use crate::proto::raft::{NodeHeartbeat, ReportRequest};
+use crate::raft::{Index, NodeId};
 use crate::store::Applied;
 
 /// Deadline of one report or heartbeat RPC.
@@ -95,6 +96,43 @@ impl Node {
             true => ReportOutcome::Accepted,
             false => ReportOutcome::Refused(reply.reason),
         })
+    }
+
+    /// Waits until every other member has applied `index`, each for at most
+    /// `timeout`, in parallel; returns the members that did not confirm
+    /// (down, cut off, or slower than the timeout). A token change waits on
+    /// this so a revoked token stops working on every reachable node before
+    /// the revocation is acknowledged.
+    pub async fn wait_cluster_applied(&self, index: Index, timeout: Duration) -> Vec<NodeId> {
+        let membership = self.status().membership;
+        let me = self.config.node_id;
+        let waits = membership.ids().filter(|&id| id != me).map(|id| {
+            let addr = membership.peer(id).map(|p| p.raft_addr.clone());
+            async move {
+                let Some(addr) = addr else { return Some(id) };
+                let Ok(mut client) = self.peers.get(&addr) else {
+                    return Some(id);
+                };
+                let request = crate::proto::raft::WaitAppliedRequest {
+                    cluster_id: self.config.cluster_id.clone(),
+                    index,
+                    timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+                };
+                let call = tokio::time::timeout(
+                    timeout + Duration::from_millis(500),
+                    client.wait_applied(request),
+                );
+                match call.await {
+                    Ok(Ok(reply)) if reply.get_ref().applied >= index => None,
+                    _ => Some(id),
+                }
+            }
+        });
+        futures::future::join_all(waits)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Proposes a node's report here (this node leads).

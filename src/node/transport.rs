@@ -322,6 +322,20 @@ impl RaftPeer for PeerService {
         Ok(Response::new(HeartbeatReply {}))
     }
 
+    async fn wait_applied(
+        &self,
+        request: Request<crate::proto::raft::WaitAppliedRequest>,
+    ) -> Result<Response<crate::proto::raft::WaitAppliedReply>, Status> {
+        let req = request.into_inner();
+        self.check_cluster(&req.cluster_id)?;
+        // Bounded by the caller's wish and by a ceiling of our own.
+        let timeout = Duration::from_millis(u64::from(req.timeout_ms).min(10_000));
+        self.node.wait_applied(req.index, timeout).await;
+        Ok(Response::new(crate::proto::raft::WaitAppliedReply {
+            applied: self.node.store.applied_index(),
+        }))
+    }
+
     async fn report(
         &self,
         request: Request<ReportRequest>,

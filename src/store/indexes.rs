@@ -11,11 +11,15 @@
 //!   oldest first, for garbage collection.
 //! - `job_idempotency`: key bytes -> job id.
 //! - `nodes`: node u64 -> bincode `NodeRecord`.
+//! - `acl` (schema 3): `t/` ++ accessor -> bincode `acl::Token`;
+//!   `h/` ++ sha256(secret) -> accessor (the lookup every call makes);
+//!   `bootstrap` -> accessor of the bootstrap token, once bootstrapped.
 
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::codec;
 use super::StoreError;
+use crate::acl::Token;
 use crate::jobs::{Job, JobId, JobState, NodeRecord};
 use crate::raft::NodeId;
 
@@ -25,6 +29,22 @@ pub(crate) const TREE_ACTIVE: &str = "job_active";
 pub(crate) const TREE_FINISHED: &str = "job_finished";
 pub(crate) const TREE_IDEMPOTENCY: &str = "job_idempotency";
 pub(crate) const TREE_NODES: &str = "nodes";
+pub(crate) const TREE_ACL: &str = "acl";
+
+/// Key prefixes and keys of the `acl` tree.
+pub(crate) const ACL_TOKEN_PREFIX: &[u8] = b"t/";
+pub(crate) const ACL_HASH_PREFIX: &[u8] = b"h/";
+pub(crate) const ACL_BOOTSTRAP_KEY: &[u8] = b"bootstrap";
+
+/// Key of a token record.
+pub(crate) fn acl_token_key(accessor: &str) -> Vec<u8> {
+    [ACL_TOKEN_PREFIX, accessor.as_bytes()].concat()
+}
+
+/// Key of a secret hash.
+pub(crate) fn acl_hash_key(hash: &[u8; 32]) -> Vec<u8> {
+    [ACL_HASH_PREFIX, &hash[..]].concat()
+}
 
 pub(crate) type Tx<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
@@ -95,6 +115,7 @@ pub(crate) struct SmTx<'a> {
     pub finished: &'a TransactionalTree,
     pub idempotency: &'a TransactionalTree,
     pub nodes: &'a TransactionalTree,
+    pub acl: &'a TransactionalTree,
 }
 
 impl SmTx<'_> {
@@ -162,6 +183,22 @@ impl SmTx<'_> {
     pub(crate) fn put_node(&self, node: &NodeRecord) -> Tx<()> {
         let value = codec::encode("node", node).map_err(ConflictableTransactionError::Abort)?;
         self.nodes.insert(&node.id.to_be_bytes()[..], value)?;
+        Ok(())
+    }
+
+    /// Writes a token and its hash entry.
+    pub(crate) fn put_token(&self, token: &Token) -> Tx<()> {
+        let value = codec::encode("token", token).map_err(ConflictableTransactionError::Abort)?;
+        self.acl.insert(acl_token_key(&token.accessor), value)?;
+        self.acl
+            .insert(acl_hash_key(&token.secret_hash), token.accessor.as_bytes())?;
+        Ok(())
+    }
+
+    /// Deletes a token and its hash entry.
+    pub(crate) fn delete_token(&self, token: &Token) -> Tx<()> {
+        self.acl.remove(acl_token_key(&token.accessor))?;
+        self.acl.remove(acl_hash_key(&token.secret_hash))?;
         Ok(())
     }
 }

@@ -25,6 +25,8 @@ use super::codec::KEY_SCHEMA_VERSION;
 mod m0001_initial;
 #[path = "../../migrations/m0002_job_lifecycle.rs"]
 mod m0002_job_lifecycle;
+#[path = "../../migrations/m0003_acl.rs"]
+mod m0003_acl;
 
 /// One schema migration.
 #[derive(Clone, Copy, Debug)]
@@ -38,10 +40,14 @@ pub struct Migration {
 }
 
 /// Every migration this binary knows, in order.
-pub const MIGRATIONS: &[Migration] = &[m0001_initial::MIGRATION, m0002_job_lifecycle::MIGRATION];
+pub const MIGRATIONS: &[Migration] = &[
+    m0001_initial::MIGRATION,
+    m0002_job_lifecycle::MIGRATION,
+    m0003_acl::MIGRATION,
+];
 
 /// The schema version this binary writes: the last migration's.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Name of the tree holding `schema_version`, `cluster_id` and `node_id`.
 /// Part of the on-disk format of every version.

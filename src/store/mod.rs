@@ -313,6 +313,7 @@ impl Store {
                 finished: db.open_tree(indexes::TREE_FINISHED).map_err(sled_err)?,
                 idempotency: db.open_tree(indexes::TREE_IDEMPOTENCY).map_err(sled_err)?,
                 nodes: db.open_tree(indexes::TREE_NODES).map_err(sled_err)?,
+                acl: db.open_tree(indexes::TREE_ACL).map_err(sled_err)?,
             },
             db,
             db_file,
@@ -503,9 +504,10 @@ impl Store {
             &t.finished,
             &t.idempotency,
             &t.nodes,
+            &t.acl,
         )
             .transaction(
-                |(jobs, sm_meta, queue, active, finished, idempotency, nodes)| {
+                |(jobs, sm_meta, queue, active, finished, idempotency, nodes, acl)| {
                     let tx = indexes::SmTx {
                         jobs,
                         queue,
@@ -513,6 +515,7 @@ impl Store {
                         finished,
                         idempotency,
                         nodes,
+                        acl,
                     };
                     install.write(&tx, sm_meta)
                 },
@@ -535,6 +538,7 @@ impl Store {
             &t.finished,
             &t.idempotency,
             &t.nodes,
+            &t.acl,
         ] {
             let keys = tree
                 .iter()
@@ -559,6 +563,8 @@ impl Store {
             old_keys,
             jobs: snap.jobs.clone(),
             nodes: snap.nodes.clone(),
+            tokens: snap.tokens.clone(),
+            bootstrap: snap.bootstrap.clone(),
             sm,
             sm_encoded,
         })
@@ -583,6 +589,7 @@ struct SmTrees {
     finished: sled::Tree,
     idempotency: sled::Tree,
     nodes: sled::Tree,
+    acl: sled::Tree,
 }
 
 /// Counters published after each committed apply (see `applied`).
@@ -595,11 +602,13 @@ struct Counts {
 
 /// The writes that replace the state machine with a snapshot's.
 struct PreparedInstall {
-    /// Keys currently in the jobs, queue, active, finished, idempotency and
-    /// nodes trees (in that order), all deleted.
+    /// Keys currently in the jobs, queue, active, finished, idempotency,
+    /// nodes and acl trees (in that order), all deleted.
     old_keys: Vec<Vec<sled::IVec>>,
     jobs: Vec<Job>,
     nodes: Vec<crate::jobs::NodeRecord>,
+    tokens: Vec<crate::acl::Token>,
+    bootstrap: Option<String>,
     sm: SmMeta,
     sm_encoded: Vec<u8>,
 }
@@ -618,6 +627,7 @@ impl PreparedInstall {
             tx.finished,
             tx.idempotency,
             tx.nodes,
+            tx.acl,
         ];
         for (tree, keys) in trees.iter().zip(&self.old_keys) {
             for key in keys {
@@ -629,6 +639,13 @@ impl PreparedInstall {
         }
         for node in &self.nodes {
             tx.put_node(node)?;
+        }
+        for token in &self.tokens {
+            tx.put_token(token)?;
+        }
+        if let Some(accessor) = &self.bootstrap {
+            tx.acl
+                .insert(indexes::ACL_BOOTSTRAP_KEY, accessor.as_bytes())?;
         }
         sm_meta.insert(codec::KEY_SM_META, &self.sm_encoded[..])?;
         Ok(())

@@ -192,6 +192,7 @@ impl Store {
             &t.finished,
             &t.idempotency,
             &t.nodes,
+            &t.acl,
         )
             .transaction(
                 |(
@@ -205,6 +206,7 @@ impl Store {
                     finished,
                     idempotency,
                     nodes,
+                    acl,
                 )|
                  -> TxResult {
                     for key in &old_log {
@@ -225,6 +227,7 @@ impl Store {
                         finished,
                         idempotency,
                         nodes,
+                        acl,
                     };
                     install.write(&tx, sm_tree)?;
                     Ok(())

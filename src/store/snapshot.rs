@@ -1,18 +1,21 @@
 //! Snapshot data: the byte format shipped between nodes, and the files that
 //! hold it under `data_dir/snapshots/`.
 //!
-//! # Format (version 2)
+//! # Format (version 3)
 //! ```text
 //! magic    8 bytes  "DROVSNAP"
-//! version  1 byte   2
-//! header   u32 BE length, then bincode SnapshotHeader {index, term, membership, job_count, node_count}
+//! version  1 byte   3
+//! header   u32 BE length, then bincode SnapshotHeader {index, term, membership,
+//!          job_count, node_count, token_count, acl_bootstrap}
 //! jobs     job_count times: u32 BE length, then bincode Job, in ascending id order
 //! nodes    node_count times: u32 BE length, then bincode NodeRecord
+//! tokens   token_count times: u32 BE length, then bincode acl::Token
 //! crc      u32 BE   CRC-32 of every preceding byte
 //! ```
-//! Version 1 (schema 1) had no node count and no nodes, and its jobs were
-//! `jobs::legacy::JobV1`; it is still read, so a snapshot file written
-//! before an upgrade can be restored and sent.
+//! Version 2 (schema 2) had no tokens and its jobs were
+//! `jobs::legacy::JobV2` (no owner); version 1 (schema 1) had no nodes
+//! either, and its jobs were `jobs::legacy::JobV1`. Both are still read, so
+//! a snapshot file written before an upgrade can be restored and sent.
 //! The same bytes are the file on disk and the payload of InstallSnapshot,
 //! so a follower verifies exactly what the leader wrote. Jobs are framed one
 //! by one so a later version can stream them instead of holding the table in
@@ -31,19 +34,34 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{self, SnapshotRecord};
-use crate::jobs::legacy::JobV1;
+use crate::acl::Token;
+use crate::jobs::legacy::{JobV1, JobV2};
 use crate::jobs::{Job, NodeRecord};
 use crate::raft::{Index, Membership, SnapshotMeta, Term};
 
 const MAGIC: &[u8; 8] = b"DROVSNAP";
 const FORMAT_V1: u8 = 1;
 const FORMAT_V2: u8 = 2;
+const FORMAT_V3: u8 = 3;
 const FILE_PREFIX: &str = "snap-";
 const FILE_SUFFIX: &str = ".snap";
 const TMP_SUFFIX: &str = ".tmp";
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotHeader {
+    index: Index,
+    term: Term,
+    membership: Membership,
+    job_count: u64,
+    node_count: u64,
+    token_count: u64,
+    /// Accessor of the bootstrap token, once the ACL system is bootstrapped.
+    acl_bootstrap: Option<String>,
+}
+
+/// Version 2's header (frozen).
+#[derive(Deserialize)]
+struct SnapshotHeaderV2 {
     index: Index,
     term: Term,
     membership: Membership,
@@ -64,8 +82,11 @@ struct SnapshotHeaderV1 {
 pub(crate) struct SnapshotBuilder {
     body: Vec<u8>,
     nodes: Vec<u8>,
+    tokens: Vec<u8>,
     job_count: u64,
     node_count: u64,
+    token_count: u64,
+    acl_bootstrap: Option<String>,
 }
 
 impl SnapshotBuilder {
@@ -73,8 +94,11 @@ impl SnapshotBuilder {
         SnapshotBuilder {
             body: Vec::new(),
             nodes: Vec::new(),
+            tokens: Vec::new(),
             job_count: 0,
             node_count: 0,
+            token_count: 0,
+            acl_bootstrap: None,
         }
     }
 
@@ -92,7 +116,20 @@ impl SnapshotBuilder {
         Ok(())
     }
 
-    /// Finishes the bytes: magic, version, header, jobs, checksum.
+    /// Appends one token, given as its bincode record (as stored in `acl`).
+    pub(crate) fn push_encoded_token(&mut self, record: &[u8]) -> Result<(), String> {
+        push_frame(&mut self.tokens, record)?;
+        self.token_count += 1;
+        Ok(())
+    }
+
+    /// Records that the ACL system was bootstrapped (by this accessor).
+    pub(crate) fn set_bootstrap(&mut self, accessor: String) {
+        self.acl_bootstrap = Some(accessor);
+    }
+
+    /// Finishes the bytes: magic, version, header, jobs, nodes, tokens,
+    /// checksum.
     pub(crate) fn finish(self, meta: &SnapshotMeta) -> Result<Vec<u8>, super::StoreError> {
         let header = codec::encode(
             "snapshot header",
@@ -102,17 +139,20 @@ impl SnapshotBuilder {
                 membership: meta.membership.clone(),
                 job_count: self.job_count,
                 node_count: self.node_count,
+                token_count: self.token_count,
+                acl_bootstrap: self.acl_bootstrap,
             },
         )?;
         let header_len = u32::try_from(header.len())
             .map_err(|_| super::StoreError::InvalidArgument("snapshot header too large".into()))?;
         let mut out = Vec::with_capacity(8 + 1 + 4 + header.len() + self.body.len() + 4);
         out.extend_from_slice(MAGIC);
-        out.push(FORMAT_V2);
+        out.push(FORMAT_V3);
         out.extend_from_slice(&header_len.to_be_bytes());
         out.extend_from_slice(&header);
         out.extend_from_slice(&self.body);
         out.extend_from_slice(&self.nodes);
+        out.extend_from_slice(&self.tokens);
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_be_bytes());
         Ok(out)
@@ -134,6 +174,10 @@ pub(crate) struct DecodedSnapshot {
     pub jobs: Vec<Job>,
     /// The node table.
     pub nodes: Vec<NodeRecord>,
+    /// The token table.
+    pub tokens: Vec<Token>,
+    /// Accessor of the bootstrap token, if bootstrapped.
+    pub bootstrap: Option<String>,
 }
 
 /// Checks the trailing CRC-32 (and the minimum length). Cheap compared to a
@@ -163,6 +207,8 @@ pub(crate) fn decode_for(meta: &SnapshotMeta, data: &[u8]) -> Result<DecodedSnap
             meta: meta.clone(),
             jobs: Vec::new(),
             nodes: Vec::new(),
+            tokens: Vec::new(),
+            bootstrap: None,
         });
     }
     decode(data)
@@ -180,7 +226,19 @@ pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
     }
     let version = r.take(1)?[0];
     let header: SnapshotHeader = match version {
-        FORMAT_V2 => codec::decode("snapshot header", r.frame()?)?,
+        FORMAT_V3 => codec::decode("snapshot header", r.frame()?)?,
+        FORMAT_V2 => {
+            let v2: SnapshotHeaderV2 = codec::decode("snapshot header", r.frame()?)?;
+            SnapshotHeader {
+                index: v2.index,
+                term: v2.term,
+                membership: v2.membership,
+                job_count: v2.job_count,
+                node_count: v2.node_count,
+                token_count: 0,
+                acl_bootstrap: None,
+            }
+        }
         FORMAT_V1 => {
             let v1: SnapshotHeaderV1 = codec::decode("snapshot header", r.frame()?)?;
             SnapshotHeader {
@@ -189,6 +247,8 @@ pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
                 membership: v1.membership,
                 job_count: v1.job_count,
                 node_count: 0,
+                token_count: 0,
+                acl_bootstrap: None,
             }
         }
         _ => {
@@ -202,6 +262,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
         let frame = r.frame()?;
         let job: Job = match version {
             FORMAT_V1 => codec::decode::<JobV1>("snapshot job", frame)?.upgrade(),
+            FORMAT_V2 => codec::decode::<JobV2>("snapshot job", frame)?.upgrade(),
             _ => codec::decode("snapshot job", frame)?,
         };
         if jobs.last().is_some_and(|prev: &Job| prev.id >= job.id) {
@@ -213,6 +274,11 @@ pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
     for _ in 0..header.node_count {
         let node: NodeRecord = codec::decode("snapshot node", r.frame()?)?;
         nodes.push(node);
+    }
+    let mut tokens = Vec::new();
+    for _ in 0..header.token_count {
+        let token: Token = codec::decode("snapshot token", r.frame()?)?;
+        tokens.push(token);
     }
     if !r.rest.is_empty() {
         return Err(format!(
@@ -228,6 +294,8 @@ pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
         },
         jobs,
         nodes,
+        tokens,
+        bootstrap: header.acl_bootstrap,
     })
 }
 
@@ -368,6 +436,16 @@ mod tests {
         };
         b.push_encoded_node(&codec::encode("node", &node).unwrap())
             .unwrap();
+        let token = Token {
+            accessor: "01TOKEN".into(),
+            name: "ci".into(),
+            role: crate::acl::Role::Submitter,
+            secret_hash: [7; 32],
+            created_at_ms: 5,
+        };
+        b.push_encoded_token(&codec::encode("token", &token).unwrap())
+            .unwrap();
+        b.set_bootstrap("01TOKEN".into());
         let data = b.finish(&meta).unwrap();
         (meta, data)
     }
@@ -378,6 +456,10 @@ mod tests {
         let decoded = decode(&data).unwrap();
         assert_eq!(decoded.meta, meta);
         assert_eq!(decoded.jobs.len(), 5);
+        assert_eq!(decoded.nodes.len(), 1);
+        assert_eq!(decoded.tokens.len(), 1);
+        assert_eq!(decoded.tokens[0].role, crate::acl::Role::Submitter);
+        assert_eq!(decoded.bootstrap.as_deref(), Some("01TOKEN"));
     }
 
     #[test]

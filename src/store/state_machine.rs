@@ -9,8 +9,9 @@ use sled::transaction::{abort, ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
 
 use super::codec::{self, SmMeta, SnapshotRecord};
-use super::indexes::{id_suffix, CountDelta, SmTx, Tx};
+use super::indexes::{self, id_suffix, CountDelta, SmTx, Tx};
 use super::{lock, snapshot, Snapshot, Store, StoreError};
+use crate::acl::Token;
 use crate::jobs::{lifecycle, Command, EndReason, Job, JobId, NodeRecord, NodeStatus, Reserved};
 use crate::raft::{ConfChange, Entry, Index, Membership, NodeId, Payload, SnapshotMeta};
 
@@ -55,6 +56,10 @@ pub enum Applied {
     },
     /// A `Gc`: the jobs removed.
     Collected(Vec<JobId>),
+    /// `AclBootstrap`/`AclCreateToken`: the token stored.
+    Token(Token),
+    /// `AclRevokeToken`: the token removed.
+    Revoked(Token),
     /// A leader's no-op entry.
     Noop,
     /// A membership change; the membership after it.
@@ -73,7 +78,8 @@ pub enum Applied {
 /// A command decoded ahead of the transaction (decoding is pure).
 enum Decoded {
     Noop,
-    Command(Command),
+    /// Boxed: a command is far larger than the other variants.
+    Command(Box<Command>),
     Bad(String),
     ConfChange(ConfChange),
 }
@@ -85,9 +91,10 @@ impl Decoded {
     /// the transaction starts from).
     fn scanned_node(&self) -> Option<NodeId> {
         match self {
-            Decoded::Command(Command::NodeDown { node, .. } | Command::Evict { node, .. }) => {
-                Some(*node)
-            }
+            Decoded::Command(command) => match **command {
+                Command::NodeDown { node, .. } | Command::Evict { node, .. } => Some(node),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -114,7 +121,7 @@ impl Store {
                 Payload::Noop => Decoded::Noop,
                 Payload::ConfChange(cc) => Decoded::ConfChange(cc.clone()),
                 Payload::Command(bytes) => match Command::decode(bytes) {
-                    Ok(c) => Decoded::Command(c),
+                    Ok(c) => Decoded::Command(Box::new(c)),
                     Err(err) => Decoded::Bad(err.to_string()),
                 },
             })
@@ -171,10 +178,11 @@ impl Store {
             &t.finished,
             &t.idempotency,
             &t.nodes,
+            &t.acl,
         )
             .transaction(
-                |(jobs, sm_tree, queue, active, finished, idempotency, nodes)| -> Tx<(Vec<Applied>, SmMeta)> {
-                    let tx = SmTx { jobs, queue, active, finished, idempotency, nodes };
+                |(jobs, sm_tree, queue, active, finished, idempotency, nodes, acl)| -> Tx<(Vec<Applied>, SmMeta)> {
+                    let tx = SmTx { jobs, queue, active, finished, idempotency, nodes, acl };
                     let mut sm: SmMeta = match sm_tree.get(codec::KEY_SM_META)? {
                         Some(bytes) => codec::decode("sm_meta", &bytes)
                             .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d)))?,
@@ -290,23 +298,21 @@ impl Store {
                 id,
                 spec,
                 submitted_at_ms,
-            } => {
-                if let Some(existing) = self.load_job(tx.jobs, id)? {
-                    return Ok(Applied::DuplicateJob(existing));
-                }
-                if let Some(key) = &spec.idempotency_key {
-                    if let Some(bytes) = tx.idempotency.get(key.as_bytes())? {
-                        let first = id_suffix(&bytes)
-                            .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d)))?;
-                        if let Some(existing) = self.load_job(tx.jobs, &first)? {
-                            return Ok(Applied::DuplicateJob(existing));
-                        }
-                    }
-                }
-                let job = Job::new(*id, spec.clone(), *submitted_at_ms, index);
-                delta.add(tx.put_job(None, &job)?);
-                Applied::Job(job)
-            }
+            } => self.submit(tx, index, *id, spec, None, *submitted_at_ms, delta)?,
+            Command::SubmitAs {
+                id,
+                spec,
+                owner,
+                submitted_at_ms,
+            } => self.submit(
+                tx,
+                index,
+                *id,
+                spec,
+                Some(owner.clone()),
+                *submitted_at_ms,
+                delta,
+            )?,
             Command::Assign { at_ms, assignments } => {
                 let (mut placed, mut refused) = (0u32, 0u32);
                 for a in assignments {
@@ -451,7 +457,81 @@ impl Store {
                 }
                 Applied::Collected(removed)
             }
+            Command::AclBootstrap { token } => {
+                if tx.acl.get(indexes::ACL_BOOTSTRAP_KEY)?.is_some() {
+                    return Ok(Applied::Refused {
+                        reason: "the ACL system is already bootstrapped".into(),
+                    });
+                }
+                tx.acl
+                    .insert(indexes::ACL_BOOTSTRAP_KEY, token.accessor.as_bytes())?;
+                self.create_token(tx, token)?
+            }
+            Command::AclCreateToken { token } => self.create_token(tx, token)?,
+            Command::AclRevokeToken { accessor } => {
+                match tx.acl.get(indexes::acl_token_key(accessor))? {
+                    Some(bytes) => {
+                        let token: Token = codec::decode("token", &bytes)
+                            .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d)))?;
+                        tx.delete_token(&token)?;
+                        Applied::Revoked(token)
+                    }
+                    None => Applied::Refused {
+                        reason: format!("no token with accessor {accessor}"),
+                    },
+                }
+            }
         })
+    }
+
+    /// A new job, unless its id or idempotency key exists already.
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &self,
+        tx: &SmTx<'_>,
+        index: Index,
+        id: JobId,
+        spec: &crate::jobs::JobSpec,
+        owner: Option<String>,
+        submitted_at_ms: i64,
+        delta: &mut CountDelta,
+    ) -> Tx<Applied> {
+        if let Some(existing) = self.load_job(tx.jobs, &id)? {
+            return Ok(Applied::DuplicateJob(existing));
+        }
+        if let Some(key) = &spec.idempotency_key {
+            if let Some(bytes) = tx.idempotency.get(key.as_bytes())? {
+                let first = id_suffix(&bytes)
+                    .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d)))?;
+                if let Some(existing) = self.load_job(tx.jobs, &first)? {
+                    return Ok(Applied::DuplicateJob(existing));
+                }
+            }
+        }
+        let mut job = Job::new(id, spec.clone(), submitted_at_ms, index);
+        job.owner = owner;
+        delta.add(tx.put_job(None, &job)?);
+        Ok(Applied::Job(job))
+    }
+
+    /// Stores a token unless its accessor or secret hash is taken (a
+    /// collision of 256 random bits, or a replayed command).
+    fn create_token(&self, tx: &SmTx<'_>, token: &Token) -> Tx<Applied> {
+        if tx
+            .acl
+            .get(indexes::acl_token_key(&token.accessor))?
+            .is_some()
+            || tx
+                .acl
+                .get(indexes::acl_hash_key(&token.secret_hash))?
+                .is_some()
+        {
+            return Ok(Applied::Refused {
+                reason: format!("token {} exists already", token.accessor),
+            });
+        }
+        tx.put_token(token)?;
+        Ok(Applied::Token(token.clone()))
     }
 
     /// Writes a snapshot of the job table and membership at the applied
@@ -464,7 +544,7 @@ impl Store {
         // cheap reference-counted copies are taken under the lock, so the
         // Raft loop (which applies) waits as little as possible; decoding
         // and encoding happen after it is released.
-        let (sm, rows, node_rows) = {
+        let (sm, rows, node_rows, token_rows, bootstrap) = {
             let _sm = lock(&self.sm_lock);
             let sm = self.sm_meta()?;
             let collect = |tree: &sled::Tree| {
@@ -472,7 +552,24 @@ impl Store {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| self.sled_err(e))
             };
-            (sm, collect(&self.sm.jobs)?, collect(&self.sm.nodes)?)
+            let tokens = self
+                .sm
+                .acl
+                .scan_prefix(indexes::ACL_TOKEN_PREFIX)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.sled_err(e))?;
+            let bootstrap = self
+                .sm
+                .acl
+                .get(indexes::ACL_BOOTSTRAP_KEY)
+                .map_err(|e| self.sled_err(e))?;
+            (
+                sm,
+                collect(&self.sm.jobs)?,
+                collect(&self.sm.nodes)?,
+                tokens,
+                bootstrap,
+            )
         };
         let (meta, data) = {
             let mut builder = snapshot::SnapshotBuilder::new();
@@ -489,6 +586,15 @@ impl Store {
                 builder
                     .push_encoded_node(value)
                     .map_err(|d| self.corrupt(d))?;
+            }
+            for (_, value) in &token_rows {
+                let _: Token = self.decode("token", value)?;
+                builder
+                    .push_encoded_token(value)
+                    .map_err(|d| self.corrupt(d))?;
+            }
+            if let Some(accessor) = bootstrap {
+                builder.set_bootstrap(String::from_utf8_lossy(&accessor).into_owned());
             }
             let meta = SnapshotMeta {
                 index: sm.applied_index,
@@ -653,6 +759,54 @@ impl Store {
             Some(v) => self.decode("node", &v).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The token whose secret hashes to `hash`: the lookup behind every
+    /// authenticated call (two point reads).
+    pub fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Token>, StoreError> {
+        let acl = &self.sm.acl;
+        let Some(accessor) = acl
+            .get(indexes::acl_hash_key(hash))
+            .map_err(|e| self.sled_err(e))?
+        else {
+            return Ok(None);
+        };
+        let key = [indexes::ACL_TOKEN_PREFIX, &accessor[..]].concat();
+        match acl.get(key).map_err(|e| self.sled_err(e))? {
+            Some(v) => self.decode("token", &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// One token by accessor id.
+    pub fn token(&self, accessor: &str) -> Result<Option<Token>, StoreError> {
+        match self
+            .sm
+            .acl
+            .get(indexes::acl_token_key(accessor))
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(v) => self.decode("token", &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every token, by accessor id (oldest first: accessors are ULIDs).
+    pub fn tokens(&self) -> Result<Vec<Token>, StoreError> {
+        self.sm
+            .acl
+            .scan_prefix(indexes::ACL_TOKEN_PREFIX)
+            .values()
+            .map(|v| self.decode("token", &v.map_err(|e| self.sled_err(e))?))
+            .collect()
+    }
+
+    /// Whether `AclBootstrap` has been applied (a second one is refused).
+    pub fn acl_bootstrapped(&self) -> Result<bool, StoreError> {
+        self.sm
+            .acl
+            .contains_key(indexes::ACL_BOOTSTRAP_KEY)
+            .map_err(|e| self.sled_err(e))
     }
 
     /// The job first submitted with this idempotency key, if any.
