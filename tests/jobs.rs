@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use common::{containers, docker_ready, wait_for, Cluster, RaftSettings};
 use drover::proto::v1 as pb;
-use drover::proto::v1::drover_client::DroverClient;
-use tonic::transport::Channel;
 
 const ELECTION: Duration = Duration::from_secs(20);
 const JOB_WAIT: Duration = Duration::from_secs(60);
@@ -22,7 +20,7 @@ fn settings() -> RaftSettings {
     }
 }
 
-async fn get(client: &mut DroverClient<Channel>, id: &str) -> Option<pb::Job> {
+async fn get(client: &mut common::Client, id: &str) -> Option<pb::Job> {
     client
         .get_job(pb::GetJobRequest {
             id: id.to_string(),
@@ -69,7 +67,7 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-async fn submit(client: &mut DroverClient<Channel>, spec: pb::JobSpec) -> String {
+async fn submit(client: &mut common::Client, spec: pb::JobSpec) -> String {
     client
         .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
         .await

@@ -421,8 +421,13 @@ impl pb::drover_server::Drover for DroverService {
             })?)
         };
         let mut filter = JobFilter::from_request(&req)?;
-        if let Some(owner) = caller.list_scope() {
-            filter.owner = Some(owner.to_string());
+        if let Some(scope) = caller.list_scope() {
+            // A submitter sees its own jobs only: asking for another
+            // owner's finds none.
+            if filter.owner.as_deref().is_some_and(|o| o != scope) {
+                return Ok(Response::new(pb::ListJobsResponse::default()));
+            }
+            filter.owner = Some(scope.to_string());
         }
         self.consistent_read(req.consistent).await?;
         let (jobs, next) = if filter.is_empty() {

@@ -50,6 +50,22 @@ pub type Client = DroverClient<InterceptedService<Channel, TokenInterceptor>>;
 #[derive(Clone)]
 pub struct TokenInterceptor(Option<MetadataValue<Ascii>>);
 
+impl TokenInterceptor {
+    /// An interceptor sending `secret` (none: calls carry no token). Fails
+    /// on a value that cannot be a header, which no real secret is.
+    pub fn new(secret: Option<&str>) -> Result<TokenInterceptor, String> {
+        match secret.map(str::trim).filter(|t| !t.is_empty()) {
+            Some(secret) => MetadataValue::try_from(format!("Bearer {secret}"))
+                .map(|v| TokenInterceptor(Some(v)))
+                .map_err(|_| {
+                    "the token contains characters a token never has; check --token / DROVER_TOKEN"
+                        .to_string()
+                }),
+            None => Ok(TokenInterceptor(None)),
+        }
+    }
+}
+
 impl Interceptor for TokenInterceptor {
     fn call(
         &mut self,
@@ -223,23 +239,10 @@ impl From<tonic::Status> for Failure {
 
 /// Connects to the first reachable address of the list.
 pub async fn connect(opts: &ClientOpts) -> Result<Client, Failure> {
-    let token = match opts
-        .token
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    {
-        Some(secret) => Some(
-            MetadataValue::try_from(format!("Bearer {secret}")).map_err(|_| Failure {
-                message:
-                    "the token contains characters a token never has; check --token / DROVER_TOKEN"
-                        .into(),
-                code: EXIT_USAGE,
-            })?,
-        ),
-        None => None,
-    };
-    let interceptor = TokenInterceptor(token);
+    let interceptor = TokenInterceptor::new(opts.token.as_deref()).map_err(|message| Failure {
+        message,
+        code: EXIT_USAGE,
+    })?;
     let mut errors = Vec::new();
     for raw in opts
         .address

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use drover::proto::v1 as pb;
 use drover::proto::v1::drover_client::DroverClient;
-use tonic::transport::Channel;
+/// The API client of the tests: every call carries the cluster's token.
+pub type Client = drover::client::Client;
 
 /// Path of the binary under test.
 pub fn drover_bin() -> PathBuf {
@@ -72,6 +73,10 @@ pub struct RaftSettings {
     pub queue_capacity: u64,
     /// scheduler.retain_max.
     pub retain_max: u64,
+    /// acl.enabled.
+    pub acl: bool,
+    /// acl.cors_origins.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for RaftSettings {
@@ -86,6 +91,8 @@ impl Default for RaftSettings {
             cpu_millis: 4000,
             queue_capacity: 100_000,
             retain_max: 100_000,
+            acl: false,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -97,6 +104,9 @@ pub struct Cluster {
     pub nodes: Vec<NodeSpec>,
     pub children: Vec<Option<Child>>,
     pub settings: RaftSettings,
+    /// Token secret the helpers (`client`, `cli`) send; set it after
+    /// bootstrapping a cluster with ACLs.
+    pub token: Option<String>,
 }
 
 impl Cluster {
@@ -115,6 +125,7 @@ impl Cluster {
             nodes: Vec::new(),
             children: Vec::new(),
             settings,
+            token: None,
         };
         for id in 1..=n as u64 {
             cluster.add_spec(id);
@@ -168,8 +179,9 @@ impl Cluster {
         );
         text += &format!(
             "[executor]\nenabled = {}\ncpu_millis = {}\nmemory_mib = 8192\nstop_grace = \"2s\"\nlabels = {{ node = \"{}\" }}\n\n\
-             [scheduler]\nheartbeat_interval = \"200ms\"\nnode_down_after = \"{}ms\"\nqueue_capacity = {}\nretain_max = {}\n",
-            s.executor, s.cpu_millis, spec.id, s.node_down_after_ms, s.queue_capacity, s.retain_max
+             [scheduler]\nheartbeat_interval = \"200ms\"\nnode_down_after = \"{}ms\"\nqueue_capacity = {}\nretain_max = {}\n\n\
+             [acl]\nenabled = {}\ncors_origins = {:?}\n",
+            s.executor, s.cpu_millis, spec.id, s.node_down_after_ms, s.queue_capacity, s.retain_max, s.acl, s.cors_origins
         );
         std::fs::write(&spec.config_path, text).expect("write node config");
     }
@@ -236,12 +248,20 @@ impl Cluster {
             .join(",")
     }
 
-    pub async fn client(&self, i: usize) -> Option<DroverClient<Channel>> {
+    /// A client of node `i` carrying the cluster's token (if set).
+    pub async fn client(&self, i: usize) -> Option<Client> {
+        self.client_with(i, self.token.as_deref()).await
+    }
+
+    /// A client of node `i` carrying `token` (None: no token).
+    pub async fn client_with(&self, i: usize, token: Option<&str>) -> Option<Client> {
         let endpoint = tonic::transport::Endpoint::from_shared(self.api_url(i))
             .ok()?
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(15));
-        endpoint.connect().await.ok().map(DroverClient::new)
+        let interceptor = drover::client::TokenInterceptor::new(token).ok()?;
+        let channel = endpoint.connect().await.ok()?;
+        Some(DroverClient::with_interceptor(channel, interceptor))
     }
 
     pub async fn status(&self, i: usize) -> Option<pb::ClusterStatus> {
@@ -279,11 +299,13 @@ impl Cluster {
 
     /// Runs the CLI against this cluster and returns its output.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(drover_bin())
-            .args(args)
-            .env("DROVER_ADDR", self.addresses())
-            .output()
-            .expect("run drover CLI")
+        let mut command = Command::new(drover_bin());
+        command.args(args).env("DROVER_ADDR", self.addresses());
+        match &self.token {
+            Some(token) => command.env("DROVER_TOKEN", token),
+            None => command.env_remove("DROVER_TOKEN"),
+        };
+        command.output().expect("run drover CLI")
     }
 
     /// The tail of a node's log, for failure messages.
@@ -395,10 +417,7 @@ pub fn job_image() -> Result<(), String> {
 }
 
 /// Submits a shell command through node `i` and returns the job id.
-pub async fn submit(
-    client: &mut DroverClient<Channel>,
-    command: &str,
-) -> Result<String, tonic::Status> {
+pub async fn submit(client: &mut Client, command: &str) -> Result<String, tonic::Status> {
     let spec = pb::JobSpec {
         command: command.to_string(),
         ..Default::default()
@@ -410,7 +429,7 @@ pub async fn submit(
 }
 
 /// All job ids a node has, walking every page.
-pub async fn all_job_ids(client: &mut DroverClient<Channel>) -> Result<Vec<String>, tonic::Status> {
+pub async fn all_job_ids(client: &mut Client) -> Result<Vec<String>, tonic::Status> {
     let mut ids = Vec::new();
     let mut token = String::new();
     loop {
