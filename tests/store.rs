@@ -739,6 +739,49 @@ fn a_version_1_store_with_jobs_is_upgraded_in_place() {
 }
 
 #[test]
+fn a_version_2_store_with_jobs_gains_owners_and_an_acl_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let codec = bincode::config::standard();
+    let id = JobId::from_parts(7, 7);
+    {
+        // A store at schema 2 holding one finished job, as version 2 wrote it.
+        let store =
+            Store::open_with_migrations(dir.path(), CLUSTER, 1, &migrations::MIGRATIONS[..2])
+                .unwrap();
+        assert_eq!(store.schema_version(), 2);
+        drop(store);
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let row = drover::jobs::legacy::JobV2 {
+            id,
+            spec: drover::jobs::JobSpec::shell("echo old"),
+            state: drover::jobs::JobState::Succeeded,
+            submitted_at_ms: 1000,
+            index: 3,
+            attempts: vec![],
+            not_before_ms: 0,
+            finished_at_ms: Some(2000),
+        };
+        db.open_tree("jobs")
+            .unwrap()
+            .insert(
+                id.to_bytes(),
+                bincode::serde::encode_to_vec(&row, codec).unwrap(),
+            )
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.schema_version(), migrations::SCHEMA_VERSION);
+    let job = store.get_job(&id).unwrap().unwrap();
+    assert_eq!(job.spec.command.as_deref(), Some("echo old"));
+    assert_eq!(job.state, drover::jobs::JobState::Succeeded);
+    assert_eq!(job.finished_at_ms, Some(2000));
+    assert_eq!(job.owner, None, "jobs from before ACLs have no owner");
+    assert!(store.tokens().unwrap().is_empty());
+    assert!(!store.acl_bootstrapped().unwrap());
+}
+
+#[test]
 fn a_snapshot_ahead_of_the_applied_state_is_reinstalled_on_open() {
     // Crash model: the snapshot record is durable but the job table is not
     // (simulated by wiping the job table behind the store's back).
@@ -981,4 +1024,119 @@ fn node_down_in_the_same_batch_as_an_assignment_loses_that_attempt() {
         other.oldest_finished(10).unwrap(),
         store.oldest_finished(10).unwrap()
     );
+}
+
+#[test]
+fn tokens_apply_deterministically_and_travel_in_snapshots() {
+    use drover::acl::{hash_secret, Role, Token};
+    let token = |accessor: &str, role: Role| Token {
+        accessor: accessor.into(),
+        name: accessor.to_lowercase(),
+        role,
+        secret_hash: hash_secret(accessor),
+        created_at_ms: 1,
+    };
+    let at = |index: u64, command: Command| Entry {
+        term: 1,
+        index,
+        payload: Payload::Command(command.encode().unwrap()),
+    };
+    let entries = vec![
+        at(
+            1,
+            Command::AclBootstrap {
+                token: token("A", Role::Admin),
+            },
+        ),
+        at(
+            2,
+            Command::AclBootstrap {
+                token: token("B", Role::Admin),
+            },
+        ),
+        at(
+            3,
+            Command::AclCreateToken {
+                token: token("C", Role::Submitter),
+            },
+        ),
+        at(
+            4,
+            Command::AclCreateToken {
+                token: token("D", Role::Viewer),
+            },
+        ),
+        at(
+            5,
+            Command::AclRevokeToken {
+                accessor: "D".into(),
+            },
+        ),
+        at(
+            6,
+            Command::AclRevokeToken {
+                accessor: "D".into(),
+            },
+        ),
+        at(
+            7,
+            Command::SubmitAs {
+                id: job_id(1),
+                spec: drover::jobs::JobSpec::shell("true"),
+                owner: "C".into(),
+                submitted_at_ms: 5,
+            },
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, entries.clone(), Some(hs(1, 1, 7)));
+    let results = store.apply(&entries).unwrap();
+    assert!(matches!(&results[0], Applied::Token(t) if t.accessor == "A"));
+    assert!(
+        matches!(&results[1], Applied::Refused { reason } if reason.contains("already bootstrapped")),
+        "a second bootstrap is refused: {:?}",
+        results[1]
+    );
+    assert!(matches!(&results[4], Applied::Revoked(t) if t.accessor == "D"));
+    assert!(matches!(&results[5], Applied::Refused { .. }));
+    let check = |s: &Store| {
+        let accessors: Vec<String> = s
+            .tokens()
+            .unwrap()
+            .into_iter()
+            .map(|t| t.accessor)
+            .collect();
+        assert_eq!(accessors, ["A", "C"]);
+        assert!(s.acl_bootstrapped().unwrap());
+        assert_eq!(
+            s.token_by_hash(&hash_secret("C")).unwrap().map(|t| t.role),
+            Some(Role::Submitter)
+        );
+        assert!(
+            s.token_by_hash(&hash_secret("D")).unwrap().is_none(),
+            "revoked"
+        );
+        assert!(
+            s.token_by_hash(&hash_secret("B")).unwrap().is_none(),
+            "refused"
+        );
+        assert_eq!(
+            s.get_job(&job_id(1)).unwrap().unwrap().owner.as_deref(),
+            Some("C")
+        );
+    };
+    check(&store);
+    // The same tokens, bootstrap flag and owners after a snapshot install.
+    let (meta, data) = store.create_snapshot().unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open(other_dir.path());
+    other
+        .persist(&Ready {
+            snapshot: Some((meta, data)),
+            hard_state: Some(hs(1, 1, 7)),
+            ..Ready::default()
+        })
+        .unwrap();
+    check(&other);
 }
