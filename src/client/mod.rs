@@ -36,6 +36,28 @@ const ADD_PEER_TIMEOUT: Duration = Duration::from_secs(150);
 /// Client-side limit on any call, should a server stop answering entirely.
 const BACKSTOP_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// A spinner on stderr while the CLI waits on the cluster (a job to start,
+/// a node to catch up), so a wait never looks like a hang. Only on a
+/// terminal: scripts and pipes see no control characters.
+pub fn spinner(message: String) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_message(message);
+    bar.enable_steady_tick(Duration::from_millis(100));
+    Some(bar)
+}
+
+/// Prints a line to stderr without tearing an active spinner.
+pub fn notice(spinner: Option<&indicatif::ProgressBar>, line: &str) {
+    match spinner {
+        Some(bar) => bar.suspend(|| eprintln!("{line}")),
+        None => eprintln!("{line}"),
+    }
+}
+
 /// A request with its deadline.
 fn call<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
@@ -509,7 +531,13 @@ pub async fn raft(mut client: Client, opts: ClientOpts, cmd: RaftCommand) -> Res
             api_addr,
             learner_only,
         } => {
-            client
+            let waiting = match opts.output {
+                Output::Table => spinner(format!(
+                    "adding node {id}: waiting for it to catch up with the log"
+                )),
+                Output::Json => None,
+            };
+            let added = client
                 .add_peer(call(
                     pb::AddPeerRequest {
                         id,
@@ -519,9 +547,11 @@ pub async fn raft(mut client: Client, opts: ClientOpts, cmd: RaftCommand) -> Res
                     },
                     ADD_PEER_TIMEOUT,
                 ))
-                .await?
-                .into_inner()
-                .members
+                .await;
+            if let Some(bar) = waiting {
+                bar.finish_and_clear();
+            }
+            added?.into_inner().members
         }
         RaftCommand::RemovePeer { id } => {
             client

@@ -174,7 +174,13 @@ fn print_chunk(chunk: &pb::OutputChunk) {
 }
 
 /// Streams one attempt's output until it ends.
-async fn follow_attempt(client: &mut Client, id: &str, attempt: u32) -> Result<(), Failure> {
+/// The spinner, if any, goes away with the first output.
+async fn follow_attempt(
+    client: &mut Client,
+    id: &str,
+    attempt: u32,
+    spinner: Option<&indicatif::ProgressBar>,
+) -> Result<(), Failure> {
     let mut request = tonic::Request::new(pb::StreamJobOutputRequest {
         id: id.to_string(),
         attempt,
@@ -186,7 +192,13 @@ async fn follow_attempt(client: &mut Client, id: &str, attempt: u32) -> Result<(
     request.set_timeout(Duration::from_secs(365 * 24 * 3600));
     let mut stream = client.stream_job_output(request).await?.into_inner();
     while let Some(chunk) = stream.message().await? {
+        if let Some(bar) = spinner {
+            bar.finish_and_clear();
+        }
         print_chunk(&chunk);
+    }
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
     }
     Ok(())
 }
@@ -236,14 +248,18 @@ pub async fn run(
             // A job that waits in the queue with no node able to run it
             // would look like a hang: say why, once, and keep waiting.
             let mut hint_client = client.clone();
-            let follow = follow_attempt(client, &id, attempt);
+            let waiting = match opts_output {
+                Output::Table => super::spinner(format!("job {id}: waiting for it to start")),
+                Output::Json => None,
+            };
+            let follow = follow_attempt(client, &id, attempt, waiting.as_ref());
             tokio::pin!(follow);
             tokio::select! {
                 done = &mut follow => done?,
-                () = queue_hint(&mut hint_client, &id) => follow.await?,
+                () = queue_hint(&mut hint_client, &id, waiting.as_ref()) => follow.await?,
             }
         } else {
-            follow_attempt(client, &id, attempt).await?;
+            follow_attempt(client, &id, attempt, None).await?;
         }
         // The output ended; wait for the attempt's result to be committed.
         let deadline = tokio::time::Instant::now() + RESULT_WAIT;
@@ -289,7 +305,7 @@ pub async fn run(
 
 /// After a few seconds in QUEUED, tells the user when no node is ready to
 /// run jobs (e.g. Docker unreachable, every node draining).
-async fn queue_hint(client: &mut Client, id: &str) {
+async fn queue_hint(client: &mut Client, id: &str, spinner: Option<&indicatif::ProgressBar>) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let queued = get(client, id).await.is_ok_and(|j| j.state == "QUEUED");
     if queued {
@@ -306,12 +322,18 @@ async fn queue_hint(client: &mut Client, id: &str) {
             .filter(|n| n.status == "READY" && !n.draining)
             .count();
         if ready == 0 {
-            eprintln!(
-                "drover: job {id} is queued but no node is ready to run jobs \
-                 (is Docker running on the nodes? see `drover node status`); still waiting"
+            super::notice(
+                spinner,
+                &format!(
+                    "drover: job {id} is queued but no node is ready to run jobs \
+                     (is Docker running on the nodes? see `drover node status`); still waiting"
+                ),
             );
         } else {
-            eprintln!("drover: job {id} is queued, waiting for a node with room for it");
+            super::notice(
+                spinner,
+                &format!("drover: job {id} is queued, waiting for a node with room for it"),
+            );
         }
     }
     // Never resolves again: the caller keeps following the job.
@@ -349,7 +371,7 @@ pub async fn logs(
     follow: bool,
 ) -> Result<(), Failure> {
     if follow {
-        return follow_attempt(client, &id, attempt).await;
+        return follow_attempt(client, &id, attempt, None).await;
     }
     let mut after_seq = None;
     loop {
