@@ -208,6 +208,21 @@ async fn roles_ownership_revocation_and_cors() {
     let leader = cluster.wait_leader(ELECTION).await;
     let follower = (leader + 1) % 3;
 
+    // Cluster status names each member's last contact: on the leader every
+    // follower is fresh (heartbeats), and a node never reports itself.
+    let status = wait_for("fresh followers", ELECTION, || async {
+        let status = cluster.status(leader).await?;
+        let fresh = status
+            .members
+            .iter()
+            .filter(|m| m.last_contact_ms.is_some_and(|ms| ms < 5_000))
+            .count();
+        (fresh == 2).then_some(status)
+    })
+    .await;
+    let me = status.members.iter().find(|m| m.is_leader).expect("leader");
+    assert_eq!(me.last_contact_ms, None);
+
     // Bootstrap works once: a second call is refused, by gRPC and the CLI.
     let mut anonymous = cluster.client_with(follower, None).await.expect("client");
     let again = anonymous

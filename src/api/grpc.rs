@@ -1016,6 +1016,11 @@ fn members_to_proto(status: &RaftStatus) -> Vec<pb::Member> {
         suffrage: suffrage.to_string(),
         match_index: status.progress.get(id).copied().unwrap_or(0),
         is_leader: status.leader == Some(*id),
+        last_contact_ms: status
+            .last_contact
+            .get(id)
+            .filter(|_| *id != status.node_id)
+            .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)),
     };
     let voters = status
         .membership

@@ -165,6 +165,9 @@ pub struct MemberJson {
     pub is_leader: bool,
     /// Highest log index known replicated to it (leader's view only).
     pub match_index: u64,
+    /// Milliseconds since the answering node last heard from it; `null`
+    /// for the answering node itself or a member not heard from yet.
+    pub last_contact_ms: Option<u64>,
 }
 
 /// One node's view of the cluster.
@@ -348,6 +351,7 @@ impl From<&pb::Member> for MemberJson {
             suffrage: m.suffrage.clone(),
             is_leader: m.is_leader,
             match_index: m.match_index,
+            last_contact_ms: m.last_contact_ms,
         }
     }
 }

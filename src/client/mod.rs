@@ -579,13 +579,16 @@ pub async fn raft(mut client: Client, opts: ClientOpts, cmd: RaftCommand) -> Res
         ),
         Output::Table => {
             println!(
-                "{:<6}  {:<22}  {:<22}  {:<8}  {:<7}  MATCH",
-                "ID", "RAFT ADDRESS", "API ADDRESS", "SUFFRAGE", "LEADER"
+                "{:<6}  {:<22}  {:<22}  {:<8}  {:<7}  {:<8}  LAST CONTACT",
+                "ID", "RAFT ADDRESS", "API ADDRESS", "SUFFRAGE", "LEADER", "MATCH"
             );
             for m in &members {
+                let contact = m.last_contact_ms.map_or("-".to_string(), |ms| {
+                    format!("{:.1}s ago", ms as f64 / 1000.0)
+                });
                 println!(
-                    "{:<6}  {:<22}  {:<22}  {:<8}  {:<7}  {}",
-                    m.id, m.raft_addr, m.api_addr, m.suffrage, m.is_leader, m.match_index
+                    "{:<6}  {:<22}  {:<22}  {:<8}  {:<7}  {:<8}  {}",
+                    m.id, m.raft_addr, m.api_addr, m.suffrage, m.is_leader, m.match_index, contact
                 );
             }
         }

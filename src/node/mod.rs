@@ -115,6 +115,7 @@ impl Node {
             membership: membership.clone(),
             progress: Default::default(),
             snapshots_installed: 0,
+            last_contact: Default::default(),
             failed: None,
         };
         let (status_tx, status_rx) = watch::channel(initial);

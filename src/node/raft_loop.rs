@@ -120,6 +120,10 @@ pub struct RaftStatus {
     pub progress: BTreeMap<NodeId, Index>,
     /// Snapshots installed from a leader since this process started.
     pub snapshots_installed: u64,
+    /// When this node last received a Raft message from each peer: on the
+    /// leader, how fresh each follower is; on a follower, the leader's
+    /// heartbeat. Soft state, not persisted.
+    pub last_contact: BTreeMap<NodeId, Instant>,
     /// Set when the loop stopped because of a storage failure.
     pub failed: Option<String>,
 }
@@ -151,6 +155,8 @@ pub struct RaftLoop {
     applied: Index,
     snapshot_index: Index,
     snapshots_installed: u64,
+    /// See [`RaftStatus::last_contact`].
+    last_contact: BTreeMap<NodeId, Instant>,
     /// Where background work reports back.
     self_inputs: InputSender,
     node_id: NodeId,
@@ -192,6 +198,7 @@ impl RaftLoop {
             applied,
             snapshot_index,
             snapshots_installed: 0,
+            last_contact: BTreeMap::new(),
         };
         this.update_peers();
         this
@@ -252,6 +259,7 @@ impl RaftLoop {
                 if !self.raw.membership().contains(self.node_id) {
                     self.outbound.ensure_peer(msg.from, &from_addr);
                 }
+                self.last_contact.insert(msg.from, Instant::now());
                 self.raw.step(msg);
             }
             Input::Unreachable(id) => self.raw.report_unreachable(id),
@@ -501,6 +509,7 @@ impl RaftLoop {
             membership: s.membership,
             progress: s.progress.into_iter().collect(),
             snapshots_installed: self.snapshots_installed,
+            last_contact: self.last_contact.clone(),
             failed,
         };
         self.status.send_replace(status);
