@@ -441,3 +441,43 @@ async fn sse_watch_resumes_with_last_event_id() {
     assert!(json[0]["index"].as_u64() > Some(b.index));
     assert_eq!(events[1].id, Some(c.index.to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_watches_end_when_the_node_shuts_down() {
+    let mut cluster = Cluster::start(1, RaftSettings::default());
+    cluster.wait_leader(ELECTION).await;
+    let mut client = client_of(&cluster, 0).await;
+    let mut stream = watch(&mut client, 0).await.expect("watch from now");
+    let base = cluster.http_url(0);
+    let sse = reqwest::Client::new()
+        .get(format!("{base}/v1/events"))
+        .send()
+        .await
+        .expect("SSE watch");
+    assert_eq!(sse.status(), StatusCode::OK);
+
+    let child = cluster.children[0].as_mut().expect("running");
+    let pid = i32::try_from(child.id()).expect("a pid");
+    // SAFETY: sends SIGTERM to the agent this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let ended = tokio::time::timeout(Duration::from_secs(15), stream.message())
+        .await
+        .expect("the watch ends at shutdown");
+    match ended {
+        Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+        Ok(None) => {}
+        Ok(Some(event)) => panic!("no change was made, yet {event:?}"),
+    }
+    let mut body = sse.bytes_stream();
+    let sse_end = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Some(Ok(_)) = body.next().await {}
+    })
+    .await;
+    assert!(sse_end.is_ok(), "the SSE watch ends at shutdown");
+    let exited = wait_for("the agent to exit", Duration::from_secs(15), || {
+        let status = child.try_wait().ok().flatten();
+        async move { status }
+    })
+    .await;
+    assert!(exited.success(), "a clean exit: {exited:?}");
+}
