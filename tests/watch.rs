@@ -1,7 +1,8 @@
 //! Watching job state changes through real `drover agent` processes: over
 //! gRPC (WatchJobs), the CLI (`drover job watch`) and REST (SSE at
 //! `/v1/events`). The executor is off, so jobs stay QUEUED until stopped and
-//! the only changes are the ones a test makes.
+//! the only changes are the ones a test makes; the last test runs a job in
+//! Docker and watches it through its retry.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{drover_bin, wait_for, Cluster, RaftSettings};
+use common::{docker_ready, drover_bin, wait_for, Cluster, RaftSettings};
 use drover::proto::v1 as pb;
 use drover::proto::v1::drover_client::DroverClient;
 use futures::StreamExt;
@@ -480,4 +481,71 @@ async fn open_watches_end_when_the_node_shuts_down() {
     })
     .await;
     assert!(exited.success(), "a clean exit: {exited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_job_is_watched_through_every_attempt() {
+    if !docker_ready() {
+        return;
+    }
+    let cluster = Cluster::start(
+        1,
+        RaftSettings {
+            executor: true,
+            ..RaftSettings::default()
+        },
+    );
+    cluster.wait_leader(ELECTION).await;
+    let mut client = client_of(&cluster, 0).await;
+    let spec = pb::JobSpec {
+        command: "[ \"$DROVER_ATTEMPT\" -ge 2 ] || exit 3".into(),
+        retry: Some(pb::RetryPolicy {
+            max_attempts: 2,
+            initial_backoff_ms: 100,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let job = client
+        .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
+        .await
+        .expect("submit")
+        .into_inner()
+        .job
+        .expect("a job");
+    // Watched after the submission, from just before it: nothing is lost.
+    let mut stream = client
+        .watch_jobs(pb::WatchJobsRequest {
+            from_index: job.index - 1,
+            job_id: job.id.clone(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut got: Vec<(String, u32, u64, String)> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while got.last().is_none_or(|(state, ..)| state != "SUCCEEDED") {
+        let event = match tokio::time::timeout_at(deadline, stream.message()).await {
+            Ok(Ok(Some(event))) => event,
+            other => panic!("{other:?}; so far {got:?}\n{}", cluster.log_tail(0)),
+        };
+        assert!(event.at_ms > 0, "{event:?}");
+        got.push((event.state, event.attempt, event.node, event.reason));
+    }
+    let step = |state: &str, attempt: u32, node: u64, reason: &str| {
+        (state.to_string(), attempt, node, reason.to_string())
+    };
+    assert_eq!(
+        got,
+        vec![
+            step("QUEUED", 0, 0, ""),
+            step("ASSIGNED", 1, 1, ""),
+            step("RUNNING", 1, 1, ""),
+            // The first attempt failed: a retry, queued again.
+            step("QUEUED", 1, 1, "EXIT_CODE"),
+            step("ASSIGNED", 2, 1, ""),
+            step("RUNNING", 2, 1, ""),
+            step("SUCCEEDED", 2, 1, "EXIT_CODE"),
+        ]
+    );
 }
