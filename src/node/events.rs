@@ -420,6 +420,81 @@ mod tests {
     }
 
     #[test]
+    fn only_real_changes_make_events() {
+        use crate::jobs::{lifecycle, EndReason, JobSpec};
+        let mut job = Job::new(id(1), JobSpec::default(), 100, 5);
+        let mut out = Vec::new();
+        events_of(5, &Applied::Job(job.clone()), &mut out);
+        events_of(6, &Applied::DuplicateJob(job.clone()), &mut out);
+        let assign = lifecycle::Event::Assign {
+            attempt: 1,
+            node: 3,
+            at_ms: 200,
+        };
+        assert_eq!(
+            lifecycle::apply(&mut job, assign),
+            Ok(lifecycle::Changed::Yes)
+        );
+        let assigned = Applied::Assigned {
+            placed: 1,
+            refused: 0,
+            jobs: vec![job.clone()],
+        };
+        events_of(7, &assigned, &mut out);
+        let cancel = lifecycle::Event::Cancel { at_ms: 300 };
+        assert_eq!(
+            lifecycle::apply(&mut job, cancel),
+            Ok(lifecycle::Changed::Yes)
+        );
+        events_of(8, &Applied::Updated(job.clone()), &mut out);
+        events_of(9, &Applied::Unchanged(job.clone()), &mut out);
+        events_of(10, &Applied::Collected(vec![id(1)]), &mut out);
+        events_of(11, &Applied::Noop, &mut out);
+        let brief: Vec<_> = out
+            .iter()
+            .map(|e| {
+                (
+                    e.index, e.kind, e.state, e.attempt, e.node, e.reason, e.at_ms,
+                )
+            })
+            .collect();
+        let cancelled = Some(EndReason::Cancelled.as_str());
+        assert_eq!(
+            brief,
+            vec![
+                (
+                    5,
+                    EventKind::Created,
+                    Some(JobState::Queued),
+                    0,
+                    0,
+                    None,
+                    100
+                ),
+                (
+                    7,
+                    EventKind::Updated,
+                    Some(JobState::Assigned),
+                    1,
+                    3,
+                    None,
+                    200
+                ),
+                (
+                    8,
+                    EventKind::Updated,
+                    Some(JobState::Cancelled),
+                    1,
+                    3,
+                    cancelled,
+                    300
+                ),
+                (10, EventKind::Deleted, None, 0, 0, None, 0),
+            ]
+        );
+    }
+
+    #[test]
     fn replays_then_follows_without_gap_or_repeat() {
         let log = Arc::new(EventLog::new(10, 100));
         log.record(12, vec![ev(11, 1), ev(12, 2), ev(12, 3)]);
