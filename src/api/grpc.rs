@@ -430,6 +430,10 @@ impl pb::drover_server::Drover for DroverService {
             filter.owner = Some(scope.to_string());
         }
         self.consistent_read(req.consistent).await?;
+        // Read before the page: every row then reflects at least this
+        // index, so a watch from it misses nothing (read after, a change
+        // between the page and the index would be in neither).
+        let index = self.node.store.applied_index();
         let (jobs, next) = if filter.is_empty() {
             let jobs = self
                 .node
@@ -451,6 +455,7 @@ impl pb::drover_server::Drover for DroverService {
         Ok(Response::new(pb::ListJobsResponse {
             jobs: jobs.iter().map(job_to_proto).collect(),
             next_page_token,
+            index,
         }))
     }
 
@@ -562,9 +567,11 @@ impl pb::drover_server::Drover for DroverService {
                         .encode()
                         .map_err(|e| Status::internal(e.to_string()))?;
                     match node.propose(bytes).await.map_err(raft_status)? {
-                        Applied::Updated(job) => Ok(pb::StopJobResponse {
-                            job: Some(job_to_proto(&job)),
-                        }),
+                        Applied::Updated(job) | Applied::Unchanged(job) => {
+                            Ok(pb::StopJobResponse {
+                                job: Some(job_to_proto(&job)),
+                            })
+                        }
                         Applied::Refused { .. } => {
                             Err(Status::not_found(format!("no job with id {id}")))
                         }
@@ -932,6 +939,45 @@ impl pb::drover_server::Drover for DroverService {
                 created_at_ms: 0,
             },
         }))
+    }
+
+    type WatchJobsStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<pb::JobEvent, Status>> + Send + 'static>,
+    >;
+
+    async fn watch_jobs(
+        &self,
+        request: Request<pb::WatchJobsRequest>,
+    ) -> Result<Response<Self::WatchJobsStream>, Status> {
+        let caller = authorize(&self.node, request.metadata(), Action::ReadJobs)?;
+        let req = request.into_inner();
+        let job = match req.job_id.as_str() {
+            "" => None,
+            id => Some(parse_job_id(id)?),
+        };
+        if let Some(id) = &job {
+            if let Some(job) = self
+                .node
+                .store
+                .get_job(id)
+                .map_err(|e| Status::internal(e.to_string()))?
+            {
+                caller.check_job(&job)?;
+            }
+        }
+        let scope = caller.list_scope().map(str::to_string);
+        // Served from this node's own applies: any node, no forwarding.
+        let from = (req.from_index > 0).then_some(req.from_index);
+        let subscription = self
+            .node
+            .events
+            .subscribe(from)
+            .map_err(super::watch::watch_status)?;
+        Ok(Response::new(Box::pin(super::watch::event_stream(
+            subscription,
+            job,
+            scope,
+        ))))
     }
 }
 

@@ -38,6 +38,8 @@ use super::json::{
 use crate::proto::v1 as pb;
 use crate::proto::v1::drover_server::Drover as _;
 
+mod events;
+
 /// Largest request body accepted: a job spec is far smaller, and the bound
 /// keeps one client from making the node buffer arbitrary amounts.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -154,7 +156,8 @@ pub fn problem_for_code(code: tonic::Code) -> (StatusCode, &'static str, &'stati
             "invalid-argument",
             "Invalid argument",
         ),
-        Code::OutOfRange => (StatusCode::BAD_REQUEST, "out-of-range", "Out of range"),
+        // A watch from an index whose events this node no longer holds.
+        Code::OutOfRange => (StatusCode::GONE, "out-of-range", "Out of range; list again"),
         Code::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found"),
         Code::AlreadyExists => (StatusCode::CONFLICT, "already-exists", "Already exists"),
         Code::FailedPrecondition => (
@@ -1053,6 +1056,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_job))
         .routes(routes!(stop_job))
         .routes(routes!(job_output))
+        .routes(routes!(events::job_events))
         .routes(routes!(cluster_status))
         .routes(routes!(list_nodes))
         .routes(routes!(drain_node))
@@ -1196,6 +1200,7 @@ mod tests {
             (Code::Unauthenticated, 401, "unauthenticated"),
             (Code::Internal, 500, "internal"),
             (Code::Unknown, 500, "unknown"),
+            (Code::OutOfRange, 410, "out-of-range"),
         ];
         for (code, status, slug) in table {
             let problem = Problem::from(tonic::Status::new(code, "why"));
@@ -1227,6 +1232,7 @@ mod tests {
             ("get", "/v1/jobs/{id}"),
             ("post", "/v1/jobs/{id}/stop"),
             ("get", "/v1/jobs/{id}/output"),
+            ("get", "/v1/events"),
             ("get", "/v1/cluster"),
             ("get", "/v1/nodes"),
             ("post", "/v1/nodes/{id}/drain"),

@@ -123,6 +123,35 @@ pub struct JobPageJson {
     pub jobs: Vec<JobJson>,
     /// Pass as `page_token` for the next page; empty on the last page.
     pub next_page_token: String,
+    /// The applied log index the page was read at (or after): watch
+    /// `/v1/events?from_index=` it to miss no later change.
+    pub index: u64,
+}
+
+/// One change to one job (`event: job` of `/v1/events`, a line of
+/// `drover job watch --output json`): the job's state after the entry at
+/// `index` was applied.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobEventJson {
+    /// Log index of the entry that made the change (shared by the events of
+    /// one entry; never goes down).
+    pub index: u64,
+    /// CREATED, UPDATED or DELETED (collected after it finished).
+    pub kind: String,
+    pub job_id: String,
+    /// The state after the change; `null` when DELETED.
+    pub state: Option<String>,
+    /// The current attempt's number and node; 0 = none.
+    pub attempt: u32,
+    pub node: u64,
+    /// Why the current attempt ended (EXIT_CODE, NODE_LOST, …); `null` while
+    /// it is active or when there is none. QUEUED with a reason is a retry.
+    pub reason: Option<String>,
+    /// When the change happened (Unix ms); 0 for DELETED.
+    pub at_ms: i64,
+    /// The last event of its entry in this stream: resuming from `index`
+    /// after it misses nothing (SSE gives such events an `id:`).
+    pub last_in_entry: bool,
 }
 
 /// A piece of an attempt's output.
@@ -316,6 +345,7 @@ impl From<&pb::ListJobsResponse> for JobPageJson {
         JobPageJson {
             jobs: page.jobs.iter().map(JobJson::from).collect(),
             next_page_token: page.next_page_token.clone(),
+            index: page.index,
         }
     }
 }
@@ -391,6 +421,23 @@ impl From<&pb::NodeInfo> for NodeJson {
             draining: n.draining,
             drain_deadline_ms: (n.drain_deadline_ms != 0).then_some(n.drain_deadline_ms),
             api_addr: n.api_addr.clone(),
+        }
+    }
+}
+
+impl From<&pb::JobEvent> for JobEventJson {
+    fn from(e: &pb::JobEvent) -> Self {
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        JobEventJson {
+            index: e.index,
+            kind: e.kind.clone(),
+            job_id: e.job_id.clone(),
+            state: non_empty(&e.state),
+            attempt: e.attempt,
+            node: e.node,
+            reason: non_empty(&e.reason),
+            at_ms: e.at_ms,
+            last_in_entry: e.last_in_entry,
         }
     }
 }

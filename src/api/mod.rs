@@ -10,5 +10,6 @@ pub mod grpc;
 pub mod http;
 pub mod json;
 mod server;
+mod watch;
 
 pub use server::serve;

@@ -102,6 +102,9 @@ pub async fn serve(
         reason = node.failure() => Some(reason),
     };
     let _ = stop_tx.send(());
+    // Open watches would hold the graceful shutdown of the gRPC server
+    // forever: end them (UNAVAILABLE; clients resume on another node).
+    node.events.close();
     // Running containers are left running: a restarted node reattaches.
     scheduler_task.abort();
     worker_task.abort();

@@ -18,6 +18,7 @@ use crate::proto::v1::drover_client::DroverClient;
 mod acl;
 mod node;
 mod run;
+mod watch;
 
 pub use self::acl::{acl, AclCommand};
 pub use self::node::{node, NodeCommand};
@@ -191,6 +192,17 @@ pub enum JobCommand {
     /// Stop a job in any state: its container gets SIGTERM, then SIGKILL
     /// after the node's stop grace. Stopping a finished job changes nothing.
     Stop { id: String },
+    /// Print job state changes as they happen, one line each, until
+    /// interrupted: every job's, or one job's. With `--from-index` (the
+    /// `index` of `job list --output json`), first every change after that
+    /// index, so nothing between the list and the watch is missed.
+    Watch {
+        /// Only this job's changes.
+        id: Option<String>,
+        /// Start after this log index (0: from now).
+        #[arg(long, default_value_t = 0)]
+        from_index: u64,
+    },
     /// Show one job, or list jobs when no id is given.
     Status {
         id: Option<String>,
@@ -344,6 +356,9 @@ pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Resul
             attempt,
         } => run::logs(&mut client, id, attempt, follow).await?,
         JobCommand::Stop { id } => run::stop(&mut client, opts.output, id).await?,
+        JobCommand::Watch { id, from_index } => {
+            watch::watch(&mut client, opts.output, from_index, id).await?
+        }
         JobCommand::Submit { spec, command } => {
             let job = run::submit(&mut client, spec.to_spec(command)?).await?;
             match opts.output {
@@ -458,11 +473,14 @@ async fn list_jobs(
     all: bool,
 ) -> Result<(), Failure> {
     let mut jobs = Vec::new();
+    // The first page's: every later page reflects at least as much.
+    let mut index = None;
     let next = loop {
         let page = client
             .list_jobs(call(request.clone(), CALL_TIMEOUT))
             .await?
             .into_inner();
+        index = index.or(Some(page.index));
         jobs.extend(page.jobs);
         if !all || page.next_page_token.is_empty() {
             break page.next_page_token;
@@ -472,7 +490,11 @@ async fn list_jobs(
     match output {
         Output::Json => {
             let jobs: Vec<_> = jobs.iter().map(job_json).collect();
-            println!("{}", json!({ "jobs": jobs, "next_page_token": next }));
+            let index = index.unwrap_or_default();
+            println!(
+                "{}",
+                json!({ "jobs": jobs, "next_page_token": next, "index": index })
+            );
         }
         Output::Table => {
             let width = terminal_width();

@@ -1,6 +1,7 @@
 //! Wiring: the only place that connects the Raft core, the store, the
 //! transport and the servers. A [`Node`] is the handle the API layer uses.
 
+pub mod events;
 pub mod output_hub;
 pub mod raft_loop;
 pub mod reports;
@@ -52,6 +53,8 @@ pub struct Node {
     pub liveness: Liveness,
     /// Job output captured on this node, and its live followers.
     pub output: Arc<output_hub::OutputHub>,
+    /// Changes to the job table as this node applied them, for watches.
+    pub events: Arc<events::EventLog>,
     /// Channels to peers for reports and heartbeats.
     peers: reports::PeerClients,
     inputs: InputSender,
@@ -134,10 +137,14 @@ impl Node {
             tokio::runtime::Handle::current(),
         );
         let (applied_tx, applied_rx) = watch::channel(applied);
+        // Entries up to `applied` were applied by an earlier process: their
+        // events are unknown here.
+        let events = Arc::new(events::EventLog::new(applied, events::EVENT_LOG_CAPACITY));
         let settings = raft_loop::LoopSettings {
             tick: config.raft.tick,
             snapshot_threshold: config.raft.snapshot_threshold,
             applied: applied_tx,
+            events: events.clone(),
         };
         let raft_loop = raft_loop::RaftLoop::new(
             raw,
@@ -162,6 +169,7 @@ impl Node {
             store,
             liveness: Liveness::default(),
             output,
+            events,
             peers: reports::PeerClients::default(),
             inputs: input_tx,
             status: status_rx,

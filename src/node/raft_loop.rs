@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
+use super::events::{self, EventLog};
 use super::transport::Outbound;
 use crate::raft::{
     ConfChange, Index, Membership, Message, MessageBody, NodeId, ProposeError, RawNode, Ready,
@@ -135,6 +136,9 @@ pub struct LoopSettings {
     /// Told the applied index whenever it moves: what wakes the scheduler
     /// and the executor (never a timer).
     pub applied: watch::Sender<Index>,
+    /// Told the job events of every apply, and of every snapshot install
+    /// (which makes earlier events unknowable here).
+    pub events: Arc<EventLog>,
 }
 
 /// The loop's state. Created by `node`, then moved onto its thread.
@@ -239,6 +243,7 @@ impl RaftLoop {
             if let Err(e) = self.process_ready() {
                 tracing::error!("storage failure, stopping the raft loop: {e}");
                 self.fail_all(RaftError::Storage(e.clone()));
+                self.settings.events.close();
                 self.publish(Some(e));
                 return;
             }
@@ -248,6 +253,7 @@ impl RaftLoop {
             }
         }
         self.fail_all(RaftError::ShuttingDown);
+        self.settings.events.close();
     }
 
     fn handle(&mut self, input: Input) {
@@ -385,6 +391,16 @@ impl RaftLoop {
             }
             if !rd.committed.is_empty() {
                 let results = self.store.apply(&rd.committed).map_err(|e| e.to_string())?;
+                // Watchers learn of the changes before the clients waiting
+                // on them are answered, so a client that watches after its
+                // write was acknowledged finds it in the log.
+                let mut changes = Vec::new();
+                for (entry, applied) in rd.committed.iter().zip(&results) {
+                    events::events_of(entry.index, applied, &mut changes);
+                }
+                if let Some(last) = rd.committed.last() {
+                    self.settings.events.record(last.index, changes);
+                }
                 for (entry, applied) in rd.committed.iter().zip(results) {
                     if let Some((term, reply)) = self.proposals.remove(&entry.index) {
                         let outcome = if term == entry.term {
@@ -431,6 +447,9 @@ impl RaftLoop {
             }
             self.snapshot_index = meta.index;
             self.applied = self.applied.max(meta.index);
+            // The entries the snapshot covers were not applied here one by
+            // one: their job events are unknown.
+            self.settings.events.reset(meta.index);
             // Whatever we proposed up to here is now folded into a snapshot
             // we cannot look inside cheaply: tell the waiters so.
             self.fail_proposals_upto(meta.index, RaftError::Unknown);

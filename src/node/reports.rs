@@ -141,7 +141,7 @@ impl Node {
             .encode()
             .map_err(|e| ReportError::Invalid(e.to_string()))?;
         match self.propose(bytes).await {
-            Ok(Applied::Updated(_)) => Ok(ReportOutcome::Accepted),
+            Ok(Applied::Updated(_) | Applied::Unchanged(_)) => Ok(ReportOutcome::Accepted),
             Ok(Applied::Refused { reason }) => Ok(ReportOutcome::Refused(reason)),
             Ok(other) => Ok(ReportOutcome::Refused(format!(
                 "unexpected result {other:?}"

@@ -29,9 +29,13 @@ pub enum Applied {
     /// A `Submit` whose id or idempotency key already existed: nothing
     /// changed. Carries the existing job (a retry gets the original answer).
     DuplicateJob(Job),
-    /// A lifecycle event (start, finish, cancel) applied; the job after it.
-    /// Also returned when it changed nothing (cancelling a finished job).
+    /// A lifecycle event (start, finish, cancel) changed the job; the job
+    /// after it.
     Updated(Job),
+    /// A lifecycle event that changed nothing (cancelling a finished job, a
+    /// repeated start report); the job as it is. Kept apart from `Updated`
+    /// so the job event log records only real changes.
+    Unchanged(Job),
     /// A lifecycle event was refused: a stale report (fencing), an unknown
     /// job, a wrong state. Deterministic, so every replica refuses it.
     Refused {
@@ -44,6 +48,9 @@ pub enum Applied {
         placed: u32,
         /// Placements refused (job no longer queued, node not ready).
         refused: u32,
+        /// The jobs placed, after the change (`placed` of them), for the
+        /// job event log.
+        jobs: Vec<Job>,
     },
     /// A node command; the record after it.
     Node(NodeRecord),
@@ -53,6 +60,9 @@ pub enum Applied {
         node: NodeRecord,
         /// Attempts that ended NODE_LOST / NODE_DRAINED.
         attempts: u32,
+        /// The jobs whose attempt ended, after the change (`attempts` of
+        /// them), for the job event log.
+        jobs: Vec<Job>,
     },
     /// A `Gc`: the jobs removed.
     Collected(Vec<JobId>),
@@ -277,7 +287,7 @@ impl Store {
                 delta.add(tx.put_job(Some(&old), &job)?);
                 Ok(Applied::Updated(job))
             }
-            Ok(lifecycle::Changed::No) => Ok(Applied::Updated(job)),
+            Ok(lifecycle::Changed::No) => Ok(Applied::Unchanged(job)),
             Err(refused) => Ok(Applied::Refused {
                 reason: format!("job {id}: {refused}"),
             }),
@@ -315,6 +325,7 @@ impl Store {
             )?,
             Command::Assign { at_ms, assignments } => {
                 let (mut placed, mut refused) = (0u32, 0u32);
+                let mut jobs = Vec::new();
                 for a in assignments {
                     let ready = self
                         .load_node(tx.nodes, a.node)?
@@ -326,13 +337,20 @@ impl Store {
                     };
                     match ready {
                         true => match self.job_event(tx, &a.job, event, delta)? {
-                            Applied::Updated(_) => placed += 1,
+                            Applied::Updated(job) => {
+                                placed += 1;
+                                jobs.push(job);
+                            }
                             _ => refused += 1,
                         },
                         false => refused += 1,
                     }
                 }
-                Applied::Assigned { placed, refused }
+                Applied::Assigned {
+                    placed,
+                    refused,
+                    jobs,
+                }
             }
             Command::Started {
                 job,
@@ -426,6 +444,7 @@ impl Store {
                 record.updated_at_ms = *at_ms;
                 tx.put_node(&record)?;
                 let mut attempts = 0;
+                let mut lost = Vec::new();
                 for (job, attempt) in scanned {
                     let event = Event::Finish {
                         attempt: *attempt,
@@ -436,13 +455,15 @@ impl Store {
                         message: message.clone(),
                         output_tail: Vec::new(),
                     };
-                    if let Applied::Updated(_) = self.job_event(tx, job, event, delta)? {
+                    if let Applied::Updated(job) = self.job_event(tx, job, event, delta)? {
                         attempts += 1;
+                        lost.push(job);
                     }
                 }
                 Applied::NodeLost {
                     node: record,
                     attempts,
+                    jobs: lost,
                 }
             }
             Command::Gc { jobs } => {

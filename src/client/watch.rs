@@ -1,0 +1,96 @@
+//! `drover job watch`: job state changes as they are applied, one line
+//! each, from a log index on (or from now).
+
+use std::time::Duration;
+
+use super::{human_time, Client, Failure, Output};
+use crate::api::json;
+use crate::proto::v1 as pb;
+
+/// `drover job watch [--from-index N] [ID]`: prints every event until the
+/// stream fails (or the user interrupts); a watch of one job ends, with
+/// success, once that job has ended (or was deleted), so a script can wait
+/// on it. A failure names the index to resume from, so nothing is missed
+/// across a reconnect.
+pub async fn watch(
+    client: &mut Client,
+    output: Output,
+    from_index: u64,
+    id: Option<String>,
+) -> Result<(), Failure> {
+    let one_job = id.is_some();
+    let mut request = tonic::Request::new(pb::WatchJobsRequest {
+        from_index,
+        job_id: id.unwrap_or_default(),
+    });
+    // A watch lasts as long as the user wants: no deadline on the stream
+    // (the connection's keepalive notices a dead node).
+    request.set_timeout(Duration::from_secs(365 * 24 * 3600));
+    let mut stream = client.watch_jobs(request).await?.into_inner();
+    if output == Output::Table {
+        println!(
+            "{:<8}  {:<26}  {:<7}  {:<10}  {:<7}  {:<4}  {:<17}  AT",
+            "INDEX", "JOB", "EVENT", "STATE", "ATTEMPT", "NODE", "REASON"
+        );
+    }
+    // Every event of the entries up to here was printed.
+    let mut resume = from_index;
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => return Ok(()),
+            Err(status) => {
+                let mut failure = Failure::from(status);
+                if resume > 0 {
+                    failure.message += &format!(" (resume with --from-index {resume})");
+                }
+                return Err(failure);
+            }
+        };
+        match output {
+            Output::Json => println!("{}", json::to_value(&json::JobEventJson::from(&event))),
+            Output::Table => {
+                let dash = |s: &str| {
+                    if s.is_empty() {
+                        "-".to_string()
+                    } else {
+                        s.to_string()
+                    }
+                };
+                let number = |n: u64| {
+                    if n == 0 {
+                        "-".to_string()
+                    } else {
+                        n.to_string()
+                    }
+                };
+                let at = if event.at_ms == 0 {
+                    "-".to_string()
+                } else {
+                    human_time(event.at_ms)
+                };
+                println!(
+                    "{:<8}  {:<26}  {:<7}  {:<10}  {:<7}  {:<4}  {:<17}  {}",
+                    event.index,
+                    event.job_id,
+                    event.kind,
+                    dash(&event.state),
+                    number(u64::from(event.attempt)),
+                    number(event.node),
+                    dash(&event.reason),
+                    at
+                );
+            }
+        }
+        if event.last_in_entry {
+            resume = event.index;
+        }
+        let ended = matches!(
+            event.state.as_str(),
+            "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "CANCELLED" | "LOST"
+        ) || event.kind == "DELETED";
+        if one_job && ended {
+            return Ok(());
+        }
+    }
+}
