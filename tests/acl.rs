@@ -394,6 +394,39 @@ async fn roles_ownership_revocation_and_cors() {
         .expect("alice stops her own job")
         .into_inner();
     assert_eq!(stopped.job.expect("job").state, "CANCELLED");
+    // Her watch carries only her jobs' changes: replayed from before both
+    // submissions up to her stop, nothing of Bob's.
+    let from = alice_job.index.min(bob_job.index) - 1;
+    let mut events = alice_client
+        .watch_jobs(pb::WatchJobsRequest {
+            from_index: from,
+            job_id: String::new(),
+        })
+        .await
+        .expect("alice watches")
+        .into_inner();
+    let mut seen = Vec::new();
+    loop {
+        let event = tokio::time::timeout(ELECTION, events.message())
+            .await
+            .expect("events in time")
+            .expect("event stream")
+            .expect("an event");
+        let done = event.job_id == alice_job.id && event.state == "CANCELLED";
+        seen.push(event);
+        if done {
+            break;
+        }
+    }
+    assert!(seen.iter().all(|e| e.job_id != bob_job.id), "{seen:?}");
+    let err = alice_client
+        .watch_jobs(pb::WatchJobsRequest {
+            from_index: 0,
+            job_id: bob_job.id.clone(),
+        })
+        .await
+        .expect_err("alice watches bob's job");
+    assert_eq!(err.code(), Code::PermissionDenied);
     // An operator sees everyone's jobs, and can filter by owner.
     let out = cluster.cli(&["job", "list", "--owner", &alice_id, "--output", "json"]);
     let listed: Value = serde_json::from_slice(&out.stdout).expect("list JSON");

@@ -188,6 +188,7 @@ async fn readme_examples_run_verbatim_against_a_dev_node() {
     // What the comments in the blocks promise.
     for expected in [
         "event: end",
+        "event: job",
         "SUCCEEDED",
         "CANCELLED",
         "invalid-argument",
