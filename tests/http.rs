@@ -652,6 +652,11 @@ async fn openapi_document_covers_every_route() {
         ("get", "/v1/cluster"),
         ("get", "/v1/nodes"),
         ("post", "/v1/nodes/{id}/drain"),
+        ("post", "/v1/acl/bootstrap"),
+        ("post", "/v1/acl/tokens"),
+        ("get", "/v1/acl/tokens"),
+        ("delete", "/v1/acl/tokens/{accessor}"),
+        ("get", "/v1/acl/token/self"),
         ("get", "/v1/health"),
         ("get", "/v1/ready"),
         ("get", "/v1/openapi.json"),
@@ -690,6 +695,7 @@ async fn openapi_document_covers_every_route() {
             "{base}{}",
             path.replace("/jobs/{id}", &format!("/jobs/{UNKNOWN_ID}"))
                 .replace("{id}", "999")
+                .replace("{accessor}", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
         );
         if path == "/v1/events" {
             // A bad filter answers at once; a good one streams forever.

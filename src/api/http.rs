@@ -1236,6 +1236,11 @@ mod tests {
             ("get", "/v1/cluster"),
             ("get", "/v1/nodes"),
             ("post", "/v1/nodes/{id}/drain"),
+            ("post", "/v1/acl/bootstrap"),
+            ("post", "/v1/acl/tokens"),
+            ("get", "/v1/acl/tokens"),
+            ("delete", "/v1/acl/tokens/{accessor}"),
+            ("get", "/v1/acl/token/self"),
             ("get", "/v1/health"),
             ("get", "/v1/ready"),
             ("get", "/v1/openapi.json"),
@@ -1245,5 +1250,35 @@ mod tests {
                 "{method} {path} missing"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_500_problem() {
+        use tower::ServiceExt as _;
+        let app = Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    if true {
+                        panic!("a bug");
+                    }
+                    "unreachable"
+                }),
+            )
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_problem,
+            ));
+        let request = axum::http::Request::get("/boom")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let response = app
+            .oneshot(request)
+            .await
+            .expect("a response, not a dropped connection");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
     }
 }
