@@ -27,6 +27,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Addresses this node listens on.
     pub listen: Listen,
+    /// Addresses other nodes and clients reach this node at, when they
+    /// differ from `listen` (a container or NAT: listen on 0.0.0.0,
+    /// advertise the host name).
+    #[serde(default)]
+    pub advertise: Advertise,
     /// Members of a brand-new cluster. Used only on the first start with an
     /// empty data dir; ignored afterwards (membership then lives in the log).
     /// Empty means "join": wait to be added with `operator raft add-peer`.
@@ -154,6 +159,19 @@ pub struct Listen {
     pub http: Option<SocketAddr>,
 }
 
+/// Where this node is reachable, as other nodes see it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Advertise {
+    /// host:port of the client gRPC API (how a joining node is added).
+    /// Default: this node's `initial_members` entry, else `listen.api`.
+    pub api: Option<String>,
+    /// host:port of the peer (Raft) listener, sent with every Raft message
+    /// so a leader can answer a node it does not know yet. Default: this
+    /// node's `initial_members` entry, else `listen.raft`.
+    pub raft: Option<String>,
+}
+
 /// One member of the initial cluster.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -248,11 +266,88 @@ pub enum ConfigError {
 impl Config {
     /// Loads and validates a config file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
+        Config::load(Some(path), &[])
+    }
+
+    /// What `drover agent` runs with: the file (or, without one, the
+    /// embedded dev defaults), then `DROVER_<KEY>` overrides from `env`
+    /// (e.g. `DROVER_RAFT_SNAPSHOT_THRESHOLD=16384`, `DROVER_ACL_ENABLED=true`;
+    /// see [`KEYS`]), validated. Errors name the file or the variable, the
+    /// key, and what is wrong.
+    pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let (text, origin) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?,
+                path.display().to_string(),
+            ),
+            None => (
+                DEV_CONFIG.to_string(),
+                "(embedded dev defaults)".to_string(),
+            ),
+        };
+        let mut document: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            origin: origin.clone(),
+            message: e.to_string(),
         })?;
-        Config::from_toml(&text, &path.display().to_string())
+        let mut applied = Vec::new();
+        for (key, var) in KEYS.iter().map(|k| (*k, env_var_of(k))) {
+            let Some((_, raw)) = env.iter().find(|(name, _)| *name == var) else {
+                continue;
+            };
+            let value = env_value(key, raw);
+            set_path(&mut document, key, value).map_err(|message| ConfigError::Invalid {
+                origin: format!("environment variable {var}"),
+                key: key.to_string(),
+                message,
+            })?;
+            applied.push(var);
+        }
+        let origin = match applied.is_empty() {
+            true => origin,
+            false => format!("{origin} with overrides {}", applied.join(", ")),
+        };
+        let config: Config =
+            document
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: origin.clone(),
+                    message: e.to_string(),
+                })?;
+        config.validate(&origin)?;
+        Ok(config)
+    }
+
+    /// The effective configuration as TOML (what `--check` prints).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Parse {
+            origin: "(effective config)".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The peer address this node announces (see [`Advertise::raft`]).
+    pub fn advertised_raft(&self) -> String {
+        self.advertise
+            .raft
+            .clone()
+            .or_else(|| self.own_initial_member().map(|m| m.raft_addr.clone()))
+            .unwrap_or_else(|| self.listen.raft.to_string())
+    }
+
+    /// The client API address this node announces (see [`Advertise::api`]).
+    pub fn advertised_api(&self) -> String {
+        self.advertise
+            .api
+            .clone()
+            .or_else(|| self.own_initial_member().map(|m| m.api_addr.clone()))
+            .unwrap_or_else(|| self.listen.api.to_string())
+    }
+
+    fn own_initial_member(&self) -> Option<&InitialMember> {
+        self.initial_members.iter().find(|m| m.id == self.node_id)
     }
 
     /// The embedded single-node dev configuration.
@@ -384,6 +479,21 @@ impl Config {
         if sc.queue_capacity == 0 {
             return Err(bad("scheduler.queue_capacity", "must be positive".into()));
         }
+        for (key, addr) in [
+            ("advertise.api", &self.advertise.api),
+            ("advertise.raft", &self.advertise.raft),
+        ] {
+            if let Some(addr) = addr {
+                let port = addr.rsplit_once(':').and_then(|(host, port)| {
+                    (!host.is_empty())
+                        .then(|| port.parse::<u16>().ok())
+                        .flatten()
+                });
+                if !port.is_some_and(|p| p != 0) {
+                    return Err(bad(key, format!("`{addr}` is not host:port")));
+                }
+            }
+        }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(bad(
                 "log.format",
@@ -407,6 +517,103 @@ impl Config {
         }
         membership
     }
+}
+
+/// Every configuration key, dotted (`raft.tick`). Each can be overridden
+/// by the environment variable `DROVER_` + the key upper-cased with `.`
+/// turned into `_` (`DROVER_RAFT_TICK`), and each is documented in
+/// `config/drover.toml` (a test checks both lists against the code).
+pub const KEYS: &[&str] = &[
+    "node_id",
+    "cluster_id",
+    "data_dir",
+    "listen.api",
+    "listen.raft",
+    "listen.http",
+    "advertise.api",
+    "advertise.raft",
+    "initial_members",
+    "raft.tick",
+    "raft.heartbeat_ticks",
+    "raft.election_ticks",
+    "raft.snapshot_threshold",
+    "raft.trailing_entries",
+    "raft.max_inflight",
+    "raft.snapshot_chunk_bytes",
+    "raft.propose_timeout",
+    "executor.enabled",
+    "executor.docker_host",
+    "executor.default_image",
+    "executor.cpu_millis",
+    "executor.memory_mib",
+    "executor.labels",
+    "executor.output_cap_bytes",
+    "executor.output_tail_bytes",
+    "executor.stop_grace",
+    "scheduler.heartbeat_interval",
+    "scheduler.node_down_after",
+    "scheduler.retention",
+    "scheduler.retain_max",
+    "scheduler.queue_capacity",
+    "log.level",
+    "log.format",
+    "acl.enabled",
+    "acl.cors_origins",
+];
+
+/// The environment variable overriding `key`.
+pub fn env_var_of(key: &str) -> String {
+    format!("DROVER_{}", key.replace('.', "_").to_uppercase())
+}
+
+/// Keys whose values are text even when they look like a number or a
+/// boolean (a cluster named `1`), so the environment's raw string is taken
+/// as is. Every other key's value is read as a TOML value (`true`, `8192`,
+/// `["a", "b"]`, `{ zone = "a" }`), and taken as a string when it is not one
+/// (`100ms`, `127.0.0.1:7700`).
+const TEXT_KEYS: &[&str] = &[
+    "cluster_id",
+    "data_dir",
+    "listen.api",
+    "listen.raft",
+    "listen.http",
+    "advertise.api",
+    "advertise.raft",
+    "executor.docker_host",
+    "executor.default_image",
+    "log.level",
+    "log.format",
+];
+
+fn env_value(key: &str, raw: &str) -> toml::Value {
+    if TEXT_KEYS.contains(&key) {
+        return toml::Value::String(raw.to_string());
+    }
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut table) => table
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// Sets a dotted key in a TOML document, creating tables on the way.
+fn set_path(document: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), String> {
+    let mut table = document;
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            table.insert(part.to_string(), value);
+            return Ok(());
+        }
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is not a table in the file"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -480,5 +687,124 @@ listen = { api = "127.0.0.1:1", raft = "127.0.0.1:2" }
         let text = format!("{MINIMAL}\n[raft]\nheartbeat_ticks = 10\nelection_ticks = 10\n");
         let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
         assert!(err.contains("raft.heartbeat_ticks"), "{err}");
+    }
+
+    /// Dotted paths of every value in a TOML table (maps that are one
+    /// setting, like labels, count as one value).
+    fn leaf_keys(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (name, value) in table {
+            let key = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            match value {
+                toml::Value::Table(inner) if key != "executor.labels" => {
+                    leaf_keys(inner, &key, out)
+                }
+                _ => out.push(key),
+            }
+        }
+    }
+
+    #[test]
+    fn keys_lists_every_field_of_the_config() {
+        let mut config = Config::dev().expect("dev config");
+        config.advertise.api = Some("a:1".into());
+        config.advertise.raft = Some("a:2".into());
+        config.executor.labels.insert("zone".into(), "a".into());
+        let table: toml::Table = toml::from_str(&config.to_toml().expect("to toml")).expect("toml");
+        let mut found = Vec::new();
+        leaf_keys(&table, "", &mut found);
+        found.sort();
+        let mut keys: Vec<String> = KEYS.iter().map(|k| k.to_string()).collect();
+        keys.sort();
+        assert_eq!(found, keys, "KEYS must list every config key");
+    }
+
+    #[test]
+    fn the_annotated_file_is_valid_and_documents_every_key() {
+        let text = include_str!("../config/drover.toml");
+        Config::from_toml(text, "config/drover.toml").expect("config/drover.toml is valid");
+        for key in KEYS {
+            let (section, leaf) = match key.rsplit_once('.') {
+                Some((section, leaf)) => (Some(section), leaf),
+                None => (None, *key),
+            };
+            let mut current: Option<String> = None;
+            let mut documented = false;
+            for line in text.lines().map(str::trim) {
+                if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+                    current = Some(name.to_string());
+                    documented |= *key == name;
+                } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']'))
+                {
+                    current = Some(name.to_string());
+                    documented |= *key == name;
+                } else if current.as_deref() == section {
+                    let line = line.trim_start_matches('#').trim_start();
+                    documented |= line
+                        .strip_prefix(leaf)
+                        .is_some_and(|rest| rest.trim_start().starts_with('='));
+                }
+            }
+            assert!(documented, "config/drover.toml does not document `{key}`");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_errors_name_the_variable() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let config = Config::load(
+            None,
+            &env(&[
+                ("DROVER_RAFT_SNAPSHOT_THRESHOLD", "16384"),
+                ("DROVER_RAFT_TICK", "50ms"),
+                ("DROVER_ACL_ENABLED", "true"),
+                ("DROVER_CLUSTER_ID", "1"),
+                ("DROVER_LISTEN_HTTP", "127.0.0.1:9999"),
+                ("DROVER_EXECUTOR_LABELS", "{ zone = \"a\" }"),
+                ("DROVER_ACL_CORS_ORIGINS", "[\"https://dash.example.com\"]"),
+                ("DROVER_ADVERTISE_RAFT", "node1:7701"),
+                ("DROVER_ADDR", "http://ignored:1"),
+            ]),
+        )
+        .expect("overrides apply");
+        assert_eq!(config.raft.snapshot_threshold, 16384);
+        assert_eq!(config.raft.tick, Duration::from_millis(50));
+        assert!(config.acl.enabled);
+        assert_eq!(config.cluster_id, "1");
+        assert_eq!(config.listen.http.map(|a| a.port()), Some(9999));
+        assert_eq!(
+            config.executor.labels.get("zone").map(String::as_str),
+            Some("a")
+        );
+        assert_eq!(config.acl.cors_origins, ["https://dash.example.com"]);
+        assert_eq!(config.advertised_raft(), "node1:7701");
+        assert_eq!(config.advertised_api(), "127.0.0.1:7700");
+
+        let err = Config::load(None, &env(&[("DROVER_RAFT_TICK", "fast")]))
+            .expect_err("bad duration")
+            .to_string();
+        assert!(
+            err.contains("DROVER_RAFT_TICK") && err.contains("tick"),
+            "{err}"
+        );
+        let err = Config::load(None, &env(&[("DROVER_RAFT_ELECTION_TICKS", "1")]))
+            .expect_err("inconsistent")
+            .to_string();
+        assert!(
+            err.contains("DROVER_RAFT_ELECTION_TICKS") && err.contains("raft.heartbeat_ticks"),
+            "{err}"
+        );
+        let err = Config::load(None, &env(&[("DROVER_ADVERTISE_API", "nohost")]))
+            .expect_err("bad advertise")
+            .to_string();
+        assert!(err.contains("advertise.api"), "{err}");
     }
 }

@@ -76,9 +76,13 @@ struct AgentArgs {
     /// Node configuration file (see config/).
     #[arg(long, required_unless_present = "dev")]
     config: Option<PathBuf>,
-    /// Overrides the data directory of the config.
-    #[arg(long, env = "DROVER_DATA_DIR")]
+    /// Overrides the data directory of the config (and DROVER_DATA_DIR).
+    #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Validate the configuration (file, DROVER_* overrides, flags), print
+    /// the effective configuration and exit without starting.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
@@ -134,11 +138,11 @@ fn main() -> ExitCode {
 }
 
 async fn agent(args: AgentArgs) -> ExitCode {
-    let loaded = match &args.config {
-        Some(path) => Config::from_file(path),
-        None => Config::dev(),
-    };
-    let mut config = match loaded {
+    // File (or embedded dev defaults), then DROVER_* variables, then flags.
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("DROVER_"))
+        .collect();
+    let mut config = match Config::load(args.config.as_deref(), &env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("Error: {e}");
@@ -147,6 +151,9 @@ async fn agent(args: AgentArgs) -> ExitCode {
     };
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
+    }
+    if args.check {
+        return check(&config);
     }
     init_logging(&config);
     let node = match drover::node::Node::start(config) {
@@ -163,6 +170,36 @@ async fn agent(args: AgentArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `drover agent --check`: the effective configuration on stdout; the
+/// listen addresses that cannot be bound now as warnings on stderr (the node
+/// itself may be the one holding them).
+fn check(config: &Config) -> ExitCode {
+    let text = match config.to_toml() {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{text}");
+    let listeners = [
+        ("listen.api", Some(config.listen.api)),
+        ("listen.raft", Some(config.listen.raft)),
+        ("listen.http", config.listen.http),
+    ];
+    for (key, addr) in listeners {
+        if let Some(addr) = addr {
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                eprintln!(
+                    "warning: {key} {addr} cannot be bound now: {e} (fine if this node is running)"
+                );
+            }
+        }
+    }
+    eprintln!("config OK");
+    ExitCode::SUCCESS
 }
 
 fn init_logging(config: &Config) {

@@ -101,6 +101,12 @@ pub async fn serve(
         _ = shutdown => None,
         reason = node.failure() => Some(reason),
     };
+    if failure.is_none() {
+        // A planned stop (SIGTERM, Ctrl-C): leave no leaderless gap. The
+        // listeners still serve meanwhile, so the transfer can complete.
+        node.hand_over_leadership(std::time::Duration::from_secs(5))
+            .await;
+    }
     let _ = stop_tx.send(());
     // Open watches would hold the graceful shutdown of the gRPC server
     // forever: end them (UNAVAILABLE; clients resume on another node).

@@ -123,10 +123,16 @@ impl Node {
         };
         let (status_tx, status_rx) = watch::channel(initial);
         let advertised_raft = config
-            .initial_members
-            .iter()
-            .find(|m| m.id == config.node_id)
-            .map(|m| m.raft_addr.clone())
+            .advertise
+            .raft
+            .clone()
+            .or_else(|| {
+                config
+                    .initial_members
+                    .iter()
+                    .find(|m| m.id == config.node_id)
+                    .map(|m| m.raft_addr.clone())
+            })
             .or_else(|| membership.peer(config.node_id).map(|p| p.raft_addr.clone()))
             .unwrap_or_else(|| config.listen.raft.to_string());
         let outbound = transport::Outbound::new(
@@ -294,6 +300,42 @@ impl Node {
         let (reply, rx) = oneshot::channel();
         self.submit(Input::TransferLeader { to, reply })?;
         self.await_reply(rx).await?
+    }
+
+    /// Before a planned stop: if this node leads, hands leadership to the
+    /// most caught-up other voter and waits (bounded) until it has taken
+    /// over, so a rolling restart costs the cluster no election timeout.
+    /// Returns the new leader, if the handover happened.
+    pub async fn hand_over_leadership(&self, wait: Duration) -> Option<NodeId> {
+        let status = self.status();
+        if status.role != Role::Leader {
+            return None;
+        }
+        let target = status
+            .membership
+            .voters
+            .keys()
+            .filter(|&&id| id != status.node_id)
+            .max_by_key(|id| status.progress.get(id).copied().unwrap_or(0))
+            .copied()?;
+        if let Err(e) = self.transfer_leader(target).await {
+            tracing::warn!(
+                to = target,
+                "cannot hand leadership over before stopping: {e}"
+            );
+            return None;
+        }
+        let done = self.wait_status(wait, |s| s.leader == Some(target)).await;
+        if done {
+            tracing::info!(to = target, "handed leadership over before stopping");
+            Some(target)
+        } else {
+            tracing::warn!(
+                to = target,
+                "leadership handover did not finish in {wait:?}; stopping anyway"
+            );
+            None
+        }
     }
 
     /// Stops the Raft loop (pending requests fail with ShuttingDown).

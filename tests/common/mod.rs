@@ -225,6 +225,32 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM, as `systemctl stop` does, and waits (bounded) for the exit;
+    /// the exit status, or None if it had to be killed after 30 s.
+    pub fn terminate(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        let mut child = self.children[i].take()?;
+        let pid = libc::pid_t::try_from(child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child's pid, which it still is: the
+        // child has not been waited for, so the pid cannot be reused.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return None;
+                }
+            }
+        }
+    }
+
     pub fn is_running(&self, i: usize) -> bool {
         self.children[i].is_some()
     }
