@@ -489,7 +489,7 @@ impl Config {
                         .then(|| port.parse::<u16>().ok())
                         .flatten()
                 });
-                if !port.is_some_and(|p| p != 0) {
+                if port.is_none_or(|p| p == 0) {
                     return Err(bad(key, format!("`{addr}` is not host:port")));
                 }
             }
