@@ -1145,3 +1145,136 @@ fn tokens_apply_deterministically_and_travel_in_snapshots() {
         .unwrap();
     check(&other);
 }
+
+/// Entries staging and finishing a restore of `body` in chunks of `chunk`.
+fn restore_entries(first: u64, id: &str, body: &[u8], chunk: usize, at_ms: i64) -> Vec<Entry> {
+    use drover::store::backup;
+    let chunks: Vec<&[u8]> = body.chunks(chunk).collect();
+    let mut commands = vec![Command::RestoreBegin {
+        id: id.into(),
+        chunks: chunks.len() as u32,
+        sha256: backup::sha256(body),
+    }];
+    for (seq, data) in chunks.iter().enumerate() {
+        commands.push(Command::RestoreChunk {
+            id: id.into(),
+            seq: seq as u32,
+            data: data.to_vec(),
+        });
+    }
+    commands.push(Command::RestoreFinish {
+        id: id.into(),
+        at_ms,
+    });
+    commands
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Entry {
+            term: 1,
+            index: first + i as u64,
+            payload: Payload::Command(c.encode().unwrap()),
+        })
+        .collect()
+}
+
+#[test]
+fn a_restore_replaces_jobs_and_tokens_atomically_and_survives_a_snapshot_mid_staging() {
+    use drover::store::backup;
+    // The source: 40 jobs, one of them running on node 7, and a token.
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = open(src_dir.path());
+    let mut entries = submits(1, 40, 1);
+    entries.push(Entry {
+        term: 1,
+        index: 41,
+        payload: Payload::Command(
+            Command::AclBootstrap {
+                token: drover::acl::Token {
+                    accessor: "ADMIN".into(),
+                    name: "bootstrap".into(),
+                    role: drover::acl::Role::Admin,
+                    secret_hash: drover::acl::hash_secret("s"),
+                    created_at_ms: 1,
+                },
+            }
+            .encode()
+            .unwrap(),
+        ),
+    });
+    append(&src, entries.clone(), Some(hs(1, 1, 41)));
+    src.apply(&entries).unwrap();
+    let (meta, state) = src.export_state().unwrap();
+    let file = backup::write(CLUSTER, meta.index, meta.term, 5, &state).unwrap();
+    let body = backup::read(&file).unwrap().body;
+
+    // The target: 5 other jobs. A staging with a damaged body is refused
+    // and changes nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut own = Vec::new();
+    for n in 1..=5 {
+        own.push(submit(n, 1, 100 + n));
+    }
+    append(&store, own.clone(), Some(hs(1, 1, 5)));
+    store.apply(&own).unwrap();
+    let mut damaged = body.clone();
+    damaged[10] ^= 1;
+    let mut bad = restore_entries(6, "r1", &body, 256, 9);
+    if let Payload::Command(_) = &bad[0].payload {
+        bad[0] = Entry {
+            term: 1,
+            index: 6,
+            payload: Payload::Command(
+                Command::RestoreBegin {
+                    id: "r1".into(),
+                    chunks: body.chunks(256).count() as u32,
+                    sha256: backup::sha256(&damaged),
+                }
+                .encode()
+                .unwrap(),
+            ),
+        };
+    }
+    append(&store, bad.clone(), Some(hs(1, 1, bad.last().unwrap().index)));
+    let results = store.apply(&bad).unwrap();
+    assert!(
+        matches!(results.last(), Some(Applied::Refused { reason }) if reason.contains("checksum")),
+        "{:?}",
+        results.last()
+    );
+    assert_eq!(store.job_count(), 5);
+
+    // A good one, with a snapshot taken mid-staging and installed on a
+    // third replica, which then applies the rest: all end alike.
+    let first = bad.last().unwrap().index + 1;
+    let good = restore_entries(first, "r2", &body, 256, 9);
+    let split = good.len() / 2;
+    append(&store, good.clone(), Some(hs(1, 1, good.last().unwrap().index)));
+    store.apply(&good[..split]).unwrap();
+    let (mid_meta, mid_data) = store.create_snapshot().unwrap();
+    let results = store.apply(&good[split..]).unwrap();
+    assert!(
+        matches!(results.last(), Some(Applied::Restored { jobs: 40, tokens: 1 })),
+        "{:?}",
+        results.last()
+    );
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open(other_dir.path());
+    other
+        .persist(&Ready {
+            snapshot: Some((mid_meta, mid_data)),
+            hard_state: Some(hs(1, 1, good.last().unwrap().index)),
+            ..Ready::default()
+        })
+        .unwrap();
+    append(&other, good[split..].to_vec(), None);
+    other.apply(&good[split..]).unwrap();
+    for s in [&store, &other] {
+        assert_eq!(s.job_count(), 40);
+        assert_eq!(s.list_jobs(None, 100).unwrap(), src.list_jobs(None, 100).unwrap());
+        assert!(s.get_job(&job_id(101)).unwrap().is_none(), "old jobs are gone");
+        assert!(s.acl_bootstrapped().unwrap());
+        assert_eq!(s.tokens().unwrap().len(), 1);
+        assert_eq!(s.queued_count(), 40);
+    }
+}

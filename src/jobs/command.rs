@@ -160,6 +160,36 @@ pub enum Command {
         /// Its accessor id.
         accessor: String,
     },
+    /// Start staging a backup to restore (`drover operator snapshot
+    /// restore`): its body arrives in chunks, each its own entry (a log
+    /// entry is bounded), and replaces the state only at `RestoreFinish`,
+    /// all at once. A new Begin discards any earlier staging.
+    RestoreBegin {
+        /// Names this restore; chunks and finish of another are refused.
+        id: String,
+        /// How many chunks follow.
+        chunks: u32,
+        /// SHA-256 of the whole body (the backup's compressed body).
+        sha256: [u8; 32],
+    },
+    /// One chunk of a staged restore's body.
+    RestoreChunk {
+        /// The restore.
+        id: String,
+        /// 0-based position.
+        seq: u32,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Replace the job table and the tokens with the staged backup's (the
+    /// membership and the node table stay the live cluster's). Refused,
+    /// changing nothing, if the staging is incomplete or does not verify.
+    RestoreFinish {
+        /// The restore.
+        id: String,
+        /// Leader's clock: jobs active in the backup end NODE_LOST at it.
+        at_ms: i64,
+    },
 }
 
 /// One placement.

@@ -166,6 +166,8 @@ pub fn events_of(index: Index, applied: &Applied, out: &mut Vec<JobEvent>) {
         | Applied::Rejected { .. }
         | Applied::Token(_)
         | Applied::Revoked(_)
+        // A restore replaces everything: the raft loop resets the log.
+        | Applied::Restored { .. }
         | Applied::AlreadyApplied => {}
     }
 }

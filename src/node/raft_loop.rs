@@ -401,6 +401,15 @@ impl RaftLoop {
                 if let Some(last) = rd.committed.last() {
                     self.settings.events.record(last.index, changes);
                 }
+                // A restore replaced the whole table: a watch cannot be
+                // carried across it as a list of changes (list again). The
+                // whole batch is dropped, so no change after it is lost.
+                let restored = results
+                    .iter()
+                    .any(|a| matches!(a, Applied::Restored { .. }));
+                if let (true, Some(last)) = (restored, rd.committed.last()) {
+                    self.settings.events.reset(last.index);
+                }
                 for (entry, applied) in rd.committed.iter().zip(results) {
                     if let Some((term, reply)) = self.proposals.remove(&entry.index) {
                         let outcome = if term == entry.term {

@@ -30,6 +30,8 @@ pub(crate) const TREE_FINISHED: &str = "job_finished";
 pub(crate) const TREE_IDEMPOTENCY: &str = "job_idempotency";
 pub(crate) const TREE_NODES: &str = "nodes";
 pub(crate) const TREE_ACL: &str = "acl";
+/// A restore being staged (see `store::restore`).
+pub(crate) const TREE_RESTORE: &str = "restore_staging";
 
 /// Key prefixes and keys of the `acl` tree.
 pub(crate) const ACL_TOKEN_PREFIX: &[u8] = b"t/";
@@ -116,6 +118,7 @@ pub(crate) struct SmTx<'a> {
     pub idempotency: &'a TransactionalTree,
     pub nodes: &'a TransactionalTree,
     pub acl: &'a TransactionalTree,
+    pub restore: &'a TransactionalTree,
 }
 
 impl SmTx<'_> {

@@ -50,6 +50,7 @@
 //! snapshot. The output lock is never held with another. Readers
 //! (`get_job`, `list_jobs`, `read_output`, `output_tail`) take no lock.
 
+pub mod backup;
 mod codec;
 mod error;
 mod indexes;
@@ -57,6 +58,7 @@ pub mod migrations;
 mod outputs;
 mod raft_storage;
 mod snapshot;
+mod restore;
 mod state_machine;
 
 use std::fs;
@@ -314,6 +316,7 @@ impl Store {
                 idempotency: db.open_tree(indexes::TREE_IDEMPOTENCY).map_err(sled_err)?,
                 nodes: db.open_tree(indexes::TREE_NODES).map_err(sled_err)?,
                 acl: db.open_tree(indexes::TREE_ACL).map_err(sled_err)?,
+                restore: db.open_tree(indexes::TREE_RESTORE).map_err(sled_err)?,
             },
             db,
             db_file,
@@ -505,9 +508,10 @@ impl Store {
             &t.idempotency,
             &t.nodes,
             &t.acl,
+            &t.restore,
         )
             .transaction(
-                |(jobs, sm_meta, queue, active, finished, idempotency, nodes, acl)| {
+                |(jobs, sm_meta, queue, active, finished, idempotency, nodes, acl, restore)| {
                     let tx = indexes::SmTx {
                         jobs,
                         queue,
@@ -516,6 +520,7 @@ impl Store {
                         idempotency,
                         nodes,
                         acl,
+                        restore,
                     };
                     install.write(&tx, sm_meta)
                 },
@@ -539,6 +544,7 @@ impl Store {
             &t.idempotency,
             &t.nodes,
             &t.acl,
+            &t.restore,
         ] {
             let keys = tree
                 .iter()
@@ -565,6 +571,7 @@ impl Store {
             nodes: snap.nodes.clone(),
             tokens: snap.tokens.clone(),
             bootstrap: snap.bootstrap.clone(),
+            staged: snap.staged.clone(),
             sm,
             sm_encoded,
         })
@@ -590,6 +597,7 @@ struct SmTrees {
     idempotency: sled::Tree,
     nodes: sled::Tree,
     acl: sled::Tree,
+    restore: sled::Tree,
 }
 
 /// Counters published after each committed apply (see `applied`).
@@ -603,12 +611,13 @@ struct Counts {
 /// The writes that replace the state machine with a snapshot's.
 struct PreparedInstall {
     /// Keys currently in the jobs, queue, active, finished, idempotency,
-    /// nodes and acl trees (in that order), all deleted.
+    /// nodes, acl and restore_staging trees (in that order), all deleted.
     old_keys: Vec<Vec<sled::IVec>>,
     jobs: Vec<Job>,
     nodes: Vec<crate::jobs::NodeRecord>,
     tokens: Vec<crate::acl::Token>,
     bootstrap: Option<String>,
+    staged: Option<snapshot::StagedRestore>,
     sm: SmMeta,
     sm_encoded: Vec<u8>,
 }
@@ -628,6 +637,7 @@ impl PreparedInstall {
             tx.idempotency,
             tx.nodes,
             tx.acl,
+            tx.restore,
         ];
         for (tree, keys) in trees.iter().zip(&self.old_keys) {
             for key in keys {
@@ -646,6 +656,13 @@ impl PreparedInstall {
         if let Some(accessor) = &self.bootstrap {
             tx.acl
                 .insert(indexes::ACL_BOOTSTRAP_KEY, accessor.as_bytes())?;
+        }
+        if let Some(staged) = &self.staged {
+            tx.restore.insert(&b"meta"[..], &staged.meta[..])?;
+            for (seq, data) in &staged.chunks {
+                tx.restore
+                    .insert(&restore::chunk_key(*seq)[..], &data[..])?;
+            }
         }
         sm_meta.insert(codec::KEY_SM_META, &self.sm_encoded[..])?;
         Ok(())

@@ -193,6 +193,7 @@ impl Store {
             &t.idempotency,
             &t.nodes,
             &t.acl,
+            &t.restore,
         )
             .transaction(
                 |(
@@ -207,6 +208,7 @@ impl Store {
                     idempotency,
                     nodes,
                     acl,
+                    restore,
                 )|
                  -> TxResult {
                     for key in &old_log {
@@ -228,6 +230,7 @@ impl Store {
                         idempotency,
                         nodes,
                         acl,
+                        restore,
                     };
                     install.write(&tx, sm_tree)?;
                     Ok(())

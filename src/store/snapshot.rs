@@ -10,6 +10,9 @@
 //! jobs     job_count times: u32 BE length, then bincode Job, in ascending id order
 //! nodes    node_count times: u32 BE length, then bincode NodeRecord
 //! tokens   token_count times: u32 BE length, then bincode acl::Token
+//! staged   if the header's staged_meta is set: staged_chunk_count times
+//!          u32 BE length, then bincode (seq u32, bytes): a restore being
+//!          staged (see store::restore)
 //! crc      u32 BE   CRC-32 of every preceding byte
 //! ```
 //! Version 2 (schema 2) had no tokens and its jobs were
@@ -57,6 +60,19 @@ struct SnapshotHeader {
     token_count: u64,
     /// Accessor of the bootstrap token, once the ACL system is bootstrapped.
     acl_bootstrap: Option<String>,
+    /// A restore being staged: its bincode `StagedMeta`.
+    staged_meta: Option<Vec<u8>>,
+    staged_chunk_count: u64,
+}
+
+/// A restore being staged, as a snapshot carries it (opaque here: the
+/// records of the `restore_staging` tree).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StagedRestore {
+    /// The bincode `StagedMeta` record.
+    pub meta: Vec<u8>,
+    /// Chunks present, by seq.
+    pub chunks: Vec<(u32, Vec<u8>)>,
 }
 
 /// Version 2's header (frozen).
@@ -87,6 +103,7 @@ pub(crate) struct SnapshotBuilder {
     node_count: u64,
     token_count: u64,
     acl_bootstrap: Option<String>,
+    staged: Option<StagedRestore>,
 }
 
 impl SnapshotBuilder {
@@ -99,7 +116,13 @@ impl SnapshotBuilder {
             node_count: 0,
             token_count: 0,
             acl_bootstrap: None,
+            staged: None,
         }
+    }
+
+    /// Carries a restore being staged.
+    pub(crate) fn set_staged(&mut self, staged: StagedRestore) {
+        self.staged = Some(staged);
     }
 
     /// Appends one job, given as its bincode record (as stored in `jobs`).
@@ -141,8 +164,17 @@ impl SnapshotBuilder {
                 node_count: self.node_count,
                 token_count: self.token_count,
                 acl_bootstrap: self.acl_bootstrap,
+                staged_meta: self.staged.as_ref().map(|s| s.meta.clone()),
+                staged_chunk_count: self.staged.as_ref().map_or(0, |s| s.chunks.len() as u64),
             },
         )?;
+        let mut staged = Vec::new();
+        if let Some(s) = &self.staged {
+            for chunk in &s.chunks {
+                let record = codec::encode("staged chunk", chunk)?;
+                push_frame(&mut staged, &record).map_err(super::StoreError::InvalidArgument)?;
+            }
+        }
         let header_len = u32::try_from(header.len())
             .map_err(|_| super::StoreError::InvalidArgument("snapshot header too large".into()))?;
         let mut out = Vec::with_capacity(8 + 1 + 4 + header.len() + self.body.len() + 4);
@@ -153,6 +185,7 @@ impl SnapshotBuilder {
         out.extend_from_slice(&self.body);
         out.extend_from_slice(&self.nodes);
         out.extend_from_slice(&self.tokens);
+        out.extend_from_slice(&staged);
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_be_bytes());
         Ok(out)
@@ -178,6 +211,8 @@ pub(crate) struct DecodedSnapshot {
     pub tokens: Vec<Token>,
     /// Accessor of the bootstrap token, if bootstrapped.
     pub bootstrap: Option<String>,
+    /// A restore being staged.
+    pub staged: Option<StagedRestore>,
 }
 
 /// Checks the trailing CRC-32 (and the minimum length). Cheap compared to a
@@ -209,6 +244,7 @@ pub(crate) fn decode_for(meta: &SnapshotMeta, data: &[u8]) -> Result<DecodedSnap
             nodes: Vec::new(),
             tokens: Vec::new(),
             bootstrap: None,
+            staged: None,
         });
     }
     decode(data)
@@ -237,6 +273,8 @@ pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
                 node_count: v2.node_count,
                 token_count: 0,
                 acl_bootstrap: None,
+                staged_meta: None,
+                staged_chunk_count: 0,
             }
         }
         FORMAT_V1 => {
@@ -249,6 +287,8 @@ pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
                 node_count: 0,
                 token_count: 0,
                 acl_bootstrap: None,
+                staged_meta: None,
+                staged_chunk_count: 0,
             }
         }
         _ => {
@@ -280,6 +320,17 @@ pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
         let token: Token = codec::decode("snapshot token", r.frame()?)?;
         tokens.push(token);
     }
+    let staged = match header.staged_meta {
+        Some(meta) => {
+            let mut chunks = Vec::new();
+            for _ in 0..header.staged_chunk_count {
+                let chunk: (u32, Vec<u8>) = codec::decode("snapshot staged chunk", r.frame()?)?;
+                chunks.push(chunk);
+            }
+            Some(StagedRestore { meta, chunks })
+        }
+        None => None,
+    };
     if !r.rest.is_empty() {
         return Err(format!(
             "{} unexpected bytes after the last job",
@@ -296,6 +347,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
         nodes,
         tokens,
         bootstrap: header.acl_bootstrap,
+        staged,
     })
 }
 

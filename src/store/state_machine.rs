@@ -10,6 +10,7 @@ use sled::Transactional;
 
 use super::codec::{self, SmMeta, SnapshotRecord};
 use super::indexes::{self, id_suffix, CountDelta, SmTx, Tx};
+use super::restore::PreparedRestore;
 use super::{lock, snapshot, Snapshot, Store, StoreError};
 use crate::acl::Token;
 use crate::jobs::{lifecycle, Command, EndReason, Job, JobId, NodeRecord, NodeStatus, Reserved};
@@ -70,6 +71,13 @@ pub enum Applied {
     Token(Token),
     /// `AclRevokeToken`: the token removed.
     Revoked(Token),
+    /// `RestoreFinish`: the job table and tokens were replaced by a backup's.
+    Restored {
+        /// Jobs restored.
+        jobs: u64,
+        /// Tokens restored.
+        tokens: u64,
+    },
     /// A leader's no-op entry.
     Noop,
     /// A membership change; the membership after it.
@@ -94,17 +102,32 @@ enum Decoded {
     ConfChange(ConfChange),
 }
 
+/// What a command needs read before its transaction: a range scan, which a
+/// sled transaction cannot do.
+enum PreScan {
+    /// The active attempts on a node (NodeDown, Evict).
+    Node(NodeId),
+    /// The staged restore, verified and decoded, and every key it replaces
+    /// (RestoreFinish).
+    Restore { id: String, at_ms: i64 },
+}
+
 impl Decoded {
-    /// Commands that need a range scan of an index, which a sled
-    /// transaction cannot do: they start a new transaction, and the scan
-    /// runs just before it (under `sm_lock`, so it sees exactly the state
-    /// the transaction starts from).
-    fn scanned_node(&self) -> Option<NodeId> {
-        match self {
-            Decoded::Command(command) => match **command {
-                Command::NodeDown { node, .. } | Command::Evict { node, .. } => Some(node),
-                _ => None,
-            },
+    /// Commands that need a [`PreScan`] start a new transaction, and the
+    /// scan runs just before it (under `sm_lock`, so it sees exactly the
+    /// state the transaction starts from).
+    fn pre_scan(&self) -> Option<PreScan> {
+        let Decoded::Command(command) = self else {
+            return None;
+        };
+        match &**command {
+            Command::NodeDown { node, .. } | Command::Evict { node, .. } => {
+                Some(PreScan::Node(*node))
+            }
+            Command::RestoreFinish { id, at_ms } => Some(PreScan::Restore {
+                id: id.clone(),
+                at_ms: *at_ms,
+            }),
             _ => None,
         }
     }
@@ -114,7 +137,7 @@ impl Store {
     /// Applies committed entries, in order, to the job table. The changes
     /// and the new applied index/term commit in one transaction across the
     /// state machine's trees (one per run of entries: see
-    /// `Decoded::scanned_node`); no fsync (see the module docs: the entries
+    /// `Decoded::pre_scan`); no fsync (see the module docs: the entries
     /// are durable in the log and re-applied after a crash).
     ///
     /// Entries at or below the applied index are skipped
@@ -142,13 +165,21 @@ impl Store {
         let mut start = 0;
         while start < entries.len() {
             let end = (start + 1..entries.len())
-                .find(|&i| decoded[i].scanned_node().is_some())
+                .find(|&i| decoded[i].pre_scan().is_some())
                 .unwrap_or(entries.len());
-            let scanned = match decoded[start].scanned_node() {
-                Some(node) => self.active_on_node(node)?,
-                None => Vec::new(),
+            let (scanned, restore) = match decoded[start].pre_scan() {
+                Some(PreScan::Node(node)) => (self.active_on_node(node)?, None),
+                Some(PreScan::Restore { id, at_ms }) => {
+                    (Vec::new(), Some(self.prepare_restore(&id, at_ms)?))
+                }
+                None => (Vec::new(), None),
             };
-            results.extend(self.apply_run(&entries[start..end], &decoded[start..end], &scanned)?);
+            results.extend(self.apply_run(
+                &entries[start..end],
+                &decoded[start..end],
+                &scanned,
+                restore.as_ref(),
+            )?);
             start = end;
         }
         for (entry, result) in entries.iter().zip(&results) {
@@ -172,12 +203,14 @@ impl Store {
     }
 
     /// One transaction for a run of entries. `scanned` is the active index
-    /// of the node of the run's first entry, if it needs one.
+    /// of the node of the run's first entry, and `restore` the prepared
+    /// restore of a RestoreFinish starting it, if it needs either.
     fn apply_run(
         &self,
         entries: &[Entry],
         decoded: &[Decoded],
         scanned: &[(JobId, u32)],
+        restore: Option<&Result<PreparedRestore, String>>,
     ) -> Result<Vec<Applied>, StoreError> {
         let t = &self.sm;
         let (results, sm) = (
@@ -189,10 +222,11 @@ impl Store {
             &t.idempotency,
             &t.nodes,
             &t.acl,
+            &t.restore,
         )
             .transaction(
-                |(jobs, sm_tree, queue, active, finished, idempotency, nodes, acl)| -> Tx<(Vec<Applied>, SmMeta)> {
-                    let tx = SmTx { jobs, queue, active, finished, idempotency, nodes, acl };
+                |(jobs, sm_tree, queue, active, finished, idempotency, nodes, acl, restore_tree)| -> Tx<(Vec<Applied>, SmMeta)> {
+                    let tx = SmTx { jobs, queue, active, finished, idempotency, nodes, acl, restore: restore_tree };
                     let mut sm: SmMeta = match sm_tree.get(codec::KEY_SM_META)? {
                         Some(bytes) => codec::decode("sm_meta", &bytes)
                             .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d)))?,
@@ -218,6 +252,26 @@ impl Store {
                             Decoded::ConfChange(cc) => {
                                 sm.membership.apply(cc);
                                 Applied::ConfChange(sm.membership.clone())
+                            }
+                            Decoded::Command(command)
+                                if matches!(**command, Command::RestoreFinish { .. }) =>
+                            {
+                                match restore {
+                                    Some(Ok(prepared)) => {
+                                        let applied = prepared.write(&tx)?;
+                                        let (jobs, queued, finished) = prepared.counts();
+                                        sm.job_count = jobs;
+                                        sm.queued_count = queued;
+                                        sm.finished_count = finished;
+                                        applied
+                                    }
+                                    Some(Err(reason)) => Applied::Refused {
+                                        reason: reason.clone(),
+                                    },
+                                    None => Applied::Refused {
+                                        reason: "a restore must start its own run".into(),
+                                    },
+                                }
                             }
                             Decoded::Command(command) => {
                                 let mut delta = CountDelta::default();
@@ -489,6 +543,14 @@ impl Store {
                 self.create_token(tx, token)?
             }
             Command::AclCreateToken { token } => self.create_token(tx, token)?,
+            Command::RestoreBegin { id, chunks, sha256 } => {
+                self.restore_begin(tx, id, *chunks, *sha256)?
+            }
+            Command::RestoreChunk { id, seq, data } => self.restore_chunk(tx, id, *seq, data)?,
+            // Applied by `apply_run`, which prepared it.
+            Command::RestoreFinish { .. } => Applied::Refused {
+                reason: "a restore must start its own run".into(),
+            },
             Command::AclRevokeToken { accessor } => {
                 match tx.acl.get(indexes::acl_token_key(accessor))? {
                     Some(bytes) => {
@@ -555,12 +617,10 @@ impl Store {
         Ok(Applied::Token(token.clone()))
     }
 
-    /// Writes a snapshot of the job table and membership at the applied
-    /// index, durably (file, then record, then one flush), and returns it.
-    /// The previous snapshot file is deleted afterwards. The caller may
-    /// then [`Store::compact_log`] up to the returned index (less the
-    /// trailing entries it wants to keep).
-    pub fn create_snapshot(&self) -> Result<Snapshot, StoreError> {
+    /// The state machine at the applied index as snapshot bytes (the format
+    /// of `store::snapshot`), without writing anything: what a snapshot file
+    /// holds, and what a backup (`drover operator snapshot save`) carries.
+    pub fn export_state(&self) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
         // A consistent view: no apply runs while the rows are collected. Only
         // cheap reference-counted copies are taken under the lock, so the
         // Raft loop (which applies) waits as little as possible; decoding
@@ -584,14 +644,16 @@ impl Store {
                 .acl
                 .get(indexes::ACL_BOOTSTRAP_KEY)
                 .map_err(|e| self.sled_err(e))?;
+            let staged = collect(&self.sm.restore)?;
             (
                 sm,
                 collect(&self.sm.jobs)?,
                 collect(&self.sm.nodes)?,
                 tokens,
-                bootstrap,
+                (bootstrap, staged),
             )
         };
+        let (bootstrap, staged) = bootstrap;
         let (meta, data) = {
             let mut builder = snapshot::SnapshotBuilder::new();
             for (key, value) in &rows {
@@ -617,6 +679,23 @@ impl Store {
             if let Some(accessor) = bootstrap {
                 builder.set_bootstrap(String::from_utf8_lossy(&accessor).into_owned());
             }
+            // A restore being staged travels with the state (see
+            // `store::restore`): the meta record, then chunks by seq.
+            let mut meta = None;
+            let mut chunks = Vec::new();
+            for (key, value) in staged {
+                if key.as_ref() == b"meta" {
+                    meta = Some(value.to_vec());
+                } else if let Some(seq) = key
+                    .strip_prefix(b"c/")
+                    .and_then(|s| <[u8; 4]>::try_from(s).ok())
+                {
+                    chunks.push((u32::from_be_bytes(seq), value.to_vec()));
+                }
+            }
+            if let Some(meta) = meta {
+                builder.set_staged(snapshot::StagedRestore { meta, chunks });
+            }
             let meta = SnapshotMeta {
                 index: sm.applied_index,
                 term: sm.applied_term,
@@ -625,7 +704,16 @@ impl Store {
             let data = builder.finish(&meta)?;
             (meta, data)
         };
+        Ok((meta, data))
+    }
 
+    /// Writes a snapshot of the job table and membership at the applied
+    /// index, durably (file, then record, then one flush), and returns it.
+    /// The previous snapshot file is deleted afterwards. The caller may
+    /// then [`Store::compact_log`] up to the returned index (less the
+    /// trailing entries it wants to keep).
+    pub fn create_snapshot(&self) -> Result<Snapshot, StoreError> {
+        let (meta, data) = self.export_state()?;
         let _snap = lock(&self.snap_lock);
         if let Some(current) = self.snapshot_record()? {
             if current.meta.index > meta.index {

@@ -1,0 +1,246 @@
+//! Restoring a backup through the log (`drover operator snapshot restore`).
+//!
+//! A backup can be far larger than one log entry, so it travels as
+//! `RestoreBegin`, `RestoreChunk`s and `RestoreFinish`, each an ordinary
+//! replicated entry. The chunks are staged in the `restore_staging` tree,
+//! which is part of the replicated state (snapshots carry it), so a node
+//! that catches up by snapshot in the middle of a restore still has every
+//! chunk. `RestoreFinish` verifies the staged body and replaces the job
+//! table and the tokens in one transaction, on every node alike; until then
+//! nothing visible changes, and a restore that never finishes changes
+//! nothing at all.
+//!
+//! Layout of `restore_staging`: `meta` -> bincode [`StagedMeta`];
+//! `c/` ++ seq u32 BE -> chunk bytes.
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::ConflictableTransactionError;
+
+use super::indexes::{SmTx, Tx};
+use super::state_machine::Applied;
+use super::{backup, codec, Store, StoreError};
+use crate::acl::Token;
+use crate::jobs::{lifecycle, EndReason, Job, JobState};
+
+const KEY_META: &[u8] = b"meta";
+
+/// The restore being staged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StagedMeta {
+    /// Names the restore.
+    pub id: String,
+    /// Chunks expected.
+    pub chunks: u32,
+    /// SHA-256 of the whole body.
+    pub sha256: [u8; 32],
+}
+
+/// Key of chunk `seq`.
+pub(crate) fn chunk_key(seq: u32) -> [u8; 6] {
+    let mut key = [b'c', b'/', 0, 0, 0, 0];
+    key[2..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Everything a `RestoreFinish` writes, computed before its transaction.
+pub(crate) struct PreparedRestore {
+    /// Keys to delete: jobs, queue, active, finished, idempotency, acl,
+    /// restore_staging (in that order).
+    old_keys: Vec<Vec<sled::IVec>>,
+    jobs: Vec<Job>,
+    tokens: Vec<Token>,
+    bootstrap: Option<String>,
+}
+
+impl PreparedRestore {
+    /// Jobs, queued and finished counts after the restore.
+    pub(crate) fn counts(&self) -> (u64, u64, u64) {
+        let queued = self
+            .jobs
+            .iter()
+            .filter(|j| j.state == JobState::Queued)
+            .count();
+        let finished = self
+            .jobs
+            .iter()
+            .filter(|j| j.finished_at_ms.is_some())
+            .count();
+        (self.jobs.len() as u64, queued as u64, finished as u64)
+    }
+
+    /// Performs the writes inside the apply transaction.
+    pub(crate) fn write(&self, tx: &SmTx<'_>) -> Tx<Applied> {
+        let trees = [
+            tx.jobs,
+            tx.queue,
+            tx.active,
+            tx.finished,
+            tx.idempotency,
+            tx.acl,
+            tx.restore,
+        ];
+        for (tree, keys) in trees.iter().zip(&self.old_keys) {
+            for key in keys {
+                tree.remove(key)?;
+            }
+        }
+        for job in &self.jobs {
+            tx.put_job(None, job)?;
+        }
+        for token in &self.tokens {
+            tx.put_token(token)?;
+        }
+        if let Some(accessor) = &self.bootstrap {
+            tx.acl
+                .insert(super::indexes::ACL_BOOTSTRAP_KEY, accessor.as_bytes())?;
+        }
+        Ok(Applied::Restored {
+            jobs: self.jobs.len() as u64,
+            tokens: self.tokens.len() as u64,
+        })
+    }
+}
+
+/// Jobs as a restore writes them: an attempt that was active when the
+/// backup was taken ran on containers of another time, so it ends
+/// NODE_LOST (and the job re-runs if it has attempts left), as when its
+/// node is lost.
+pub(crate) fn settle_active(mut jobs: Vec<Job>, at_ms: i64) -> Vec<Job> {
+    for job in &mut jobs {
+        if let Some((node, attempt)) = job.active_on() {
+            let event = lifecycle::Event::Finish {
+                attempt,
+                node,
+                at_ms,
+                exit_code: None,
+                reason: EndReason::NodeLost,
+                message: "restored from a backup taken while it ran".into(),
+                output_tail: Vec::new(),
+            };
+            // Cannot be refused: it is the active attempt on its node.
+            let _ = lifecycle::apply(job, event);
+        }
+    }
+    jobs
+}
+
+impl Store {
+    fn staged_meta_tx(
+        &self,
+        tx: &SmTx<'_>,
+    ) -> Result<Option<StagedMeta>, ConflictableTransactionError<StoreError>> {
+        match tx.restore.get(KEY_META)? {
+            Some(bytes) => codec::decode("staged restore", &bytes)
+                .map(Some)
+                .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d))),
+            None => Ok(None),
+        }
+    }
+
+    /// `RestoreBegin`: discards any earlier staging, starts this one.
+    pub(crate) fn restore_begin(
+        &self,
+        tx: &SmTx<'_>,
+        id: &str,
+        chunks: u32,
+        sha256: [u8; 32],
+    ) -> Tx<Applied> {
+        if let Some(old) = self.staged_meta_tx(tx)? {
+            for seq in 0..old.chunks {
+                tx.restore.remove(&chunk_key(seq)[..])?;
+            }
+        }
+        let meta = StagedMeta {
+            id: id.to_string(),
+            chunks,
+            sha256,
+        };
+        let value = codec::encode("staged restore", &meta).map_err(ConflictableTransactionError::Abort)?;
+        tx.restore.insert(KEY_META, value)?;
+        Ok(Applied::Noop)
+    }
+
+    /// `RestoreChunk`: stores one chunk of the current staging.
+    pub(crate) fn restore_chunk(
+        &self,
+        tx: &SmTx<'_>,
+        id: &str,
+        seq: u32,
+        data: &[u8],
+    ) -> Tx<Applied> {
+        match self.staged_meta_tx(tx)? {
+            Some(meta) if meta.id == id && seq < meta.chunks => {
+                tx.restore.insert(&chunk_key(seq)[..], data)?;
+                Ok(Applied::Noop)
+            }
+            _ => Ok(Applied::Refused {
+                reason: format!("no staged restore {id} expects chunk {seq}"),
+            }),
+        }
+    }
+
+    /// Before a `RestoreFinish`'s transaction (under `sm_lock`, after the
+    /// entries before it were applied): reads and verifies the staging and
+    /// lists what the restore deletes. `Ok(Err(reason))` is a refusal every
+    /// replica reaches alike (incomplete or damaged staging).
+    pub(crate) fn prepare_restore(
+        &self,
+        id: &str,
+        at_ms: i64,
+    ) -> Result<Result<PreparedRestore, String>, StoreError> {
+        let t = &self.sm;
+        let meta = match t.restore.get(KEY_META).map_err(|e| self.sled_err(e))? {
+            Some(bytes) => self.decode::<StagedMeta>("staged restore", &bytes)?,
+            None => return Ok(Err(format!("no staged restore {id}"))),
+        };
+        if meta.id != id {
+            return Ok(Err(format!(
+                "restore {id} is not the staged one ({})",
+                meta.id
+            )));
+        }
+        let mut body = Vec::new();
+        for seq in 0..meta.chunks {
+            match t
+                .restore
+                .get(chunk_key(seq))
+                .map_err(|e| self.sled_err(e))?
+            {
+                Some(chunk) => body.extend_from_slice(&chunk),
+                None => return Ok(Err(format!("restore {id} lacks chunk {seq}"))),
+            }
+        }
+        if backup::sha256(&body) != meta.sha256 {
+            return Ok(Err(format!(
+                "restore {id}: the staged body does not match its checksum"
+            )));
+        }
+        let state = match backup::decode_state(&body) {
+            Ok(state) => state,
+            Err(reason) => return Ok(Err(format!("restore {id}: {reason}"))),
+        };
+        let mut old_keys = Vec::new();
+        for tree in [
+            &t.jobs,
+            &t.queue,
+            &t.active,
+            &t.finished,
+            &t.idempotency,
+            &t.acl,
+            &t.restore,
+        ] {
+            let keys = tree
+                .iter()
+                .keys()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.sled_err(e))?;
+            old_keys.push(keys);
+        }
+        Ok(Ok(PreparedRestore {
+            old_keys,
+            jobs: settle_active(state.jobs, at_ms),
+            tokens: state.tokens,
+            bootstrap: state.bootstrap,
+        }))
+    }
+}
