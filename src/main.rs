@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use drover::client::{self, AclCommand, ClientOpts, JobCommand, NodeCommand, RaftCommand};
+use drover::client::{
+    self, AclCommand, ClientOpts, JobCommand, NodeCommand, RaftCommand, SnapshotCommand,
+};
 use drover::config::Config;
 
 #[derive(Parser, Debug)]
@@ -65,6 +67,13 @@ enum OperatorCommand {
         opts: ClientOpts,
         #[command(subcommand)]
         command: RaftCommand,
+    },
+    /// Backups: save, inspect, restore (online, or offline into a new node).
+    Snapshot {
+        #[command(flatten)]
+        opts: ClientOpts,
+        #[command(subcommand)]
+        command: SnapshotCommand,
     },
 }
 
@@ -132,6 +141,15 @@ fn main() -> ExitCode {
                     client::raft(c, o, command).await.map(|()| 0)
                 })
                 .await
+            }
+            Top::Operator {
+                command: OperatorCommand::Snapshot { opts, command },
+            } => {
+                if command.is_offline() {
+                    client::snapshot_offline(opts.output, command)
+                } else {
+                    client::run(opts, |c, o| client::snapshot_online(c, o.output, command)).await
+                }
             }
         }
     })

@@ -18,6 +18,8 @@ use crate::proto::v1::drover_client::DroverClient;
 use crate::raft::{ConfChange, NodeId, PeerInfo, Role};
 use crate::store::Applied;
 
+mod backup;
+
 /// Metadata key marking a request already forwarded once, so two nodes with
 /// stale views never bounce a request between them.
 const FORWARDED: &str = "x-drover-forwarded";
@@ -795,6 +797,22 @@ impl pb::drover_server::Drover for DroverService {
             |mut client, req| async move { client.transfer_leader(req).await },
         )
         .await
+    }
+
+    type SaveSnapshotStream = backup::SaveStream;
+
+    async fn save_snapshot(
+        &self,
+        request: Request<pb::SaveSnapshotRequest>,
+    ) -> Result<Response<Self::SaveSnapshotStream>, Status> {
+        self.save(request).await
+    }
+
+    async fn restore_snapshot(
+        &self,
+        request: Request<tonic::Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::RestoreSnapshotResponse>, Status> {
+        self.restore(request).await
     }
 
     async fn acl_bootstrap(

@@ -18,10 +18,22 @@ use crate::proto::v1::drover_client::DroverClient;
 mod acl;
 mod node;
 mod run;
+mod snapshot;
 mod watch;
 
 pub use self::acl::{acl, AclCommand};
 pub use self::node::{node, NodeCommand};
+pub use self::snapshot::SnapshotCommand;
+
+/// `drover operator snapshot …` against a cluster (save, online restore).
+pub async fn snapshot_online(client: Client, output: Output, cmd: SnapshotCommand) -> Result<u8, Failure> {
+    snapshot::online(client, output, cmd).await
+}
+
+/// `drover operator snapshot …` on files only (inspect, offline restore).
+pub fn snapshot_offline(output: Output, cmd: SnapshotCommand) -> ExitCode {
+    snapshot::offline(output, cmd)
+}
 pub use self::run::{exit_code_of, SpecArgs};
 
 /// Exit codes: 0 success, 1 the cluster refused or failed the request,

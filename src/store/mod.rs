@@ -80,6 +80,7 @@ pub use self::outputs::{AppendOutcome, StoredChunk};
 /// A snapshot's metadata and its bytes (the format of `store::snapshot`),
 /// shared rather than copied because it may be large and is sent to peers.
 pub type Snapshot = (crate::raft::SnapshotMeta, std::sync::Arc<Vec<u8>>);
+pub use self::restore::Seeded;
 pub use self::state_machine::{Applied, MAX_LIST_LIMIT};
 
 /// Tree names: part of the on-disk format (see `migrations/`).

@@ -244,3 +244,76 @@ impl Store {
         }))
     }
 }
+
+/// What seeding a data directory from a backup produced.
+#[derive(Clone, Debug)]
+pub struct Seeded {
+    /// The log index the node starts from.
+    pub index: crate::raft::Index,
+    /// Jobs restored.
+    pub jobs: u64,
+    /// Tokens restored.
+    pub tokens: u64,
+}
+
+impl Store {
+    /// Disaster recovery: makes this FRESH store a node of a new cluster
+    /// whose state is the backup's (`drover operator snapshot restore FILE
+    /// --data-dir DIR --node-id N`). The backup's state is installed as this
+    /// node's snapshot, with `membership` (normally just this node) instead
+    /// of the old cluster's; the node then starts as that cluster's only
+    /// member, and new nodes join it with `add-peer`. Jobs active in the
+    /// backup end NODE_LOST. Refused on a store that already holds any Raft
+    /// state: this never overwrites a node.
+    pub fn seed_from_backup(
+        &self,
+        file: &[u8],
+        membership: crate::raft::Membership,
+        at_ms: i64,
+    ) -> Result<Seeded, String> {
+        if !self.is_fresh() {
+            return Err(format!(
+                "{} already holds a node's data; seed an empty directory",
+                self.data_dir().display()
+            ));
+        }
+        let verified = backup::read(file).map_err(|e| e.to_string())?;
+        let header = verified.header;
+        let state = backup::decode_state(&verified.body)?;
+        let jobs = settle_active(state.jobs, at_ms);
+        let mut builder = super::snapshot::SnapshotBuilder::new();
+        for job in &jobs {
+            let record = codec::encode("job", job).map_err(|e| e.to_string())?;
+            builder.push_encoded_job(&record)?;
+        }
+        for token in &state.tokens {
+            let record = codec::encode("token", token).map_err(|e| e.to_string())?;
+            builder.push_encoded_token(&record)?;
+        }
+        if let Some(accessor) = state.bootstrap {
+            builder.set_bootstrap(accessor);
+        }
+        let meta = crate::raft::SnapshotMeta {
+            index: header.index,
+            term: header.term,
+            membership: membership.clone(),
+        };
+        let data = builder.finish(&meta).map_err(|e| e.to_string())?;
+        let ready = crate::raft::Ready {
+            snapshot: Some((meta, std::sync::Arc::new(data))),
+            hard_state: Some(crate::raft::HardState {
+                term: header.term,
+                vote: 0,
+                commit: header.index,
+            }),
+            membership: Some(membership),
+            ..crate::raft::Ready::default()
+        };
+        self.persist(&ready).map_err(|e| e.to_string())?;
+        Ok(Seeded {
+            index: header.index,
+            jobs: jobs.len() as u64,
+            tokens: state.tokens.len() as u64,
+        })
+    }
+}

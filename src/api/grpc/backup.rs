@@ -1,0 +1,177 @@
+//! SaveSnapshot and RestoreSnapshot: backups of the state machine, taken
+//! and restored through the leader (file format: `store::backup`).
+
+use std::pin::Pin;
+
+use tonic::{Request, Response, Status};
+
+use super::{copy_token, no_leader, raft_status, DroverService, FORWARDED, LEADER_WAIT};
+use crate::acl::Action;
+use crate::api::auth::authorize;
+use crate::jobs::Command;
+use crate::node::now_ms;
+use crate::proto::v1 as pb;
+use crate::store::{backup, Applied};
+
+/// The stream SaveSnapshot answers with.
+pub(super) type SaveStream =
+    Pin<Box<dyn futures::Stream<Item = Result<pb::SnapshotChunk, Status>> + Send + 'static>>;
+
+/// Bytes per streamed message (far below the 4 MiB message bound).
+const STREAM_CHUNK: usize = 1 << 20;
+/// Bytes per staged log entry (below the 1 MiB command bound).
+const STAGE_CHUNK: usize = 512 << 10;
+/// Largest backup file a node accepts to restore: it is held in memory.
+pub const MAX_BACKUP_BYTES: usize = 2 << 30;
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn chunks_of(file: &[u8], total: u64) -> Vec<pb::SnapshotChunk> {
+    file.chunks(STREAM_CHUNK)
+        .map(|c| pb::SnapshotChunk {
+            data: c.to_vec(),
+            total_bytes: total,
+        })
+        .collect()
+}
+
+impl DroverService {
+    /// SaveSnapshot: on the leader, after a read barrier (so the backup
+    /// holds every write acknowledged before the call); elsewhere,
+    /// forwarded to it.
+    pub(super) async fn save(
+        &self,
+        request: Request<pb::SaveSnapshotRequest>,
+    ) -> Result<Response<SaveStream>, Status> {
+        authorize(&self.node, request.metadata(), Action::OperateRaft)?;
+        if let Some(mut client) = self.route(&request).await? {
+            let mut forward = Request::new(pb::SaveSnapshotRequest {});
+            forward
+                .metadata_mut()
+                .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+            copy_token(request.metadata(), forward.metadata_mut());
+            let stream = client.save_snapshot(forward).await?.into_inner();
+            return Ok(Response::new(Box::pin(stream)));
+        }
+        self.node.read_barrier().await.map_err(raft_status)?;
+        let node = self.node.clone();
+        let file = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, Status> {
+            let (meta, state) = node.store.export_state().map_err(internal)?;
+            backup::write(
+                &node.config.cluster_id,
+                meta.index,
+                meta.term,
+                now_ms(),
+                &state,
+            )
+            .map_err(internal)
+        })
+        .await
+        .map_err(internal)??;
+        let chunks = chunks_of(&file, file.len() as u64);
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
+    }
+
+    /// RestoreSnapshot: the whole file is received and verified (checksums,
+    /// format, decodable state) before anything is proposed; then, on the
+    /// leader, staged in chunks and finished in one entry.
+    pub(super) async fn restore(
+        &self,
+        request: Request<tonic::Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::RestoreSnapshotResponse>, Status> {
+        authorize(&self.node, request.metadata(), Action::ManageTokens)?;
+        let metadata = request.metadata().clone();
+        let mut stream = request.into_inner();
+        let mut file = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            if file.len() + chunk.data.len() > MAX_BACKUP_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "a backup over {MAX_BACKUP_BYTES} bytes cannot be restored online; restore it offline (--data-dir) and add nodes"
+                )));
+            }
+            file.extend_from_slice(&chunk.data);
+        }
+        let verified = backup::read(&file)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let body = verified.body;
+        let header = verified.header;
+        let checked = body.clone();
+        tokio::task::spawn_blocking(move || backup::decode_state(&checked).map(|_| ()))
+            .await
+            .map_err(internal)?
+            .map_err(|e| Status::invalid_argument(format!("the backup does not decode: {e}")))?;
+
+        if !self.node.is_leader() {
+            if metadata.get(FORWARDED).is_some() {
+                return Err(Status::unavailable(
+                    "this node is not the leader (forwarded request); retry",
+                ));
+            }
+            let Some((_, addr)) = self.node.wait_for_leader(LEADER_WAIT).await else {
+                return Err(no_leader());
+            };
+            let mut client = self.client(&addr)?;
+            let mut forward = Request::new(futures::stream::iter(chunks_of(&file, 0)));
+            forward
+                .metadata_mut()
+                .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+            copy_token(&metadata, forward.metadata_mut());
+            return client.restore_snapshot(forward).await;
+        }
+
+        let id = ulid::Ulid::new().to_string();
+        let pieces: Vec<&[u8]> = body.chunks(STAGE_CHUNK).collect();
+        let propose = |command: Command| async move {
+            let bytes = command.encode().map_err(internal)?;
+            self.node.propose(bytes).await.map_err(raft_status)
+        };
+        let begin = Command::RestoreBegin {
+            id: id.clone(),
+            chunks: u32::try_from(pieces.len()).map_err(internal)?,
+            sha256: backup::sha256(&body),
+        };
+        propose(begin).await?;
+        for (seq, data) in pieces.iter().enumerate() {
+            let chunk = Command::RestoreChunk {
+                id: id.clone(),
+                seq: u32::try_from(seq).map_err(internal)?,
+                data: data.to_vec(),
+            };
+            if let Applied::Refused { reason } = propose(chunk).await? {
+                return Err(Status::aborted(format!(
+                    "the restore was interrupted (another restore started?): {reason}; nothing changed"
+                )));
+            }
+        }
+        let finish = Command::RestoreFinish {
+            id,
+            at_ms: now_ms(),
+        };
+        match propose(finish).await? {
+            Applied::Restored { jobs, tokens } => {
+                tracing::warn!(
+                    jobs,
+                    tokens,
+                    backup_index = header.index,
+                    backup_cluster = %header.cluster_id,
+                    "restored a backup: the job table and tokens were replaced"
+                );
+                Ok(Response::new(pb::RestoreSnapshotResponse {
+                    index: self.node.store.applied_index(),
+                    jobs,
+                    tokens,
+                    backup_cluster_id: header.cluster_id,
+                    backup_index: header.index,
+                }))
+            }
+            Applied::Refused { reason } => Err(Status::aborted(format!(
+                "the restore was refused: {reason}; nothing changed"
+            ))),
+            other => Err(internal(format!("unexpected apply result {other:?}"))),
+        }
+    }
+}
