@@ -31,7 +31,11 @@ fn check_prints_the_effective_config_with_overrides_in_order() {
             ("DROVER_RAFT_SNAPSHOT_THRESHOLD", "20000"),
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let effective: toml::Table =
         toml::from_str(&String::from_utf8_lossy(&out.stdout)).expect("the output is TOML");
     assert_eq!(effective["node_id"].as_integer(), Some(2), "env over file");
@@ -44,7 +48,11 @@ fn check_prints_the_effective_config_with_overrides_in_order() {
         effective["raft"]["snapshot_threshold"].as_integer(),
         Some(20000)
     );
-    assert_eq!(effective["cluster_id"].as_str(), Some("prod"), "from the file");
+    assert_eq!(
+        effective["cluster_id"].as_str(),
+        Some("prod"),
+        "from the file"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("config OK"));
 }
 
@@ -82,6 +90,9 @@ fn check_names_the_file_or_variable_and_the_key() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("DROVER_SCHEDULER_NODE_DOWN_AFTER"), "{stderr}");
+    assert!(
+        stderr.contains("DROVER_SCHEDULER_NODE_DOWN_AFTER"),
+        "{stderr}"
+    );
     assert!(stderr.contains("node_down_after"), "{stderr}");
 }

@@ -1235,7 +1235,11 @@ fn a_restore_replaces_jobs_and_tokens_atomically_and_survives_a_snapshot_mid_sta
             ),
         };
     }
-    append(&store, bad.clone(), Some(hs(1, 1, bad.last().unwrap().index)));
+    append(
+        &store,
+        bad.clone(),
+        Some(hs(1, 1, bad.last().unwrap().index)),
+    );
     let results = store.apply(&bad).unwrap();
     assert!(
         matches!(results.last(), Some(Applied::Refused { reason }) if reason.contains("checksum")),
@@ -1249,12 +1253,22 @@ fn a_restore_replaces_jobs_and_tokens_atomically_and_survives_a_snapshot_mid_sta
     let first = bad.last().unwrap().index + 1;
     let good = restore_entries(first, "r2", &body, 256, 9);
     let split = good.len() / 2;
-    append(&store, good.clone(), Some(hs(1, 1, good.last().unwrap().index)));
+    append(
+        &store,
+        good.clone(),
+        Some(hs(1, 1, good.last().unwrap().index)),
+    );
     store.apply(&good[..split]).unwrap();
     let (mid_meta, mid_data) = store.create_snapshot().unwrap();
     let results = store.apply(&good[split..]).unwrap();
     assert!(
-        matches!(results.last(), Some(Applied::Restored { jobs: 40, tokens: 1 })),
+        matches!(
+            results.last(),
+            Some(Applied::Restored {
+                jobs: 40,
+                tokens: 1
+            })
+        ),
         "{:?}",
         results.last()
     );
@@ -1271,8 +1285,14 @@ fn a_restore_replaces_jobs_and_tokens_atomically_and_survives_a_snapshot_mid_sta
     other.apply(&good[split..]).unwrap();
     for s in [&store, &other] {
         assert_eq!(s.job_count(), 40);
-        assert_eq!(s.list_jobs(None, 100).unwrap(), src.list_jobs(None, 100).unwrap());
-        assert!(s.get_job(&job_id(101)).unwrap().is_none(), "old jobs are gone");
+        assert_eq!(
+            s.list_jobs(None, 100).unwrap(),
+            src.list_jobs(None, 100).unwrap()
+        );
+        assert!(
+            s.get_job(&job_id(101)).unwrap().is_none(),
+            "old jobs are gone"
+        );
         assert!(s.acl_bootstrapped().unwrap());
         assert_eq!(s.tokens().unwrap().len(), 1);
         assert_eq!(s.queued_count(), 40);

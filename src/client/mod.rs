@@ -26,7 +26,11 @@ pub use self::node::{node, NodeCommand};
 pub use self::snapshot::SnapshotCommand;
 
 /// `drover operator snapshot …` against a cluster (save, online restore).
-pub async fn snapshot_online(client: Client, output: Output, cmd: SnapshotCommand) -> Result<u8, Failure> {
+pub async fn snapshot_online(
+    client: Client,
+    output: Output,
+    cmd: SnapshotCommand,
+) -> Result<u8, Failure> {
     snapshot::online(client, output, cmd).await
 }
 

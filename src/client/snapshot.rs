@@ -132,7 +132,9 @@ pub fn offline(output: Output, cmd: SnapshotCommand) -> ExitCode {
             cluster_id,
             raft_addr,
             api_addr,
-        } => seed(output, &file, &data_dir, node_id, cluster_id, raft_addr, api_addr),
+        } => seed(
+            output, &file, &data_dir, node_id, cluster_id, raft_addr, api_addr,
+        ),
         _ => Err(Failure {
             message: "this command needs a cluster".into(),
             code: EXIT_USAGE,
@@ -220,7 +222,11 @@ fn seed(
 }
 
 /// The commands that talk to the cluster: save, online restore.
-pub async fn online(mut client: Client, output: Output, cmd: SnapshotCommand) -> Result<u8, Failure> {
+pub async fn online(
+    mut client: Client,
+    output: Output,
+    cmd: SnapshotCommand,
+) -> Result<u8, Failure> {
     match cmd {
         SnapshotCommand::Save { file } => {
             let mut stream = client

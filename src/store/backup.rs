@@ -126,8 +126,8 @@ pub fn write(
         body_bytes: body.len() as u64,
         body_sha256: hex(&sha256(&body)),
     };
-    let header = serde_json::to_vec(&header)
-        .map_err(|e| BackupError::Malformed(format!("header: {e}")))?;
+    let header =
+        serde_json::to_vec(&header).map_err(|e| BackupError::Malformed(format!("header: {e}")))?;
     let header_len = u32::try_from(header.len())
         .map_err(|_| BackupError::Malformed("header too large".into()))?;
     let mut out = Vec::with_capacity(MAGIC.len() + 1 + 4 + header.len() + body.len());

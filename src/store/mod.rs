@@ -57,8 +57,8 @@ mod indexes;
 pub mod migrations;
 mod outputs;
 mod raft_storage;
-mod snapshot;
 mod restore;
+mod snapshot;
 mod state_machine;
 
 use std::fs;

@@ -155,7 +155,8 @@ impl Store {
             chunks,
             sha256,
         };
-        let value = codec::encode("staged restore", &meta).map_err(ConflictableTransactionError::Abort)?;
+        let value =
+            codec::encode("staged restore", &meta).map_err(ConflictableTransactionError::Abort)?;
         tx.restore.insert(KEY_META, value)?;
         Ok(Applied::Noop)
     }

@@ -225,8 +225,28 @@ impl Store {
             &t.restore,
         )
             .transaction(
-                |(jobs, sm_tree, queue, active, finished, idempotency, nodes, acl, restore_tree)| -> Tx<(Vec<Applied>, SmMeta)> {
-                    let tx = SmTx { jobs, queue, active, finished, idempotency, nodes, acl, restore: restore_tree };
+                |(
+                    jobs,
+                    sm_tree,
+                    queue,
+                    active,
+                    finished,
+                    idempotency,
+                    nodes,
+                    acl,
+                    restore_tree,
+                )|
+                 -> Tx<(Vec<Applied>, SmMeta)> {
+                    let tx = SmTx {
+                        jobs,
+                        queue,
+                        active,
+                        finished,
+                        idempotency,
+                        nodes,
+                        acl,
+                        restore: restore_tree,
+                    };
                     let mut sm: SmMeta = match sm_tree.get(codec::KEY_SM_META)? {
                         Some(bytes) => codec::decode("sm_meta", &bytes)
                             .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d)))?,

@@ -186,6 +186,13 @@ impl Cluster {
         std::fs::write(&spec.config_path, text).expect("write node config");
     }
 
+    /// Rewrites node `i`'s config without initial members, so that with an
+    /// empty data dir it waits to be added instead of founding a cluster.
+    pub fn make_joiner(&mut self, i: usize) {
+        let spec = self.nodes[i].clone();
+        self.write_config(&spec, &[]);
+    }
+
     /// Adds a node configured to join (no initial members) and starts it.
     pub fn start_joiner(&mut self) -> usize {
         let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;

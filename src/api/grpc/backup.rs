@@ -95,8 +95,7 @@ impl DroverService {
             }
             file.extend_from_slice(&chunk.data);
         }
-        let verified = backup::read(&file)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let verified = backup::read(&file).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let body = verified.body;
         let header = verified.header;
         let checked = body.clone();
