@@ -128,7 +128,10 @@ fn main() -> ExitCode {
             Top::Job { opts, command } => {
                 client::run(opts, |c, o| client::job(c, o, command)).await
             }
-            Top::Node { opts, command } => {
+            Top::Node { mut opts, command } => {
+                if let NodeCommand::Join { addr, .. } = &command {
+                    opts.address = addr.clone();
+                }
                 client::run(opts, |c, o| client::node(c, o.output, command)).await
             }
             Top::Acl { opts, command } => {

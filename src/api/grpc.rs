@@ -1009,8 +1009,9 @@ async fn add_peer_here(
     let status = node.status();
     if status.membership.is_voter(req.id) {
         return Err(Status::already_exists(format!(
-            "node {} is already a voter",
-            req.id
+            "node {} is already a voter; if it lost its data dir, remove it first \
+             (`drover operator raft remove-peer --id {}`), then add it again",
+            req.id, req.id
         )));
     }
     let mut last = None;

@@ -49,7 +49,7 @@ pub const EXIT_UNREACHABLE: u8 = 3;
 /// Deadline of an ordinary call (enforced by the server via grpc-timeout).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// AddPeer waits for the new node to catch up before promoting it.
-const ADD_PEER_TIMEOUT: Duration = Duration::from_secs(150);
+pub(crate) const ADD_PEER_TIMEOUT: Duration = Duration::from_secs(150);
 /// Client-side limit on any call, should a server stop answering entirely.
 const BACKSTOP_TIMEOUT: Duration = Duration::from_secs(180);
 

@@ -20,6 +20,20 @@ pub enum NodeCommand {
         #[arg(long)]
         consistent: bool,
     },
+    /// Add the node of a config file to the cluster that ADDR (any member's
+    /// API address) belongs to: as a learner first, promoted to voter once it
+    /// has caught up. Run it on the new node after starting its agent with
+    /// an empty data dir and no initial_members.
+    Join {
+        /// Any member's API address, e.g. http://10.0.0.1:7700.
+        addr: String,
+        /// The new node's config (its node_id and advertised addresses).
+        #[arg(long, default_value = "/etc/drover/drover.toml")]
+        config: std::path::PathBuf,
+        /// Keep it a non-voting learner.
+        #[arg(long)]
+        learner_only: bool,
+    },
     /// Stop placing new work on a node. With --deadline, jobs still running
     /// there when it passes are stopped and re-queued elsewhere.
     Drain {
@@ -77,6 +91,51 @@ pub async fn node(mut client: Client, output: Output, cmd: NodeCommand) -> Resul
                 }
             }
             nodes
+        }
+        NodeCommand::Join {
+            config,
+            learner_only,
+            ..
+        } => {
+            let env: Vec<(String, String)> = std::env::vars()
+                .filter(|(name, _)| name.starts_with("DROVER_"))
+                .collect();
+            let config = crate::config::Config::load(Some(&config), &env).map_err(|e| Failure {
+                message: e.to_string(),
+                code: super::EXIT_USAGE,
+            })?;
+            let request = pb::AddPeerRequest {
+                id: config.node_id,
+                raft_addr: config.advertised_raft(),
+                api_addr: config.advertised_api(),
+                learner_only,
+            };
+            let waiting = match output {
+                Output::Table => super::spinner(format!(
+                    "node {}: waiting for it to catch up with the log",
+                    config.node_id
+                )),
+                Output::Json => None,
+            };
+            let added = client
+                .add_peer(call(request, super::ADD_PEER_TIMEOUT))
+                .await;
+            if let Some(bar) = waiting {
+                bar.finish_and_clear();
+            }
+            let members = added?.into_inner().members;
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    json!({ "members": members.iter().map(|m| crate::api::json::to_value(&crate::api::json::MemberJson::from(m))).collect::<Vec<_>>() })
+                ),
+                Output::Table => println!(
+                    "node {} joined: the cluster has {} members",
+                    config.node_id,
+                    members.len()
+                ),
+            }
+            return Ok(0);
         }
         NodeCommand::Drain {
             id,

@@ -55,6 +55,8 @@ pub struct Node {
     pub output: Arc<output_hub::OutputHub>,
     /// Changes to the job table as this node applied them, for watches.
     pub events: Arc<events::EventLog>,
+    /// Peers' data-directory incarnations (see `transport::PeerIncarnations`).
+    pub incarnations: Arc<transport::PeerIncarnations>,
     /// Channels to peers for reports and heartbeats.
     peers: reports::PeerClients,
     inputs: InputSender,
@@ -137,11 +139,12 @@ impl Node {
             .unwrap_or_else(|| config.listen.raft.to_string());
         let outbound = transport::Outbound::new(
             config.cluster_id.clone(),
-            config.node_id,
+            (config.node_id, store.incarnation()),
             advertised_raft,
             input_tx.clone(),
             tokio::runtime::Handle::current(),
         );
+        let incarnations = outbound.incarnations.clone();
         let (applied_tx, applied_rx) = watch::channel(applied);
         // Entries up to `applied` were applied by an earlier process: their
         // events are unknown here.
@@ -176,6 +179,7 @@ impl Node {
             liveness: Liveness::default(),
             output,
             events,
+            incarnations,
             peers: reports::PeerClients::default(),
             inputs: input_tx,
             status: status_rx,

@@ -104,6 +104,8 @@ pub enum Input {
     SnapshotDone(Result<crate::store::Snapshot, String>),
     /// Stop the loop.
     Shutdown,
+    /// Stop the node for good: it must not take part (it lost its data).
+    Fatal(String),
 }
 
 /// What the rest of the node may know about Raft without asking the loop.
@@ -216,6 +218,7 @@ impl RaftLoop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match self.inputs.recv_timeout(wait) {
                 Ok(Input::Shutdown) => break,
+                Ok(Input::Fatal(reason)) => return self.stop_fatally(reason),
                 Ok(input) => self.handle(input),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -227,6 +230,7 @@ impl RaftLoop {
                         shutdown = true;
                         break;
                     }
+                    Ok(Input::Fatal(reason)) => return self.stop_fatally(reason),
                     Ok(input) => self.handle(input),
                     Err(_) => break,
                 }
@@ -242,10 +246,7 @@ impl RaftLoop {
             }
             if let Err(e) = self.process_ready() {
                 tracing::error!("storage failure, stopping the raft loop: {e}");
-                self.fail_all(RaftError::Storage(e.clone()));
-                self.settings.events.close();
-                self.publish(Some(e));
-                return;
+                return self.stop_fatally(e);
             }
             self.publish(None);
             if shutdown {
@@ -254,6 +255,14 @@ impl RaftLoop {
         }
         self.fail_all(RaftError::ShuttingDown);
         self.settings.events.close();
+    }
+
+    /// Stops the loop for good and publishes why (the node then exits).
+    fn stop_fatally(&mut self, reason: String) {
+        tracing::error!("stopping: {reason}");
+        self.fail_all(RaftError::Storage(reason.clone()));
+        self.settings.events.close();
+        self.publish(Some(reason));
     }
 
     fn handle(&mut self, input: Input) {
@@ -306,7 +315,7 @@ impl RaftLoop {
                     }
                 }
             }
-            Input::Shutdown => {}
+            Input::Shutdown | Input::Fatal(_) => {}
         }
     }
 
@@ -479,6 +488,10 @@ impl RaftLoop {
             self.outbound.set_self_addr(&addr);
         }
         self.outbound.set_peers(&peers);
+        // A removed node may come back with a new data dir once re-added.
+        self.outbound
+            .incarnations
+            .retain_members(|id| membership.contains(id));
     }
 
     fn answer_reads(&mut self) {

@@ -8,6 +8,7 @@
 //! message and hands it to the Raft loop.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -53,10 +54,66 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, bincode::error::DecodeErr
 pub struct Outbound {
     cluster_id: String,
     from: NodeId,
+    /// This node's data-directory incarnation, sent with every batch.
+    incarnation: u64,
+    /// Peers' incarnations, shared with the peer service that checks them.
+    pub incarnations: Arc<PeerIncarnations>,
     from_addr: String,
     peers: BTreeMap<NodeId, PeerHandle>,
     inputs: InputSender,
     runtime: tokio::runtime::Handle,
+}
+
+/// The data-directory incarnation each peer has shown this process.
+///
+/// A node that lost its data (a replaced disk) and comes back under the
+/// same id while still a member has forgotten its votes and its log: letting
+/// it vote could elect two leaders in one term. Its new incarnation gives it
+/// away, and its messages are refused with the way out (remove it, then add
+/// it again), which makes it stop. A node removed from the membership is
+/// forgotten, so it may come back with a new data dir once re-added. Soft
+/// state: a peer restarted at the same time sees the new incarnation first.
+#[derive(Default)]
+pub struct PeerIncarnations(std::sync::Mutex<std::collections::HashMap<NodeId, u64>>);
+
+/// Marks the refusal a node receives when it lost its data; it stops.
+pub const LOST_DATA_MARKER: &str = "lost its data";
+
+impl PeerIncarnations {
+    /// Checks the incarnation of a batch from `from`. `is_member`: whether
+    /// `from` is in this node's membership.
+    pub fn check(
+        &self,
+        cluster_id: &str,
+        from: NodeId,
+        incarnation: u64,
+        is_member: bool,
+    ) -> Result<(), String> {
+        if incarnation == 0 {
+            return Ok(());
+        }
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match seen.get(&from) {
+            Some(&known) if known != incarnation && is_member => Err(format!(
+                "node {from} came back with a new data directory while it is still a member of \
+                 cluster `{cluster_id}`: it {LOST_DATA_MARKER} (votes and log), and rejoining as is \
+                 could break consensus. To replace its disk: (1) `drover operator raft remove-peer \
+                 --id {from}` on a live node; (2) start it with the empty data dir and a config \
+                 without initial_members; (3) `drover node join <a member's API address> --config \
+                 <its config>` (or `drover operator raft add-peer`)"
+            )),
+            _ => {
+                seen.insert(from, incarnation);
+                Ok(())
+            }
+        }
+    }
+
+    /// Forgets peers that are no longer members.
+    pub fn retain_members(&self, is_member: impl Fn(NodeId) -> bool) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|id, _| is_member(*id));
+    }
 }
 
 struct PeerHandle {
@@ -68,7 +125,7 @@ impl Outbound {
     /// Creates an empty peer set; `inputs` receives unreachable reports.
     pub fn new(
         cluster_id: String,
-        from: NodeId,
+        (from, incarnation): (NodeId, u64),
         from_addr: String,
         inputs: InputSender,
         runtime: tokio::runtime::Handle,
@@ -76,6 +133,8 @@ impl Outbound {
         Outbound {
             cluster_id,
             from,
+            incarnation,
+            incarnations: Arc::new(PeerIncarnations::default()),
             from_addr,
             peers: BTreeMap::new(),
             inputs,
@@ -96,6 +155,7 @@ impl Outbound {
             let (queue, rx) = mpsc::channel(PEER_QUEUE);
             let task = PeerTask {
                 cluster_id: self.cluster_id.clone(),
+                incarnation: self.incarnation,
                 from: self.from,
                 from_addr: self.from_addr.clone(),
                 to: id,
@@ -154,6 +214,7 @@ impl Outbound {
 
 struct PeerTask {
     cluster_id: String,
+    incarnation: u64,
     from: NodeId,
     from_addr: String,
     to: NodeId,
@@ -221,9 +282,20 @@ impl PeerTask {
                 to: self.to,
                 messages: encoded,
                 from_raft_addr: self.from_addr.clone(),
+                from_incarnation: self.incarnation,
             };
             match client.deliver(request).await {
                 Ok(_) => backoff = BACKOFF_MIN,
+                Err(status)
+                    if status.code() == tonic::Code::FailedPrecondition
+                        && status.message().contains(LOST_DATA_MARKER) =>
+                {
+                    // This node lost its data and must not take part.
+                    let _ = self
+                        .inputs
+                        .try_send(Input::Fatal(status.message().to_string()));
+                    return;
+                }
                 Err(status) => {
                     tracing::debug!(peer = self.to, addr = %self.addr, "deliver failed: {}", status.message());
                     let _ = self.inputs.try_send(Input::Unreachable(self.to));
@@ -278,6 +350,19 @@ impl RaftPeer for PeerService {
                 batch.protocol_version, PROTOCOL_VERSION
             )));
         }
+        let is_member = self.node.status().membership.contains(batch.from);
+        self.node
+            .incarnations
+            .check(
+                &self.cluster_id,
+                batch.from,
+                batch.from_incarnation,
+                is_member,
+            )
+            .map_err(|message| {
+                tracing::error!(from = batch.from, "{message}");
+                Status::failed_precondition(message)
+            })?;
         if batch.to != self.node_id {
             return Err(Status::failed_precondition(format!(
                 "message for node {} delivered to node {}: check the peer addresses",

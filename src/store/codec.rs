@@ -65,6 +65,9 @@ pub(crate) const KEY_SM_META: &[u8] = b"state";
 pub(crate) const KEY_SCHEMA_VERSION: &[u8] = b"schema_version";
 pub(crate) const KEY_CLUSTER_ID: &[u8] = b"cluster_id";
 pub(crate) const KEY_NODE_ID: &[u8] = b"node_id";
+/// Random id of this data directory's life, made when it is first used:
+/// tells peers a node that came back with its data from one that lost it.
+pub(crate) const KEY_INCARNATION: &[u8] = b"incarnation";
 
 /// The state machine's bookkeeping, written in the same transaction as the
 /// job-table changes of the entries it covers.

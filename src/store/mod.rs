@@ -108,6 +108,7 @@ pub struct Store {
     snapshot_dir: PathBuf,
     cluster_id: String,
     node_id: NodeId,
+    incarnation: u64,
     schema_version: u32,
     db: sled::Db,
     /// sled's log file, for the fdatasync that completes each flush.
@@ -293,6 +294,20 @@ impl Store {
             }
         }
 
+        // Stores made before incarnations existed get one now (the flush
+        // at the end of open makes it durable).
+        let incarnation = match meta.get(codec::KEY_INCARNATION).map_err(sled_err)? {
+            Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| corrupt("incarnation is not 8 bytes".into()))?,
+            None => {
+                let fresh = rand::random::<u64>().max(1);
+                meta.insert(codec::KEY_INCARNATION, &fresh.to_be_bytes()[..])
+                    .map_err(sled_err)?;
+                fresh
+            }
+        };
+
         let schema_version = migrations::run(&db, migrations).map_err(|(m, reason)| match m {
             Some(m) => StoreError::Migration {
                 path: data_dir.clone(),
@@ -325,6 +340,7 @@ impl Store {
             snapshot_dir,
             cluster_id: cluster_id.to_string(),
             node_id,
+            incarnation,
             schema_version,
             log_lock: Mutex::new(()),
             sm_lock: Mutex::new(()),
@@ -375,6 +391,13 @@ impl Store {
     /// The node layer founds a cluster (or waits to be added to one) only then.
     pub fn is_fresh(&self) -> bool {
         self.raft_state.is_empty() && self.raft_log.is_empty() && self.snapshots.is_empty()
+    }
+
+    /// This data directory's incarnation: random, made on first use, never
+    /// changed. A node id seen with another incarnation is a node that lost
+    /// its data (see `node::transport::PeerIncarnations`).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// The data directory this store lives in.
