@@ -527,7 +527,7 @@ impl Sim {
     fn tick_nodes(&mut self) {
         let now = self.now;
         for n in self.nodes.values_mut() {
-            if (now + n.phase) % STEPS_PER_TICK == 0 {
+            if (now + n.phase).is_multiple_of(STEPS_PER_TICK) {
                 if let Some(core) = n.core.as_mut() {
                     core.tick();
                 }
@@ -1185,7 +1185,7 @@ impl Sim {
         let mut marker: Option<(NodeId, Index, Term)> = None;
         while self.now < deadline {
             self.step()?;
-            if self.now % 20 != 0 {
+            if !self.now.is_multiple_of(20) {
                 continue;
             }
             let Some(l) = self.leader_id() else {
