@@ -32,7 +32,7 @@ fn job_id(index: u64) -> JobId {
 }
 
 fn entry(index: u64, term: u64) -> Entry {
-    let payload = if index % NOOP_EVERY == 0 {
+    let payload = if index.is_multiple_of(NOOP_EVERY) {
         Payload::Noop
     } else {
         let cmd = Command::Submit {
@@ -238,14 +238,14 @@ fn kill_9_loses_no_acknowledged_entry() {
             snapshot_files <= 1,
             "round {round}: {snapshot_files} snapshot files kept"
         );
-        if applied > 0 && applied % NOOP_EVERY != 0 {
+        if applied > 0 && !applied.is_multiple_of(NOOP_EVERY) {
             let job = store
                 .get_job(&job_id(applied))
                 .unwrap()
                 .expect("last applied job");
             assert_eq!(job.index, applied);
         }
-        let next = applied + 1 + u64::from((applied + 1) % NOOP_EVERY == 0);
+        let next = applied + 1 + u64::from((applied + 1).is_multiple_of(NOOP_EVERY));
         assert!(
             store.get_job(&job_id(next)).unwrap().is_none(),
             "round {round}: job beyond applied"
