@@ -109,7 +109,7 @@ if [[ "$FORCE" == 1 ]] ||
 FROM scratch
 COPY rootfs/ /
 COPY --chown=$UID_GID:$UID_GID data/ /var/lib/drover/
-ENV PATH=/usr/local/bin:/usr/bin:/bin
+ENV PATH=/usr/local/bin:/usr/bin:/bin NO_COLOR=1
 USER $UID_GID:$UID_GID
 WORKDIR /var/lib/drover
 EXPOSE 7700 7701 7702
