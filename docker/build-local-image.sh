@@ -12,10 +12,11 @@
 # to stderr. Images of earlier builds are removed once they are an hour old
 # and no container uses them.
 #
-# Usage: bash docker/build-local-image.sh [--binary PATH] [--tag NAME] [--force]
+# Usage: bash docker/build-local-image.sh [--binary PATH] [--tag NAME | --no-tag] [--force]
 #   --binary PATH  put this drover binary in the image (e.g. a debug build);
 #                  default: `cargo build --release --locked`, then its output
 #   --tag NAME     also tag the image NAME (default: $DROVER_IMAGE or drover:local)
+#   --no-tag       only the content name (tests use it, leaving drover:local alone)
 #   --force        rebuild even if the content image exists
 set -euo pipefail
 
@@ -24,6 +25,7 @@ SELF="$REPO_ROOT/docker/build-local-image.sh"
 BINARY=""
 TAG="${DROVER_IMAGE:-drover:local}"
 FORCE=0
+RETAG=1
 # The runtime user, as in the Dockerfile's distroless `nonroot` base.
 UID_GID=65532
 
@@ -43,6 +45,10 @@ while [[ $# -gt 0 ]]; do
     [[ $# -ge 2 ]] || usage
     TAG="$2"
     shift 2
+    ;;
+  --no-tag)
+    RETAG=0
+    shift
     ;;
   --force)
     FORCE=1
@@ -121,7 +127,7 @@ EOF
   docker build -q -t "$CONTENT" "$CTX" >/dev/null
   echo "build-local-image: built $CONTENT from $BINARY" >&2
 fi
-docker tag "$CONTENT" "$TAG"
+[[ "$RETAG" == 0 ]] || docker tag "$CONTENT" "$TAG"
 
 # Earlier builds: gone once an hour old and unused by any container (a test
 # that just built one keeps it while its containers exist).
