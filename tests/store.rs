@@ -1298,3 +1298,73 @@ fn a_restore_replaces_jobs_and_tokens_atomically_and_survives_a_snapshot_mid_sta
         assert_eq!(s.queued_count(), 40);
     }
 }
+
+/// A data directory written by the schema-2 release (before access
+/// control): see tests/fixtures/make-schema2-store.sh for how it was made.
+const SCHEMA2_FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/schema2-store.tar.gz"
+);
+
+#[test]
+fn a_data_dir_written_by_the_schema_2_release_upgrades_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("tar")
+        .args(["-xzf", SCHEMA2_FIXTURE, "-C"])
+        .arg(dir.path())
+        .status()
+        .expect("run tar");
+    assert!(status.success(), "extract the fixture");
+    let data = dir.path().join("data");
+    let open_dev = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Store::open(&data, "drover-dev", 1) {
+                Ok(store) => return store,
+                Err(StoreError::Sled { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(e) => panic!("open the fixture: {e}"),
+            }
+        }
+    };
+    let store = open_dev();
+    assert_eq!(store.schema_version(), migrations::SCHEMA_VERSION);
+    let jobs = store.list_jobs(None, 100).unwrap();
+    let by_command = |text: &str| {
+        jobs.iter()
+            .find(|j| j.spec.command.as_deref().is_some_and(|c| c.contains(text)))
+            .unwrap_or_else(|| panic!("no job running {text:?} in {jobs:?}"))
+    };
+    let hello = by_command("hello from schema 2");
+    assert_eq!(hello.state, JobState::Succeeded);
+    assert_eq!(hello.attempts.len(), 1);
+    assert_eq!(hello.attempts[0].output_tail, b"hello from schema 2\n");
+    let failing = by_command("exit 3");
+    assert_eq!(failing.state, JobState::Failed);
+    assert_eq!(failing.attempts[0].exit_code, Some(3));
+    let keyed = by_command("keyed");
+    assert_eq!(keyed.spec.labels.get("team").map(String::as_str), Some("a"));
+    assert_eq!(
+        store
+            .job_by_idempotency_key("fixture-key")
+            .unwrap()
+            .map(|j| j.id),
+        Some(keyed.id)
+    );
+    let queued = by_command("never placed");
+    assert_eq!(queued.state, JobState::Queued);
+    assert_eq!(store.queued_count(), 1);
+    assert!(jobs.iter().all(|j| j.owner.is_none()), "no owners before ACLs");
+    assert!(store.tokens().unwrap().is_empty());
+    assert_eq!(store.nodes().unwrap().len(), 1, "the node table came along");
+    // The Raft state reads back, and the state exports (as a snapshot would).
+    let restored = store.restored().unwrap();
+    assert!(restored.hard_state.term >= 1);
+    store.export_state().unwrap();
+    drop(store);
+    // Upgraded for good: a second open finds schema 3 and the same jobs.
+    let again = open_dev();
+    assert_eq!(again.schema_version(), migrations::SCHEMA_VERSION);
+    assert_eq!(again.list_jobs(None, 100).unwrap(), jobs);
+}
