@@ -79,6 +79,10 @@ struct AgentArgs {
     /// Overrides the data directory of the config.
     #[arg(long, env = "DROVER_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Log format, overriding `log.format` of the config: `text` (human)
+    /// or `json` (one object per line, for log shippers).
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -148,6 +152,7 @@ async fn agent(args: AgentArgs) -> ExitCode {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    config.log.format = args.log_format.unwrap_or(config.log.format);
     init_logging(&config);
     let node = match drover::node::Node::start(config) {
         Ok(node) => node,
