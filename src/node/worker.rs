@@ -228,7 +228,7 @@ impl Worker {
             let grace = self.node.config.executor.stop_grace;
             tokio::spawn(
                 async move {
-                    tracing::info!("stopping: no longer assigned to this node");
+                    tracing::debug!("stopping the container: the attempt is no longer this node's");
                     if let Err(e) = driver.stop(&id.to_string(), attempt, grace).await {
                         metrics.executor_error(ExecutorOp::Stop);
                         tracing::warn!("cannot stop container: {e}");
