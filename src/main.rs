@@ -92,6 +92,10 @@ struct AgentArgs {
     /// the effective configuration and exit without starting.
     #[arg(long)]
     check: bool,
+    /// Log format, overriding `log.format` of the config: `text` (human)
+    /// or `json` (one object per line, for log shippers).
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -173,6 +177,7 @@ async fn agent(args: AgentArgs) -> ExitCode {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    config.log.format = args.log_format.unwrap_or(config.log.format);
     if args.check {
         return check(&config);
     }

@@ -659,6 +659,7 @@ async fn openapi_document_covers_every_route() {
         ("get", "/v1/acl/token/self"),
         ("get", "/v1/health"),
         ("get", "/v1/ready"),
+        ("get", "/metrics"),
         ("get", "/v1/openapi.json"),
     ]
     .into_iter()

@@ -1355,7 +1355,10 @@ fn a_data_dir_written_by_the_schema_2_release_upgrades_on_open() {
     let queued = by_command("never placed");
     assert_eq!(queued.state, JobState::Queued);
     assert_eq!(store.queued_count(), 1);
-    assert!(jobs.iter().all(|j| j.owner.is_none()), "no owners before ACLs");
+    assert!(
+        jobs.iter().all(|j| j.owner.is_none()),
+        "no owners before ACLs"
+    );
     assert!(store.tokens().unwrap().is_empty());
     assert_eq!(store.nodes().unwrap().len(), 1, "the node table came along");
     // The Raft state reads back, and the state exports (as a snapshot would).

@@ -267,6 +267,12 @@ impl DroverService {
         self.client(&addr)
     }
 
+    /// This node's metrics in the Prometheus text format, for the
+    /// unauthenticated `GET /metrics` (scrapers carry no token).
+    pub fn render_metrics(&self) -> Result<String, std::fmt::Error> {
+        self.node.render_metrics()
+    }
+
     /// This node's view of the cluster, without an access check: what
     /// GetClusterStatus answers and what `/v1/ready` (probed without a
     /// token) judges readiness by.

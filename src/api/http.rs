@@ -989,6 +989,32 @@ async fn ready(State(svc): State<Svc>) -> Result<Response, Problem> {
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
+/// Prometheus metrics of this node (OpenMetrics text). Served without
+/// authentication, like the probes: scrapers carry no token, and the values
+/// are counts and indexes, never job contents.
+#[utoipa::path(
+    get, path = "/metrics", tag = "ops",
+    responses((
+        status = 200,
+        description = "Every metric of this node (see the README's Observability section)",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        body = String
+    ))
+)]
+async fn metrics(State(svc): State<Svc>) -> Result<Response, Problem> {
+    match svc.render_metrics() {
+        Ok(text) => Ok((
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::node::metrics::CONTENT_TYPE),
+            )],
+            text,
+        )
+            .into_response()),
+        Err(e) => Err(Problem::internal(format!("cannot render the metrics: {e}"))),
+    }
+}
+
 /// This API's OpenAPI 3 document, generated from the handlers.
 #[utoipa::path(
     get, path = "/v1/openapi.json", tag = "ops",
@@ -1043,7 +1069,7 @@ async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Probl
         (name = "jobs", description = "Submit, read, list, stop jobs; their output"),
         (name = "cluster", description = "Cluster status and the node table"),
         (name = "acl", description = "Tokens and their roles"),
-        (name = "ops", description = "Health, readiness, this document"),
+        (name = "ops", description = "Health, readiness, metrics, this document"),
     )
 )]
 struct ApiDoc;
@@ -1066,6 +1092,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(who_am_i))
         .routes(routes!(health))
         .routes(routes!(ready))
+        .routes(routes!(metrics))
         .routes(routes!(openapi_json))
 }
 
@@ -1243,6 +1270,7 @@ mod tests {
             ("get", "/v1/acl/token/self"),
             ("get", "/v1/health"),
             ("get", "/v1/ready"),
+            ("get", "/metrics"),
             ("get", "/v1/openapi.json"),
         ] {
             assert!(

@@ -2,6 +2,7 @@
 //! transport and the servers. A [`Node`] is the handle the API layer uses.
 
 pub mod events;
+pub mod metrics;
 pub mod output_hub;
 pub mod raft_loop;
 pub mod reports;
@@ -57,6 +58,9 @@ pub struct Node {
     pub events: Arc<events::EventLog>,
     /// Peers' data-directory incarnations (see `transport::PeerIncarnations`).
     pub incarnations: Arc<transport::PeerIncarnations>,
+    /// What `GET /metrics` serves; moved by the Raft loop, the store's
+    /// fsyncs and the executor.
+    pub metrics: Arc<metrics::Metrics>,
     /// Channels to peers for reports and heartbeats.
     peers: reports::PeerClients,
     inputs: InputSender,
@@ -85,6 +89,11 @@ impl Node {
                 members = config.initial_members.len(),
                 "founding a new cluster"
             );
+        }
+        let metrics = Arc::new(metrics::Metrics::new());
+        {
+            let metrics = metrics.clone();
+            store.observe_fsyncs(move |elapsed| metrics.fsync_observed(elapsed));
         }
         let applied = restored.applied;
         let snapshot_index = restored
@@ -154,6 +163,7 @@ impl Node {
             snapshot_threshold: config.raft.snapshot_threshold,
             applied: applied_tx,
             events: events.clone(),
+            metrics: metrics.clone(),
         };
         let raft_loop = raft_loop::RaftLoop::new(
             raw,
@@ -180,6 +190,7 @@ impl Node {
             output,
             events,
             incarnations,
+            metrics,
             peers: reports::PeerClients::default(),
             inputs: input_tx,
             status: status_rx,
@@ -210,6 +221,19 @@ impl Node {
     /// The latest Raft status published by the loop.
     pub fn status(&self) -> RaftStatus {
         self.status.borrow().clone()
+    }
+
+    /// Every metric in the Prometheus (OpenMetrics) text format, the
+    /// state-derived gauges read now. O(1) in the size of the job table.
+    pub fn render_metrics(&self) -> Result<String, std::fmt::Error> {
+        let jobs = metrics::JobCounts {
+            total: self.store.job_count(),
+            queued: self.store.queued_count(),
+            finished: self.store.finished_count(),
+            queue_capacity: self.config.scheduler.queue_capacity,
+        };
+        self.metrics.refresh(&self.status.borrow(), jobs);
+        self.metrics.encode()
     }
 
     /// True if this node currently leads (cheap: no copy of the status).

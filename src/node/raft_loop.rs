@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 use super::events::{self, EventLog};
+use super::metrics::Metrics;
 use super::transport::Outbound;
 use crate::raft::{
     ConfChange, Index, Membership, Message, MessageBody, NodeId, ProposeError, RawNode, Ready,
@@ -141,6 +142,8 @@ pub struct LoopSettings {
     /// Told the job events of every apply, and of every snapshot install
     /// (which makes earlier events unknowable here).
     pub events: Arc<EventLog>,
+    /// Told of leader changes and of every answered proposal.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The loop's state. Created by `node`, then moved onto its thread.
@@ -170,6 +173,8 @@ pub struct RaftLoop {
     snapshot_running: bool,
     /// After a failed snapshot, no new one before this applied index.
     snapshot_retry_at: Index,
+    /// The leader as of the last publish, to count leader changes.
+    known_leader: Option<NodeId>,
 }
 
 impl RaftLoop {
@@ -195,6 +200,7 @@ impl RaftLoop {
             node_id,
             snapshot_running: false,
             snapshot_retry_at: 0,
+            known_leader: None,
             status,
             settings,
             proposals: BTreeMap::new(),
@@ -281,12 +287,14 @@ impl RaftLoop {
             Input::Propose { command, reply } => match self.raw.propose(command) {
                 Ok((index, term)) => self.track_proposal(index, term, reply),
                 Err(e) => {
+                    self.settings.metrics.proposal_answered(false);
                     let _ = reply.send(Err(e.into()));
                 }
             },
             Input::ConfChange { change, reply } => match self.raw.propose_conf_change(change) {
                 Ok((index, term)) => self.track_proposal(index, term, reply),
                 Err(e) => {
+                    self.settings.metrics.proposal_answered(false);
                     let _ = reply.send(Err(e.into()));
                 }
             },
@@ -323,6 +331,7 @@ impl RaftLoop {
     fn fail_proposals_upto(&mut self, index: Index, error: RaftError) {
         let rest = self.proposals.split_off(&index.saturating_add(1));
         for (_, (_, reply)) in std::mem::replace(&mut self.proposals, rest) {
+            self.settings.metrics.proposal_answered(false);
             let _ = reply.send(Err(error.clone()));
         }
     }
@@ -336,6 +345,7 @@ impl RaftLoop {
         reply: oneshot::Sender<Result<Applied, RaftError>>,
     ) {
         if let Some((_, older)) = self.proposals.insert(index, (term, reply)) {
+            self.settings.metrics.proposal_answered(false);
             let _ = older.send(Err(RaftError::Lost));
         }
     }
@@ -421,7 +431,9 @@ impl RaftLoop {
                 }
                 for (entry, applied) in rd.committed.iter().zip(results) {
                     if let Some((term, reply)) = self.proposals.remove(&entry.index) {
-                        let outcome = if term == entry.term {
+                        let committed = term == entry.term;
+                        self.settings.metrics.proposal_answered(committed);
+                        let outcome = if committed {
                             Ok(applied)
                         } else {
                             Err(RaftError::Lost)
@@ -538,6 +550,13 @@ impl RaftLoop {
 
     fn publish(&mut self, failed: Option<String>) {
         let s = self.raw.status();
+        // A leader appearing where there was none or another one (a
+        // re-election of the same node after a gap counts too, as etcd's
+        // leader_changes_seen does).
+        if s.leader.is_some() && s.leader != self.known_leader {
+            self.settings.metrics.leader_changed();
+        }
+        self.known_leader = s.leader;
         let status = RaftStatus {
             node_id: s.id,
             role: s.role,
@@ -565,6 +584,7 @@ impl RaftLoop {
     fn fail_all(&mut self, error: RaftError) {
         // Their entries may already be on other nodes and commit there.
         for (_, (_, reply)) in std::mem::take(&mut self.proposals) {
+            self.settings.metrics.proposal_answered(false);
             let _ = reply.send(Err(RaftError::Unknown));
         }
         for (_, reply) in std::mem::take(&mut self.reads_unconfirmed) {

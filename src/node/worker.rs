@@ -14,6 +14,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tracing::Instrument;
+
+use super::metrics::ExecutorOp;
 use super::reports::ReportOutcome;
 use super::{now_ms, unix_ms, Node};
 use crate::executor::docker::{DockerConfig, DockerDriver};
@@ -33,6 +36,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Attempts this node is running, by job.
 type Running = Arc<Mutex<HashMap<JobId, u32>>>;
+
+/// The span every log line about one attempt is written in: its fields
+/// (`job`, `attempt`) are on each line, in text and JSON logs alike.
+fn attempt_span(job: JobId, attempt: u32) -> tracing::Span {
+    tracing::info_span!("attempt", job = %job, attempt)
+}
 
 /// Connects to the engine (retrying until it answers), reconciles the
 /// containers left from before a restart, starts heartbeats, then follows
@@ -61,6 +70,7 @@ pub async fn run(node: Arc<Node>) {
         match DockerDriver::connect(config.clone()).await {
             Ok(driver) => break Arc::new(driver),
             Err(e) => {
+                node.metrics.executor_error(ExecutorOp::Connect);
                 if backoff == BACKOFF_MIN {
                     tracing::error!(
                         "cannot reach Docker, this node runs no jobs until it can: {e}"
@@ -108,6 +118,15 @@ impl Worker {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Starts supervising an attempt; returns the attempt of the same job
+    /// it replaces, if any. Keeps the running-containers gauge in step.
+    fn track(&self, job: JobId, attempt: u32) -> Option<u32> {
+        let mut running = self.running();
+        let previous = running.insert(job, attempt);
+        self.node.metrics.set_running_containers(running.len());
+        previous
+    }
+
     /// Waits until the local table reflects everything committed before
     /// now, so reconciliation never mistakes a fresh assignment it has not
     /// applied yet for an orphan.
@@ -130,6 +149,7 @@ impl Worker {
         let containers = match self.driver.list().await {
             Ok(c) => c,
             Err(e) => {
+                self.node.metrics.executor_error(ExecutorOp::List);
                 tracing::warn!("cannot list containers to reattach: {e}");
                 return;
             }
@@ -152,17 +172,25 @@ impl Worker {
                 });
             match owned {
                 Some(job) => {
-                    tracing::info!(job = %job.id, attempt = ?info.attempt, running = info.running, "reattaching to a container from before the restart");
                     let attempt = info.attempt.unwrap_or(0);
-                    self.running().insert(job.id, attempt);
+                    let span = attempt_span(job.id, attempt);
+                    span.in_scope(|| {
+                        tracing::info!(
+                            running = info.running,
+                            "reattaching to a container from before the restart"
+                        )
+                    });
+                    self.track(job.id, attempt);
                     let worker = self.clone();
                     tokio::spawn(
-                        async move { worker.supervise_existing(job, attempt, info).await },
+                        async move { worker.supervise_existing(job, attempt, info).await }
+                            .instrument(span),
                     );
                 }
                 None => {
                     tracing::info!(container = %info.name, "removing a container of an attempt this node does not own");
                     if let Err(e) = self.driver.remove(&info.container_id).await {
+                        self.node.metrics.executor_error(ExecutorOp::Remove);
                         tracing::warn!(container = %info.name, "cannot remove orphan: {e}");
                     }
                 }
@@ -196,33 +224,47 @@ impl Worker {
             // Cancelled, lost, or reassigned: kill it. Its own task sees the
             // end and its report is refused as stale.
             let driver = self.driver.clone();
+            let metrics = self.node.metrics.clone();
             let grace = self.node.config.executor.stop_grace;
-            tokio::spawn(async move {
-                if let Err(e) = driver.stop(&id.to_string(), attempt, grace).await {
-                    tracing::warn!(job = %id, attempt, "cannot stop container: {e}");
+            tokio::spawn(
+                async move {
+                    tracing::debug!("stopping the container: the attempt is no longer this node's");
+                    if let Err(e) = driver.stop(&id.to_string(), attempt, grace).await {
+                        metrics.executor_error(ExecutorOp::Stop);
+                        tracing::warn!("cannot stop container: {e}");
+                    }
                 }
-            });
+                .instrument(attempt_span(id, attempt)),
+            );
         }
         for (id, attempt) in to_start {
             let Some(job) = self.node.store.get_job(&id).map_err(|e| e.to_string())? else {
                 continue;
             };
-            if let Some(previous) = self.running().insert(id, attempt) {
-                tracing::debug!(job = %id, previous, attempt, "newer attempt replaces an older one here");
+            let span = attempt_span(id, attempt);
+            if let Some(previous) = self.track(id, attempt) {
+                span.in_scope(|| {
+                    tracing::debug!(previous, "newer attempt replaces an older one here")
+                });
             }
             let worker = self.clone();
             if job.state == JobState::Running {
                 // Started before, but no container of ours exists (reconcile
                 // would have found it): the attempt's fate is unknown.
-                tokio::spawn(async move {
-                    let end = End::platform(
-                        EndReason::NodeLost,
-                        "the container disappeared while its node was down".into(),
-                    );
-                    worker.finish(&job, attempt, end).await;
-                });
+                tokio::spawn(
+                    async move {
+                        let end = End::platform(
+                            EndReason::NodeLost,
+                            "the container disappeared while its node was down".into(),
+                        );
+                        worker.finish(&job, attempt, end).await;
+                    }
+                    .instrument(span),
+                );
             } else {
-                tokio::spawn(async move { worker.run_attempt(job, attempt).await });
+                tokio::spawn(
+                    async move { worker.run_attempt(job, attempt).await }.instrument(span),
+                );
             }
         }
         Ok(())
@@ -257,45 +299,51 @@ impl Worker {
         // the driver follows, so waiting here never slows the job.
         let (sink, mut rx) = OutputSink::lossless_channel(OUTPUT_QUEUE);
         let writer = self.node.output.writer(job, attempt);
-        let pump = tokio::spawn(async move {
-            let mut failed = false;
-            let mut carried = None;
-            loop {
-                let first = match carried.take() {
-                    Some(chunk) => chunk,
-                    None => match rx.recv().await {
+        let pump = tokio::spawn(
+            async move {
+                let mut failed = false;
+                let mut carried = None;
+                loop {
+                    let first = match carried.take() {
                         Some(chunk) => chunk,
-                        None => break,
-                    },
-                };
-                // Coalesce what is already waiting from the same stream into
-                // one store write: far fewer writes for chatty jobs.
-                let stream = first.stream;
-                let mut data = first.data.to_vec();
-                while data.len() < COALESCE_BYTES {
-                    match rx.try_recv() {
-                        Ok(next) if next.stream == stream => data.extend_from_slice(&next.data),
-                        Ok(next) => {
-                            carried = Some(next);
-                            break;
+                        None => match rx.recv().await {
+                            Some(chunk) => chunk,
+                            None => break,
+                        },
+                    };
+                    // Coalesce what is already waiting from the same stream into
+                    // one store write: far fewer writes for chatty jobs.
+                    let stream = first.stream;
+                    let mut data = first.data.to_vec();
+                    while data.len() < COALESCE_BYTES {
+                        match rx.try_recv() {
+                            Ok(next) if next.stream == stream => data.extend_from_slice(&next.data),
+                            Ok(next) => {
+                                carried = Some(next);
+                                break;
+                            }
+                            Err(_) => break,
                         }
-                        Err(_) => break,
+                    }
+                    if let Err(e) = writer.write(stream, &data) {
+                        if !failed {
+                            tracing::error!("cannot store output, dropping it: {e}");
+                            failed = true;
+                        }
                     }
                 }
-                if let Err(e) = writer.write(stream, &data) {
-                    if !failed {
-                        tracing::error!(%job, attempt, "cannot store output, dropping it: {e}");
-                        failed = true;
-                    }
-                }
+                writer.close();
             }
-            writer.close();
-        });
+            .in_current_span(),
+        );
         (sink, pump)
     }
 
+    /// Runs one attempt to its reported end. Called inside its
+    /// [`attempt_span`], like every task it spawns.
     async fn run_attempt(self, job: Job, attempt: u32) {
         let spec = self.run_spec(&job, attempt);
+        tracing::info!(image = %spec.image, "starting the attempt");
         let (sink, pump) = self.output_sink(job.id, attempt);
         let started = self.driver.start(&spec, Some(sink)).await;
         let end = match started {
@@ -311,34 +359,42 @@ impl Worker {
                 if !self.still_ours(job.id, attempt) {
                     let grace = self.node.config.executor.stop_grace;
                     if let Err(e) = self.driver.stop(&job.id.to_string(), attempt, grace).await {
-                        tracing::warn!(job = %job.id, attempt, "cannot stop container: {e}");
+                        self.node.metrics.executor_error(ExecutorOp::Stop);
+                        tracing::warn!("cannot stop container: {e}");
                     }
                 }
                 let reporter = self.clone();
                 let job_id = job.id;
-                tokio::spawn(async move {
-                    let command = Command::Started {
-                        job: job_id,
-                        attempt,
-                        node: reporter.me(),
-                        at_ms: now_ms(),
-                    };
-                    reporter
-                        .report_until_verdict(&command, job_id, attempt)
-                        .await;
-                });
+                tokio::spawn(
+                    async move {
+                        let command = Command::Started {
+                            job: job_id,
+                            attempt,
+                            node: reporter.me(),
+                            at_ms: now_ms(),
+                        };
+                        reporter
+                            .report_until_verdict(&command, job_id, attempt)
+                            .await;
+                    }
+                    .in_current_span(),
+                );
                 let outcome = self.driver.wait(handle).await;
                 let _ = pump.await;
                 let end = match outcome {
                     Ok(outcome) => End::from_outcome(outcome),
-                    Err(e) => End::platform(
-                        EndReason::StartFailed,
-                        format!("lost track of the container: {e}"),
-                    ),
+                    Err(e) => {
+                        self.node.metrics.executor_error(ExecutorOp::Wait);
+                        End::platform(
+                            EndReason::StartFailed,
+                            format!("lost track of the container: {e}"),
+                        )
+                    }
                 };
                 self.finish(&job, attempt, end).await;
                 if let Err(e) = self.driver.remove(&container).await {
-                    tracing::warn!(job = %job.id, attempt, "cannot remove container: {e}");
+                    self.node.metrics.executor_error(ExecutorOp::Remove);
+                    tracing::warn!("cannot remove container: {e}");
                 }
                 self.forget(job.id, attempt);
                 return;
@@ -347,13 +403,14 @@ impl Worker {
                 // A container of this attempt exists though reconcile did
                 // not see it (created during the restart): leave it to the
                 // next reconcile rather than run the attempt twice.
-                tracing::warn!(job = %job.id, attempt, container = %name, "container already exists");
+                tracing::warn!(container = %name, "container already exists");
                 let _ = pump.await;
                 self.forget(job.id, attempt);
                 self.reconcile().await;
                 return;
             }
             Err(e) => {
+                self.node.metrics.executor_error(ExecutorOp::Start);
                 let _ = pump.await;
                 End::platform(EndReason::StartFailed, e.to_string())
             }
@@ -362,7 +419,8 @@ impl Worker {
         self.forget(job.id, attempt);
     }
 
-    /// A container found after a restart: follow it to its end.
+    /// A container found after a restart: follow it to its end. Called
+    /// inside its [`attempt_span`].
     async fn supervise_existing(self, job: Job, attempt: u32, info: ContainerInfo) {
         let deadline = job.current_attempt().and_then(|a| {
             let started = a.started_at_ms?;
@@ -374,7 +432,7 @@ impl Worker {
         });
         // The engine keeps the whole log: store it again from the start.
         if let Err(e) = self.node.store.clear_output(&job.id, attempt) {
-            tracing::warn!(job = %job.id, "cannot clear output before re-reading it: {e}");
+            tracing::warn!("cannot clear output before re-reading it: {e}");
         }
         let (sink, pump) = self.output_sink(job.id, attempt);
         let mut handle = self.driver.reattach(&info, deadline, Some(sink));
@@ -392,14 +450,18 @@ impl Worker {
         let _ = pump.await;
         let end = match outcome {
             Ok(outcome) => End::from_outcome(outcome),
-            Err(e) => End::platform(
-                EndReason::StartFailed,
-                format!("lost track of the container: {e}"),
-            ),
+            Err(e) => {
+                self.node.metrics.executor_error(ExecutorOp::Wait);
+                End::platform(
+                    EndReason::StartFailed,
+                    format!("lost track of the container: {e}"),
+                )
+            }
         };
         self.finish(&job, attempt, end).await;
         if let Err(e) = self.driver.remove(&info.container_id).await {
-            tracing::warn!(job = %job.id, attempt, "cannot remove container: {e}");
+            self.node.metrics.executor_error(ExecutorOp::Remove);
+            tracing::warn!("cannot remove container: {e}");
         }
         self.forget(job.id, attempt);
     }
@@ -409,6 +471,7 @@ impl Worker {
         if running.get(&job) == Some(&attempt) {
             running.remove(&job);
         }
+        self.node.metrics.set_running_containers(running.len());
     }
 
     /// Whether the local table still has this attempt assigned to or
@@ -422,7 +485,8 @@ impl Worker {
             .is_some_and(|j| j.active_on() == Some((self.me(), attempt)))
     }
 
-    /// Reports an attempt's end, with the tail of its output.
+    /// Reports an attempt's end, with the tail of its output. Runs inside
+    /// the attempt's span, which names the job and attempt in the log.
     async fn finish(&self, job: &Job, attempt: u32, end: End) {
         let tail_bytes = self.node.config.executor.output_tail_bytes;
         let output_tail = self
@@ -430,7 +494,7 @@ impl Worker {
             .store
             .output_tail(&job.id, attempt, tail_bytes)
             .unwrap_or_default();
-        tracing::info!(job = %job.id, attempt, reason = end.reason.as_str(), exit_code = ?end.exit_code, "attempt ended");
+        tracing::info!(reason = end.reason.as_str(), exit_code = ?end.exit_code, "attempt ended");
         let command = Command::Finished {
             job: job.id,
             attempt,
@@ -453,14 +517,14 @@ impl Worker {
             match self.node.report(command).await {
                 Ok(ReportOutcome::Accepted) => return,
                 Ok(ReportOutcome::Refused(reason)) => {
-                    tracing::info!(%job, attempt, "report refused: {reason}");
+                    tracing::info!("report refused: {reason}");
                     return;
                 }
                 Err(e) => {
                     if !self.still_ours(job, attempt) {
                         return;
                     }
-                    tracing::debug!(%job, attempt, "report not delivered, retrying: {e}");
+                    tracing::debug!("report not delivered, retrying: {e}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }

@@ -64,7 +64,7 @@ mod state_machine;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use sled::Transactional;
@@ -136,7 +136,12 @@ pub struct Store {
     fsyncs: AtomicU64,
     last_fsync_nanos: AtomicU64,
     max_fsync_nanos: AtomicU64,
+    /// Told the duration of every barrier (the node's fsync histogram).
+    fsync_observer: OnceLock<FsyncObserver>,
 }
+
+/// A callback told the duration of each fsync (see [`Store::observe_fsyncs`]).
+type FsyncObserver = Box<dyn Fn(Duration) + Send + Sync>;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -351,6 +356,7 @@ impl Store {
             fsyncs: AtomicU64::new(0),
             last_fsync_nanos: AtomicU64::new(0),
             max_fsync_nanos: AtomicU64::new(0),
+            fsync_observer: OnceLock::new(),
         };
         store.check_and_recover()?;
         // One barrier for whatever open wrote (identity, migrations).
@@ -437,6 +443,15 @@ impl Store {
         Duration::from_nanos(self.max_fsync_nanos.load(Ordering::Relaxed))
     }
 
+    /// Calls `observe` with the duration of every later durability barrier,
+    /// so the node can keep a latency histogram without the store knowing
+    /// about metrics. One observer per store: a second call is ignored and
+    /// returns false. `observe` runs on the flushing thread (the Raft loop's
+    /// included), so it must be quick and must not block.
+    pub fn observe_fsyncs(&self, observe: impl Fn(Duration) + Send + Sync + 'static) -> bool {
+        self.fsync_observer.set(Box::new(observe)).is_ok()
+    }
+
     /// Makes every earlier write durable (one counted fsync), e.g. the
     /// latest applies before a graceful shutdown, so they need not be
     /// re-applied after restart. Never needed for correctness.
@@ -453,8 +468,12 @@ impl Store {
             path: self.data_dir.join(DB_DIR).join(SLED_LOG_FILE),
             source,
         })?;
-        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let elapsed = start.elapsed();
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if let Some(observe) = self.fsync_observer.get() {
+            observe(elapsed);
+        }
         self.last_fsync_nanos.store(nanos, Ordering::Relaxed);
         self.max_fsync_nanos.fetch_max(nanos, Ordering::Relaxed);
         Ok(())

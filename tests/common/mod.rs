@@ -77,6 +77,8 @@ pub struct RaftSettings {
     pub acl: bool,
     /// acl.cors_origins.
     pub cors_origins: Vec<String>,
+    /// Extra `drover agent` arguments, after `--config FILE`.
+    pub agent_args: Vec<String>,
 }
 
 impl Default for RaftSettings {
@@ -93,6 +95,7 @@ impl Default for RaftSettings {
             retain_max: 100_000,
             acl: false,
             cors_origins: Vec::new(),
+            agent_args: Vec::new(),
         }
     }
 }
@@ -216,6 +219,7 @@ impl Cluster {
             .arg("agent")
             .arg("--config")
             .arg(&spec.config_path)
+            .args(&self.settings.agent_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
