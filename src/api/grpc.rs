@@ -25,6 +25,11 @@ mod backup;
 const FORWARDED: &str = "x-drover-forwarded";
 /// Metadata key carrying the leader's API address in every write response.
 pub(crate) const LEADER_ADDR: &str = "x-drover-leader";
+/// Metadata key carrying, in a write's response, the index the leader had
+/// applied when it answered: a follower that forwarded the write waits until
+/// it has applied that far too, so the caller's next read on it (say, the
+/// output of the job it just submitted) sees the write.
+const APPLIED_INDEX: &str = "x-drover-applied-index";
 /// How long a call waits for a leader during an election before UNAVAILABLE.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// Page sizes of ListJobs.
@@ -130,7 +135,18 @@ impl DroverService {
                         .metadata_mut()
                         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
                     copy_token(request.metadata(), forwarded.metadata_mut());
-                    return forward(client, forwarded).await;
+                    let response = forward(client, forwarded).await?;
+                    let applied = response
+                        .metadata()
+                        .get(APPLIED_INDEX)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if let Some(index) = applied {
+                        // Bounded: a lagging follower answers anyway (the
+                        // write is committed); reads may then trail it.
+                        self.node.wait_applied(index, LEADER_WAIT).await;
+                    }
+                    return Ok(response);
                 }
             }
         }
@@ -142,6 +158,10 @@ impl DroverService {
             if let Ok(value) = addr.parse() {
                 response.metadata_mut().insert(LEADER_ADDR, value);
             }
+        }
+        let applied = self.node.store.applied_index().to_string();
+        if let Ok(value) = applied.parse() {
+            response.metadata_mut().insert(APPLIED_INDEX, value);
         }
         response
     }
