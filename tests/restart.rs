@@ -103,20 +103,39 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
     for i in order {
         let was_leader = cluster.wait_leader(ELECTION).await == i;
         let node_id = cluster.nodes[i].id;
-        let mut client = cluster.client(i).await.expect("client");
-        let running = client
-            .list_jobs(pb::ListJobsRequest {
-                states: vec!["RUNNING".into()],
-                node: node_id,
-                page_size: 1000,
+        // A job pinned to this node, running when the node stops.
+        let pinned = wait_for("a pinned job submitted", ELECTION, || async {
+            let mut client = cluster.client(i).await?;
+            let spec = pb::JobSpec {
+                command: "sleep 2; echo pinned".into(),
+                constraints: [("node".to_string(), node_id.to_string())].into(),
+                idempotency_key: format!("pinned-{node_id}"),
                 ..Default::default()
-            })
-            .await
-            .expect("list running")
-            .into_inner()
-            .jobs;
-        running_at_stop.extend(running.into_iter().map(|j| (node_id, j.id)));
-        drop(client);
+            };
+            let job = client
+                .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
+                .await
+                .ok()?
+                .into_inner()
+                .job?;
+            Some(job.id)
+        })
+        .await;
+        wait_for("the pinned job to run", Duration::from_secs(60), || async {
+            let mut client = cluster.client(i).await?;
+            let job = client
+                .get_job(pb::GetJobRequest {
+                    id: pinned.clone(),
+                    consistent: false,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .job?;
+            (job.state == "RUNNING").then_some(())
+        })
+        .await;
+        running_at_stop.push((node_id, pinned));
         let term_before = cluster.status(i).await.map(|s| s.term).unwrap_or(0);
         let status = cluster.terminate(i).expect("the node exits on SIGTERM");
         assert!(status.success(), "node {i} exited with {status} on SIGTERM");
@@ -183,21 +202,26 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
     }
     // Containers running across a stop were reattached: those jobs ended
     // with their one attempt on the node that restarted.
-    assert!(
-        !running_at_stop.is_empty(),
-        "no job was running at any stop"
-    );
+    assert_eq!(running_at_stop.len(), 3, "one pinned job per stop");
     for (node, id) in &running_at_stop {
-        let job = client
-            .get_job(pb::GetJobRequest {
-                id: id.clone(),
-                consistent: true,
-            })
-            .await
-            .expect("get")
-            .into_inner()
-            .job
-            .expect("job");
+        let job = wait_for("a pinned job to end", Duration::from_secs(120), || {
+            let mut client = client.clone();
+            let id = id.clone();
+            async move {
+                let job = client
+                    .get_job(pb::GetJobRequest {
+                        id,
+                        consistent: true,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .job?;
+                (job.state != "RUNNING" && job.state != "ASSIGNED" && job.state != "QUEUED")
+                    .then_some(job)
+            }
+        })
+        .await;
         assert_eq!(job.state, "SUCCEEDED", "{job:?}");
         assert_eq!(job.attempts.len(), 1, "{job:?}");
         assert_eq!(job.attempts[0].node, *node, "{job:?}");
@@ -224,6 +248,7 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
         }
         token = page.next_page_token;
     }
+    keys.retain(|key, _| !key.starts_with("pinned-"));
     assert_eq!(keys.len(), acked.len(), "every acknowledged job listed");
     assert!(
         keys.values().all(|&n| n == 1),
