@@ -161,6 +161,17 @@ async fn the_cli_drives_a_three_node_cluster_through_a_follower() {
     let indexes: Vec<u64> = events.iter().filter_map(|e| e["index"].as_u64()).collect();
     assert!(indexes.windows(2).all(|w| w[0] < w[1]), "{indexes:?}");
     assert_eq!(indexes[0], created_at);
+    // Watching the job from now, once it has ended, returns at once.
+    let late = Command::new("timeout")
+        .arg("20")
+        .arg(drover_bin())
+        .args(["job", "watch", &id])
+        .env("DROVER_ADDR", cluster.api_url(f))
+        .env("DROVER_TOKEN", cluster.token.as_deref().unwrap_or_default())
+        .output()
+        .expect("run drover job watch");
+    assert!(late.status.success(), "watch of an ended job: {late:?}");
+    assert!(String::from_utf8_lossy(&late.stderr).contains("already ended"));
 
     // Its output, stored on the node that ran it, fetched via the follower.
     let out = cli_at(&cluster, f, &["job", "logs", &id]);

@@ -340,7 +340,7 @@ async fn queue_hint(client: &mut Client, id: &str, spinner: Option<&indicatif::P
     std::future::pending::<()>().await
 }
 
-fn terminal(state: &str) -> bool {
+pub(super) fn terminal(state: &str) -> bool {
     matches!(
         state,
         "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "CANCELLED" | "LOST"

@@ -1,7 +1,6 @@
 //! `drover operator snapshot save|inspect|restore`: backups of the job
 //! table and the tokens (format: `store::backup`).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,7 +32,7 @@ pub enum SnapshotCommand {
         #[arg(long, requires = "node_id")]
         data_dir: Option<PathBuf>,
         /// Offline: the new node's id (its config's node_id).
-        #[arg(long)]
+        #[arg(long, requires = "data_dir")]
         node_id: Option<u64>,
         /// Offline: the new cluster's id (its config's cluster_id);
         /// default: the backup's.
@@ -76,22 +75,19 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Failure> {
     })
 }
 
-/// Writes `bytes` to `path` durably: a temp file beside it, fsync,
-/// rename, fsync of the directory. A crash never leaves half a backup
-/// under the final name.
+/// Writes `bytes` to `path` as the store writes its snapshot files (temp
+/// file, fsync, rename, directory fsync): a crash never leaves half a
+/// backup under the final name.
 fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    let tmp = path.with_extension("partial");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| std::io::Error::other("the backup file needs a UTF-8 file name"))?;
+    crate::store::write_file_durably(dir, name, bytes)
 }
 
 fn print_summary(output: Output, summary: &backup::Summary) {

@@ -18,7 +18,7 @@ pub async fn watch(
     from_index: u64,
     id: Option<String>,
 ) -> Result<(), Failure> {
-    let one_job = id.is_some();
+    let one_job = id.clone();
     let mut request = tonic::Request::new(pb::WatchJobsRequest {
         from_index,
         job_id: id.unwrap_or_default(),
@@ -27,6 +27,27 @@ pub async fn watch(
     // (the connection's keepalive notices a dead node).
     request.set_timeout(Duration::from_secs(365 * 24 * 3600));
     let mut stream = client.watch_jobs(request).await?.into_inner();
+    // A job that has already ended sends no more events: watching it from
+    // now would wait forever. Checked after the watch started, so an end in
+    // between arrives as an event.
+    if let (Some(id), 0) = (&one_job, from_index) {
+        let job = client
+            .get_job(super::call(
+                pb::GetJobRequest {
+                    id: id.clone(),
+                    consistent: false,
+                },
+                super::CALL_TIMEOUT,
+            ))
+            .await?
+            .into_inner()
+            .job
+            .unwrap_or_default();
+        if super::run::terminal(&job.state) {
+            eprintln!("drover: job {id} has already ended ({})", job.state);
+            return Ok(());
+        }
+    }
     if output == Output::Table {
         println!(
             "{:<8}  {:<26}  {:<7}  {:<10}  {:<7}  {:<4}  {:<17}  AT",
@@ -85,11 +106,8 @@ pub async fn watch(
         if event.last_in_entry {
             resume = event.index;
         }
-        let ended = matches!(
-            event.state.as_str(),
-            "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "CANCELLED" | "LOST"
-        ) || event.kind == "DELETED";
-        if one_job && ended {
+        let ended = super::run::terminal(&event.state) || event.kind == "DELETED";
+        if one_job.is_some() && ended {
             return Ok(());
         }
     }
