@@ -93,6 +93,27 @@ pub(crate) struct CountDelta {
     pub finished: i64,
 }
 
+/// The counters of a whole job table, as `sm_meta` holds them after the
+/// table is replaced wholesale (a snapshot install, a restore).
+pub(crate) fn counts_of(jobs: &[Job]) -> CountDelta {
+    let mut delta = CountDelta::default();
+    for job in jobs {
+        delta.add(CountDelta::of(job, 1));
+    }
+    delta
+}
+
+/// Deletes `keys[i]` from `trees[i]`: what replacing a table wholesale
+/// removes (the keys are listed before the transaction, which cannot scan).
+pub(crate) fn remove_keys(trees: &[&TransactionalTree], keys: &[Vec<sled::IVec>]) -> Tx<()> {
+    for (tree, keys) in trees.iter().zip(keys) {
+        for key in keys {
+            tree.remove(key)?;
+        }
+    }
+    Ok(())
+}
+
 impl CountDelta {
     fn of(job: &Job, sign: i64) -> CountDelta {
         CountDelta {
@@ -195,6 +216,17 @@ impl SmTx<'_> {
         self.acl.insert(acl_token_key(&token.accessor), value)?;
         self.acl
             .insert(acl_hash_key(&token.secret_hash), token.accessor.as_bytes())?;
+        Ok(())
+    }
+
+    /// Writes a whole token table: the tokens and the bootstrap mark.
+    pub(crate) fn put_acl_state(&self, tokens: &[Token], bootstrap: Option<&str>) -> Tx<()> {
+        for token in tokens {
+            self.put_token(token)?;
+        }
+        if let Some(accessor) = bootstrap {
+            self.acl.insert(ACL_BOOTSTRAP_KEY, accessor.as_bytes())?;
+        }
         Ok(())
     }
 

@@ -581,8 +581,7 @@ impl Store {
         snap: &snapshot::DecodedSnapshot,
     ) -> Result<PreparedInstall, StoreError> {
         let t = &self.sm;
-        let mut old_keys = Vec::new();
-        for tree in [
+        let old_keys = self.keys_of(&[
             &t.jobs,
             &t.queue,
             &t.active,
@@ -591,25 +590,14 @@ impl Store {
             &t.nodes,
             &t.acl,
             &t.restore,
-        ] {
-            let keys = tree
-                .iter()
-                .keys()
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| self.sled_err(e))?;
-            old_keys.push(keys);
-        }
+        ])?;
         let mut sm = SmMeta {
             applied_index: snap.meta.index,
             applied_term: snap.meta.term,
             membership: snap.meta.membership.clone(),
             ..SmMeta::default()
         };
-        for job in &snap.jobs {
-            sm.job_count += 1;
-            sm.queued_count += u64::from(job.state == crate::jobs::JobState::Queued);
-            sm.finished_count += u64::from(job.finished_at_ms.is_some());
-        }
+        sm.count(indexes::counts_of(&snap.jobs));
         let sm_encoded = codec::encode("sm_meta", &sm)?;
         Ok(PreparedInstall {
             old_keys,
@@ -621,6 +609,20 @@ impl Store {
             sm,
             sm_encoded,
         })
+    }
+
+    /// Every key of each tree (for a wholesale replacement, whose
+    /// transaction cannot scan). Caller holds `sm_lock`.
+    fn keys_of(&self, trees: &[&sled::Tree]) -> Result<Vec<Vec<sled::IVec>>, StoreError> {
+        trees
+            .iter()
+            .map(|tree| {
+                tree.iter()
+                    .keys()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| self.sled_err(e))
+            })
+            .collect()
     }
 
     fn decode_job(&self, key: &[u8], value: &[u8]) -> Result<Job, StoreError> {
@@ -675,34 +677,26 @@ impl PreparedInstall {
         tx: &indexes::SmTx<'_>,
         sm_meta: &sled::transaction::TransactionalTree,
     ) -> indexes::Tx<()> {
-        let trees = [
-            tx.jobs,
-            tx.queue,
-            tx.active,
-            tx.finished,
-            tx.idempotency,
-            tx.nodes,
-            tx.acl,
-            tx.restore,
-        ];
-        for (tree, keys) in trees.iter().zip(&self.old_keys) {
-            for key in keys {
-                tree.remove(key)?;
-            }
-        }
+        indexes::remove_keys(
+            &[
+                tx.jobs,
+                tx.queue,
+                tx.active,
+                tx.finished,
+                tx.idempotency,
+                tx.nodes,
+                tx.acl,
+                tx.restore,
+            ],
+            &self.old_keys,
+        )?;
         for job in &self.jobs {
             tx.put_job(None, job)?;
         }
         for node in &self.nodes {
             tx.put_node(node)?;
         }
-        for token in &self.tokens {
-            tx.put_token(token)?;
-        }
-        if let Some(accessor) = &self.bootstrap {
-            tx.acl
-                .insert(indexes::ACL_BOOTSTRAP_KEY, accessor.as_bytes())?;
-        }
+        tx.put_acl_state(&self.tokens, self.bootstrap.as_deref())?;
         if let Some(staged) = &self.staged {
             tx.restore.insert(&b"meta"[..], &staged.meta[..])?;
             for (seq, data) in &staged.chunks {

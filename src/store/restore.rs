@@ -16,11 +16,11 @@
 use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
 
-use super::indexes::{SmTx, Tx};
+use super::indexes::{self, CountDelta, SmTx, Tx};
 use super::state_machine::Applied;
 use super::{backup, codec, Store, StoreError};
 use crate::acl::Token;
-use crate::jobs::{lifecycle, EndReason, Job, JobState};
+use crate::jobs::{lifecycle, EndReason, Job};
 
 const KEY_META: &[u8] = b"meta";
 
@@ -53,47 +53,29 @@ pub(crate) struct PreparedRestore {
 }
 
 impl PreparedRestore {
-    /// Jobs, queued and finished counts after the restore.
-    pub(crate) fn counts(&self) -> (u64, u64, u64) {
-        let queued = self
-            .jobs
-            .iter()
-            .filter(|j| j.state == JobState::Queued)
-            .count();
-        let finished = self
-            .jobs
-            .iter()
-            .filter(|j| j.finished_at_ms.is_some())
-            .count();
-        (self.jobs.len() as u64, queued as u64, finished as u64)
+    /// The counters of the restored table (`sm_meta` is set to them).
+    pub(crate) fn counts(&self) -> CountDelta {
+        indexes::counts_of(&self.jobs)
     }
 
     /// Performs the writes inside the apply transaction.
     pub(crate) fn write(&self, tx: &SmTx<'_>) -> Tx<Applied> {
-        let trees = [
-            tx.jobs,
-            tx.queue,
-            tx.active,
-            tx.finished,
-            tx.idempotency,
-            tx.acl,
-            tx.restore,
-        ];
-        for (tree, keys) in trees.iter().zip(&self.old_keys) {
-            for key in keys {
-                tree.remove(key)?;
-            }
-        }
+        indexes::remove_keys(
+            &[
+                tx.jobs,
+                tx.queue,
+                tx.active,
+                tx.finished,
+                tx.idempotency,
+                tx.acl,
+                tx.restore,
+            ],
+            &self.old_keys,
+        )?;
         for job in &self.jobs {
             tx.put_job(None, job)?;
         }
-        for token in &self.tokens {
-            tx.put_token(token)?;
-        }
-        if let Some(accessor) = &self.bootstrap {
-            tx.acl
-                .insert(super::indexes::ACL_BOOTSTRAP_KEY, accessor.as_bytes())?;
-        }
+        tx.put_acl_state(&self.tokens, self.bootstrap.as_deref())?;
         Ok(Applied::Restored {
             jobs: self.jobs.len() as u64,
             tokens: self.tokens.len() as u64,
@@ -220,8 +202,7 @@ impl Store {
             Ok(state) => state,
             Err(reason) => return Ok(Err(format!("restore {id}: {reason}"))),
         };
-        let mut old_keys = Vec::new();
-        for tree in [
+        let old_keys = self.keys_of(&[
             &t.jobs,
             &t.queue,
             &t.active,
@@ -229,14 +210,7 @@ impl Store {
             &t.idempotency,
             &t.acl,
             &t.restore,
-        ] {
-            let keys = tree
-                .iter()
-                .keys()
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| self.sled_err(e))?;
-            old_keys.push(keys);
-        }
+        ])?;
         Ok(Ok(PreparedRestore {
             old_keys,
             jobs: settle_active(state.jobs, at_ms),

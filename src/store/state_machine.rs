@@ -279,10 +279,10 @@ impl Store {
                                 match restore {
                                     Some(Ok(prepared)) => {
                                         let applied = prepared.write(&tx)?;
-                                        let (jobs, queued, finished) = prepared.counts();
-                                        sm.job_count = jobs;
-                                        sm.queued_count = queued;
-                                        sm.finished_count = finished;
+                                        sm.job_count = 0;
+                                        sm.queued_count = 0;
+                                        sm.finished_count = 0;
+                                        sm.count(prepared.counts());
                                         applied
                                     }
                                     Some(Err(reason)) => Applied::Refused {
