@@ -28,13 +28,21 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
-fn chunks_of(file: &[u8], total: u64) -> Vec<pb::SnapshotChunk> {
-    file.chunks(STREAM_CHUNK)
-        .map(|c| pb::SnapshotChunk {
-            data: c.to_vec(),
-            total_bytes: total,
-        })
-        .collect()
+/// A file as a stream of messages, each copied out when it is sent (the
+/// file is not held twice).
+fn chunk_stream(
+    file: Vec<u8>,
+    total_bytes: u64,
+) -> impl futures::Stream<Item = pb::SnapshotChunk> + Send + 'static {
+    let len = file.len();
+    futures::stream::iter(
+        (0..len)
+            .step_by(STREAM_CHUNK)
+            .map(move |at| pb::SnapshotChunk {
+                data: file[at..(at + STREAM_CHUNK).min(len)].to_vec(),
+                total_bytes,
+            }),
+    )
 }
 
 impl DroverService {
@@ -70,10 +78,9 @@ impl DroverService {
         })
         .await
         .map_err(internal)??;
-        let chunks = chunks_of(&file, file.len() as u64);
-        Ok(Response::new(Box::pin(futures::stream::iter(
-            chunks.into_iter().map(Ok),
-        ))))
+        let total = file.len() as u64;
+        use futures::StreamExt as _;
+        Ok(Response::new(Box::pin(chunk_stream(file, total).map(Ok))))
     }
 
     /// RestoreSnapshot: the whole file is received and verified (checksums,
@@ -95,15 +102,6 @@ impl DroverService {
             }
             file.extend_from_slice(&chunk.data);
         }
-        let verified = backup::read(&file).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let body = verified.body;
-        let header = verified.header;
-        let checked = body.clone();
-        tokio::task::spawn_blocking(move || backup::decode_state(&checked).map(|_| ()))
-            .await
-            .map_err(internal)?
-            .map_err(|e| Status::invalid_argument(format!("the backup does not decode: {e}")))?;
-
         if !self.node.is_leader() {
             if metadata.get(FORWARDED).is_some() {
                 return Err(Status::unavailable(
@@ -114,13 +112,25 @@ impl DroverService {
                 return Err(no_leader());
             };
             let mut client = self.client(&addr)?;
-            let mut forward = Request::new(futures::stream::iter(chunks_of(&file, 0)));
+            let mut forward = Request::new(chunk_stream(file, 0));
             forward
                 .metadata_mut()
                 .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
             copy_token(&metadata, forward.metadata_mut());
             return client.restore_snapshot(forward).await;
         }
+
+        // Verified where it is proposed: the leader (a follower forwards
+        // the file as is), before anything is proposed, without copying it.
+        let verified = backup::read(&file).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        drop(file);
+        let header = verified.header;
+        let body = std::sync::Arc::new(verified.body);
+        let checked = body.clone();
+        tokio::task::spawn_blocking(move || backup::decode_state(&checked).map(|_| ()))
+            .await
+            .map_err(internal)?
+            .map_err(|e| Status::invalid_argument(format!("the backup does not decode: {e}")))?;
 
         let id = ulid::Ulid::new().to_string();
         let pieces: Vec<&[u8]> = body.chunks(STAGE_CHUNK).collect();
