@@ -69,6 +69,31 @@ async fn submitter(
     }
 }
 
+/// The job once it has ended (read linearizably), waiting up to 120 s.
+async fn ended(client: &common::Client, id: &str) -> pb::Job {
+    wait_for("a job to end", Duration::from_secs(120), || {
+        let mut client = client.clone();
+        let id = id.to_string();
+        async move {
+            let job = client
+                .get_job(pb::GetJobRequest {
+                    id,
+                    consistent: true,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .job?;
+            matches!(
+                job.state.as_str(),
+                "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "CANCELLED" | "LOST"
+            )
+            .then_some(job)
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_restart_loses_and_duplicates_nothing() {
     if !docker_ready() {
@@ -176,27 +201,7 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
     let leader = cluster.wait_leader(ELECTION).await;
     let mut client = cluster.client(leader).await.expect("client");
     for (key, id) in &acked {
-        let job = wait_for("every job to end", Duration::from_secs(120), || {
-            let mut client = client.clone();
-            let id = id.clone();
-            async move {
-                let job = client
-                    .get_job(pb::GetJobRequest {
-                        id,
-                        consistent: true,
-                    })
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .job?;
-                matches!(
-                    job.state.as_str(),
-                    "SUCCEEDED" | "FAILED" | "TIMED_OUT" | "CANCELLED" | "LOST"
-                )
-                .then_some(job)
-            }
-        })
-        .await;
+        let job = ended(&client, id).await;
         assert_eq!(job.state, "SUCCEEDED", "{key}: {job:?}");
         assert_eq!(job.attempts.len(), 1, "{key} ran more than once: {job:?}");
     }
@@ -204,24 +209,7 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
     // with their one attempt on the node that restarted.
     assert_eq!(running_at_stop.len(), 3, "one pinned job per stop");
     for (node, id) in &running_at_stop {
-        let job = wait_for("a pinned job to end", Duration::from_secs(120), || {
-            let mut client = client.clone();
-            let id = id.clone();
-            async move {
-                let job = client
-                    .get_job(pb::GetJobRequest {
-                        id,
-                        consistent: true,
-                    })
-                    .await
-                    .ok()?
-                    .into_inner()
-                    .job?;
-                (job.state != "RUNNING" && job.state != "ASSIGNED" && job.state != "QUEUED")
-                    .then_some(job)
-            }
-        })
-        .await;
+        let job = ended(&client, id).await;
         assert_eq!(job.state, "SUCCEEDED", "{job:?}");
         assert_eq!(job.attempts.len(), 1, "{job:?}");
         assert_eq!(job.attempts[0].node, *node, "{job:?}");
