@@ -49,8 +49,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    connect, env_secs, free_port, scan_log, strip_ansi, which, LogScan, Proc, SyncCounts,
-    SYNC_SYSCALLS,
+    connect, cpu_time_of, env_secs, free_port, scan_log, strip_ansi, which, LogScan, Proc,
+    SyncCounts, SYNC_SYSCALLS,
 };
 use drover::proto::v1 as pb;
 use drover::proto::v1::drover_client::DroverClient;
@@ -345,6 +345,9 @@ impl Cluster {
         };
         let n = kind.nodes();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        // Drover's REST listener only serves /metrics here, for a look at a
+        // node while the bench runs (its address goes to stderr).
+        let http_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let root = cluster.dir.path().to_path_buf();
         for i in 0..n {
             let (program, args) = if kind.is_etcd() {
@@ -354,7 +357,12 @@ impl Cluster {
                     .ok_or("etcd is not installed (apt-get install etcd-server)")?;
                 (etcd, etcd_args(&root, i, &ports))
             } else {
-                let config = write_drover_config(&root, i, &ports)?;
+                let config = write_drover_config(&root, i, &ports, http_ports[i])?;
+                eprintln!(
+                    "[bench] node{}: metrics at http://127.0.0.1:{}/metrics",
+                    i + 1,
+                    http_ports[i]
+                );
                 (
                     settings.drover_bin.clone(),
                     vec![
@@ -479,6 +487,15 @@ impl Cluster {
         self.view(self.leader).await.ok()
     }
 
+    /// Total CPU time of every server process; None if any is gone or
+    /// traced (strace's time is not the server's).
+    fn cpu_time(&self) -> Option<Duration> {
+        if self.procs.iter().any(|p| p.trace_path.is_some()) {
+            return None;
+        }
+        self.procs.iter().map(Proc::cpu_time).sum()
+    }
+
     fn sync_calls(&self) -> Vec<Option<SyncCounts>> {
         self.procs.iter().map(Proc::sync_calls).collect()
     }
@@ -518,12 +535,17 @@ impl Drop for Cluster {
     }
 }
 
-fn write_drover_config(root: &Path, i: usize, ports: &[(u16, u16)]) -> Result<PathBuf, String> {
+fn write_drover_config(
+    root: &Path,
+    i: usize,
+    ports: &[(u16, u16)],
+    http: u16,
+) -> Result<PathBuf, String> {
     let id = i + 1;
     let (api, raft) = ports[i];
     let mut text = format!(
         "node_id = {id}\ncluster_id = \"bench-{pid}\"\ndata_dir = \"{dir}\"\n\n\
-         [listen]\napi = \"127.0.0.1:{api}\"\nraft = \"127.0.0.1:{raft}\"\n\n",
+         [listen]\napi = \"127.0.0.1:{api}\"\nraft = \"127.0.0.1:{raft}\"\nhttp = \"127.0.0.1:{http}\"\n\n",
         pid = std::process::id(),
         dir = root.join(format!("node{id}")).display(),
     );
@@ -705,6 +727,10 @@ struct Cell {
     leadership_note: Option<String>,
     /// Sync calls per process during the cell (fsync probe only).
     sync_calls: Vec<Option<SyncCounts>>,
+    /// CPU time the servers (all of them) and this bench process used in
+    /// the measured window: on a CPU-bound machine, CPU per write is the
+    /// cost that decides throughput, and it is far less noisy than writes/s.
+    cpu: Option<(Duration, Duration)>,
 }
 
 impl Cell {
@@ -746,6 +772,7 @@ async fn run_cell(
     tokio::time::sleep_until(tokio::time::Instant::from_std(measure_start)).await;
     let before = cluster.leader_view().await;
     let syncs_before = cluster.sync_calls();
+    let cpu_before = cluster.cpu_time().zip(cpu_time_of("/proc/self/stat"));
     let mut cell = Cell {
         clients,
         ok: 0,
@@ -759,6 +786,7 @@ async fn run_cell(
         range: None,
         leadership_note: None,
         sync_calls: Vec::new(),
+        cpu: None,
     };
     let hard_deadline =
         tokio::time::Instant::from_std(end + REQUEST_TIMEOUT + Duration::from_secs(5));
@@ -798,6 +826,10 @@ async fn run_cell(
         }
     }
     cell.elapsed = last_done.duration_since(measure_start);
+    let cpu_after = cluster.cpu_time().zip(cpu_time_of("/proc/self/stat"));
+    cell.cpu = cpu_before
+        .zip(cpu_after)
+        .map(|((sb, cb), (sa, ca))| (sa.saturating_sub(sb), ca.saturating_sub(cb)));
     // Only whole seconds inside the window count as per-second samples.
     cell.per_second.truncate(duration.as_secs() as usize);
     cell.latencies_us.sort_unstable();
@@ -1031,9 +1063,12 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
 
     out += "\n### Details\n\n\
             `entries/write`: leader commit-index advance per acknowledged write. \
-            `1 s buckets`: slowest / fastest whole second of the window (writes).\n\n";
-    out += "| target | clients | acked | entries/write | p99.9 ms | max ms | 1 s buckets min / max |\n";
-    out += "|---|---:|---:|---:|---:|---:|---:|\n";
+            `1 s buckets`: slowest / fastest whole second of the window (writes). \
+            `server CPU µs/write`: CPU time of all the target's server processes \
+            (user + system) in the window per acknowledged write; `client`: the \
+            same for this bench process (the load generator).\n\n";
+    out += "| target | clients | acked | entries/write | p99.9 ms | max ms | 1 s buckets min / max | server CPU µs/write | client CPU µs/write |\n";
+    out += "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
     for run in runs {
         for cell in &run.cells {
             let entries = cell
@@ -1046,16 +1081,29 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
                 (Some(min), Some(max)) => format!("{min} / {max}"),
                 _ => "–".into(),
             };
+            let per_write = |d: Duration| {
+                if cell.ok == 0 {
+                    "–".to_string()
+                } else {
+                    format!("{:.0}", d.as_secs_f64() * 1e6 / cell.ok as f64)
+                }
+            };
+            let (server_cpu, client_cpu) =
+                cell.cpu.map_or(("–".into(), "–".into()), |(s, c)| {
+                    (per_write(s), per_write(c))
+                });
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 run.kind.label(),
                 cell.clients,
                 cell.ok,
                 entries,
                 fmt_ms(cell.percentile_ms(0.999)),
                 fmt_ms(cell.percentile_ms(1.0)),
-                buckets
+                buckets,
+                server_cpu,
+                client_cpu
             );
         }
     }

@@ -184,7 +184,8 @@ pub struct InitialMember {
 }
 
 /// Consensus timings (Drover's defaults follow etcd: 100 ms heartbeat,
-/// 1 s election timeout) and compaction (Nomad's 8192-entry threshold).
+/// 1 s election timeout) and compaction (Nomad's 8192-entry threshold,
+/// checked no more often than every 30 s, as Consul does).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RaftConfig {
@@ -198,6 +199,13 @@ pub struct RaftConfig {
     /// Take a snapshot and compact the log once this many entries were
     /// applied since the last snapshot.
     pub snapshot_threshold: u64,
+    /// Minimum time between two snapshots. A snapshot copies the whole job
+    /// table, so under a sustained write load a threshold alone would copy
+    /// it every few seconds; this bounds how often that cost is paid. The
+    /// log still never grows past 16 thresholds (a snapshot is then taken
+    /// regardless), which bounds its memory and disk. 0 disables the wait.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
     /// Entries kept below a snapshot so slightly lagging followers catch up
     /// from the log instead of a full snapshot.
     pub trailing_entries: u64,
@@ -218,6 +226,7 @@ impl Default for RaftConfig {
             heartbeat_ticks: 1,
             election_ticks: 10,
             snapshot_threshold: 8192,
+            snapshot_interval: Duration::from_secs(30),
             trailing_entries: 1024,
             max_inflight: 64,
             snapshot_chunk_bytes: 1 << 20,
@@ -537,6 +546,7 @@ pub const KEYS: &[&str] = &[
     "raft.heartbeat_ticks",
     "raft.election_ticks",
     "raft.snapshot_threshold",
+    "raft.snapshot_interval",
     "raft.trailing_entries",
     "raft.max_inflight",
     "raft.snapshot_chunk_bytes",

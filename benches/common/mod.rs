@@ -89,6 +89,14 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// CPU time (user + system) the process has used so far, from
+    /// /proc/PID/stat; None once it exited or where /proc is missing. Under
+    /// strace this is strace's own time, so callers skip traced runs.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let pid = self.child.as_ref()?.id();
+        cpu_time_of(&format!("/proc/{pid}/stat"))
+    }
+
     pub fn spawn(
         name: String,
         program: &Path,
@@ -319,4 +327,16 @@ pub fn scan_log(proc: &Proc) -> LogScan {
         }
     }
     scan
+}
+
+/// User + system CPU time from a /proc/.../stat file (fields 14 and 15, in
+/// clock ticks; Linux's USER_HZ is 100 on every architecture we run on).
+pub fn cpu_time_of(stat_path: &str) -> Option<Duration> {
+    let text = std::fs::read_to_string(stat_path).ok()?;
+    // The command name (field 2) may hold spaces: count from after its ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }

@@ -161,6 +161,7 @@ impl Node {
         let settings = raft_loop::LoopSettings {
             tick: config.raft.tick,
             snapshot_threshold: config.raft.snapshot_threshold,
+            snapshot_interval: config.raft.snapshot_interval,
             applied: applied_tx,
             events: events.clone(),
             metrics: metrics.clone(),

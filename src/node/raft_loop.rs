@@ -136,6 +136,8 @@ pub struct RaftStatus {
 pub struct LoopSettings {
     pub tick: Duration,
     pub snapshot_threshold: u64,
+    /// See [`crate::config::RaftConfig::snapshot_interval`].
+    pub snapshot_interval: Duration,
     /// Told the applied index whenever it moves: what wakes the scheduler
     /// and the executor (never a timer).
     pub applied: watch::Sender<Index>,
@@ -173,6 +175,8 @@ pub struct RaftLoop {
     snapshot_running: bool,
     /// After a failed snapshot, no new one before this applied index.
     snapshot_retry_at: Index,
+    /// When this node last started a snapshot of its own.
+    last_snapshot_at: Option<Instant>,
     /// The leader as of the last publish, to count leader changes.
     known_leader: Option<NodeId>,
 }
@@ -200,6 +204,7 @@ impl RaftLoop {
             node_id,
             snapshot_running: false,
             snapshot_retry_at: 0,
+            last_snapshot_at: None,
             known_leader: None,
             status,
             settings,
@@ -458,8 +463,10 @@ impl RaftLoop {
             }
             self.raw.advance(&rd);
             self.answer_reads();
-            self.maybe_snapshot()?;
         }
+        // Also when idle: a snapshot held back by the interval is taken
+        // once it has passed, not at the next write.
+        self.maybe_snapshot();
         Ok(())
     }
 
@@ -519,17 +526,23 @@ impl RaftLoop {
         self.reads_confirmed = waiting;
     }
 
-    /// Starts a snapshot in the background once enough entries were applied
-    /// since the last one. Only the copy of the table holds up applies; the
+    /// Starts a snapshot in the background once it is due (see
+    /// [`snapshot_due`]). Only the copy of the table holds up applies; the
     /// file write and its fsyncs run off the loop.
-    fn maybe_snapshot(&mut self) -> Result<(), String> {
+    fn maybe_snapshot(&mut self) {
         if self.snapshot_running
             || self.applied < self.snapshot_retry_at
-            || self.applied < self.snapshot_index + self.settings.snapshot_threshold
+            || !snapshot_due(
+                self.applied.saturating_sub(self.snapshot_index),
+                self.settings.snapshot_threshold,
+                self.last_snapshot_at.map(|at| at.elapsed()),
+                self.settings.snapshot_interval,
+            )
         {
-            return Ok(());
+            return;
         }
         self.snapshot_running = true;
+        self.last_snapshot_at = Some(Instant::now());
         let store = self.store.clone();
         let report = self.self_inputs.clone();
         let spawned = std::thread::Builder::new()
@@ -545,7 +558,6 @@ impl RaftLoop {
             self.snapshot_running = false;
             tracing::warn!("cannot start the snapshot thread: {e}");
         }
-        Ok(())
     }
 
     fn publish(&mut self, failed: Option<String>) {
@@ -596,6 +608,27 @@ impl RaftLoop {
     }
 }
 
+/// Past this many thresholds of entries since the last snapshot, one is
+/// taken whatever the interval says: the log (kept in memory and on disk)
+/// stays bounded under any write rate.
+const SNAPSHOT_LOG_CAP_THRESHOLDS: u64 = 16;
+
+/// Whether a snapshot is due: `pending` entries applied since the last one
+/// reached the threshold, and the last one started at least `interval` ago
+/// (or never), or the log reached its cap.
+fn snapshot_due(
+    pending: u64,
+    threshold: u64,
+    since_last: Option<Duration>,
+    interval: Duration,
+) -> bool {
+    if pending < threshold {
+        return false;
+    }
+    pending >= threshold.saturating_mul(SNAPSHOT_LOG_CAP_THRESHOLDS)
+        || since_last.is_none_or(|elapsed| elapsed >= interval)
+}
+
 /// Messages that depend on nothing this node has yet to persist: a leader's
 /// AppendEntries, heartbeats, snapshot chunks and TimeoutNow carry entries
 /// and a commit index the leader computed from durable acknowledgements only.
@@ -608,4 +641,28 @@ fn sendable_before_persist(msg: &Message) -> bool {
             | MessageBody::InstallSnapshot { .. }
             | MessageBody::TimeoutNow
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_waits_for_the_threshold_then_the_interval_but_not_past_the_cap() {
+        let (threshold, interval) = (100, Duration::from_secs(30));
+        let soon = Some(Duration::from_secs(1));
+        let later = Some(Duration::from_secs(31));
+        // Below the threshold: never, however long ago the last one was.
+        assert!(!snapshot_due(99, threshold, None, interval));
+        assert!(!snapshot_due(99, threshold, later, interval));
+        // At the threshold: the first one at once, later ones after the interval.
+        assert!(snapshot_due(100, threshold, None, interval));
+        assert!(!snapshot_due(100, threshold, soon, interval));
+        assert!(snapshot_due(100, threshold, later, interval));
+        // A log of 16 thresholds is compacted regardless of the interval.
+        assert!(!snapshot_due(1599, threshold, soon, interval));
+        assert!(snapshot_due(1600, threshold, soon, interval));
+        // An interval of 0 is the threshold alone.
+        assert!(snapshot_due(100, threshold, soon, Duration::ZERO));
+    }
 }

@@ -177,7 +177,7 @@ impl Cluster {
             );
         }
         text += &format!(
-            "[raft]\ntick = \"{}ms\"\nelection_ticks = {}\nheartbeat_ticks = 2\nsnapshot_threshold = {}\ntrailing_entries = {}\n\n[log]\nlevel = \"info,drover=debug\"\n\n",
+            "[raft]\ntick = \"{}ms\"\nelection_ticks = {}\nheartbeat_ticks = 2\nsnapshot_threshold = {}\nsnapshot_interval = \"0s\"\ntrailing_entries = {}\n\n[log]\nlevel = \"info,drover=debug\"\n\n",
             s.tick_ms, s.election_ticks, s.snapshot_threshold, s.trailing_entries
         );
         text += &format!(
