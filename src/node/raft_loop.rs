@@ -408,49 +408,23 @@ impl RaftLoop {
             for msg in early {
                 self.outbound.send(msg);
             }
+            // The core hands out only committed entries this node already
+            // persisted (in an earlier Ready), so applying them does not wait
+            // for this Ready's fsync. A leader applies first: the clients
+            // waiting on those entries are answered without sitting behind
+            // the fsync of the next batch. A follower persists first: its
+            // acknowledgements are what the leader's commit waits for.
+            let apply_first = self.raw.role() == Role::Leader && rd.snapshot.is_none();
+            if apply_first {
+                self.apply_committed(&rd)?;
+            }
             self.store.persist(&rd).map_err(|e| e.to_string())?;
             self.after_persist(&rd);
             for msg in late {
                 self.outbound.send(msg);
             }
-            if !rd.committed.is_empty() {
-                let results = self.store.apply(&rd.committed).map_err(|e| e.to_string())?;
-                // Watchers learn of the changes before the clients waiting
-                // on them are answered, so a client that watches after its
-                // write was acknowledged finds it in the log.
-                let mut changes = Vec::new();
-                for (entry, applied) in rd.committed.iter().zip(&results) {
-                    events::events_of(entry.index, applied, &mut changes);
-                }
-                if let Some(last) = rd.committed.last() {
-                    self.settings.events.record(last.index, changes);
-                }
-                // A restore replaced the whole table: a watch cannot be
-                // carried across it as a list of changes (list again). The
-                // whole batch is dropped, so no change after it is lost.
-                let restored = results
-                    .iter()
-                    .any(|a| matches!(a, Applied::Restored { .. }));
-                if let (true, Some(last)) = (restored, rd.committed.last()) {
-                    self.settings.events.reset(last.index);
-                }
-                for (entry, applied) in rd.committed.iter().zip(results) {
-                    if let Some((term, reply)) = self.proposals.remove(&entry.index) {
-                        let committed = term == entry.term;
-                        self.settings.metrics.proposal_answered(committed);
-                        let outcome = if committed {
-                            Ok(applied)
-                        } else {
-                            Err(RaftError::Lost)
-                        };
-                        let _ = reply.send(outcome);
-                    }
-                }
-                if let Some(last) = rd.committed.last() {
-                    self.applied = last.index;
-                }
-                // Entries below the applied index can no longer be ours.
-                self.fail_proposals_upto(self.applied, RaftError::Lost);
+            if !apply_first {
+                self.apply_committed(&rd)?;
             }
             for read in &rd.read_states {
                 if let Some(reply) = self.reads_unconfirmed.remove(&read.ctx) {
@@ -467,6 +441,52 @@ impl RaftLoop {
         // Also when idle: a snapshot held back by the interval is taken
         // once it has passed, not at the next write.
         self.maybe_snapshot();
+        Ok(())
+    }
+
+    /// Applies the Ready's committed entries, tells the watchers, then
+    /// answers the proposals waiting on them.
+    fn apply_committed(&mut self, rd: &Ready) -> Result<(), String> {
+        if rd.committed.is_empty() {
+            return Ok(());
+        }
+        let results = self.store.apply(&rd.committed).map_err(|e| e.to_string())?;
+        // Watchers learn of the changes before the clients waiting
+        // on them are answered, so a client that watches after its
+        // write was acknowledged finds it in the log.
+        let mut changes = Vec::new();
+        for (entry, applied) in rd.committed.iter().zip(&results) {
+            events::events_of(entry.index, applied, &mut changes);
+        }
+        if let Some(last) = rd.committed.last() {
+            self.settings.events.record(last.index, changes);
+        }
+        // A restore replaced the whole table: a watch cannot be
+        // carried across it as a list of changes (list again). The
+        // whole batch is dropped, so no change after it is lost.
+        let restored = results
+            .iter()
+            .any(|a| matches!(a, Applied::Restored { .. }));
+        if let (true, Some(last)) = (restored, rd.committed.last()) {
+            self.settings.events.reset(last.index);
+        }
+        for (entry, applied) in rd.committed.iter().zip(results) {
+            if let Some((term, reply)) = self.proposals.remove(&entry.index) {
+                let committed = term == entry.term;
+                self.settings.metrics.proposal_answered(committed);
+                let outcome = if committed {
+                    Ok(applied)
+                } else {
+                    Err(RaftError::Lost)
+                };
+                let _ = reply.send(outcome);
+            }
+        }
+        if let Some(last) = rd.committed.last() {
+            self.applied = last.index;
+        }
+        // Entries below the applied index can no longer be ours.
+        self.fail_proposals_upto(self.applied, RaftError::Lost);
         Ok(())
     }
 
