@@ -12,7 +12,8 @@
 //! followers would forward; etcd's would too; going to the leader directly
 //! measures the consensus path, not the forwarding hop, for both systems).
 //!
-//! * Drover: `SubmitJob { command: "true" }`, default raft config, real fsync.
+//! * Drover: `SubmitJob { command: "true" }`, default raft config, real fsync,
+//!   no executor (jobs stay queued; the queue bound is lifted for the bench).
 //! * etcd 3.4: `KV.Put` of a 17-byte key and a 64-byte value over gRPC, with
 //!   etcd's defaults (100 ms heartbeat, 1 s election timeout).
 //!
@@ -557,8 +558,11 @@ fn write_drover_config(
         );
     }
     // No [raft] section: the defaults are what we measure. No executor: this
-    // measures the replicated table, not running thousands of containers.
-    text += "[log]\nlevel = \"info\"\nformat = \"text\"\n\n[executor]\nenabled = false\n";
+    // measures the replicated table, not running thousands of containers, so
+    // every job stays queued: the queue bound (100,000 by default, a guard
+    // for real clusters) is lifted, or a fast run would hit it mid-cell.
+    text += "[log]\nlevel = \"info\"\nformat = \"text\"\n\n[executor]\nenabled = false\n\n\
+             [scheduler]\nqueue_capacity = 100000000\n";
     let path = root.join(format!("node{id}.toml"));
     std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
     Ok(path)
