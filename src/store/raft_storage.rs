@@ -35,9 +35,13 @@ impl Store {
         check_contiguous(&rd.entries)?;
         let mut only_commit_moved =
             rd.snapshot.is_none() && rd.entries.is_empty() && rd.membership.is_none();
+        // Whether term and vote stay as they are (the steady state of a
+        // leader and its followers: only entries and the commit index move).
+        let mut term_and_vote_kept = true;
         if let Some(hs) = &rd.hard_state {
             let old = self.check_hard_state(hs)?;
-            only_commit_moved &= old.term == hs.term && old.vote == hs.vote;
+            term_and_vote_kept = old.term == hs.term && old.vote == hs.vote;
+            only_commit_moved &= term_and_vote_kept;
         }
         let entries = rd
             .entries
@@ -56,7 +60,13 @@ impl Store {
                     .as_ref()
                     .map(|m| codec::encode("membership", m))
                     .transpose()?;
-                self.persist_log(rd, &entries, hard_state.as_deref(), membership.as_deref())?;
+                self.persist_log(
+                    rd,
+                    &entries,
+                    hard_state.as_deref(),
+                    membership.as_deref(),
+                    term_and_vote_kept,
+                )?;
                 // The commit index is a hint (a restarted node relearns it
                 // from the leader), so a Ready that only moves it is written
                 // without an fsync; the next fsync carries it. Everything a
@@ -73,13 +83,32 @@ impl Store {
         }
     }
 
+    /// Writes entries, hard state and membership. An append to the end of
+    /// the log that keeps term and vote (nearly every Ready) is written as
+    /// plain inserts, entries first and the hard state last; anything else
+    /// (a truncation, a new term or vote, a membership change) as one
+    /// transaction.
+    ///
+    /// Why the two paths: every sled transaction writes out the current I/O
+    /// buffer and then a batch marker in a buffer of its own, each a
+    /// `pwrite` plus a waited `sync_file_range` on sled's I/O threads, so two
+    /// device writes on top of the flush's. Plain inserts need no marker.
+    /// They are safe because sled recovers a prefix of its log: a crash
+    /// before the flush (when nothing written here was acknowledged yet)
+    /// leaves the old hard state with a prefix of the new entries, which is
+    /// a valid log (the entries extend it contiguously, are of the current
+    /// term's leader, and the commit index written after them never points
+    /// past the log). A truncation or a term/vote change has no such safe
+    /// prefix, so it stays atomic.
     fn persist_log(
         &self,
         rd: &Ready,
         entries: &[([u8; 8], Vec<u8>)],
         hard_state: Option<&[u8]>,
         membership: Option<&[u8]>,
+        term_and_vote_kept: bool,
     ) -> Result<(), StoreError> {
+        let mut append_only = true;
         // Keys of the stable suffix the new entries replace but do not
         // overwrite (those beyond the last new index).
         let mut stale = Vec::new();
@@ -92,6 +121,7 @@ impl Store {
                 )));
             }
             self.check_not_rewriting_applied(first)?;
+            append_only = first.index == stable_last + 1;
             for key in self
                 .raft_log
                 .range((Bound::Excluded(index_key(last.index)), Bound::Unbounded))
@@ -99,6 +129,19 @@ impl Store {
             {
                 stale.push(key.map_err(|e| self.sled_err(e))?);
             }
+        }
+        if append_only && stale.is_empty() && term_and_vote_kept && membership.is_none() {
+            for (key, value) in entries {
+                self.raft_log
+                    .insert(&key[..], &value[..])
+                    .map_err(|e| self.sled_err(e))?;
+            }
+            if let Some(hs) = hard_state {
+                self.raft_state
+                    .insert(codec::KEY_HARD_STATE, hs)
+                    .map_err(|e| self.sled_err(e))?;
+            }
+            return Ok(());
         }
         (&self.raft_log, &self.raft_state)
             .transaction(|(log, state)| -> TxResult {
