@@ -127,7 +127,10 @@ impl DroverService {
                     {
                         continue;
                     }
-                    other => return other.map(|r| self.with_leader(Response::new(r))),
+                    other => {
+                        let forwarded = request.metadata().contains_key(FORWARDED);
+                        return other.map(|r| self.with_leader(Response::new(r), forwarded));
+                    }
                 },
                 Some(client) => {
                     let mut forwarded = Request::new(request.get_ref().clone());
@@ -153,15 +156,21 @@ impl DroverService {
         Err(no_leader())
     }
 
-    fn with_leader<T>(&self, mut response: Response<T>) -> Response<T> {
+    /// Adds the leader's address and, for a node that forwarded the write
+    /// (the only reader: it waits to have applied as much), the applied
+    /// index. A direct client does not get the index: a value new in every
+    /// response costs HPACK a table insert and eviction each time.
+    fn with_leader<T>(&self, mut response: Response<T>, forwarded: bool) -> Response<T> {
         if let Some((_, addr)) = self.node.leader() {
             if let Ok(value) = addr.parse() {
                 response.metadata_mut().insert(LEADER_ADDR, value);
             }
         }
-        let applied = self.node.store.applied_index().to_string();
-        if let Ok(value) = applied.parse() {
-            response.metadata_mut().insert(APPLIED_INDEX, value);
+        if forwarded {
+            let applied = self.node.store.applied_index().to_string();
+            if let Ok(value) = applied.parse() {
+                response.metadata_mut().insert(APPLIED_INDEX, value);
+            }
         }
         response
     }
@@ -365,7 +374,7 @@ impl pb::drover_server::Drover for DroverService {
                             "the queue is full ({capacity} jobs waiting, scheduler.queue_capacity); retry later"
                         )));
                     }
-                    let (id, submitted_at_ms) = (JobId::generate(), now_ms());
+                    let (id, submitted_at_ms) = (node.next_job_id(), now_ms());
                     let command = match caller.owner() {
                         Some(owner) => Command::SubmitAs {
                             id,
