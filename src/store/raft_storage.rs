@@ -122,12 +122,15 @@ impl Store {
             }
             self.check_not_rewriting_applied(first)?;
             append_only = first.index == stable_last + 1;
-            for key in self
-                .raft_log
-                .range((Bound::Excluded(index_key(last.index)), Bound::Unbounded))
-                .keys()
-            {
-                stale.push(key.map_err(|e| self.sled_err(e))?);
+            // An append has nothing stored past its first index to replace.
+            if !append_only {
+                for key in self
+                    .raft_log
+                    .range((Bound::Excluded(index_key(last.index)), Bound::Unbounded))
+                    .keys()
+                {
+                    stale.push(key.map_err(|e| self.sled_err(e))?);
+                }
             }
         }
         if append_only && stale.is_empty() && term_and_vote_kept && membership.is_none() {
