@@ -14,6 +14,9 @@ use crate::raft::{Entry, HardState, Index, Membership, Ready, Restored, Snapshot
 
 type TxResult = Result<(), ConflictableTransactionError<StoreError>>;
 
+/// Log entries deleted per hold of the log lock during compaction.
+const COMPACTION_CHUNK: usize = 1024;
+
 impl Store {
     /// Makes everything `rd` asks to persist durable, with exactly one fsync
     /// (none if `!rd.needs_persist()` or if only the commit index moved). Implements the `Ready` contract of
@@ -381,20 +384,34 @@ impl Store {
     /// snapshot covers it). No fsync: if the deletion is lost in a crash,
     /// the extra entries are harmless and `restored` copes with them.
     pub fn compact_log(&self, upto: Index) -> Result<(), StoreError> {
-        let _log = lock(&self.log_lock);
-        let covered = self.snapshot_record()?.map_or(0, |r| r.meta.index);
-        if upto > covered {
-            return Err(StoreError::Contract(format!(
-                "compaction up to {upto} but the durable snapshot covers only up to {covered}"
-            )));
+        // In chunks, the log lock released between them: a compaction after
+        // a long interval deletes 100,000+ entries, and holding the lock for
+        // all of them stalled every persist (and so every write) for over a
+        // second. Deleting from the lowest index up keeps what is left a
+        // contiguous log at every step, also after a crash (sled recovers a
+        // prefix of its writes), so no step needs to be atomic.
+        loop {
+            let _log = lock(&self.log_lock);
+            let covered = self.snapshot_record()?.map_or(0, |r| r.meta.index);
+            if upto > covered {
+                return Err(StoreError::Contract(format!(
+                    "compaction up to {upto} but the durable snapshot covers only up to {covered}"
+                )));
+            }
+            let keys = self
+                .raft_log
+                .range(..=index_key(upto))
+                .keys()
+                .take(COMPACTION_CHUNK)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.sled_err(e))?;
+            for key in &keys {
+                self.raft_log.remove(key).map_err(|e| self.sled_err(e))?;
+            }
+            if keys.len() < COMPACTION_CHUNK {
+                return Ok(());
+            }
         }
-        let mut batch = sled::Batch::default();
-        for key in self.raft_log.range(..=index_key(upto)).keys() {
-            batch.remove(key.map_err(|e| self.sled_err(e))?);
-        }
-        self.raft_log
-            .apply_batch(batch)
-            .map_err(|e| self.sled_err(e))
     }
 
     /// The latest durable snapshot and its bytes (checksum verified), e.g.
