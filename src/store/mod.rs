@@ -10,15 +10,27 @@
 //! sled guarantees that a `flush()` makes every earlier write durable (we
 //! follow each flush with an fdatasync of sled's log file, because sled
 //! 0.34 on Linux only calls sync_file_range), and that a transaction (even
-//! across trees) is recovered all or nothing. We rely on nothing else; in particular, writes not covered by a flush may be
-//! lost in any combination of whole transactions. Case by case:
+//! across trees) is recovered all or nothing. We also rely on sled being
+//! log-structured: its recovery keeps the writes up to the last contiguous
+//! message of its log (`check_contiguity_in_unstable_tail`), so what
+//! survives a crash is a prefix of the writes in the order they were made
+//! (with each transaction whole). Writes not covered by a flush may be lost,
+//! but only as a suffix. `tests/store_crash.rs` kills a writer with SIGKILL
+//! at random moments and checks the recovered log. Case by case:
 //!
-//! - `persist` (no snapshot): truncation, new entries, hard state and
-//!   membership go in ONE transaction, then ONE flush. A crash before the
-//!   flush returns loses the whole Ready or keeps all of it, never a part
-//!   (no entries of a new term under an old hard state, no hole from a
-//!   truncation without its replacement). Nothing was acknowledged yet:
-//!   the caller sends messages only after `persist` returns.
+//! - `persist` (no snapshot): an append that keeps term and vote, nearly
+//!   every Ready, is written as plain inserts (entries in index order, then
+//!   the hard state), then ONE flush. A crash before the flush leaves a
+//!   prefix: the old hard state with some of the new entries, which extend
+//!   the log contiguously (the commit index, written last, never points
+//!   past it). Anything else (a truncation, a new term or vote, a membership
+//!   change) is ONE transaction, then ONE flush: a crash keeps all of it or
+//!   none (no entries of a new term under an old hard state, no hole from a
+//!   truncation without its replacement). Why not always a transaction:
+//!   each sled transaction writes two extra I/O buffers (a `pwrite` and a
+//!   waited `sync_file_range` each), the largest per-write cost this store
+//!   had. Nothing was acknowledged yet in any case: the caller sends
+//!   messages only after `persist` returns.
 //! - `persist` with a snapshot: the file is made durable first (temp file,
 //!   fsync, rename, dir fsync). Then one transaction replaces the log, the
 //!   hard state, the snapshot record, the job table and `sm_meta`, then one
@@ -35,8 +47,9 @@
 //!   never claims an index above the durable applied index (open checks
 //!   this anyway and restores the job table from the snapshot if not).
 //! - `compact_log`: deletes only entries at or below the durable snapshot's
-//!   index (refused otherwise), in one batch, without a flush: if the
-//!   deletion is lost, the extra entries are harmless.
+//!   index (refused otherwise), lowest first, in chunks, without a flush:
+//!   what a crash leaves is a contiguous log, and extra entries below the
+//!   snapshot are harmless.
 //! - output appends (`outputs.rs`): chunks and their attempt's metadata in
 //!   one batch, never flushed. Output is best effort: a crash may lose the
 //!   latest chunks (whole batches), and the next flush makes them durable.
