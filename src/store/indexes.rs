@@ -143,6 +143,20 @@ pub(crate) struct SmTx<'a> {
 }
 
 impl SmTx<'_> {
+    /// Every tree of the table, in the order of `SmTrees::table`.
+    pub(crate) fn table(&self) -> [&TransactionalTree; 8] {
+        [
+            self.jobs,
+            self.queue,
+            self.active,
+            self.finished,
+            self.idempotency,
+            self.nodes,
+            self.acl,
+            self.restore,
+        ]
+    }
+
     /// Writes `new` (replacing `old`, if any) and moves its index entries.
     pub(crate) fn put_job(&self, old: Option<&Job>, new: &Job) -> Tx<CountDelta> {
         let mut delta = CountDelta::default();

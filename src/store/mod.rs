@@ -557,33 +557,8 @@ impl Store {
         snap: &snapshot::DecodedSnapshot,
     ) -> Result<SmMeta, StoreError> {
         let install = self.prepare_install(snap)?;
-        let t = &self.sm;
-        (
-            &t.jobs,
-            &t.sm_meta,
-            &t.queue,
-            &t.active,
-            &t.finished,
-            &t.idempotency,
-            &t.nodes,
-            &t.acl,
-            &t.restore,
-        )
-            .transaction(
-                |(jobs, sm_meta, queue, active, finished, idempotency, nodes, acl, restore)| {
-                    let tx = indexes::SmTx {
-                        jobs,
-                        queue,
-                        active,
-                        finished,
-                        idempotency,
-                        nodes,
-                        acl,
-                        restore,
-                    };
-                    install.write(&tx, sm_meta)
-                },
-            )
+        self.sm
+            .transaction(|tx, sm_meta| install.write(tx, sm_meta))
             .map_err(|e| self.tx_err(e))?;
         Ok(install.sm)
     }
@@ -593,17 +568,7 @@ impl Store {
         &self,
         snap: &snapshot::DecodedSnapshot,
     ) -> Result<PreparedInstall, StoreError> {
-        let t = &self.sm;
-        let old_keys = self.keys_of(&[
-            &t.jobs,
-            &t.queue,
-            &t.active,
-            &t.finished,
-            &t.idempotency,
-            &t.nodes,
-            &t.acl,
-            &t.restore,
-        ])?;
+        let old_keys = self.keys_of(&self.sm.table())?;
         let mut sm = SmMeta {
             applied_index: snap.meta.index,
             applied_term: snap.meta.term,
@@ -661,6 +626,57 @@ struct SmTrees {
     restore: sled::Tree,
 }
 
+impl SmTrees {
+    /// Runs `write` in one sled transaction over every state-machine tree:
+    /// the table's trees as an [`indexes::SmTx`], plus `sm_meta`.
+    fn transaction<R>(
+        &self,
+        write: impl Fn(&indexes::SmTx<'_>, &sled::transaction::TransactionalTree) -> indexes::Tx<R>,
+    ) -> sled::transaction::TransactionResult<R, StoreError> {
+        (
+            &self.jobs,
+            &self.sm_meta,
+            &self.queue,
+            &self.active,
+            &self.finished,
+            &self.idempotency,
+            &self.nodes,
+            &self.acl,
+            &self.restore,
+        )
+            .transaction(
+                |(jobs, sm_meta, queue, active, finished, idempotency, nodes, acl, restore)| {
+                    let tx = indexes::SmTx {
+                        jobs,
+                        queue,
+                        active,
+                        finished,
+                        idempotency,
+                        nodes,
+                        acl,
+                        restore,
+                    };
+                    write(&tx, sm_meta)
+                },
+            )
+    }
+
+    /// The trees a snapshot replaces whole (all but `sm_meta`), in the
+    /// order of [`indexes::SmTx::table`].
+    fn table(&self) -> [&sled::Tree; 8] {
+        [
+            &self.jobs,
+            &self.queue,
+            &self.active,
+            &self.finished,
+            &self.idempotency,
+            &self.nodes,
+            &self.acl,
+            &self.restore,
+        ]
+    }
+}
+
 /// Counters published after each committed apply (see `applied`).
 #[derive(Default)]
 struct Counts {
@@ -690,19 +706,7 @@ impl PreparedInstall {
         tx: &indexes::SmTx<'_>,
         sm_meta: &sled::transaction::TransactionalTree,
     ) -> indexes::Tx<()> {
-        indexes::remove_keys(
-            &[
-                tx.jobs,
-                tx.queue,
-                tx.active,
-                tx.finished,
-                tx.idempotency,
-                tx.nodes,
-                tx.acl,
-                tx.restore,
-            ],
-            &self.old_keys,
-        )?;
+        indexes::remove_keys(&tx.table(), &self.old_keys)?;
         for job in &self.jobs {
             tx.put_job(None, job)?;
         }

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use sled::transaction::{abort, ConflictableTransactionError, TransactionalTree};
-use sled::Transactional;
 
 use super::codec::{self, SmMeta, SnapshotRecord};
 use super::indexes::{self, id_suffix, CountDelta, SmTx, Tx};
@@ -212,110 +211,72 @@ impl Store {
         scanned: &[(JobId, u32)],
         restore: Option<&Result<PreparedRestore, String>>,
     ) -> Result<Vec<Applied>, StoreError> {
-        let t = &self.sm;
-        let (results, sm) = (
-            &t.jobs,
-            &t.sm_meta,
-            &t.queue,
-            &t.active,
-            &t.finished,
-            &t.idempotency,
-            &t.nodes,
-            &t.acl,
-            &t.restore,
-        )
-            .transaction(
-                |(
-                    jobs,
-                    sm_tree,
-                    queue,
-                    active,
-                    finished,
-                    idempotency,
-                    nodes,
-                    acl,
-                    restore_tree,
-                )|
-                 -> Tx<(Vec<Applied>, SmMeta)> {
-                    let tx = SmTx {
-                        jobs,
-                        queue,
-                        active,
-                        finished,
-                        idempotency,
-                        nodes,
-                        acl,
-                        restore: restore_tree,
-                    };
-                    let mut sm: SmMeta = match sm_tree.get(codec::KEY_SM_META)? {
-                        Some(bytes) => codec::decode("sm_meta", &bytes)
-                            .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d)))?,
-                        None => SmMeta::default(),
-                    };
-                    let mut results = Vec::with_capacity(entries.len());
-                    for (entry, decoded) in entries.iter().zip(decoded) {
-                        if entry.index <= sm.applied_index {
-                            results.push(Applied::AlreadyApplied);
-                            continue;
-                        }
-                        if entry.index != sm.applied_index + 1 {
-                            return abort(StoreError::Contract(format!(
-                                "apply of entry {} but the applied index is {}",
-                                entry.index, sm.applied_index
-                            )));
-                        }
-                        let applied = match decoded {
-                            Decoded::Noop => Applied::Noop,
-                            Decoded::Bad(reason) => Applied::Rejected {
-                                reason: reason.clone(),
-                            },
-                            Decoded::ConfChange(cc) => {
-                                sm.membership.apply(cc);
-                                Applied::ConfChange(sm.membership.clone())
-                            }
-                            Decoded::Command(command)
-                                if matches!(**command, Command::RestoreFinish { .. }) =>
-                            {
-                                match restore {
-                                    Some(Ok(prepared)) => {
-                                        let applied = prepared.write(&tx)?;
-                                        sm.job_count = 0;
-                                        sm.queued_count = 0;
-                                        sm.finished_count = 0;
-                                        sm.count(prepared.counts());
-                                        applied
-                                    }
-                                    Some(Err(reason)) => Applied::Refused {
-                                        reason: reason.clone(),
-                                    },
-                                    None => Applied::Refused {
-                                        reason: "a restore must start its own run".into(),
-                                    },
-                                }
-                            }
-                            Decoded::Command(command) => {
-                                let mut delta = CountDelta::default();
-                                let applied = self.apply_command(
-                                    &tx,
-                                    entry.index,
-                                    command,
-                                    scanned,
-                                    &mut delta,
-                                )?;
-                                sm.count(delta);
-                                applied
-                            }
-                        };
-                        sm.applied_index = entry.index;
-                        sm.applied_term = entry.term;
-                        results.push(applied);
+        let (results, sm) = self
+            .sm
+            .transaction(|tx, sm_tree| -> Tx<(Vec<Applied>, SmMeta)> {
+                let mut sm: SmMeta = match sm_tree.get(codec::KEY_SM_META)? {
+                    Some(bytes) => codec::decode("sm_meta", &bytes)
+                        .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d)))?,
+                    None => SmMeta::default(),
+                };
+                let mut results = Vec::with_capacity(entries.len());
+                for (entry, decoded) in entries.iter().zip(decoded) {
+                    if entry.index <= sm.applied_index {
+                        results.push(Applied::AlreadyApplied);
+                        continue;
                     }
-                    let value = codec::encode("sm_meta", &sm)
-                        .map_err(ConflictableTransactionError::Abort)?;
-                    sm_tree.insert(codec::KEY_SM_META, value)?;
-                    Ok((results, sm))
-                },
-            )
+                    if entry.index != sm.applied_index + 1 {
+                        return abort(StoreError::Contract(format!(
+                            "apply of entry {} but the applied index is {}",
+                            entry.index, sm.applied_index
+                        )));
+                    }
+                    let applied = match decoded {
+                        Decoded::Noop => Applied::Noop,
+                        Decoded::Bad(reason) => Applied::Rejected {
+                            reason: reason.clone(),
+                        },
+                        Decoded::ConfChange(cc) => {
+                            sm.membership.apply(cc);
+                            Applied::ConfChange(sm.membership.clone())
+                        }
+                        Decoded::Command(command)
+                            if matches!(**command, Command::RestoreFinish { .. }) =>
+                        {
+                            match restore {
+                                Some(Ok(prepared)) => {
+                                    let applied = prepared.write(tx)?;
+                                    sm.job_count = 0;
+                                    sm.queued_count = 0;
+                                    sm.finished_count = 0;
+                                    sm.count(prepared.counts());
+                                    applied
+                                }
+                                Some(Err(reason)) => Applied::Refused {
+                                    reason: reason.clone(),
+                                },
+                                None => Applied::Refused {
+                                    reason: "a restore must start its own run".into(),
+                                },
+                            }
+                        }
+                        Decoded::Command(command) => {
+                            let mut delta = CountDelta::default();
+                            let applied =
+                                self.apply_command(tx, entry.index, command, scanned, &mut delta)?;
+                            sm.count(delta);
+                            applied
+                        }
+                    };
+                    sm.applied_index = entry.index;
+                    sm.applied_term = entry.term;
+                    results.push(applied);
+                }
+                let value =
+                    codec::encode("sm_meta", &sm).map_err(ConflictableTransactionError::Abort)?;
+                sm_tree.insert(codec::KEY_SM_META, value)?;
+                Ok((results, sm))
+            })
             .map_err(|e| self.tx_err(e))?;
         // Publish only after the transaction committed (see `applied`).
         self.publish_counts(&sm);
