@@ -8,69 +8,27 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{wait_for, Client, Cluster, RaftSettings};
+use common::{json_of, wait_for, Client, Cluster, RaftSettings};
 use drover::proto::v1 as pb;
-use serde_json::Value;
 
 const ELECTION: Duration = Duration::from_secs(20);
 const JOBS: usize = 20_000;
 
-fn json_of(out: &Output, what: &str) -> Value {
-    assert!(
-        out.status.success(),
-        "{what}: exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
 async fn submit(client: &mut Client, n: usize) -> pb::Job {
-    let spec = pb::JobSpec {
-        command: format!("echo {n}"),
-        ..Default::default()
-    };
-    client
-        .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
+    common::submit_job(client, &format!("echo {n}"))
         .await
         .expect("submit")
-        .into_inner()
-        .job
-        .expect("job")
 }
 
 /// Every job on node `i`, read linearizably: (id, creation index).
 async fn all_jobs(cluster: &Cluster, i: usize) -> Vec<(String, u64)> {
     let mut client = cluster.client(i).await.expect("client");
-    let mut jobs = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_jobs(pb::ListJobsRequest {
-                page_size: 1000,
-                page_token: token.clone(),
-                consistent: true,
-                ..Default::default()
-            })
-            .await
-            .expect("list")
-            .into_inner();
-        jobs.extend(page.jobs.into_iter().map(|j| (j.id, j.index)));
-        if page.next_page_token.is_empty() {
-            return jobs;
-        }
-        token = page.next_page_token;
-    }
+    let jobs = common::all_jobs(&mut client, true).await.expect("list");
+    jobs.into_iter().map(|j| (j.id, j.index)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,7 +11,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{docker_ready, drover_bin, remove_containers, wait_for, Cluster, RaftSettings};
+use common::{
+    docker_ready, drover_bin, json_of, remove_containers, wait_for, Cluster, RaftSettings,
+};
 use drover::proto::v1 as pb;
 use serde_json::Value;
 
@@ -26,21 +28,6 @@ fn cli_at(cluster: &Cluster, node: usize, args: &[&str]) -> Output {
         .env("DROVER_TOKEN", cluster.token.as_deref().unwrap_or_default())
         .output()
         .expect("run drover")
-}
-
-fn json_of(out: &Output, what: &str) -> Value {
-    assert!(
-        out.status.success(),
-        "{what}: exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{what}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
 }
 
 fn submit(cluster: &Cluster, node: usize, command: &str) -> Value {

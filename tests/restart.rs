@@ -216,25 +216,9 @@ async fn rolling_restart_loses_and_duplicates_nothing() {
     }
     // One job per key: the listing holds no duplicate submission.
     let mut keys = BTreeMap::new();
-    let mut token = String::new();
-    loop {
-        let page = client
-            .list_jobs(pb::ListJobsRequest {
-                page_size: 1000,
-                page_token: token.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("list")
-            .into_inner();
-        for job in page.jobs {
-            let key = job.spec.map(|s| s.idempotency_key).unwrap_or_default();
-            *keys.entry(key).or_insert(0) += 1;
-        }
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        token = page.next_page_token;
+    for job in common::all_jobs(&mut client, false).await.expect("list") {
+        let key = job.spec.map(|s| s.idempotency_key).unwrap_or_default();
+        *keys.entry(key).or_insert(0) += 1;
     }
     keys.retain(|key, _| !key.starts_with("pinned-"));
     assert_eq!(keys.len(), acked.len(), "every acknowledged job listed");

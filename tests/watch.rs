@@ -74,17 +74,7 @@ async fn events_until(stream: &mut tonic::Streaming<pb::JobEvent>, marker: &str)
 }
 
 async fn submit(client: &mut common::Client, command: &str) -> pb::Job {
-    let spec = pb::JobSpec {
-        command: command.to_string(),
-        ..Default::default()
-    };
-    client
-        .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
-        .await
-        .expect("submit")
-        .into_inner()
-        .job
-        .expect("a job")
+    common::submit_job(client, command).await.expect("submit")
 }
 
 /// Three jobs submitted, the second stopped, then a marker job: returns the

@@ -453,8 +453,8 @@ pub fn job_image() -> Result<(), String> {
     result
 }
 
-/// Submits a shell command through node `i` and returns the job id.
-pub async fn submit(client: &mut Client, command: &str) -> Result<String, tonic::Status> {
+/// Submits a shell command and returns the job as the server answered it.
+pub async fn submit_job(client: &mut Client, command: &str) -> Result<pb::Job, tonic::Status> {
     let spec = pb::JobSpec {
         command: command.to_string(),
         ..Default::default()
@@ -462,29 +462,64 @@ pub async fn submit(client: &mut Client, command: &str) -> Result<String, tonic:
     let response = client
         .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
         .await?;
-    Ok(response.into_inner().job.map(|j| j.id).unwrap_or_default())
+    response
+        .into_inner()
+        .job
+        .ok_or_else(|| tonic::Status::internal("SubmitJob answered without a job"))
 }
 
-/// All job ids a node has, walking every page.
-pub async fn all_job_ids(client: &mut Client) -> Result<Vec<String>, tonic::Status> {
-    let mut ids = Vec::new();
+/// Submits a shell command and returns the job id.
+pub async fn submit(client: &mut Client, command: &str) -> Result<String, tonic::Status> {
+    Ok(submit_job(client, command).await?.id)
+}
+
+/// Every job a node has, walking every page; `consistent` reads each page
+/// linearizably (ReadIndex) instead of from the local table.
+pub async fn all_jobs(
+    client: &mut Client,
+    consistent: bool,
+) -> Result<Vec<pb::Job>, tonic::Status> {
+    let mut jobs = Vec::new();
     let mut token = String::new();
     loop {
         let page = client
             .list_jobs(pb::ListJobsRequest {
                 page_size: 1000,
                 page_token: token,
-                consistent: false,
+                consistent,
                 ..Default::default()
             })
             .await?
             .into_inner();
-        ids.extend(page.jobs.into_iter().map(|j| j.id));
+        jobs.extend(page.jobs);
         if page.next_page_token.is_empty() {
-            return Ok(ids);
+            return Ok(jobs);
         }
         token = page.next_page_token;
     }
+}
+
+/// All job ids a node has, walking every page.
+pub async fn all_job_ids(client: &mut Client) -> Result<Vec<String>, tonic::Status> {
+    let jobs = all_jobs(client, false).await?;
+    Ok(jobs.into_iter().map(|j| j.id).collect())
+}
+
+/// The JSON a successful CLI run printed; panics with its stderr (or
+/// stdout, if it is not JSON) otherwise.
+pub fn json_of(out: &std::process::Output, what: &str) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// Asserts a path exists (helps failure messages read well).
