@@ -330,7 +330,7 @@ pub fn scan_log(proc: &Proc) -> LogScan {
 }
 
 /// User + system CPU time from a /proc/.../stat file (fields 14 and 15, in
-/// clock ticks; Linux's USER_HZ is 100 on every architecture we run on).
+/// clock ticks of `sysconf(_SC_CLK_TCK)`).
 pub fn cpu_time_of(stat_path: &str) -> Option<Duration> {
     let text = std::fs::read_to_string(stat_path).ok()?;
     // The command name (field 2) may hold spaces: count from after its ')'.
@@ -338,5 +338,11 @@ pub fn cpu_time_of(stat_path: &str) -> Option<Duration> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_millis((utime + stime) * 10))
+    // SAFETY: sysconf reads a constant of the C library; no memory is shared.
+    let ticks_per_sec = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|&t| t > 0)?;
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / ticks_per_sec as f64,
+    ))
 }

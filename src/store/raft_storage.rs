@@ -390,14 +390,15 @@ impl Store {
         // second. Deleting from the lowest index up keeps what is left a
         // contiguous log at every step, also after a crash (sled recovers a
         // prefix of its writes), so no step needs to be atomic.
+        // Checked once: the durable snapshot only ever moves forward.
+        let covered = self.snapshot_record()?.map_or(0, |r| r.meta.index);
+        if upto > covered {
+            return Err(StoreError::Contract(format!(
+                "compaction up to {upto} but the durable snapshot covers only up to {covered}"
+            )));
+        }
         loop {
             let _log = lock(&self.log_lock);
-            let covered = self.snapshot_record()?.map_or(0, |r| r.meta.index);
-            if upto > covered {
-                return Err(StoreError::Contract(format!(
-                    "compaction up to {upto} but the durable snapshot covers only up to {covered}"
-                )));
-            }
             let keys = self
                 .raft_log
                 .range(..=index_key(upto))
