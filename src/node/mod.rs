@@ -251,6 +251,17 @@ impl Node {
             .next_id()
     }
 
+    /// The current Raft term (cheap: no copy of the status).
+    pub fn term(&self) -> raft::Term {
+        self.status.borrow().term
+    }
+
+    /// Whether `id` is in the membership in effect here (cheap: no copy of
+    /// the status; it is asked for every batch of peer messages).
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.status.borrow().membership.contains(id)
+    }
+
     /// True if this node currently leads (cheap: no copy of the status).
     pub fn is_leader(&self) -> bool {
         self.status.borrow().role == Role::Leader

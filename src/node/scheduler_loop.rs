@@ -28,7 +28,7 @@ pub async fn run(node: Arc<Node>) {
     let mut leading_since: Option<u64> = None;
     let mut last_gc = Instant::now();
     loop {
-        let term = node.status().term;
+        let term = node.term();
         let mut next_wake = Instant::now() + node.config.scheduler.heartbeat_interval;
         if node.is_leader() {
             if leading_since != Some(term) {

@@ -350,7 +350,7 @@ impl RaftPeer for PeerService {
                 batch.protocol_version, PROTOCOL_VERSION
             )));
         }
-        let is_member = self.node.status().membership.contains(batch.from);
+        let is_member = self.node.is_member(batch.from);
         self.node
             .incarnations
             .check(
