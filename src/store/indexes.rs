@@ -143,6 +143,20 @@ pub(crate) struct SmTx<'a> {
 }
 
 impl SmTx<'_> {
+    /// The trees a backup restore replaces, in the order of
+    /// `SmTrees::restored`.
+    pub(crate) fn restored(&self) -> [&TransactionalTree; 7] {
+        [
+            self.jobs,
+            self.queue,
+            self.active,
+            self.finished,
+            self.idempotency,
+            self.acl,
+            self.restore,
+        ]
+    }
+
     /// Every tree of the table, in the order of `SmTrees::table`.
     pub(crate) fn table(&self) -> [&TransactionalTree; 8] {
         [

@@ -661,6 +661,21 @@ impl SmTrees {
             )
     }
 
+    /// The trees a backup restore replaces, in the order of
+    /// [`indexes::SmTx::restored`]: the table but the node records, which
+    /// describe the nodes running now, not those of the backup.
+    fn restored(&self) -> [&sled::Tree; 7] {
+        [
+            &self.jobs,
+            &self.queue,
+            &self.active,
+            &self.finished,
+            &self.idempotency,
+            &self.acl,
+            &self.restore,
+        ]
+    }
+
     /// The trees a snapshot replaces whole (all but `sm_meta`), in the
     /// order of [`indexes::SmTx::table`].
     fn table(&self) -> [&sled::Tree; 8] {

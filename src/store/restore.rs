@@ -60,18 +60,7 @@ impl PreparedRestore {
 
     /// Performs the writes inside the apply transaction.
     pub(crate) fn write(&self, tx: &SmTx<'_>) -> Tx<Applied> {
-        indexes::remove_keys(
-            &[
-                tx.jobs,
-                tx.queue,
-                tx.active,
-                tx.finished,
-                tx.idempotency,
-                tx.acl,
-                tx.restore,
-            ],
-            &self.old_keys,
-        )?;
+        indexes::remove_keys(&tx.restored(), &self.old_keys)?;
         for job in &self.jobs {
             tx.put_job(None, job)?;
         }
@@ -202,15 +191,7 @@ impl Store {
             Ok(state) => state,
             Err(reason) => return Ok(Err(format!("restore {id}: {reason}"))),
         };
-        let old_keys = self.keys_of(&[
-            &t.jobs,
-            &t.queue,
-            &t.active,
-            &t.finished,
-            &t.idempotency,
-            &t.acl,
-            &t.restore,
-        ])?;
+        let old_keys = self.keys_of(&self.sm.restored())?;
         Ok(Ok(PreparedRestore {
             old_keys,
             jobs: settle_active(state.jobs, at_ms),
