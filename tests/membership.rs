@@ -15,17 +15,7 @@ const ELECTION: Duration = Duration::from_secs(20);
 async fn submit(cluster: &Cluster, node: usize) -> String {
     wait_for("a submission", ELECTION, || async {
         let mut client = cluster.client(node).await?;
-        let spec = pb::JobSpec {
-            command: "true".into(),
-            ..Default::default()
-        };
-        let job = client
-            .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
-            .await
-            .ok()?
-            .into_inner()
-            .job?;
-        Some(job.id)
+        common::submit(&mut client, "true").await.ok()
     })
     .await
 }
