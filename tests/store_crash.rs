@@ -231,6 +231,26 @@ fn kill_9_loses_no_acknowledged_entry() {
             applied - applied / NOOP_EVERY,
             "round {round}: job count at applied {applied}"
         );
+        // Rows, the queue index and the counters agree: no half apply.
+        let mut rows = Vec::new();
+        loop {
+            let page = store.list_jobs(rows.last(), 1000).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            rows.extend(page.iter().map(|j| j.id));
+        }
+        assert_eq!(rows.len() as u64, store.job_count(), "round {round}: rows");
+        let queued = store
+            .queued_jobs()
+            .map(|q| q.unwrap().0)
+            .collect::<Vec<_>>();
+        assert_eq!(queued.len() as u64, store.queued_count(), "round {round}");
+        assert_eq!(
+            queued.len(),
+            rows.len(),
+            "round {round}: every job is queued"
+        );
         let snapshot_files = std::fs::read_dir(dir.path().join("snapshots"))
             .unwrap()
             .count();

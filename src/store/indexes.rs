@@ -15,10 +15,8 @@
 //!   `h/` ++ sha256(secret) -> accessor (the lookup every call makes);
 //!   `bootstrap` -> accessor of the bootstrap token, once bootstrapped.
 
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
-
 use super::codec;
-use super::StoreError;
+pub(crate) use super::staged::{SmTx, StagedTree, Tx};
 use crate::acl::Token;
 use crate::jobs::{Job, JobId, JobState, NodeRecord};
 use crate::raft::NodeId;
@@ -47,8 +45,6 @@ pub(crate) fn acl_token_key(accessor: &str) -> Vec<u8> {
 pub(crate) fn acl_hash_key(hash: &[u8; 32]) -> Vec<u8> {
     [ACL_HASH_PREFIX, &hash[..]].concat()
 }
-
-pub(crate) type Tx<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 /// Key of a queued job: priority descending, then id ascending.
 pub(crate) fn queue_key(priority: i32, id: &JobId) -> [u8; 20] {
@@ -105,13 +101,12 @@ pub(crate) fn counts_of(jobs: &[Job]) -> CountDelta {
 
 /// Deletes `keys[i]` from `trees[i]`: what replacing a table wholesale
 /// removes (the keys are listed before the transaction, which cannot scan).
-pub(crate) fn remove_keys(trees: &[&TransactionalTree], keys: &[Vec<sled::IVec>]) -> Tx<()> {
+pub(crate) fn remove_keys(trees: &[&StagedTree<'_>], keys: &[Vec<sled::IVec>]) {
     for (tree, keys) in trees.iter().zip(keys) {
         for key in keys {
-            tree.remove(key)?;
+            tree.remove(key);
         }
     }
-    Ok(())
 }
 
 impl CountDelta {
@@ -130,120 +125,78 @@ impl CountDelta {
     }
 }
 
-/// The state machine's trees inside one transaction.
-pub(crate) struct SmTx<'a> {
-    pub jobs: &'a TransactionalTree,
-    pub queue: &'a TransactionalTree,
-    pub active: &'a TransactionalTree,
-    pub finished: &'a TransactionalTree,
-    pub idempotency: &'a TransactionalTree,
-    pub nodes: &'a TransactionalTree,
-    pub acl: &'a TransactionalTree,
-    pub restore: &'a TransactionalTree,
-}
-
 impl SmTx<'_> {
-    /// The trees a backup restore replaces, in the order of
-    /// `SmTrees::restored`.
-    pub(crate) fn restored(&self) -> [&TransactionalTree; 7] {
-        [
-            self.jobs,
-            self.queue,
-            self.active,
-            self.finished,
-            self.idempotency,
-            self.acl,
-            self.restore,
-        ]
-    }
-
-    /// Every tree of the table, in the order of `SmTrees::table`.
-    pub(crate) fn table(&self) -> [&TransactionalTree; 8] {
-        [
-            self.jobs,
-            self.queue,
-            self.active,
-            self.finished,
-            self.idempotency,
-            self.nodes,
-            self.acl,
-            self.restore,
-        ]
-    }
-
     /// Writes `new` (replacing `old`, if any) and moves its index entries.
     pub(crate) fn put_job(&self, old: Option<&Job>, new: &Job) -> Tx<CountDelta> {
         let mut delta = CountDelta::default();
         if let Some(old) = old {
-            self.remove_index_entries(old)?;
+            self.remove_index_entries(old);
             delta.add(CountDelta::of(old, -1));
         }
-        let value = codec::encode("job", new).map_err(ConflictableTransactionError::Abort)?;
-        self.jobs.insert(&new.id.to_bytes()[..], value)?;
-        self.insert_index_entries(new)?;
+        self.jobs
+            .insert(new.id.to_bytes(), codec::encode("job", new)?);
+        self.insert_index_entries(new);
         delta.add(CountDelta::of(new, 1));
         Ok(delta)
     }
 
     /// Deletes a job row, its index entries and its idempotency key.
-    pub(crate) fn delete_job(&self, job: &Job) -> Tx<CountDelta> {
-        self.jobs.remove(&job.id.to_bytes()[..])?;
-        self.remove_index_entries(job)?;
+    pub(crate) fn delete_job(&self, job: &Job) -> CountDelta {
+        self.jobs.remove(job.id.to_bytes());
+        self.remove_index_entries(job);
         if let Some(key) = &job.spec.idempotency_key {
-            self.idempotency.remove(key.as_bytes())?;
+            self.idempotency.remove(key.as_bytes());
         }
-        Ok(CountDelta::of(job, -1))
+        CountDelta::of(job, -1)
     }
 
-    fn insert_index_entries(&self, job: &Job) -> Tx<()> {
+    fn insert_index_entries(&self, job: &Job) {
         if job.state == JobState::Queued {
             self.queue.insert(
-                &queue_key(job.spec.priority, &job.id)[..],
+                queue_key(job.spec.priority, &job.id),
                 &job.not_before_ms.to_be_bytes()[..],
-            )?;
+            );
         }
         if let Some((node, attempt)) = job.active_on() {
             self.active
-                .insert(&active_key(node, &job.id)[..], &attempt.to_be_bytes()[..])?;
+                .insert(active_key(node, &job.id), &attempt.to_be_bytes()[..]);
         }
         if let Some(at) = job.finished_at_ms {
-            self.finished
-                .insert(&finished_key(at, &job.id)[..], &[][..])?;
+            self.finished.insert(finished_key(at, &job.id), &[][..]);
         }
         if let Some(key) = &job.spec.idempotency_key {
             self.idempotency
-                .insert(key.as_bytes(), &job.id.to_bytes()[..])?;
+                .insert(key.as_bytes(), &job.id.to_bytes()[..]);
         }
-        Ok(())
     }
 
-    fn remove_index_entries(&self, job: &Job) -> Tx<()> {
+    fn remove_index_entries(&self, job: &Job) {
         if job.state == JobState::Queued {
-            self.queue
-                .remove(&queue_key(job.spec.priority, &job.id)[..])?;
+            self.queue.remove(queue_key(job.spec.priority, &job.id));
         }
         if let Some((node, _)) = job.active_on() {
-            self.active.remove(&active_key(node, &job.id)[..])?;
+            self.active.remove(active_key(node, &job.id));
         }
         if let Some(at) = job.finished_at_ms {
-            self.finished.remove(&finished_key(at, &job.id)[..])?;
+            self.finished.remove(finished_key(at, &job.id));
         }
-        Ok(())
     }
 
     /// Writes a node record.
     pub(crate) fn put_node(&self, node: &NodeRecord) -> Tx<()> {
-        let value = codec::encode("node", node).map_err(ConflictableTransactionError::Abort)?;
-        self.nodes.insert(&node.id.to_be_bytes()[..], value)?;
+        self.nodes
+            .insert(node.id.to_be_bytes(), codec::encode("node", node)?);
         Ok(())
     }
 
     /// Writes a token and its hash entry.
     pub(crate) fn put_token(&self, token: &Token) -> Tx<()> {
-        let value = codec::encode("token", token).map_err(ConflictableTransactionError::Abort)?;
-        self.acl.insert(acl_token_key(&token.accessor), value)?;
+        self.acl.insert(
+            acl_token_key(&token.accessor),
+            codec::encode("token", token)?,
+        );
         self.acl
-            .insert(acl_hash_key(&token.secret_hash), token.accessor.as_bytes())?;
+            .insert(acl_hash_key(&token.secret_hash), token.accessor.as_bytes());
         Ok(())
     }
 
@@ -253,16 +206,15 @@ impl SmTx<'_> {
             self.put_token(token)?;
         }
         if let Some(accessor) = bootstrap {
-            self.acl.insert(ACL_BOOTSTRAP_KEY, accessor.as_bytes())?;
+            self.acl.insert(ACL_BOOTSTRAP_KEY, accessor.as_bytes());
         }
         Ok(())
     }
 
     /// Deletes a token and its hash entry.
-    pub(crate) fn delete_token(&self, token: &Token) -> Tx<()> {
-        self.acl.remove(acl_token_key(&token.accessor))?;
-        self.acl.remove(acl_hash_key(&token.secret_hash))?;
-        Ok(())
+    pub(crate) fn delete_token(&self, token: &Token) {
+        self.acl.remove(acl_token_key(&token.accessor));
+        self.acl.remove(acl_hash_key(&token.secret_hash));
     }
 }
 

@@ -27,6 +27,8 @@ mod m0001_initial;
 mod m0002_job_lifecycle;
 #[path = "../../migrations/m0003_acl.rs"]
 mod m0003_acl;
+#[path = "../../migrations/m0004_apply_journal.rs"]
+mod m0004_apply_journal;
 
 /// One schema migration.
 #[derive(Clone, Copy, Debug)]
@@ -44,10 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
     m0001_initial::MIGRATION,
     m0002_job_lifecycle::MIGRATION,
     m0003_acl::MIGRATION,
+    m0004_apply_journal::MIGRATION,
 ];
 
 /// The schema version this binary writes: the last migration's.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Name of the tree holding `schema_version`, `cluster_id` and `node_id`.
 /// Part of the on-disk format of every version.

@@ -37,11 +37,15 @@
 //!   flush. A crash before that transaction is durable leaves the old state
 //!   plus an unreferenced file (deleted on open); after it, the new state.
 //!   The previous snapshot file is deleted only after the flush.
-//! - `apply`: job-table changes and the applied index commit in one
-//!   transaction, without a flush. A crash may lose the latest applies, but
-//!   always whole ones with their applied index; the entries are durable in
-//!   the log and are re-applied after restart (applying is idempotent by
-//!   index, so a duplicate apply is skipped).
+//! - `apply`: job-table changes and the applied index commit together, all
+//!   or nothing, without a flush (see `staged`): the run's writes are staged
+//!   in memory, then written as one journal record followed by plain
+//!   inserts with the applied index last; open replays a journal whose
+//!   applied index the table has not reached. A write set too large for the
+//!   journal (a restore) is one transaction instead. A crash may lose the
+//!   latest applies, but always whole ones with their applied index; the
+//!   entries are durable in the log and are re-applied after restart
+//!   (applying is idempotent by index, so a duplicate apply is skipped).
 //! - `create_snapshot`: file durable first, then the record, then a flush.
 //!   The flush also makes every earlier apply durable, so a durable snapshot
 //!   never claims an index above the durable applied index (open checks
@@ -72,6 +76,7 @@ mod outputs;
 mod raft_storage;
 mod restore;
 mod snapshot;
+mod staged;
 mod state_machine;
 
 use std::fs;
@@ -387,6 +392,9 @@ impl Store {
         self.hard_state()?;
         self.membership()?;
         let record = self.snapshot_record()?;
+        if self.replay_apply_journal(self.sm_meta()?.applied_index)? {
+            self.flush()?;
+        }
         let mut sm = self.sm_meta()?;
         if let Some(record) = &record {
             let data =
@@ -557,9 +565,8 @@ impl Store {
         snap: &snapshot::DecodedSnapshot,
     ) -> Result<SmMeta, StoreError> {
         let install = self.prepare_install(snap)?;
-        self.sm
-            .transaction(|tx, sm_meta| install.write(tx, sm_meta))
-            .map_err(|e| self.tx_err(e))?;
+        let writes = install.writes(self)?;
+        self.sm.transaction(&writes).map_err(|e| self.tx_err(e))?;
         Ok(install.sm)
     }
 
@@ -627,38 +634,33 @@ struct SmTrees {
 }
 
 impl SmTrees {
-    /// Runs `write` in one sled transaction over every state-machine tree:
-    /// the table's trees as an [`indexes::SmTx`], plus `sm_meta`.
-    fn transaction<R>(
+    /// Commits a staged change as one sled transaction over every
+    /// state-machine tree (see `staged` for when).
+    fn transaction(
         &self,
-        write: impl Fn(&indexes::SmTx<'_>, &sled::transaction::TransactionalTree) -> indexes::Tx<R>,
-    ) -> sled::transaction::TransactionResult<R, StoreError> {
-        (
-            &self.jobs,
-            &self.sm_meta,
-            &self.queue,
-            &self.active,
-            &self.finished,
-            &self.idempotency,
-            &self.nodes,
-            &self.acl,
-            &self.restore,
-        )
-            .transaction(
-                |(jobs, sm_meta, queue, active, finished, idempotency, nodes, acl, restore)| {
-                    let tx = indexes::SmTx {
-                        jobs,
-                        queue,
-                        active,
-                        finished,
-                        idempotency,
-                        nodes,
-                        acl,
-                        restore,
-                    };
-                    write(&tx, sm_meta)
-                },
-            )
+        set: &staged::WriteSet,
+    ) -> sled::transaction::TransactionResult<(), StoreError> {
+        self.all()[..].transaction(|trees| set.write_in(trees))
+    }
+
+    /// Every state-machine tree, in [`staged::SmTree::ALL`] order.
+    fn all(&self) -> [&sled::Tree; 9] {
+        staged::SmTree::ALL.map(|id| self.tree(id))
+    }
+
+    fn tree(&self, id: staged::SmTree) -> &sled::Tree {
+        use staged::SmTree;
+        match id {
+            SmTree::Jobs => &self.jobs,
+            SmTree::Queue => &self.queue,
+            SmTree::Active => &self.active,
+            SmTree::Finished => &self.finished,
+            SmTree::Idempotency => &self.idempotency,
+            SmTree::Nodes => &self.nodes,
+            SmTree::Acl => &self.acl,
+            SmTree::Restore => &self.restore,
+            SmTree::SmMeta => &self.sm_meta,
+        }
     }
 
     /// The trees a backup restore replaces, in the order of
@@ -715,28 +717,28 @@ struct PreparedInstall {
 }
 
 impl PreparedInstall {
-    /// Performs the writes inside the caller's transaction.
-    fn write(
-        &self,
-        tx: &indexes::SmTx<'_>,
-        sm_meta: &sled::transaction::TransactionalTree,
-    ) -> indexes::Tx<()> {
-        indexes::remove_keys(&tx.table(), &self.old_keys)?;
-        for job in &self.jobs {
-            tx.put_job(None, job)?;
-        }
-        for node in &self.nodes {
-            tx.put_node(node)?;
-        }
-        tx.put_acl_state(&self.tokens, self.bootstrap.as_deref())?;
+    /// The install's writes, staged (nothing is written yet): the caller
+    /// commits them in its own transaction.
+    fn writes(&self, store: &Store) -> Result<staged::WriteSet, StoreError> {
+        let tx = store.stage();
+        indexes::remove_keys(&tx.table(), &self.old_keys);
+        let staged = || -> indexes::Tx<()> {
+            for job in &self.jobs {
+                tx.put_job(None, job)?;
+            }
+            for node in &self.nodes {
+                tx.put_node(node)?;
+            }
+            tx.put_acl_state(&self.tokens, self.bootstrap.as_deref())
+        };
+        staged().map_err(|e| store.staged_err(e))?;
         if let Some(staged) = &self.staged {
-            tx.restore.insert(&b"meta"[..], &staged.meta[..])?;
+            tx.restore.insert(&b"meta"[..], &staged.meta[..]);
             for (seq, data) in &staged.chunks {
-                tx.restore
-                    .insert(&restore::chunk_key(*seq)[..], &data[..])?;
+                tx.restore.insert(restore::chunk_key(*seq), &data[..]);
             }
         }
-        sm_meta.insert(codec::KEY_SM_META, &self.sm_encoded[..])?;
-        Ok(())
+        tx.meta.insert(codec::KEY_SM_META, &self.sm_encoded[..]);
+        Ok(tx.into_writes())
     }
 }

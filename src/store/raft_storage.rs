@@ -229,62 +229,30 @@ impl Store {
             }
         })?;
         // 2. Everything else in one transaction, 3. one flush.
-        let t = &self.sm;
-        (
-            &self.raft_log,
-            &self.raft_state,
-            &self.snapshots,
-            &t.jobs,
-            &t.sm_meta,
-            &t.queue,
-            &t.active,
-            &t.finished,
-            &t.idempotency,
-            &t.nodes,
-            &t.acl,
-            &t.restore,
-        )
-            .transaction(
-                |(
-                    log,
-                    state,
-                    snaps,
-                    jobs,
-                    sm_tree,
-                    queue,
-                    active,
-                    finished,
-                    idempotency,
-                    nodes,
-                    acl,
-                    restore,
-                )|
-                 -> TxResult {
-                    for key in &old_log {
-                        log.remove(key)?;
-                    }
-                    for (key, value) in entries {
-                        log.insert(&key[..], &value[..])?;
-                    }
-                    if let Some(hs) = hard_state {
-                        state.insert(codec::KEY_HARD_STATE, hs)?;
-                    }
-                    state.insert(codec::KEY_MEMBERSHIP, &membership[..])?;
-                    snaps.insert(codec::KEY_LATEST_SNAPSHOT, &record_encoded[..])?;
-                    let tx = super::indexes::SmTx {
-                        jobs,
-                        queue,
-                        active,
-                        finished,
-                        idempotency,
-                        nodes,
-                        acl,
-                        restore,
-                    };
-                    install.write(&tx, sm_tree)?;
-                    Ok(())
-                },
-            )
+        let sm_writes = install.writes(self)?;
+        let raft_trees = [&self.raft_log, &self.raft_state, &self.snapshots];
+        let trees: Vec<&sled::Tree> = raft_trees.into_iter().chain(self.sm.all()).collect();
+        trees[..]
+            .transaction(|view| -> TxResult {
+                let (raft, sm) = view.split_at(raft_trees.len());
+                let [log, state, snaps] = raft else {
+                    let n = view.len();
+                    let e = StoreError::Contract(format!("a view of {n} trees"));
+                    return Err(ConflictableTransactionError::Abort(e));
+                };
+                for key in &old_log {
+                    log.remove(key)?;
+                }
+                for (key, value) in entries {
+                    log.insert(&key[..], &value[..])?;
+                }
+                if let Some(hs) = hard_state {
+                    state.insert(codec::KEY_HARD_STATE, hs)?;
+                }
+                state.insert(codec::KEY_MEMBERSHIP, &membership[..])?;
+                snaps.insert(codec::KEY_LATEST_SNAPSHOT, &record_encoded[..])?;
+                sm_writes.write_in(sm)
+            })
             .map_err(|e| self.tx_err(e))?;
         self.flush()?;
         self.publish_counts(&install.sm);

@@ -14,7 +14,6 @@
 //! `c/` ++ seq u32 BE -> chunk bytes.
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::ConflictableTransactionError;
 
 use super::indexes::{self, CountDelta, SmTx, Tx};
 use super::state_machine::Applied;
@@ -58,9 +57,9 @@ impl PreparedRestore {
         indexes::counts_of(&self.jobs)
     }
 
-    /// Performs the writes inside the apply transaction.
+    /// Stages the writes in the apply's change.
     pub(crate) fn write(&self, tx: &SmTx<'_>) -> Tx<Applied> {
-        indexes::remove_keys(&tx.restored(), &self.old_keys)?;
+        indexes::remove_keys(&tx.restored(), &self.old_keys);
         for job in &self.jobs {
             tx.put_job(None, job)?;
         }
@@ -96,14 +95,9 @@ pub(crate) fn settle_active(mut jobs: Vec<Job>, at_ms: i64) -> Vec<Job> {
 }
 
 impl Store {
-    fn staged_meta_tx(
-        &self,
-        tx: &SmTx<'_>,
-    ) -> Result<Option<StagedMeta>, ConflictableTransactionError<StoreError>> {
+    fn staged_meta_tx(&self, tx: &SmTx<'_>) -> Tx<Option<StagedMeta>> {
         match tx.restore.get(KEY_META)? {
-            Some(bytes) => codec::decode("staged restore", &bytes)
-                .map(Some)
-                .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d))),
+            Some(bytes) => Ok(Some(self.decode("staged restore", &bytes)?)),
             None => Ok(None),
         }
     }
@@ -118,7 +112,7 @@ impl Store {
     ) -> Tx<Applied> {
         if let Some(old) = self.staged_meta_tx(tx)? {
             for seq in 0..old.chunks {
-                tx.restore.remove(&chunk_key(seq)[..])?;
+                tx.restore.remove(chunk_key(seq));
             }
         }
         let meta = StagedMeta {
@@ -126,9 +120,8 @@ impl Store {
             chunks,
             sha256,
         };
-        let value =
-            codec::encode("staged restore", &meta).map_err(ConflictableTransactionError::Abort)?;
-        tx.restore.insert(KEY_META, value)?;
+        tx.restore
+            .insert(KEY_META, codec::encode("staged restore", &meta)?);
         Ok(Applied::Noop)
     }
 
@@ -142,7 +135,7 @@ impl Store {
     ) -> Tx<Applied> {
         match self.staged_meta_tx(tx)? {
             Some(meta) if meta.id == id && seq < meta.chunks => {
-                tx.restore.insert(&chunk_key(seq)[..], data)?;
+                tx.restore.insert(chunk_key(seq), data);
                 Ok(Applied::Noop)
             }
             _ => Ok(Applied::Refused {

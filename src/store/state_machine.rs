@@ -5,10 +5,8 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use sled::transaction::{abort, ConflictableTransactionError, TransactionalTree};
-
 use super::codec::{self, SmMeta, SnapshotRecord};
-use super::indexes::{self, id_suffix, CountDelta, SmTx, Tx};
+use super::indexes::{self, id_suffix, CountDelta, SmTx, StagedTree, Tx};
 use super::restore::PreparedRestore;
 use super::{lock, snapshot, Snapshot, Store, StoreError};
 use crate::acl::Token;
@@ -92,7 +90,7 @@ pub enum Applied {
     AlreadyApplied,
 }
 
-/// A command decoded ahead of the transaction (decoding is pure).
+/// A command decoded ahead of its staged change (decoding is pure).
 enum Decoded {
     Noop,
     /// Boxed: a command is far larger than the other variants.
@@ -101,8 +99,8 @@ enum Decoded {
     ConfChange(ConfChange),
 }
 
-/// What a command needs read before its transaction: a range scan, which a
-/// sled transaction cannot do.
+/// What a command needs read before its staged change: a range scan, which
+/// staging cannot do (it overlays point reads only).
 enum PreScan {
     /// The active attempts on a node (NodeDown, Evict).
     Node(NodeId),
@@ -112,9 +110,9 @@ enum PreScan {
 }
 
 impl Decoded {
-    /// Commands that need a [`PreScan`] start a new transaction, and the
+    /// Commands that need a [`PreScan`] start a new change, and the
     /// scan runs just before it (under `sm_lock`, so it sees exactly the
-    /// state the transaction starts from).
+    /// state the change starts from).
     fn pre_scan(&self) -> Option<PreScan> {
         let Decoded::Command(command) = self else {
             return None;
@@ -134,10 +132,11 @@ impl Decoded {
 
 impl Store {
     /// Applies committed entries, in order, to the job table. The changes
-    /// and the new applied index/term commit in one transaction across the
-    /// state machine's trees (one per run of entries: see
-    /// `Decoded::pre_scan`); no fsync (see the module docs: the entries
-    /// are durable in the log and re-applied after a crash).
+    /// and the new applied index/term commit all or nothing across the
+    /// state machine's trees (one change per run of entries: see
+    /// `Decoded::pre_scan` and `store::staged`); no fsync (see the module
+    /// docs: the entries are durable in the log and re-applied after a
+    /// crash).
     ///
     /// Entries at or below the applied index are skipped
     /// ([`Applied::AlreadyApplied`]), so re-applying after a restart is
@@ -201,7 +200,8 @@ impl Store {
         Ok(results)
     }
 
-    /// One transaction for a run of entries. `scanned` is the active index
+    /// One atomic change for a run of entries (staged, then committed: see
+    /// `store::staged`). `scanned` is the active index
     /// of the node of the run's first entry, and `restore` the prepared
     /// restore of a RestoreFinish starting it, if it needs either.
     fn apply_run(
@@ -211,94 +211,98 @@ impl Store {
         scanned: &[(JobId, u32)],
         restore: Option<&Result<PreparedRestore, String>>,
     ) -> Result<Vec<Applied>, StoreError> {
+        let tx = self.stage();
         let (results, sm) = self
-            .sm
-            .transaction(|tx, sm_tree| -> Tx<(Vec<Applied>, SmMeta)> {
-                let mut sm: SmMeta = match sm_tree.get(codec::KEY_SM_META)? {
-                    Some(bytes) => codec::decode("sm_meta", &bytes)
-                        .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d)))?,
-                    None => SmMeta::default(),
-                };
-                let mut results = Vec::with_capacity(entries.len());
-                for (entry, decoded) in entries.iter().zip(decoded) {
-                    if entry.index <= sm.applied_index {
-                        results.push(Applied::AlreadyApplied);
-                        continue;
-                    }
-                    if entry.index != sm.applied_index + 1 {
-                        return abort(StoreError::Contract(format!(
-                            "apply of entry {} but the applied index is {}",
-                            entry.index, sm.applied_index
-                        )));
-                    }
-                    let applied = match decoded {
-                        Decoded::Noop => Applied::Noop,
-                        Decoded::Bad(reason) => Applied::Rejected {
-                            reason: reason.clone(),
-                        },
-                        Decoded::ConfChange(cc) => {
-                            sm.membership.apply(cc);
-                            Applied::ConfChange(sm.membership.clone())
-                        }
-                        Decoded::Command(command)
-                            if matches!(**command, Command::RestoreFinish { .. }) =>
-                        {
-                            match restore {
-                                Some(Ok(prepared)) => {
-                                    let applied = prepared.write(tx)?;
-                                    sm.job_count = 0;
-                                    sm.queued_count = 0;
-                                    sm.finished_count = 0;
-                                    sm.count(prepared.counts());
-                                    applied
-                                }
-                                Some(Err(reason)) => Applied::Refused {
-                                    reason: reason.clone(),
-                                },
-                                None => Applied::Refused {
-                                    reason: "a restore must start its own run".into(),
-                                },
-                            }
-                        }
-                        Decoded::Command(command) => {
-                            let mut delta = CountDelta::default();
-                            let applied =
-                                self.apply_command(tx, entry.index, command, scanned, &mut delta)?;
-                            sm.count(delta);
-                            applied
-                        }
-                    };
-                    sm.applied_index = entry.index;
-                    sm.applied_term = entry.term;
-                    results.push(applied);
-                }
-                let value =
-                    codec::encode("sm_meta", &sm).map_err(ConflictableTransactionError::Abort)?;
-                sm_tree.insert(codec::KEY_SM_META, value)?;
-                Ok((results, sm))
-            })
-            .map_err(|e| self.tx_err(e))?;
-        // Publish only after the transaction committed (see `applied`).
+            .apply_staged(&tx, entries, decoded, scanned, restore)
+            .map_err(|e| self.staged_err(e))?;
+        self.commit_staged(tx.into_writes(), sm.applied_index)?;
+        // Publish only after the change committed (see `applied`).
         self.publish_counts(&sm);
         Ok(results)
     }
 
-    fn load_job(&self, jobs: &TransactionalTree, id: &JobId) -> Tx<Option<Job>> {
+    /// Stages the changes of a run of entries and the `sm_meta` that
+    /// follows them; returns each entry's outcome and that `sm_meta`.
+    fn apply_staged(
+        &self,
+        tx: &SmTx<'_>,
+        entries: &[Entry],
+        decoded: &[Decoded],
+        scanned: &[(JobId, u32)],
+        restore: Option<&Result<PreparedRestore, String>>,
+    ) -> Tx<(Vec<Applied>, SmMeta)> {
+        let mut sm: SmMeta = match tx.meta.get(codec::KEY_SM_META)? {
+            Some(bytes) => self.decode("sm_meta", &bytes)?,
+            None => SmMeta::default(),
+        };
+        let mut results = Vec::with_capacity(entries.len());
+        for (entry, decoded) in entries.iter().zip(decoded) {
+            if entry.index <= sm.applied_index {
+                results.push(Applied::AlreadyApplied);
+                continue;
+            }
+            if entry.index != sm.applied_index + 1 {
+                return Err(StoreError::Contract(format!(
+                    "apply of entry {} but the applied index is {}",
+                    entry.index, sm.applied_index
+                ))
+                .into());
+            }
+            let applied = match decoded {
+                Decoded::Noop => Applied::Noop,
+                Decoded::Bad(reason) => Applied::Rejected {
+                    reason: reason.clone(),
+                },
+                Decoded::ConfChange(cc) => {
+                    sm.membership.apply(cc);
+                    Applied::ConfChange(sm.membership.clone())
+                }
+                Decoded::Command(command) if matches!(**command, Command::RestoreFinish { .. }) => {
+                    match restore {
+                        Some(Ok(prepared)) => {
+                            let applied = prepared.write(tx)?;
+                            sm.job_count = 0;
+                            sm.queued_count = 0;
+                            sm.finished_count = 0;
+                            sm.count(prepared.counts());
+                            applied
+                        }
+                        Some(Err(reason)) => Applied::Refused {
+                            reason: reason.clone(),
+                        },
+                        None => Applied::Refused {
+                            reason: "a restore must start its own run".into(),
+                        },
+                    }
+                }
+                Decoded::Command(command) => {
+                    let mut delta = CountDelta::default();
+                    let applied =
+                        self.apply_command(tx, entry.index, command, scanned, &mut delta)?;
+                    sm.count(delta);
+                    applied
+                }
+            };
+            sm.applied_index = entry.index;
+            sm.applied_term = entry.term;
+            results.push(applied);
+        }
+        tx.meta
+            .insert(codec::KEY_SM_META, codec::encode("sm_meta", &sm)?);
+        Ok((results, sm))
+    }
+
+    fn load_job(&self, jobs: &StagedTree<'_>, id: &JobId) -> Tx<Option<Job>> {
         let key = id.to_bytes();
         match jobs.get(key)? {
-            Some(bytes) => self
-                .decode_job(&key, &bytes)
-                .map(Some)
-                .map_err(ConflictableTransactionError::Abort),
+            Some(bytes) => Ok(Some(self.decode_job(&key, &bytes)?)),
             None => Ok(None),
         }
     }
 
-    fn load_node(&self, nodes: &TransactionalTree, id: NodeId) -> Tx<Option<NodeRecord>> {
+    fn load_node(&self, nodes: &StagedTree<'_>, id: NodeId) -> Tx<Option<NodeRecord>> {
         match nodes.get(id.to_be_bytes())? {
-            Some(bytes) => codec::decode("node", &bytes)
-                .map(Some)
-                .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d))),
+            Some(bytes) => Ok(Some(self.decode("node", &bytes)?)),
             None => Ok(None),
         }
     }
@@ -311,7 +315,7 @@ impl Store {
         event: lifecycle::Event,
         delta: &mut CountDelta,
     ) -> Tx<Applied> {
-        let Some(old) = self.load_job(tx.jobs, id)? else {
+        let Some(old) = self.load_job(&tx.jobs, id)? else {
             return Ok(Applied::Refused {
                 reason: format!("no job {id}"),
             });
@@ -363,7 +367,7 @@ impl Store {
                 let mut jobs = Vec::new();
                 for a in assignments {
                     let ready = self
-                        .load_node(tx.nodes, a.node)?
+                        .load_node(&tx.nodes, a.node)?
                         .is_some_and(|n| n.status == NodeStatus::Ready && n.drain.is_none());
                     let event = Event::Assign {
                         attempt: a.attempt,
@@ -434,7 +438,7 @@ impl Store {
                 capacity,
                 at_ms,
             } => {
-                let drain = self.load_node(tx.nodes, *node)?.and_then(|n| n.drain);
+                let drain = self.load_node(&tx.nodes, *node)?.and_then(|n| n.drain);
                 let record = NodeRecord {
                     id: *node,
                     status: NodeStatus::Ready,
@@ -447,7 +451,7 @@ impl Store {
                 Applied::Node(record)
             }
             Command::SetDrain { node, drain, at_ms } => {
-                let Some(mut record) = self.load_node(tx.nodes, *node)? else {
+                let Some(mut record) = self.load_node(&tx.nodes, *node)? else {
                     return Ok(Applied::Refused {
                         reason: format!("no node {node}"),
                     });
@@ -459,7 +463,7 @@ impl Store {
             }
             Command::NodeDown { node, at_ms } | Command::Evict { node, at_ms } => {
                 let down = matches!(command, Command::NodeDown { .. });
-                let Some(mut record) = self.load_node(tx.nodes, *node)? else {
+                let Some(mut record) = self.load_node(&tx.nodes, *node)? else {
                     return Ok(Applied::Refused {
                         reason: format!("no node {node}"),
                     });
@@ -504,9 +508,9 @@ impl Store {
             Command::Gc { jobs } => {
                 let mut removed = Vec::new();
                 for id in jobs {
-                    if let Some(job) = self.load_job(tx.jobs, id)? {
+                    if let Some(job) = self.load_job(&tx.jobs, id)? {
                         if job.state.is_terminal() {
-                            delta.add(tx.delete_job(&job)?);
+                            delta.add(tx.delete_job(&job));
                             removed.push(*id);
                         }
                     }
@@ -520,7 +524,7 @@ impl Store {
                     });
                 }
                 tx.acl
-                    .insert(indexes::ACL_BOOTSTRAP_KEY, token.accessor.as_bytes())?;
+                    .insert(indexes::ACL_BOOTSTRAP_KEY, token.accessor.as_bytes());
                 self.create_token(tx, token)?
             }
             Command::AclCreateToken { token } => self.create_token(tx, token)?,
@@ -535,9 +539,8 @@ impl Store {
             Command::AclRevokeToken { accessor } => {
                 match tx.acl.get(indexes::acl_token_key(accessor))? {
                     Some(bytes) => {
-                        let token: Token = codec::decode("token", &bytes)
-                            .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d)))?;
-                        tx.delete_token(&token)?;
+                        let token: Token = self.decode("token", &bytes)?;
+                        tx.delete_token(&token);
                         Applied::Revoked(token)
                     }
                     None => Applied::Refused {
@@ -560,14 +563,13 @@ impl Store {
         submitted_at_ms: i64,
         delta: &mut CountDelta,
     ) -> Tx<Applied> {
-        if let Some(existing) = self.load_job(tx.jobs, &id)? {
+        if let Some(existing) = self.load_job(&tx.jobs, &id)? {
             return Ok(Applied::DuplicateJob(existing));
         }
         if let Some(key) = &spec.idempotency_key {
             if let Some(bytes) = tx.idempotency.get(key.as_bytes())? {
-                let first = id_suffix(&bytes)
-                    .map_err(|d| ConflictableTransactionError::Abort(self.corrupt(d)))?;
-                if let Some(existing) = self.load_job(tx.jobs, &first)? {
+                let first = id_suffix(&bytes).map_err(|d| self.corrupt(d))?;
+                if let Some(existing) = self.load_job(&tx.jobs, &first)? {
                     return Ok(Applied::DuplicateJob(existing));
                 }
             }
