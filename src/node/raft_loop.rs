@@ -470,6 +470,12 @@ impl RaftLoop {
         if let (true, Some(last)) = (restored, rd.committed.last()) {
             self.settings.events.reset(last.index);
         }
+        if let Some(last) = rd.committed.last() {
+            self.applied = last.index;
+        }
+        // A client answered below and then asking for the cluster status
+        // finds its write applied (and in the log) there too.
+        self.publish(None);
         for (entry, applied) in rd.committed.iter().zip(results) {
             if let Some((term, reply)) = self.proposals.remove(&entry.index) {
                 let committed = term == entry.term;
@@ -481,9 +487,6 @@ impl RaftLoop {
                 };
                 let _ = reply.send(outcome);
             }
-        }
-        if let Some(last) = rd.committed.last() {
-            self.applied = last.index;
         }
         // Entries below the applied index can no longer be ours.
         self.fail_proposals_upto(self.applied, RaftError::Lost);

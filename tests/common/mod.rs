@@ -355,6 +355,12 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: what each node logged last tells why.
+            for i in 0..self.nodes.len() {
+                eprintln!("--- node {} log tail ---\n{}", i + 1, self.log_tail(i));
+            }
+        }
         for i in 0..self.children.len() {
             self.kill(i);
         }
