@@ -189,6 +189,9 @@ async fn compose_cluster_runs_jobs_while_a_node_is_stopped_and_after_it_restarts
     let cluster = get(&http, &format!("{}/v1/cluster", base(1))).await;
     let leader = cluster["leader_id"].as_u64().expect("leader_id");
     let victim: usize = if leader == 2 { 3 } else { 2 };
+    // Stopped before its executor registered, it would have no node record
+    // to be declared DOWN.
+    wait_node_status(&http, &base(1), victim, "READY", READY).await;
     project.compose(&["stop", &format!("node{victim}")]);
     // The agent is PID 1 of its container: it must act on SIGTERM itself
     // (the engine would SIGKILL it after the grace period: exit 137).
