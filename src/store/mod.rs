@@ -41,8 +41,9 @@
 //!   or nothing, without a flush (see `staged`): the run's writes are staged
 //!   in memory, then written as one journal record followed by plain
 //!   inserts with the applied index last; open replays a journal whose
-//!   applied index the table has not reached. A write set too large for the
-//!   journal (a restore) is one transaction instead. A crash may lose the
+//!   applied index the table has not reached. A write set over 64 KiB (a
+//!   restore, a report carrying a large output tail) is one transaction
+//!   instead. A crash may lose the
 //!   latest applies, but always whole ones with their applied index; the
 //!   entries are durable in the log and are re-applied after restart
 //!   (applying is idempotent by index, so a duplicate apply is skipped).
@@ -65,7 +66,13 @@
 //! Methods take `&self`; `Store` is `Send + Sync`. Writers are serialized by
 //! internal locks, always taken in the order log -> state machine ->
 //! snapshot. The output lock is never held with another. Readers
-//! (`get_job`, `list_jobs`, `read_output`, `output_tail`) take no lock.
+//! (`get_job`, `list_jobs`, `read_output`, `output_tail`) take no lock, and
+//! each read is of one key or one iterator step: a reader running during an
+//! apply may see some of its rows written and others not yet (a new job
+//! before its queue entry is written, say). Nothing decides on such a read
+//! alone: the scheduler's placements and a node's reports go through the log
+//! and are checked again when applied. What must be consistent (a snapshot,
+//! a backup) is read under the state-machine lock.
 
 pub mod backup;
 mod codec;

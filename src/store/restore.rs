@@ -6,7 +6,7 @@
 //! which is part of the replicated state (snapshots carry it), so a node
 //! that catches up by snapshot in the middle of a restore still has every
 //! chunk. `RestoreFinish` verifies the staged body and replaces the job
-//! table and the tokens in one transaction, on every node alike; until then
+//! table and the tokens in one atomic change, on every node alike; until then
 //! nothing visible changes, and a restore that never finishes changes
 //! nothing at all.
 //!
@@ -41,7 +41,7 @@ pub(crate) fn chunk_key(seq: u32) -> [u8; 6] {
     key
 }
 
-/// Everything a `RestoreFinish` writes, computed before its transaction.
+/// Everything a `RestoreFinish` writes, computed before its change.
 pub(crate) struct PreparedRestore {
     /// Keys to delete: jobs, queue, active, finished, idempotency, acl,
     /// restore_staging (in that order).
@@ -144,7 +144,7 @@ impl Store {
         }
     }
 
-    /// Before a `RestoreFinish`'s transaction (under `sm_lock`, after the
+    /// Before a `RestoreFinish`'s change (under `sm_lock`, after the
     /// entries before it were applied): reads and verifies the staging and
     /// lists what the restore deletes. `Ok(Err(reason))` is a refusal every
     /// replica reaches alike (incomplete or damaged staging).

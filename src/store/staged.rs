@@ -36,10 +36,11 @@ use sled::IVec;
 use super::{codec, Store, StoreError};
 use crate::raft::Index;
 
-/// Largest write set committed through the journal (its bytes are written
-/// twice). Larger ones use a sled transaction, whose fixed cost they
-/// amortize; this also keeps the record well below the size at which sled
-/// moves a value out of its log into a blob file.
+/// Largest write set (keys and values) committed through the journal, whose
+/// bytes are written twice. Larger ones use a sled transaction, whose fixed
+/// cost they amortize. This also keeps the record (the write set plus a few
+/// bytes per write) below the size at which sled moves a value out of its
+/// log into a blob file (a quarter of its 512 KiB segment).
 pub(crate) const JOURNAL_MAX_BYTES: usize = 64 << 10;
 
 /// Key of the apply journal in the `sm_meta` tree (schema version 4).
@@ -103,7 +104,9 @@ impl SmTree {
     }
 }
 
-/// One tree with writes staged over it.
+/// One tree with writes staged over it. Writes go through `&self` (a
+/// `RefCell` inside), as with sled's transactional trees, so the apply code
+/// can hand the same [`SmTx`] to every helper.
 pub(crate) struct StagedTree<'a> {
     base: &'a sled::Tree,
     /// Key -> new value, or `None` for a delete.
@@ -111,6 +114,7 @@ pub(crate) struct StagedTree<'a> {
 }
 
 impl<'a> StagedTree<'a> {
+    /// Stages over `base`; nothing is written to it until a commit.
     pub(crate) fn new(base: &'a sled::Tree) -> Self {
         StagedTree {
             base,
@@ -127,12 +131,14 @@ impl<'a> StagedTree<'a> {
         Ok(self.base.get(key)?)
     }
 
+    /// Stages a put (replacing any staged write of the key).
     pub(crate) fn insert(&self, key: impl AsRef<[u8]>, value: impl Into<IVec>) {
         self.writes
             .borrow_mut()
             .insert(key.as_ref().to_vec(), Some(value.into()));
     }
 
+    /// Stages a delete (replacing any staged write of the key).
     pub(crate) fn remove(&self, key: impl AsRef<[u8]>) {
         self.writes.borrow_mut().insert(key.as_ref().to_vec(), None);
     }
@@ -487,6 +493,16 @@ mod tests {
         let job5 = JobId::from_parts(1_700_000_000_005, 5);
         assert!(store.get_job(&job5).unwrap().is_none());
         assert_eq!(store.applied_index(), 9);
+    }
+
+    /// The journal names trees by number: each number is its tree's.
+    #[test]
+    fn tree_numbers_are_their_positions() {
+        for (n, id) in SmTree::ALL.into_iter().enumerate() {
+            assert_eq!(id as usize, n);
+            assert_eq!(SmTree::from_u8(n as u8), Some(id));
+        }
+        assert_eq!(SmTree::from_u8(SmTree::ALL.len() as u8), None);
     }
 
     /// A write set over the journal limit commits as a transaction and

@@ -142,6 +142,10 @@ impl Store {
     /// ([`Applied::AlreadyApplied`]), so re-applying after a restart is
     /// idempotent. A gap (an entry above applied + 1) is a contract
     /// violation and nothing is applied.
+    ///
+    /// After a storage error the table may hold part of a change (its
+    /// journal completes it at the next open): the caller must stop using
+    /// this store and reopen it, as the node does by exiting.
     pub fn apply(&self, entries: &[Entry]) -> Result<Vec<Applied>, StoreError> {
         if entries.is_empty() {
             return Ok(Vec::new());

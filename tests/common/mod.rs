@@ -17,11 +17,29 @@ pub fn drover_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_drover"))
 }
 
-/// A free TCP port on 127.0.0.1 (released before use; the race is harmless
-/// in practice because the kernel does not hand the same port out again soon).
+/// Ports handed to test nodes: below Linux's ephemeral range (32768 and up
+/// by default), so neither `bind(:0)` nor an outgoing connection (a node
+/// dialing its peers) can take one between the moment it is chosen and the
+/// moment the node binds it. That race once failed a cluster test with
+/// "Address already in use".
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1 for a node under test: never handed out
+/// twice by this process, and free when chosen.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
-    listener.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    // Test binaries run one at a time, but start each at its own offset.
+    let offset = std::process::id() % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = TEST_PORTS.start + ((offset + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?} on 127.0.0.1");
 }
 
 /// Polls `check` until it returns Some, or panics with `what` at the deadline.
