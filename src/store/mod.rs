@@ -72,7 +72,9 @@
 //! before its queue entry is written, say). Nothing decides on such a read
 //! alone: the scheduler's placements and a node's reports go through the log
 //! and are checked again when applied. What must be consistent (a snapshot,
-//! a backup) is read under the state-machine lock.
+//! a backup) is read without the lock too, but every change committed
+//! meanwhile is captured and laid over what was read, which gives the table
+//! at exactly one applied index (`Store::export_state`).
 
 pub mod backup;
 mod codec;
@@ -157,6 +159,11 @@ pub struct Store {
     /// Serializes writers of `outputs` (each append reads and rewrites its
     /// attempt's metadata).
     output_lock: Mutex<()>,
+    /// Serializes exports of the table (snapshots, backups): one capture.
+    export_lock: Mutex<()>,
+    /// While an export reads the table without `sm_lock`, every change
+    /// committed meanwhile (see `staged::Capture`).
+    capture: Mutex<Option<staged::Capture>>,
     /// Applied index, published after the apply transaction commits, so a
     /// reader that sees index `i` applied also sees its effects.
     applied: AtomicU64,
@@ -182,9 +189,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
-    // The mutexes guard no data, so a panic while holding one leaves
-    // nothing inconsistent in memory: ignore poisoning.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The mutexes guard no data, or (the export capture) data no code
+    // panics while changing: a poisoned lock leaves nothing inconsistent in
+    // memory, so ignore poisoning.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -379,6 +387,8 @@ impl Store {
             sm_lock: Mutex::new(()),
             snap_lock: Mutex::new(()),
             output_lock: Mutex::new(()),
+            export_lock: Mutex::new(()),
+            capture: Mutex::new(None),
             applied: AtomicU64::new(0),
             counts: Counts::default(),
             fsyncs: AtomicU64::new(0),
@@ -574,6 +584,7 @@ impl Store {
         let install = self.prepare_install(snap)?;
         let writes = install.writes(self)?;
         self.sm.transaction(&writes).map_err(|e| self.tx_err(e))?;
+        self.capture_replaced();
         Ok(install.sm)
     }
 

@@ -33,7 +33,7 @@ use sled::transaction::{
 };
 use sled::IVec;
 
-use super::{codec, Store, StoreError};
+use super::{codec, lock, Store, StoreError};
 use crate::raft::Index;
 
 /// Largest write set (keys and values) committed through the journal, whose
@@ -244,6 +244,61 @@ impl WriteSet {
     }
 }
 
+impl WriteSet {
+    /// Adds these writes to an export's capture (later writes of a key
+    /// replace earlier ones).
+    fn record_into(&self, capture: &mut Capture) {
+        for (id, key, value) in &self.writes {
+            capture.writes.insert((*id, key.clone()), value.clone());
+        }
+    }
+}
+
+/// Every change committed while an export reads the table without the
+/// state-machine lock: the latest value (or delete) of each key written.
+/// The rows the export read, overlaid with these, are the table at the
+/// applied index it reads under the lock at the end: a key not written
+/// meanwhile was read as it is, and a key written meanwhile takes its
+/// value from here, whatever the reader happened to see.
+#[derive(Default)]
+pub(crate) struct Capture {
+    pub(crate) writes: BTreeMap<(SmTree, Vec<u8>), Option<IVec>>,
+    /// A snapshot install replaced the whole table meanwhile (without a
+    /// write set): the export must read again.
+    pub(crate) replaced: bool,
+}
+
+impl Capture {
+    /// The captured writes of one tree, in key order.
+    pub(crate) fn of(&self, id: SmTree) -> impl Iterator<Item = (&[u8], &Option<IVec>)> {
+        self.writes
+            .range((id, Vec::new())..)
+            .take_while(move |((tree, _), _)| *tree == id)
+            .map(|((_, key), value)| (key.as_slice(), value))
+    }
+}
+
+/// `rows` (in key order) with `writes` (in key order) laid over them.
+pub(crate) fn overlay<'w>(
+    rows: Vec<(IVec, IVec)>,
+    writes: impl Iterator<Item = (&'w [u8], &'w Option<IVec>)>,
+) -> Vec<(IVec, IVec)> {
+    let mut out = Vec::with_capacity(rows.len());
+    let mut rows = rows.into_iter().peekable();
+    for (key, value) in writes {
+        while let Some(row) = rows.next_if(|(k, _)| k.as_ref() < key) {
+            out.push(row);
+        }
+        // The row read for this key, if any, is replaced.
+        rows.next_if(|(k, _)| k.as_ref() == key);
+        if let Some(value) = value {
+            out.push((IVec::from(key), value.clone()));
+        }
+    }
+    out.extend(rows);
+    out
+}
+
 /// The journal record: the write set of the last journaled apply and the
 /// applied index it brings `state` to.
 #[derive(Serialize, Deserialize)]
@@ -288,6 +343,9 @@ impl Store {
         set: WriteSet,
         applied_index: Index,
     ) -> Result<(), StoreError> {
+        if let Some(capture) = lock(&self.capture).as_mut() {
+            set.record_into(capture);
+        }
         if set.bytes > JOURNAL_MAX_BYTES {
             return self.sm.transaction(&set).map_err(|e| self.tx_err(e));
         }
@@ -351,6 +409,13 @@ impl Store {
             .map_err(|e| self.sled_err(e))?;
         }
         Ok(true)
+    }
+
+    /// Tells a running export that the table was replaced wholesale.
+    pub(crate) fn capture_replaced(&self) {
+        if let Some(capture) = lock(&self.capture).as_mut() {
+            capture.replaced = true;
+        }
     }
 
     /// Maps a staging error to the store's error.
@@ -493,6 +558,49 @@ mod tests {
         let job5 = JobId::from_parts(1_700_000_000_005, 5);
         assert!(store.get_job(&job5).unwrap().is_none());
         assert_eq!(store.applied_index(), 9);
+    }
+
+    /// A snapshot taken while entries are applied is the table at the
+    /// applied index it names: rows changed before the reader got to them,
+    /// and rows it had read before they changed or went away, included.
+    #[test]
+    fn an_export_during_applies_is_the_table_at_its_index() {
+        let id = |n: u64| JobId::from_parts(1_700_000_000_000 + n, u128::from(n));
+        let cancel = |index, n| {
+            entry(
+                index,
+                Command::Cancel {
+                    job: id(n),
+                    at_ms: 1,
+                },
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), CLUSTER, 1).unwrap();
+        let mut first: Vec<Entry> = (1..=40).map(submit).collect();
+        first.push(cancel(41, 1));
+        first.push(cancel(42, 2));
+        store.apply(&first).unwrap();
+        // Applied while the export reads, after it read job 1's row: job 1
+        // is collected (read, then deleted), job 3 cancelled (read after
+        // its change), job 40 cancelled, jobs 43.. created.
+        let mut during: Vec<Entry> = (43..=50).map(submit).collect();
+        during.push(entry(51, Command::Gc { jobs: vec![id(1)] }));
+        during.push(cancel(52, 3));
+        during.push(cancel(53, 40));
+        let (meta, data) = store
+            .export_state_with(|| {
+                store.apply(&during).unwrap();
+            })
+            .unwrap();
+        assert_eq!(meta.index, 53);
+        let (quiet_meta, quiet_data) = store.export_state().unwrap();
+        assert_eq!(meta, quiet_meta);
+        assert!(
+            data == quiet_data,
+            "the snapshot differs from the table at index 53"
+        );
+        assert!(lock(&store.capture).is_none(), "the capture was left on");
     }
 
     /// The journal names trees by number: each number is its tree's.
