@@ -278,6 +278,22 @@ impl Capture {
     }
 }
 
+/// Ends an export's capture when dropped (see [`Store::start_capture`]).
+pub(crate) struct CaptureGuard<'a>(&'a Store);
+
+impl CaptureGuard<'_> {
+    /// Ends the capture and hands it over. Caller holds `sm_lock`.
+    pub(crate) fn take(&self) -> Option<Capture> {
+        lock(&self.0.capture).take()
+    }
+}
+
+impl Drop for CaptureGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.capture).take();
+    }
+}
+
 /// `rows` (in key order) with `writes` (in key order) laid over them.
 pub(crate) fn overlay<'w>(
     rows: Vec<(IVec, IVec)>,
@@ -346,6 +362,16 @@ impl Store {
         if let Some(capture) = lock(&self.capture).as_mut() {
             set.record_into(capture);
         }
+        let committed = self.write_staged(set, applied_index);
+        if committed.is_err() {
+            // The capture holds writes that may not be in the table: a
+            // running export must not use it.
+            self.capture_replaced();
+        }
+        committed
+    }
+
+    fn write_staged(&self, set: WriteSet, applied_index: Index) -> Result<(), StoreError> {
         if set.bytes > JOURNAL_MAX_BYTES {
             return self.sm.transaction(&set).map_err(|e| self.tx_err(e));
         }
@@ -411,7 +437,17 @@ impl Store {
         Ok(true)
     }
 
-    /// Tells a running export that the table was replaced wholesale.
+    /// Starts capturing for an export; the capture ends when the returned
+    /// guard is dropped (also if the export fails or panics half-way, so
+    /// commits never go on recording into an abandoned capture). Caller
+    /// holds `sm_lock`.
+    pub(crate) fn start_capture(&self) -> CaptureGuard<'_> {
+        *lock(&self.capture) = Some(Capture::default());
+        CaptureGuard(self)
+    }
+
+    /// Tells a running export that the table was replaced wholesale (or
+    /// that a commit failed part-way).
     pub(crate) fn capture_replaced(&self) {
         if let Some(capture) = lock(&self.capture).as_mut() {
             capture.replaced = true;
@@ -601,6 +637,13 @@ mod tests {
             "the snapshot differs from the table at index 53"
         );
         assert!(lock(&store.capture).is_none(), "the capture was left on");
+
+        // An export that dies half-way leaves no capture recording commits.
+        let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store.export_state_with(|| panic!("export dies")).ok();
+        }));
+        assert!(died.is_err());
+        assert!(lock(&store.capture).is_none(), "a dead export's capture");
     }
 
     /// The journal names trees by number: each number is its tree's.

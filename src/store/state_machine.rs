@@ -628,13 +628,13 @@ impl Store {
         during: impl FnOnce(),
     ) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
         let _export = lock(&self.export_lock);
-        {
+        let capturing = {
             let _sm = lock(&self.sm_lock);
-            *lock(&self.capture) = Some(Capture::default());
-        }
+            self.start_capture()
+        };
         let read = self.read_table(during);
         let sm_lock = lock(&self.sm_lock);
-        let capture = lock(&self.capture).take();
+        let capture = capturing.take();
         let sm = self.sm_meta()?;
         let table = match capture {
             Some(capture) if !capture.replaced => {
