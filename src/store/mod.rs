@@ -681,34 +681,15 @@ impl SmTrees {
         }
     }
 
-    /// The trees a backup restore replaces, in the order of
-    /// [`indexes::SmTx::restored`]: the table but the node records, which
-    /// describe the nodes running now, not those of the backup.
+    /// The trees of [`staged::SmTree::RESTORED`] (what a backup restore
+    /// lists and removes: both must use the same list).
     fn restored(&self) -> [&sled::Tree; 7] {
-        [
-            &self.jobs,
-            &self.queue,
-            &self.active,
-            &self.finished,
-            &self.idempotency,
-            &self.acl,
-            &self.restore,
-        ]
+        staged::SmTree::RESTORED.map(|id| self.tree(id))
     }
 
-    /// The trees a snapshot replaces whole (all but `sm_meta`), in the
-    /// order of [`indexes::SmTx::table`].
+    /// The trees of [`staged::SmTree::TABLE`] (what a snapshot replaces).
     fn table(&self) -> [&sled::Tree; 8] {
-        [
-            &self.jobs,
-            &self.queue,
-            &self.active,
-            &self.finished,
-            &self.idempotency,
-            &self.nodes,
-            &self.acl,
-            &self.restore,
-        ]
+        staged::SmTree::TABLE.map(|id| self.tree(id))
     }
 }
 

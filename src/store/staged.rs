@@ -99,6 +99,30 @@ impl SmTree {
         SmTree::SmMeta,
     ];
 
+    /// The trees a snapshot replaces whole: all but `sm_meta`.
+    pub(crate) const TABLE: [SmTree; 8] = [
+        SmTree::Jobs,
+        SmTree::Queue,
+        SmTree::Active,
+        SmTree::Finished,
+        SmTree::Idempotency,
+        SmTree::Nodes,
+        SmTree::Acl,
+        SmTree::Restore,
+    ];
+
+    /// The trees a backup restore replaces: the table but the node records,
+    /// which describe the nodes running now, not those of the backup.
+    pub(crate) const RESTORED: [SmTree; 7] = [
+        SmTree::Jobs,
+        SmTree::Queue,
+        SmTree::Active,
+        SmTree::Finished,
+        SmTree::Idempotency,
+        SmTree::Acl,
+        SmTree::Restore,
+    ];
+
     fn from_u8(n: u8) -> Option<SmTree> {
         SmTree::ALL.get(usize::from(n)).copied()
     }
@@ -159,32 +183,14 @@ pub(crate) struct SmTx<'a> {
 }
 
 impl SmTx<'_> {
-    /// The trees a backup restore replaces, in the order of
-    /// `SmTrees::restored`.
+    /// The trees of [`SmTree::RESTORED`].
     pub(crate) fn restored(&self) -> [&StagedTree<'_>; 7] {
-        [
-            &self.jobs,
-            &self.queue,
-            &self.active,
-            &self.finished,
-            &self.idempotency,
-            &self.acl,
-            &self.restore,
-        ]
+        SmTree::RESTORED.map(|id| self.tree(id))
     }
 
-    /// Every tree of the table, in the order of `SmTrees::table`.
+    /// The trees of [`SmTree::TABLE`].
     pub(crate) fn table(&self) -> [&StagedTree<'_>; 8] {
-        [
-            &self.jobs,
-            &self.queue,
-            &self.active,
-            &self.finished,
-            &self.idempotency,
-            &self.nodes,
-            &self.acl,
-            &self.restore,
-        ]
+        SmTree::TABLE.map(|id| self.tree(id))
     }
 
     fn tree(&self, id: SmTree) -> &StagedTree<'_> {
@@ -242,9 +248,7 @@ impl WriteSet {
         }
         Ok(())
     }
-}
 
-impl WriteSet {
     /// Adds these writes to an export's capture (later writes of a key
     /// replace earlier ones).
     fn record_into(&self, capture: &mut Capture) {

@@ -5,6 +5,8 @@ use std::ops::Bound;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use sled::IVec;
+
 use super::codec::{self, SmMeta, SnapshotRecord};
 use super::indexes::{self, id_suffix, CountDelta, SmTx, StagedTree, Tx};
 use super::restore::PreparedRestore;
@@ -13,7 +15,6 @@ use super::{lock, snapshot, Snapshot, Store, StoreError};
 use crate::acl::Token;
 use crate::jobs::{lifecycle, Command, EndReason, Job, JobId, NodeRecord, NodeStatus, Reserved};
 use crate::raft::{ConfChange, Entry, Index, Membership, NodeId, Payload, SnapshotMeta};
-use sled::IVec;
 
 /// Upper bound on one read of [`Store::list_jobs`]; larger limits are
 /// clamped to it. One more than the API's largest page, so a full page can
