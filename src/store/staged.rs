@@ -24,6 +24,7 @@
 //! I/O threads) and takes sled's global write lock. That was the largest
 //! cost of applying a batch, on every node, for every batch.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -320,19 +321,20 @@ pub(crate) fn overlay<'w>(
 }
 
 /// The journal record: the write set of the last journaled apply and the
-/// applied index it brings `state` to.
+/// applied index it brings `state` to. Written borrowing the write set (no
+/// copy of its keys and values on the apply path), read back owned.
 #[derive(Serialize, Deserialize)]
-struct ApplyJournal {
+struct ApplyJournal<'a> {
     applied_index: Index,
-    writes: Vec<JournalWrite>,
+    writes: Vec<JournalWrite<'a>>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct JournalWrite {
+struct JournalWrite<'a> {
     tree: u8,
-    key: Vec<u8>,
+    key: Cow<'a, [u8]>,
     /// `None`: a delete.
-    value: Option<Vec<u8>>,
+    value: Option<Cow<'a, [u8]>>,
 }
 
 impl Store {
@@ -386,8 +388,8 @@ impl Store {
                 .iter()
                 .map(|(id, key, value)| JournalWrite {
                     tree: *id as u8,
-                    key: key.clone(),
-                    value: value.as_ref().map(|v| v.to_vec()),
+                    key: Cow::Borrowed(key),
+                    value: value.as_deref().map(Cow::Borrowed),
                 })
                 .collect(),
         };
@@ -418,7 +420,7 @@ impl Store {
         else {
             return Ok(false);
         };
-        let journal: ApplyJournal = self.decode("apply journal", &bytes)?;
+        let journal: ApplyJournal<'static> = self.decode("apply journal", &bytes)?;
         if journal.applied_index <= applied_index {
             return Ok(false); // that apply completed
         }
@@ -433,7 +435,7 @@ impl Store {
                 .ok_or_else(|| self.corrupt(format!("apply journal names tree {}", write.tree)))?;
             let tree = self.sm.tree(id);
             match write.value {
-                Some(value) => tree.insert(write.key, value),
+                Some(value) => tree.insert(write.key, &value[..]),
                 None => tree.remove(write.key),
             }
             .map_err(|e| self.sled_err(e))?;
@@ -538,12 +540,13 @@ mod tests {
         whole.apply(&second).unwrap();
         let expected = contents(&whole);
         let journal_bytes = whole.sm.sm_meta.get(KEY_APPLY_JOURNAL).unwrap().unwrap();
-        let journal: ApplyJournal = codec::decode("apply journal", &journal_bytes).unwrap();
+        let journal: ApplyJournal<'static> =
+            codec::decode("apply journal", &journal_bytes).unwrap();
         assert_eq!(journal.applied_index, 9);
         let n = journal.writes.len();
         assert!(n > 10, "the second apply writes {n} keys");
         assert_eq!(
-            journal.writes.last().map(|w| (w.tree, w.key.as_slice())),
+            journal.writes.last().map(|w| (w.tree, &w.key[..])),
             Some((SmTree::SmMeta as u8, codec::KEY_SM_META)),
             "the applied index is written last"
         );
