@@ -720,17 +720,19 @@ impl PreparedInstall {
     /// commits them in its own transaction.
     fn writes(&self, store: &Store) -> Result<staged::WriteSet, StoreError> {
         let tx = store.stage();
+        self.stage(&tx).map_err(|e| store.staged_err(e))?;
+        Ok(tx.into_writes())
+    }
+
+    fn stage(&self, tx: &indexes::SmTx<'_>) -> indexes::Tx<()> {
         indexes::remove_keys(&tx.table(), &self.old_keys);
-        let staged = || -> indexes::Tx<()> {
-            for job in &self.jobs {
-                tx.put_job(None, job)?;
-            }
-            for node in &self.nodes {
-                tx.put_node(node)?;
-            }
-            tx.put_acl_state(&self.tokens, self.bootstrap.as_deref())
-        };
-        staged().map_err(|e| store.staged_err(e))?;
+        for job in &self.jobs {
+            tx.put_job(None, job)?;
+        }
+        for node in &self.nodes {
+            tx.put_node(node)?;
+        }
+        tx.put_acl_state(&self.tokens, self.bootstrap.as_deref())?;
         if let Some(staged) = &self.staged {
             tx.restore.insert(&b"meta"[..], &staged.meta[..]);
             for (seq, data) in &staged.chunks {
@@ -738,6 +740,6 @@ impl PreparedInstall {
             }
         }
         tx.meta.insert(codec::KEY_SM_META, &self.sm_encoded[..]);
-        Ok(tx.into_writes())
+        Ok(())
     }
 }
