@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod small_fs;
+
 use drover::proto::v1 as pb;
 use drover::proto::v1::drover_client::DroverClient;
 /// The API client of the tests: every call carries the cluster's token.
