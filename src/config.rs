@@ -53,6 +53,31 @@ pub struct Config {
     /// Access control.
     #[serde(default)]
     pub acl: AclConfig,
+    /// The free-space reserve of the data directory.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// The free-space reserve kept on the data directory's filesystem (see
+/// `store::space`): below it the node refuses new writes with
+/// RESOURCE_EXHAUSTED / 507 instead of letting its store run out of disk.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Bytes that must stay free.
+    pub min_free_bytes: u64,
+    /// Share of the filesystem (in percent) that must stay free, if that is
+    /// more than `min_free_bytes`.
+    pub min_free_percent: u8,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            min_free_bytes: 256 << 20,
+            min_free_percent: 1,
+        }
+    }
 }
 
 /// Access control of the client APIs (gRPC, REST). Off by default so a dev
@@ -503,6 +528,19 @@ impl Config {
                 }
             }
         }
+        if self.storage.min_free_percent > 50 {
+            return Err(bad(
+                "storage.min_free_percent",
+                "must be between 0 and 50".into(),
+            ));
+        }
+        if self.storage.min_free_bytes < 1 << 20 {
+            return Err(bad(
+                "storage.min_free_bytes",
+                "must be at least 1 MiB (1048576): the store needs room to record that it is full"
+                    .into(),
+            ));
+        }
         if !["text", "json"].contains(&self.log.format.as_str()) {
             return Err(bad(
                 "log.format",
@@ -569,6 +607,8 @@ pub const KEYS: &[&str] = &[
     "log.format",
     "acl.enabled",
     "acl.cors_origins",
+    "storage.min_free_bytes",
+    "storage.min_free_percent",
 ];
 
 /// The environment variable overriding `key`.

@@ -810,7 +810,7 @@ fn a_second_open_of_the_same_directory_is_refused() {
     let _first = open(dir.path());
     let err = Store::open(dir.path(), CLUSTER, 1).unwrap_err();
     assert!(matches!(err, StoreError::Sled { .. }), "{err}");
-    assert!(err.to_string().contains("another Drover process"), "{err}");
+    assert!(err.to_string().contains("another process"), "{err}");
 }
 
 /// Records a membership without bootstrap entries, so a test can write its

@@ -31,7 +31,7 @@ const NOOP_EVERY: u64 = 7;
 const SNAPSHOT_EVERY: u64 = 500;
 const TRAILING: u64 = 100;
 /// Rounds of fill / free / restart / kill on a small filesystem.
-const FULL_DISK_ROUNDS: usize = 50;
+const FULL_DISK_ROUNDS: usize = 15;
 /// Size of that filesystem.
 const SMALL_FS_MIB: u64 = 512;
 /// Bound on how long the child may take to fill its disk.

@@ -16,7 +16,7 @@ use crate::node::{now_ms, Node, RaftError, RaftStatus};
 use crate::proto::v1 as pb;
 use crate::proto::v1::drover_client::DroverClient;
 use crate::raft::{ConfChange, NodeId, PeerInfo, Role};
-use crate::store::Applied;
+use crate::store::{Applied, SpaceReport};
 
 mod backup;
 
@@ -243,7 +243,7 @@ impl DroverService {
         tx: tokio::sync::mpsc::Sender<Result<pb::OutputChunk, Status>>,
     ) {
         use futures::StreamExt;
-        let mut number = match self.job(&id) {
+        let mut number = match self.known_job(&id).await {
             Ok(job) => job.current_attempt().map_or(1, |a| a.number),
             Err(status) => {
                 let _ = tx.send(Err(status)).await;
@@ -284,6 +284,31 @@ impl DroverService {
             .ok_or_else(|| Status::not_found(format!("no job with id {id}")))
     }
 
+    /// The job, for a request naming it: what this node has applied, or,
+    /// when it has not (yet) applied it, what it finds after a read barrier.
+    /// A node that restarted after `kill -9` may not have applied the tail
+    /// of its durable log yet, so a miss here is not proof that the job does
+    /// not exist: NotFound only once the leader confirmed this node is
+    /// current, UNAVAILABLE (retry) when no leader can say.
+    async fn known_job(&self, id: &JobId) -> Result<Job, Status> {
+        if let Some(job) = self.lookup_job(id)? {
+            return Ok(job);
+        }
+        if let Err(e) = self.node.read_barrier().await {
+            return Err(Status::unavailable(format!(
+                "job {id} is not in this node's table and no leader could confirm that it does                  not exist ({e}); the node may be catching up after a restart: retry, or ask                  another node"
+            )));
+        }
+        self.job(id)
+    }
+
+    fn lookup_job(&self, id: &JobId) -> Result<Option<Job>, Status> {
+        self.node
+            .store
+            .get_job(id)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
     /// A client for the node that holds an attempt's output.
     fn holder_client(&self, holder: NodeId) -> Result<DroverClient<Channel>, Status> {
         let addr = self
@@ -319,11 +344,12 @@ impl DroverService {
             applied_index: status.applied,
             snapshot_index: status.snapshot_index,
             last_log_index: status.last_index,
-            members: members_to_proto(&status),
+            members: members_to_proto(&self.node, &status),
             snapshots_installed: status.snapshots_installed,
             fsyncs: self.node.store.fsync_count(),
             max_fsync_micros: u64::try_from(self.node.store.max_fsync_duration().as_micros())
                 .unwrap_or(u64::MAX),
+            storage: Some(storage_to_proto(&self.node.space.report())),
         }
     }
 
@@ -348,6 +374,7 @@ impl pb::drover_server::Drover for DroverService {
         )?;
         spec.validate()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.node.admit_new_work().map_err(raft_status)?;
         self.write(
             request,
             move |node, _req| {
@@ -388,10 +415,7 @@ impl pb::drover_server::Drover for DroverService {
                             submitted_at_ms,
                         },
                     };
-                    let bytes = command
-                        .encode()
-                        .map_err(|e| Status::internal(e.to_string()))?;
-                    match node.propose(bytes).await.map_err(raft_status)? {
+                    match node.propose_command(&command).await.map_err(raft_status)? {
                         Applied::Job(job) | Applied::DuplicateJob(job) => {
                             caller.check_job(&job)?;
                             Ok(pb::SubmitJobResponse {
@@ -417,20 +441,15 @@ impl pb::drover_server::Drover for DroverService {
         let req = request.into_inner();
         let id = parse_job_id(&req.id)?;
         self.consistent_read(req.consistent).await?;
-        let job = self
-            .node
-            .store
-            .get_job(&id)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        match job {
-            Some(job) => {
-                caller.check_job(&job)?;
-                Ok(Response::new(pb::GetJobResponse {
-                    job: Some(job_to_proto(&job)),
-                }))
-            }
-            None => Err(Status::not_found(format!("no job with id {id}"))),
-        }
+        let job = if req.consistent {
+            self.job(&id)?
+        } else {
+            self.known_job(&id).await?
+        };
+        caller.check_job(&job)?;
+        Ok(Response::new(pb::GetJobResponse {
+            job: Some(job_to_proto(&job)),
+        }))
     }
 
     async fn list_jobs(
@@ -600,10 +619,7 @@ impl pb::drover_server::Drover for DroverService {
                         job: id,
                         at_ms: now_ms(),
                     };
-                    let bytes = command
-                        .encode()
-                        .map_err(|e| Status::internal(e.to_string()))?;
-                    match node.propose(bytes).await.map_err(raft_status)? {
+                    match node.propose_command(&command).await.map_err(raft_status)? {
                         Applied::Updated(job) | Applied::Unchanged(job) => {
                             Ok(pb::StopJobResponse {
                                 job: Some(job_to_proto(&job)),
@@ -631,7 +647,7 @@ impl pb::drover_server::Drover for DroverService {
         let forwarded = request.metadata().get(FORWARDED).is_some();
         let (metadata, _, mut req) = request.into_parts();
         let id = parse_job_id(&req.id)?;
-        let job = self.job(&id)?;
+        let job = self.known_job(&id).await?;
         caller.check_job(&job)?;
         let Some(attempt) = pick_attempt(&job, req.attempt)? else {
             return Ok(Response::new(pb::GetJobOutputResponse {
@@ -700,7 +716,7 @@ impl pb::drover_server::Drover for DroverService {
         let forwarded = request.metadata().get(FORWARDED).is_some();
         let (metadata, _, req) = request.into_parts();
         let id = parse_job_id(&req.id)?;
-        let job = self.job(&id)?;
+        let job = self.known_job(&id).await?;
         caller.check_job(&job)?;
         if req.follow && req.attempt == 0 && !forwarded {
             // Follow the job, not one attempt: each attempt's output in
@@ -779,10 +795,7 @@ impl pb::drover_server::Drover for DroverService {
                     drain,
                     at_ms: now,
                 };
-                let bytes = command
-                    .encode()
-                    .map_err(|e| Status::internal(e.to_string()))?;
-                match node.propose(bytes).await.map_err(raft_status)? {
+                match node.propose_command(&command).await.map_err(raft_status)? {
                     Applied::Node(_) => {
                         let info = node_infos(&node)?.into_iter().find(|n| n.id == req.id);
                         Ok(pb::DrainNodeResponse { node: info })
@@ -854,6 +867,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::AclBootstrapRequest>,
     ) -> Result<Response<pb::AclTokenSecret>, Status> {
+        self.node.admit_new_work().map_err(raft_status)?;
         self.write(
             request,
             move |node, _req| async move {
@@ -891,6 +905,7 @@ impl pb::drover_server::Drover for DroverService {
         let req = request.get_ref();
         acl::validate_name(&req.name).map_err(Status::invalid_argument)?;
         let role: acl::Role = req.role.parse().map_err(Status::invalid_argument)?;
+        self.node.admit_new_work().map_err(raft_status)?;
         self.write(
             request,
             move |node, req| async move {
@@ -1103,13 +1118,14 @@ async fn membership_response(
         status.membership = membership;
     }
     Ok(pb::MembershipResponse {
-        members: members_to_proto(&status),
+        members: members_to_proto(node, &status),
         index: status.applied,
     })
 }
 
-fn members_to_proto(status: &RaftStatus) -> Vec<pb::Member> {
+fn members_to_proto(node: &Node, status: &RaftStatus) -> Vec<pb::Member> {
     let member = |id: &NodeId, info: &PeerInfo, suffrage: &str| pb::Member {
+        disk_low: node.disk_low(*id),
         id: *id,
         raft_addr: info.raft_addr.clone(),
         api_addr: info.api_addr.clone(),
@@ -1133,6 +1149,16 @@ fn members_to_proto(status: &RaftStatus) -> Vec<pb::Member> {
         .iter()
         .map(|(id, info)| member(id, info, "learner"));
     voters.chain(learners).collect()
+}
+
+fn storage_to_proto(report: &SpaceReport) -> pb::StorageStatus {
+    pb::StorageStatus {
+        state: report.level.as_str().to_string(),
+        free_bytes: report.free_bytes,
+        reserve_bytes: report.reserve_bytes,
+        total_bytes: report.total_bytes,
+        path: report.path.display().to_string(),
+    }
 }
 
 /// The name a role has in every API and CLI output.
@@ -1405,10 +1431,7 @@ fn mint_token(name: String, role: acl::Role) -> (Token, String) {
 /// member has applied it, so a revoked token is refused everywhere once
 /// the call returns. Returns the members that did not confirm in time.
 async fn propose_acl(node: &Node, command: Command) -> Result<(Applied, Vec<u64>), Status> {
-    let bytes = command
-        .encode()
-        .map_err(|e| Status::internal(e.to_string()))?;
-    let applied = node.propose(bytes).await.map_err(raft_status)?;
+    let applied = node.propose_command(&command).await.map_err(raft_status)?;
     let index = node.store.applied_index();
     let unconfirmed = node.wait_cluster_applied(index, ACL_PROPAGATION_WAIT).await;
     if !unconfirmed.is_empty() {
@@ -1444,6 +1467,19 @@ fn no_leader() -> Status {
 
 const NOT_LEADER_TEXT: &str = "this node is not the leader";
 
+/// Metadata key set on a RESOURCE_EXHAUSTED that means "a disk is below its
+/// reserve" (not "a queue is full"), so the REST API answers 507 for it.
+pub const STORAGE_FULL: &str = "x-drover-storage-full";
+
+/// RESOURCE_EXHAUSTED for a full disk, marked with [`STORAGE_FULL`].
+pub fn no_space(message: String) -> Status {
+    let mut status = Status::resource_exhausted(message);
+    status
+        .metadata_mut()
+        .insert(STORAGE_FULL, tonic::metadata::MetadataValue::from_static("1"));
+    status
+}
+
 fn is_not_leader(status: &Status) -> bool {
     status.message().starts_with(NOT_LEADER_TEXT)
 }
@@ -1462,5 +1498,6 @@ pub fn raft_status(error: RaftError) -> Status {
         RaftError::ReadFailed | RaftError::ShuttingDown => Status::unavailable(message),
         RaftError::Rejected(_) => Status::failed_precondition(message),
         RaftError::Storage(_) => Status::internal(message),
+        RaftError::NoSpace(_) => no_space(message),
     }
 }

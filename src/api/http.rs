@@ -213,6 +213,16 @@ pub fn problem_for_code(code: tonic::Code) -> (StatusCode, &'static str, &'stati
 
 impl From<tonic::Status> for Problem {
     fn from(status: tonic::Status) -> Problem {
+        if status.code() == tonic::Code::ResourceExhausted
+            && status.metadata().contains_key(crate::api::grpc::STORAGE_FULL)
+        {
+            return Problem::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient-storage",
+                "Insufficient storage",
+                status.message(),
+            );
+        }
         let (http, slug, title) = problem_for_code(status.code());
         Problem::new(http, slug, title, status.message())
     }
@@ -951,12 +961,13 @@ async fn health() -> Json<HealthJson> {
 }
 
 /// Readiness: 200 once this node knows a leader and has applied the log
-/// (within [`READY_MAX_LAG`] entries of its commit index), else 503.
+/// (within [`READY_MAX_LAG`] entries of its commit index) and its disk is
+/// above its free-space reserve, else 503.
 #[utoipa::path(
     get, path = "/v1/ready", tag = "ops",
     responses(
         (status = 200, description = "Ready to serve", body = ReadyJson),
-        (status = 503, description = "No leader known or still catching up", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No leader known, still catching up, or the disk below its reserve", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn ready(State(svc): State<Svc>) -> Result<Response, Problem> {
@@ -970,6 +981,18 @@ async fn ready(State(svc): State<Svc>) -> Result<Response, Problem> {
         return Err(unavailable(format!(
             "node {} knows no leader (election in progress or no quorum)",
             status.node_id
+        )));
+    }
+    if let Some(disk) = status.storage.as_ref().filter(|d| d.state != "ok") {
+        // Not ready for new work: a load balancer should send it elsewhere.
+        return Err(unavailable(format!(
+            "node {}: the disk holding {} is {} ({} bytes free, reserve {} bytes): it refuses new \
+             writes until space is freed there",
+            status.node_id,
+            disk.path,
+            if disk.state == "low" { "below its free-space reserve" } else { "nearly full" },
+            disk.free_bytes,
+            disk.reserve_bytes
         )));
     }
     let lag = status.commit_index.saturating_sub(status.applied_index);
@@ -1235,6 +1258,10 @@ mod tests {
             assert_eq!(problem.problem_type, format!("{PROBLEM_BASE}{slug}"));
             assert_eq!(problem.detail, "why");
         }
+        let full = Problem::from(crate::api::grpc::no_space("the disk holding /d is full".into()));
+        assert_eq!(full.status, 507);
+        assert_eq!(full.problem_type, format!("{PROBLEM_BASE}insufficient-storage"));
+        assert!(full.detail.contains("/d is full"), "{}", full.detail);
     }
 
     #[test]

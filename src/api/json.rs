@@ -197,6 +197,23 @@ pub struct MemberJson {
     /// Milliseconds since the answering node last heard from it; `null`
     /// for the answering node itself or a member not heard from yet.
     pub last_contact_ms: Option<u64>,
+    /// Its disk is below its free-space reserve (for a peer: as its latest
+    /// Raft message to the answering node said).
+    pub disk_low: bool,
+}
+
+/// The answering node's data-directory disk against its reserve.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct StorageJson {
+    /// "ok"; "low": below the reserve, new work refused (507);
+    /// "exhausted": below half of it, replicated writes refused too.
+    pub state: String,
+    pub free_bytes: u64,
+    /// storage.min_free_bytes, or storage.min_free_percent of the disk.
+    pub reserve_bytes: u64,
+    pub total_bytes: u64,
+    /// The data directory.
+    pub path: String,
 }
 
 /// One node's view of the cluster.
@@ -218,6 +235,8 @@ pub struct ClusterStatusJson {
     pub snapshots_installed: u64,
     pub fsyncs: u64,
     pub max_fsync_micros: u64,
+    /// This node's disk.
+    pub storage: StorageJson,
 }
 
 /// A node of the node table with its use.
@@ -382,6 +401,7 @@ impl From<&pb::Member> for MemberJson {
             is_leader: m.is_leader,
             match_index: m.match_index,
             last_contact_ms: m.last_contact_ms,
+            disk_low: m.disk_low,
         }
     }
 }
@@ -403,6 +423,17 @@ impl From<&pb::ClusterStatus> for ClusterStatusJson {
             snapshots_installed: s.snapshots_installed,
             fsyncs: s.fsyncs,
             max_fsync_micros: s.max_fsync_micros,
+            storage: s
+                .storage
+                .as_ref()
+                .map(|d| StorageJson {
+                    state: d.state.clone(),
+                    free_bytes: d.free_bytes,
+                    reserve_bytes: d.reserve_bytes,
+                    total_bytes: d.total_bytes,
+                    path: d.path.clone(),
+                })
+                .unwrap_or_default(),
         }
     }
 }

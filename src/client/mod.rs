@@ -621,9 +621,12 @@ pub async fn raft(mut client: Client, opts: ClientOpts, cmd: RaftCommand) -> Res
                 "ID", "RAFT ADDRESS", "API ADDRESS", "SUFFRAGE", "LEADER", "MATCH"
             );
             for m in &members {
-                let contact = m.last_contact_ms.map_or("-".to_string(), |ms| {
+                let mut contact = m.last_contact_ms.map_or("-".to_string(), |ms| {
                     format!("{:.1}s ago", ms as f64 / 1000.0)
                 });
+                if m.disk_low {
+                    contact += "  (disk below its reserve: refusing new work)";
+                }
                 println!(
                     "{:<6}  {:<22}  {:<22}  {:<8}  {:<7}  {:<8}  {}",
                     m.id, m.raft_addr, m.api_addr, m.suffrage, m.is_leader, m.match_index, contact

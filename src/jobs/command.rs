@@ -227,6 +227,33 @@ pub enum CommandError {
 }
 
 impl Command {
+    /// Whether this command is new work (a job, a placement, a token, a
+    /// restore) rather than the end of work already admitted (a report, a
+    /// stop, a drain, a clean-up). A node whose disk is below its reserve
+    /// refuses the first kind and still admits the second, so running jobs
+    /// can finish and the table can shrink.
+    pub fn is_new_work(&self) -> bool {
+        match self {
+            Command::Submit { .. }
+            | Command::SubmitAs { .. }
+            | Command::Assign { .. }
+            | Command::AclBootstrap { .. }
+            | Command::AclCreateToken { .. }
+            | Command::RestoreBegin { .. }
+            | Command::RestoreChunk { .. }
+            | Command::RestoreFinish { .. } => true,
+            Command::Started { .. }
+            | Command::Finished { .. }
+            | Command::Cancel { .. }
+            | Command::NodeUp { .. }
+            | Command::NodeDown { .. }
+            | Command::SetDrain { .. }
+            | Command::Evict { .. }
+            | Command::Gc { .. }
+            | Command::AclRevokeToken { .. } => false,
+        }
+    }
+
     /// The bytes to propose: a format byte, then the command in bincode.
     pub fn encode(&self) -> Result<Vec<u8>, CommandError> {
         let mut out = vec![COMMAND_FORMAT_V2];

@@ -26,6 +26,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::RaftStatus;
 use crate::raft::Role;
+use crate::store::{SpaceLevel, SpaceReport};
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which
 /// Prometheus scrapes natively).
@@ -141,6 +142,13 @@ pub struct Metrics {
     queue_capacity: Count,
     running_containers: Count,
     executor_errors: Family<OpLabel, Counter>,
+    storage_free: Count,
+    storage_reserve: Count,
+    storage_low: Count,
+    storage_refused: Counter,
+    /// The guard's refusal count as of the last refresh (the counter moves
+    /// by the difference).
+    storage_refused_seen: std::sync::Mutex<u64>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -178,6 +186,10 @@ impl Metrics {
         let queue_capacity = Count::default();
         let running_containers = Count::default();
         let executor_errors = Family::<OpLabel, Counter>::default();
+        let storage_free = Count::default();
+        let storage_reserve = Count::default();
+        let storage_low = Count::default();
+        let storage_refused = Counter::default();
 
         registry.register("raft_term", "Current Raft term", term.clone());
         registry.register(
@@ -262,6 +274,29 @@ impl Metrics {
             executor_errors.clone(),
         );
 
+        registry.register_with_unit(
+            "storage_free",
+            "Free space on the data directory's filesystem",
+            Unit::Bytes,
+            storage_free.clone(),
+        );
+        registry.register_with_unit(
+            "storage_reserve",
+            "Free space the node keeps (storage.min_free_bytes / min_free_percent); below it new writes are refused",
+            Unit::Bytes,
+            storage_reserve.clone(),
+        );
+        registry.register(
+            "storage_low",
+            "0: disk above the reserve; 1: below it (new work refused); 2: below half of it (replication refused too)",
+            storage_low.clone(),
+        );
+        registry.register(
+            "storage_refused_writes",
+            "Writes this node refused since it started because its disk was below the reserve",
+            storage_refused.clone(),
+        );
+
         for (_, name) in ROLES {
             role.get_or_create(&RoleLabel { role: name }).set(0);
         }
@@ -292,6 +327,31 @@ impl Metrics {
             queue_capacity,
             running_containers,
             executor_errors,
+            storage_free,
+            storage_reserve,
+            storage_low,
+            storage_refused,
+            storage_refused_seen: std::sync::Mutex::new(0),
+        }
+    }
+
+    /// Sets the storage gauges from the disk reserve's latest reading and
+    /// the count of writes it refused.
+    pub fn refresh_storage(&self, report: &SpaceReport, refused: u64) {
+        self.storage_free.set(report.free_bytes);
+        self.storage_reserve.set(report.reserve_bytes);
+        self.storage_low.set(match report.level {
+            SpaceLevel::Ok => 0,
+            SpaceLevel::Low => 1,
+            SpaceLevel::Exhausted => 2,
+        });
+        let mut seen = self
+            .storage_refused_seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if refused > *seen {
+            self.storage_refused.inc_by(refused - *seen);
+            *seen = refused;
         }
     }
 

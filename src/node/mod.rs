@@ -19,7 +19,8 @@ use tokio::sync::{oneshot, watch};
 use crate::config::Config;
 use crate::raft::{self, ConfChange, Index, NodeId, Role};
 use crate::scheduler::Liveness;
-use crate::store::{Applied, Store, StoreError};
+use crate::jobs::Command;
+use crate::store::{Applied, SpaceGuard, Store, StoreError};
 
 pub use raft_loop::{Input, InputSender, RaftError, RaftStatus};
 
@@ -58,6 +59,10 @@ pub struct Node {
     pub events: Arc<events::EventLog>,
     /// Peers' data-directory incarnations (see `transport::PeerIncarnations`).
     pub incarnations: Arc<transport::PeerIncarnations>,
+    /// The data directory's free-space reserve (see `store::space`).
+    pub space: Arc<SpaceGuard>,
+    /// Which peers last said their disk is below its reserve.
+    pub peer_disks: Arc<transport::PeerDisks>,
     /// What `GET /metrics` serves; moved by the Raft loop, the store's
     /// fsyncs and the executor.
     pub metrics: Arc<metrics::Metrics>,
@@ -81,6 +86,11 @@ impl Node {
             &config.cluster_id,
             config.node_id,
         )?);
+        let space = Arc::new(SpaceGuard::new(
+            &config.data_dir,
+            config.storage.min_free_bytes,
+            config.storage.min_free_percent,
+        ));
         let mut restored = store.restored()?;
         if store.is_fresh() && !config.initial_members.is_empty() {
             // A new cluster: the core starts every founding member from the
@@ -155,19 +165,23 @@ impl Node {
             advertised_raft,
             input_tx.clone(),
             tokio::runtime::Handle::current(),
+            space.clone(),
         );
         let incarnations = outbound.incarnations.clone();
+        let peer_disks = outbound.peer_disks.clone();
         let (applied_tx, applied_rx) = watch::channel(applied);
         // Entries up to `applied` were applied by an earlier process: their
         // events are unknown here.
         let events = Arc::new(events::EventLog::new(applied, events::EVENT_LOG_CAPACITY));
         let settings = raft_loop::LoopSettings {
             tick: config.raft.tick,
+            election_ticks: config.raft.election_ticks,
             snapshot_threshold: config.raft.snapshot_threshold,
             snapshot_interval: config.raft.snapshot_interval,
             applied: applied_tx,
             events: events.clone(),
             metrics: metrics.clone(),
+            space: space.clone(),
         };
         let raft_loop = raft_loop::RaftLoop::new(
             raw,
@@ -186,6 +200,7 @@ impl Node {
         let output = Arc::new(output_hub::OutputHub::new(
             store.clone(),
             config.executor.output_cap_bytes,
+            space.clone(),
         ));
         Ok(Arc::new(Node {
             config,
@@ -194,6 +209,8 @@ impl Node {
             output,
             events,
             incarnations,
+            space,
+            peer_disks,
             metrics,
             peers: reports::PeerClients::default(),
             inputs: input_tx,
@@ -238,6 +255,8 @@ impl Node {
             queue_capacity: self.config.scheduler.queue_capacity,
         };
         self.metrics.refresh(&self.status.borrow(), jobs);
+        self.metrics
+            .refresh_storage(&self.space.report(), self.space.refused());
         self.metrics.encode()
     }
 
@@ -326,9 +345,40 @@ impl Node {
         }
     }
 
-    /// Proposes an encoded application command on this node (it must be the
+    /// Proposes an application command on this node (it must be the
     /// leader) and waits until it is applied, or the propose timeout passes.
-    pub async fn propose(&self, command: Vec<u8>) -> Result<Applied, RaftError> {
+    /// Refused with [`RaftError::NoSpace`] when this node's disk has no room
+    /// for it (new work below the reserve, anything below half of it).
+    pub async fn propose_command(&self, command: &Command) -> Result<Applied, RaftError> {
+        let bytes = command
+            .encode()
+            .map_err(|e| RaftError::Rejected(format!("cannot encode the command: {e}")))?;
+        self.space
+            .admit(command.is_new_work(), bytes.len() as u64)
+            .map_err(|report| RaftError::NoSpace(report.refusal()))?;
+        self.propose(bytes).await
+    }
+
+    /// Whether node `id`'s disk is below its reserve: this node's own
+    /// latest reading, or what `id`'s latest Raft batch said.
+    pub fn disk_low(&self, id: NodeId) -> bool {
+        if id == self.config.node_id {
+            self.space.last_level() != crate::store::SpaceLevel::Ok
+        } else {
+            self.peer_disks.is_low(id)
+        }
+    }
+
+    /// Refuses new work a client sends this node while its disk is below
+    /// the reserve, before it is forwarded anywhere: the node would have to
+    /// store it too.
+    pub fn admit_new_work(&self) -> Result<(), RaftError> {
+        self.space
+            .admit(true, 0)
+            .map_err(|report| RaftError::NoSpace(report.refusal()))
+    }
+
+    async fn propose(&self, command: Vec<u8>) -> Result<Applied, RaftError> {
         let (reply, rx) = oneshot::channel();
         self.submit(Input::Propose { command, reply })?;
         self.await_reply(rx).await?
@@ -370,7 +420,10 @@ impl Node {
             .voters
             .keys()
             .filter(|&&id| id != status.node_id)
-            .max_by_key(|id| status.progress.get(id).copied().unwrap_or(0))
+            .max_by_key(|&&id| {
+                let room = !self.peer_disks.is_low(id);
+                (room, status.progress.get(&id).copied().unwrap_or(0))
+            })
             .copied()?;
         if let Err(e) = self.transfer_leader(target).await {
             tracing::warn!(

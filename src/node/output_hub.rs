@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use crate::executor::OutputStream;
 use crate::jobs::JobId;
-use crate::store::{AppendOutcome, Store, StoreError, StoredChunk};
+use crate::store::{AppendOutcome, SpaceGuard, Store, StoreError, StoredChunk};
 
 /// Bound on the data a follower reads from the store at a time, and so on
 /// what it buffers (one chunk bigger than this is still read whole).
@@ -50,6 +50,8 @@ pub struct OutputHub {
 struct HubInner {
     store: Arc<Store>,
     cap_bytes: u64,
+    /// Output is new data: dropped while the disk is below its reserve.
+    space: Arc<SpaceGuard>,
     /// Attempts with an open writer. Held only for map operations, never
     /// across an await or a store call.
     live: Mutex<HashMap<AttemptKey, Arc<watch::Sender<Progress>>>>,
@@ -73,12 +75,14 @@ impl std::fmt::Debug for OutputHub {
 
 impl OutputHub {
     /// A hub storing output in `store`, keeping at most `cap_bytes` bytes
-    /// per attempt (see [`Store::append_output`]).
-    pub fn new(store: Arc<Store>, cap_bytes: u64) -> OutputHub {
+    /// per attempt (see [`Store::append_output`]), and nothing while
+    /// `space` says the disk is below its reserve.
+    pub fn new(store: Arc<Store>, cap_bytes: u64, space: Arc<SpaceGuard>) -> OutputHub {
         OutputHub {
             inner: Arc::new(HubInner {
                 store,
                 cap_bytes,
+                space,
                 live: Mutex::new(HashMap::new()),
             }),
         }
@@ -103,6 +107,7 @@ impl OutputHub {
             job,
             attempt,
             progress,
+            dropping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -152,6 +157,9 @@ pub struct AttemptWriter {
     job: JobId,
     attempt: u32,
     progress: Arc<watch::Sender<Progress>>,
+    /// Set while chunks are dropped for want of disk space (logged once
+    /// per stretch).
+    dropping: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for AttemptWriter {
@@ -168,6 +176,19 @@ impl AttemptWriter {
     /// without ever waiting for them. Synchronous and fast: a store append
     /// without a flush.
     pub fn write(&self, stream: OutputStream, data: &[u8]) -> Result<AppendOutcome, StoreError> {
+        use std::sync::atomic::Ordering;
+        if let Err(report) = self.hub.space.admit(true, data.len() as u64) {
+            if !self.dropping.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    job = %self.job,
+                    attempt = self.attempt,
+                    "job output is dropped until disk space returns: {}",
+                    report.refusal()
+                );
+            }
+            return Ok(AppendOutcome::Dropped);
+        }
+        self.dropping.store(false, Ordering::Relaxed);
         let outcome = self.hub.store.append_output(
             &self.job,
             self.attempt,
@@ -295,7 +316,8 @@ mod tests {
     fn hub(cap_bytes: u64) -> (tempfile::TempDir, OutputHub) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), "test-cluster", 1).unwrap();
-        (dir, OutputHub::new(Arc::new(store), cap_bytes))
+        let space = Arc::new(SpaceGuard::new(dir.path(), 1 << 20, 0));
+        (dir, OutputHub::new(Arc::new(store), cap_bytes, space))
     }
 
     fn job() -> JobId {

@@ -24,7 +24,7 @@ use crate::raft::{
     ConfChange, Index, Membership, Message, MessageBody, NodeId, ProposeError, RawNode, Ready,
     Role, Term,
 };
-use crate::store::{Applied, Store};
+use crate::store::{Applied, SpaceGuard, SpaceLevel, Store};
 
 /// Inputs waiting in the channel before senders are refused.
 pub const INPUT_QUEUE: usize = 16_384;
@@ -60,6 +60,9 @@ pub enum RaftError {
     ShuttingDown,
     #[error("storage failure: {0}")]
     Storage(String),
+    /// The data directory's disk is below its reserve (`store::space`).
+    #[error("{0}")]
+    NoSpace(String),
 }
 
 impl From<ProposeError> for RaftError {
@@ -135,6 +138,8 @@ pub struct RaftStatus {
 /// Settings of the loop beyond the core's own config.
 pub struct LoopSettings {
     pub tick: Duration,
+    /// The core's election timeout, in ticks.
+    pub election_ticks: u32,
     pub snapshot_threshold: u64,
     /// See [`crate::config::RaftConfig::snapshot_interval`].
     pub snapshot_interval: Duration,
@@ -146,6 +151,9 @@ pub struct LoopSettings {
     pub events: Arc<EventLog>,
     /// Told of leader changes and of every answered proposal.
     pub metrics: Arc<Metrics>,
+    /// The data directory's free-space reserve: no snapshot without room,
+    /// and a leader below it hands leadership to a peer with room.
+    pub space: Arc<SpaceGuard>,
 }
 
 /// The loop's state. Created by `node`, then moved onto its thread.
@@ -179,6 +187,12 @@ pub struct RaftLoop {
     last_snapshot_at: Option<Instant>,
     /// The leader as of the last publish, to count leader changes.
     known_leader: Option<NodeId>,
+    /// When this node, leading with a full disk, last tried to hand over.
+    last_space_handover: Option<Instant>,
+    /// Said once per stretch of full disk that no peer can take over.
+    space_handover_warned: bool,
+    /// Size of the last snapshot this node wrote: what the next one needs.
+    last_snapshot_bytes: u64,
 }
 
 impl RaftLoop {
@@ -206,6 +220,9 @@ impl RaftLoop {
             snapshot_retry_at: 0,
             last_snapshot_at: None,
             known_leader: None,
+            last_space_handover: None,
+            space_handover_warned: false,
+            last_snapshot_bytes: 0,
             status,
             settings,
             proposals: BTreeMap::new(),
@@ -249,6 +266,7 @@ impl RaftLoop {
             let now = Instant::now();
             if now >= next_tick {
                 self.raw.tick();
+                self.hand_over_if_disk_low();
                 next_tick += self.settings.tick;
                 if next_tick < now {
                     // Fell far behind (a long fsync): do not burst ticks.
@@ -372,6 +390,7 @@ impl RaftLoop {
         }
         let index = meta.index;
         let bytes = data.len();
+        self.last_snapshot_bytes = bytes as u64;
         let delete_upto = self.raw.compact(meta, data);
         self.snapshot_index = index;
         tracing::info!(index, bytes, compacted_to = delete_upto, "snapshot taken");
@@ -564,6 +583,13 @@ impl RaftLoop {
         {
             return;
         }
+        // A snapshot writes a file the size of the table: only with room
+        // for it above the reserve (retried after another threshold).
+        if let Err(report) = self.settings.space.admit_file(self.last_snapshot_bytes) {
+            tracing::warn!("snapshot postponed: {}", report.refusal());
+            self.snapshot_retry_at = self.applied + self.settings.snapshot_threshold;
+            return;
+        }
         self.snapshot_running = true;
         self.last_snapshot_at = Some(Instant::now());
         let store = self.store.clone();
@@ -581,6 +607,70 @@ impl RaftLoop {
             self.snapshot_running = false;
             tracing::warn!("cannot start the snapshot thread: {e}");
         }
+    }
+
+    /// A leader whose disk is below its reserve can take no new work: it
+    /// hands leadership to the most caught-up voter whose disk has room
+    /// (as its latest batch said), at most once per election timeout. With
+    /// no such peer it stays, refusing new work, and keeps trying.
+    fn hand_over_if_disk_low(&mut self) {
+        // Measured every tick on every node (at most every 100 ms in fact),
+        // so what its batches say of its disk is never stale.
+        if self.settings.space.level() == SpaceLevel::Ok {
+            self.space_handover_warned = false;
+            return;
+        }
+        if self.raw.role() != Role::Leader
+            || self
+                .last_space_handover
+                .is_some_and(|at| at.elapsed() < self.election_timeout())
+        {
+            return;
+        }
+        self.last_space_handover = Some(Instant::now());
+        let status = self.raw.status();
+        let peer_disks = self.outbound.peer_disks.clone();
+        let fresh = self.election_timeout();
+        let target = status
+            .membership
+            .voters
+            .keys()
+            .copied()
+            .filter(|&id| id != self.node_id && !peer_disks.is_low(id))
+            .filter(|id| {
+                self.last_contact
+                    .get(id)
+                    .is_some_and(|at| at.elapsed() < fresh)
+            })
+            .max_by_key(|id| {
+                status
+                    .progress
+                    .iter()
+                    .find(|(peer, _)| peer == id)
+                    .map_or(0, |(_, matched)| *matched)
+            });
+        match target {
+            Some(to) => match self.raw.transfer_leader(to) {
+                Ok(()) => tracing::warn!(
+                    to,
+                    "this node's disk is below its reserve: handing leadership to node {to}, \
+                     which has room"
+                ),
+                Err(e) => tracing::warn!(to, "cannot hand leadership over (disk low): {e}"),
+            },
+            None if !self.space_handover_warned && status.membership.voters.len() > 1 => {
+                self.space_handover_warned = true;
+                tracing::warn!(
+                    "this node's disk is below its reserve and no reachable voter has room: \
+                     staying leader, refusing new work"
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn election_timeout(&self) -> Duration {
+        self.settings.tick * self.settings.election_ticks
     }
 
     fn publish(&mut self, failed: Option<String>) {

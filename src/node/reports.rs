@@ -137,10 +137,7 @@ impl Node {
 
     /// Proposes a node's report here (this node leads).
     pub async fn propose_report(&self, command: &Command) -> Result<ReportOutcome, ReportError> {
-        let bytes = command
-            .encode()
-            .map_err(|e| ReportError::Invalid(e.to_string()))?;
-        match self.propose(bytes).await {
+        match self.propose_command(command).await {
             Ok(Applied::Updated(_) | Applied::Unchanged(_)) => Ok(ReportOutcome::Accepted),
             Ok(Applied::Refused { reason }) => Ok(ReportOutcome::Refused(reason)),
             Ok(other) => Ok(ReportOutcome::Refused(format!(

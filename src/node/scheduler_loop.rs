@@ -52,8 +52,9 @@ pub async fn run(node: Arc<Node>) {
 }
 
 async fn propose(node: &Node, command: Command) -> Result<(), String> {
-    let bytes = command.encode().map_err(|e| e.to_string())?;
-    node.propose(bytes).await.map_err(|e| e.to_string())?;
+    node.propose_command(&command)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -149,7 +150,10 @@ async fn pass(node: &Node, last_gc: &mut Instant) -> Result<Option<Instant>, Str
     let mut loads: Vec<NodeLoad> = records
         .iter()
         .map(|r| {
-            let alive = node.liveness.is_alive(r.id, now, cfg.node_down_after);
+            // A node whose disk is below its reserve takes no new jobs
+            // (it could not store their output).
+            let alive = node.liveness.is_alive(r.id, now, cfg.node_down_after)
+                && !node.disk_low(r.id);
             NodeLoad::new(r, reserved.get(&r.id).copied().unwrap_or_default(), alive)
         })
         .collect();
@@ -175,7 +179,9 @@ async fn pass(node: &Node, last_gc: &mut Instant) -> Result<Option<Instant>, Str
             });
         }
     }
-    if !assignments.is_empty() {
+    // With this node's own disk below its reserve placements are refused
+    // (new work): skip them, and go on to GC, which frees room.
+    if !assignments.is_empty() && !node.disk_low(node.config.node_id) {
         tracing::debug!(count = assignments.len(), "placing jobs");
         propose(
             node,

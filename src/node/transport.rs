@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use super::raft_loop::{Input, InputSender};
+use crate::store::{SpaceGuard, SpaceLevel};
 use crate::proto::raft::raft_peer_client::RaftPeerClient;
 use crate::proto::raft::raft_peer_server::RaftPeer;
 use crate::proto::raft::{
@@ -62,6 +63,31 @@ pub struct Outbound {
     peers: BTreeMap<NodeId, PeerHandle>,
     inputs: InputSender,
     runtime: tokio::runtime::Handle,
+    /// This node's disk reserve, whose state every batch carries.
+    space: Arc<SpaceGuard>,
+    /// What peers' batches said of their disks, shared with the peer
+    /// service that records it.
+    pub peer_disks: Arc<PeerDisks>,
+}
+
+/// Which peers said, in their latest batch, that their disk is below its
+/// reserve. Soft state: a leader with a full disk hands leadership only to
+/// a peer that has room.
+#[derive(Default)]
+pub struct PeerDisks(std::sync::Mutex<BTreeMap<NodeId, bool>>);
+
+impl PeerDisks {
+    /// Records what a batch from `from` said.
+    pub fn record(&self, from: NodeId, low: bool) {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.insert(from, low);
+    }
+
+    /// Whether `id` said its disk is low (false if never heard from).
+    pub fn is_low(&self, id: NodeId) -> bool {
+        let seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&id).copied().unwrap_or(false)
+    }
 }
 
 /// The data-directory incarnation each peer has shown this process.
@@ -129,6 +155,7 @@ impl Outbound {
         from_addr: String,
         inputs: InputSender,
         runtime: tokio::runtime::Handle,
+        space: Arc<SpaceGuard>,
     ) -> Self {
         Outbound {
             cluster_id,
@@ -139,6 +166,8 @@ impl Outbound {
             peers: BTreeMap::new(),
             inputs,
             runtime,
+            space,
+            peer_disks: Arc::new(PeerDisks::default()),
         }
     }
 
@@ -161,6 +190,7 @@ impl Outbound {
                 to: id,
                 addr: addr.clone(),
                 inputs: self.inputs.clone(),
+                space: self.space.clone(),
             };
             self.runtime.spawn(task.run(rx));
             self.peers.insert(
@@ -220,6 +250,7 @@ struct PeerTask {
     to: NodeId,
     addr: String,
     inputs: InputSender,
+    space: Arc<SpaceGuard>,
 }
 
 impl PeerTask {
@@ -283,6 +314,7 @@ impl PeerTask {
                 messages: encoded,
                 from_raft_addr: self.from_addr.clone(),
                 from_incarnation: self.incarnation,
+                from_disk_low: self.space.last_level() != SpaceLevel::Ok,
             };
             match client.deliver(request).await {
                 Ok(_) => backoff = BACKOFF_MIN,
@@ -307,6 +339,16 @@ impl PeerTask {
                 }
             }
         }
+    }
+}
+
+/// Whether a message writes replicated data (log entries, a snapshot chunk)
+/// when stepped, as opposed to a vote, a heartbeat or a response.
+fn carries_data(msg: &Message) -> bool {
+    match &msg.body {
+        crate::raft::MessageBody::Append { entries, .. } => !entries.is_empty(),
+        crate::raft::MessageBody::InstallSnapshot { .. } => true,
+        _ => false,
     }
 }
 
@@ -369,6 +411,9 @@ impl RaftPeer for PeerService {
                 batch.to, self.node_id
             )));
         }
+        self.node.peer_disks.record(batch.from, batch.from_disk_low);
+        let mut messages = Vec::with_capacity(batch.messages.len());
+        let mut replicated_bytes = 0u64;
         for bytes in &batch.messages {
             let msg = decode_message(bytes)
                 .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
@@ -376,6 +421,31 @@ impl RaftPeer for PeerService {
                 return Err(Status::invalid_argument(
                     "message sender or destination does not match the batch",
                 ));
+            }
+            if carries_data(&msg) {
+                replicated_bytes += bytes.len() as u64;
+            }
+            messages.push(msg);
+        }
+        // Entries and snapshot chunks take disk; below half the reserve they
+        // are dropped before the core sees them (the leader resends once
+        // there is room again). Votes and heartbeats still go through: the
+        // node stays a member that votes and follows the commit.
+        let replicate = replicated_bytes == 0
+            || match self.node.space.admit(false, replicated_bytes) {
+                Ok(()) => true,
+                Err(report) => {
+                    tracing::debug!(
+                        from = batch.from,
+                        "replicated data dropped: {}",
+                        report.refusal()
+                    );
+                    false
+                }
+            };
+        for msg in messages {
+            if !replicate && carries_data(&msg) {
+                continue;
             }
             if self
                 .inputs

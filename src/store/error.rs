@@ -12,16 +12,16 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A file-system operation on the data directory failed.
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}: {}", explain_io(source))]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
 
-    /// The storage engine reported an error (typically I/O, or the database
-    /// is locked by another process).
-    #[error("storage engine error in {path}: {source} (is another Drover process using this data directory?)")]
+    /// The storage engine reported an error: I/O (named by its cause, with
+    /// what to do), or the database locked by another process.
+    #[error("storage engine error in {path}: {}", explain_sled(source))]
     Sled {
         path: PathBuf,
         #[source]
@@ -89,4 +89,98 @@ pub enum StoreError {
         #[source]
         source: bincode::error::EncodeError,
     },
+}
+
+/// ENOSPC, EDQUOT, EIO and EROFS on Linux (the same numbers on every Linux
+/// architecture Drover builds for).
+const ENOSPC: i32 = 28;
+const EDQUOT: i32 = 122;
+const EIO: i32 = 5;
+const EROFS: i32 = 30;
+
+/// What sled's lock failure says (sled 0.34 `Config::try_lock`): the one
+/// case in which another process really holds the data directory.
+const SLED_LOCKED: &str = "could not acquire lock";
+
+/// An I/O error named by its cause, with what the operator should do.
+pub fn explain_io(error: &std::io::Error) -> String {
+    let advice = match error.raw_os_error() {
+        Some(ENOSPC) => {
+            "the disk is full: free space on the data directory's filesystem, then restart the \
+             node (it comes back with every acknowledged job; keep `storage.min_free_bytes` free \
+             so it refuses writes before this happens)"
+        }
+        Some(EDQUOT) => {
+            "the disk quota of this user is used up: raise the quota or free space, then restart \
+             the node"
+        }
+        Some(EIO) => {
+            "the device reported an I/O error: check the disk (dmesg, smartctl); if it is \
+             failing, stop this node, replace the disk and re-add the node with an empty data \
+             directory (`drover operator raft remove-peer`, then `add-peer`) or restore a backup"
+        }
+        Some(EROFS) => {
+            "the filesystem is read-only (the kernel remounts it so after an error): check dmesg, \
+             repair it and remount it read-write, then restart the node"
+        }
+        _ => return error.to_string(),
+    };
+    format!("{error}: {advice}")
+}
+
+/// A sled error named by its cause; only a lock failure blames another
+/// process.
+pub fn explain_sled(error: &sled::Error) -> String {
+    match error {
+        sled::Error::Io(io) if io.to_string().contains(SLED_LOCKED) => format!(
+            "{io}: another process (another Drover node?) has this data directory open: stop it, \
+             or point `data_dir` at this node's own directory"
+        ),
+        sled::Error::Io(io) => explain_io(io),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sled_io(code: i32) -> String {
+        StoreError::Sled {
+            path: "/data/db".into(),
+            source: sled::Error::Io(std::io::Error::from_raw_os_error(code)),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn each_storage_failure_is_named_by_its_cause_with_what_to_do() {
+        let full = sled_io(ENOSPC);
+        assert!(full.contains("the disk is full") && full.contains("free space"), "{full}");
+        let eio = sled_io(EIO);
+        assert!(eio.contains("I/O error") && eio.contains("check the disk"), "{eio}");
+        let rofs = sled_io(EROFS);
+        assert!(rofs.contains("read-only") && rofs.contains("remount"), "{rofs}");
+        for message in [&full, &eio, &rofs] {
+            assert!(!message.contains("another process"), "{message}");
+        }
+        let io = StoreError::Io {
+            path: "/data/snapshots/x".into(),
+            source: std::io::Error::from_raw_os_error(ENOSPC),
+        }
+        .to_string();
+        assert!(io.contains("the disk is full"), "{io}");
+    }
+
+    #[test]
+    fn only_a_held_lock_blames_another_process() {
+        let locked = StoreError::Sled {
+            path: "/data/db".into(),
+            source: sled::Error::Io(std::io::Error::other(
+                "could not acquire lock on \"/data/db/db\": Os { code: 11 }",
+            )),
+        }
+        .to_string();
+        assert!(locked.contains("another process"), "{locked}");
+    }
 }

@@ -85,6 +85,7 @@ mod outputs;
 mod raft_storage;
 mod restore;
 mod snapshot;
+pub mod space;
 mod staged;
 mod state_machine;
 
@@ -108,6 +109,7 @@ pub use self::outputs::{AppendOutcome, StoredChunk};
 /// shared rather than copied because it may be large and is sent to peers.
 pub type Snapshot = (crate::raft::SnapshotMeta, std::sync::Arc<Vec<u8>>);
 pub use self::restore::Seeded;
+pub use self::space::{SpaceGuard, SpaceLevel, SpaceReport};
 /// Writes a file so a crash never leaves half of it under its name (temp
 /// file, fsync, rename, directory fsync): snapshot files and backups.
 pub(crate) use self::snapshot::write_file as write_file_durably;

@@ -99,6 +99,11 @@ pub struct RaftSettings {
     pub cors_origins: Vec<String>,
     /// Extra `drover agent` arguments, after `--config FILE`.
     pub agent_args: Vec<String>,
+    /// Data directory of node i (by position), where a test puts it on a
+    /// filesystem of its own; the rest live under the cluster's temp dir.
+    pub data_dirs: Vec<PathBuf>,
+    /// TOML appended to every node's config (extra sections, e.g. `[storage]`).
+    pub extra_config: String,
 }
 
 impl Default for RaftSettings {
@@ -116,6 +121,8 @@ impl Default for RaftSettings {
             acl: false,
             cors_origins: Vec::new(),
             agent_args: Vec::new(),
+            data_dirs: Vec::new(),
+            extra_config: String::new(),
         }
     }
 }
@@ -171,7 +178,12 @@ impl Cluster {
             api: format!("127.0.0.1:{}", free_port()),
             raft: format!("127.0.0.1:{}", free_port()),
             http: format!("127.0.0.1:{}", free_port()),
-            data_dir: root.join(format!("node{id}")),
+            data_dir: self
+                .settings
+                .data_dirs
+                .get(self.nodes.len())
+                .cloned()
+                .unwrap_or_else(|| root.join(format!("node{id}"))),
             config_path: root.join(format!("node{id}.toml")),
             log_path: root.join(format!("node{id}.log")),
         };
@@ -206,6 +218,7 @@ impl Cluster {
              [acl]\nenabled = {}\ncors_origins = {:?}\n",
             s.executor, s.cpu_millis, spec.id, s.node_down_after_ms, s.queue_capacity, s.retain_max, s.acl, s.cors_origins
         );
+        text += &s.extra_config;
         std::fs::write(&spec.config_path, text).expect("write node config");
     }
 

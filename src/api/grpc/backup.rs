@@ -135,8 +135,10 @@ impl DroverService {
         let id = ulid::Ulid::new().to_string();
         let pieces: Vec<&[u8]> = body.chunks(STAGE_CHUNK).collect();
         let propose = |command: Command| async move {
-            let bytes = command.encode().map_err(internal)?;
-            self.node.propose(bytes).await.map_err(raft_status)
+            self.node
+                .propose_command(&command)
+                .await
+                .map_err(raft_status)
         };
         let begin = Command::RestoreBegin {
             id: id.clone(),
