@@ -64,7 +64,8 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// Bytes that must stay free.
+    /// Bytes that must stay free. 0, with `min_free_percent` 0, turns the
+    /// reserve off (not recommended: a full disk then stops the node).
     pub min_free_bytes: u64,
     /// Share of the filesystem (in percent) that must stay free, if that is
     /// more than `min_free_bytes`.
@@ -532,13 +533,6 @@ impl Config {
             return Err(bad(
                 "storage.min_free_percent",
                 "must be between 0 and 50".into(),
-            ));
-        }
-        if self.storage.min_free_bytes < 1 << 20 {
-            return Err(bad(
-                "storage.min_free_bytes",
-                "must be at least 1 MiB (1048576): the store needs room to record that it is full"
-                    .into(),
             ));
         }
         if !["text", "json"].contains(&self.log.format.as_str()) {

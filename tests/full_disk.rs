@@ -217,7 +217,10 @@ async fn a_node_whose_disk_fills_refuses_writes_then_loses_nothing_across_kill_9
             let (status, ready) = rest.get(&format!("{base}/v1/ready")).await;
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
             assert!(
-                ready["detail"].as_str().unwrap_or_default().contains("disk"),
+                ready["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("disk"),
                 "{ready}"
             );
             let (_, view) = rest.get(&format!("{base}/v1/cluster")).await;
@@ -234,27 +237,34 @@ async fn a_node_whose_disk_fills_refuses_writes_then_loses_nothing_across_kill_9
                 .await
                 .expect("metrics text");
             assert!(
-                text.lines().any(|l| l.starts_with("drover_storage_low ") && !l.ends_with(" 0")),
+                text.lines()
+                    .any(|l| l.starts_with("drover_storage_low ") && !l.ends_with(" 0")),
                 "drover_storage_low is set"
             );
             // Reads go on while writes are refused.
-            rest.assert_all_present(&base, &acked, "while the disk is full").await;
+            rest.assert_all_present(&base, &acked, "while the disk is full")
+                .await;
         }
 
         // Free: the node accepts writes again by itself.
         fs.free_ballast();
-        wait_for("writes accepted again after freeing space", WAIT, || async {
-            match rest.submit(&base, 64).await {
-                Submitted::Acked(id) => Some(id),
-                _ => None,
-            }
-        })
+        wait_for(
+            "writes accepted again after freeing space",
+            WAIT,
+            || async {
+                match rest.submit(&base, 64).await {
+                    Submitted::Acked(id) => Some(id),
+                    _ => None,
+                }
+            },
+        )
         .await;
 
         // Restart, 50 acknowledged jobs, a second of quiet, kill -9.
         cluster.kill(0);
         cluster.restart(0);
-        rest.submit_acked(&base, JOBS_AFTER_RESTART, &mut acked).await;
+        rest.submit_acked(&base, JOBS_AFTER_RESTART, &mut acked)
+            .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         cluster.kill(0);
         cluster.restart(0);
@@ -291,7 +301,8 @@ async fn a_full_follower_drops_out_and_catches_up_and_a_full_leader_hands_over()
     let leader = cluster.wait_leader(WAIT).await;
     let follower = (leader + 1) % 3;
     let other = (leader + 2) % 3;
-    rest.submit_acked(&cluster.http_url(leader), 10, &mut acked).await;
+    rest.submit_acked(&cluster.http_url(leader), 10, &mut acked)
+        .await;
 
     // A follower's disk fills past half its reserve: it takes no more
     // replicated data and refuses new work; the other two keep committing.
@@ -301,16 +312,27 @@ async fn a_full_follower_drops_out_and_catches_up_and_a_full_leader_hands_over()
     })
     .await;
     eprintln!("node {} (follower) exhausted its disk", follower + 1);
-    let before = cluster.status(leader).await.expect("leader status").commit_index;
-    rest.submit_acked(&cluster.http_url(leader), 100, &mut acked).await;
+    let before = cluster
+        .status(leader)
+        .await
+        .expect("leader status")
+        .commit_index;
+    rest.submit_acked(&cluster.http_url(leader), 100, &mut acked)
+        .await;
     let leader_view = cluster.status(leader).await.expect("leader status");
-    assert!(leader_view.commit_index >= before + 100, "the cluster kept committing");
+    assert!(
+        leader_view.commit_index >= before + 100,
+        "the cluster kept committing"
+    );
     let full_member = leader_view
         .members
         .iter()
         .find(|m| m.id == cluster.nodes[follower].id)
         .expect("the follower is a member");
-    assert!(full_member.disk_low, "the leader sees the follower's full disk: {leader_view:?}");
+    assert!(
+        full_member.disk_low,
+        "the leader sees the follower's full disk: {leader_view:?}"
+    );
     match rest.submit(&cluster.http_url(follower), 64).await {
         Submitted::Full(problem) => assert_full_disk_refusal(&problem, &disks[follower]),
         Submitted::Acked(id) => panic!("a node with a full disk acknowledged job {id}"),
@@ -326,14 +348,22 @@ async fn a_full_follower_drops_out_and_catches_up_and_a_full_leader_hands_over()
 
     // Space returns: the follower catches up by itself.
     disks[follower].free_ballast();
-    let target = cluster.status(leader).await.expect("leader status").commit_index;
+    let target = cluster
+        .status(leader)
+        .await
+        .expect("leader status")
+        .commit_index;
     wait_for("the follower to catch up", WAIT, || async {
         let s = cluster.status(follower).await?;
         (s.applied_index >= target && s.storage?.state == "ok").then_some(())
     })
     .await;
-    rest.assert_all_present(&cluster.http_url(follower), &acked, "on the follower after it caught up")
-        .await;
+    rest.assert_all_present(
+        &cluster.http_url(follower),
+        &acked,
+        "on the follower after it caught up",
+    )
+    .await;
     eprintln!("node {} caught up with {} jobs", follower + 1, acked.len());
 
     // The leader's disk drops below its reserve: it hands leadership to a
@@ -346,12 +376,22 @@ async fn a_full_follower_drops_out_and_catches_up_and_a_full_leader_hands_over()
     })
     .await;
     assert!(
-        cluster.log_tail(leader).contains("handing leadership to node"),
+        cluster
+            .log_tail(leader)
+            .contains("handing leadership to node"),
         "the old leader said why it handed over"
     );
-    eprintln!("node {} handed leadership to node {}", leader + 1, new_leader + 1);
-    rest.submit_acked(&cluster.http_url(new_leader), 50, &mut acked).await;
-    assert_eq!(storage_state(&cluster, leader).await.as_deref(), Some("low"));
+    eprintln!(
+        "node {} handed leadership to node {}",
+        leader + 1,
+        new_leader + 1
+    );
+    rest.submit_acked(&cluster.http_url(new_leader), 50, &mut acked)
+        .await;
+    assert_eq!(
+        storage_state(&cluster, leader).await.as_deref(),
+        Some("low")
+    );
 
     // Nothing acknowledged is lost: free the disk, kill -9 every node,
     // restart them, and read every job from every node.
@@ -365,7 +405,79 @@ async fn a_full_follower_drops_out_and_catches_up_and_a_full_leader_hands_over()
     cluster.wait_leader(WAIT).await;
     eprintln!("every node restarted after kill -9");
     for i in 0..3 {
-        rest.assert_all_present(&cluster.http_url(i), &acked, &format!("node {} after kill -9", i + 1))
+        rest.assert_all_present(
+            &cluster.http_url(i),
+            &acked,
+            &format!("node {} after kill -9", i + 1),
+        )
+        .await;
+    }
+}
+
+/// Rounds of the reserve-off test: each runs the store into real ENOSPC.
+const ENOSPC_ROUNDS: usize = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_reserve_enospc_stops_the_node_with_its_cause_and_it_restarts_with_every_job() {
+    let Some(fs) = SmallFs::create_or_skip(FS_MIB) else {
+        return;
+    };
+    let mut settings = settings(vec![fs.path().join("node1")]);
+    settings.extra_config = "\n[storage]\nmin_free_bytes = 0\nmin_free_percent = 0\n".into();
+    let mut cluster = Cluster::start(1, settings);
+    let base = cluster.http_url(0);
+    let rest = Rest::new();
+    let mut acked = Vec::new();
+    for round in 0..ENOSPC_ROUNDS {
+        cluster.wait_leader(WAIT).await;
+        // Nothing guards the disk: jobs fill it until a write fails in the
+        // store, which stops the node.
+        fs.fill_leaving(2 << 20);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the disk never filled"
+            );
+            match rest.submit(&base, PAD).await {
+                Submitted::Acked(id) => acked.push(id),
+                Submitted::Full(problem) => panic!("no reserve, yet a 507: {problem}"),
+                Submitted::Other(..) => break,
+            }
+        }
+        let status = cluster
+            .wait_exit(0, WAIT)
+            .unwrap_or_else(|| panic!("round {round}: the node kept running on a full disk"));
+        assert!(
+            !status.success(),
+            "a node stopped by a storage failure exits non-zero"
+        );
+        let log = cluster.log_tail(0);
+        assert!(
+            log.contains("node stopped:") && log.contains("the disk is full"),
+            "the node named the cause when it stopped:\n{log}"
+        );
+        assert!(
+            !log.contains("another process"),
+            "nothing else holds the data dir:\n{log}"
+        );
+
+        // Space freed, restart: every acknowledged job is there, new ones
+        // are acknowledged, and they survive kill -9 too.
+        fs.free_ballast();
+        cluster.restart(0);
+        rest.assert_all_present(&base, &acked, &format!("round {round}, after the restart"))
             .await;
+        rest.submit_acked(&base, JOBS_AFTER_RESTART, &mut acked)
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cluster.kill(0);
+        cluster.restart(0);
+        rest.assert_all_present(&base, &acked, &format!("round {round}, after kill -9"))
+            .await;
+        eprintln!(
+            "round {round}: {} jobs acknowledged and present",
+            acked.len()
+        );
     }
 }

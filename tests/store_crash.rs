@@ -372,7 +372,10 @@ fn kill_9_loses_no_acknowledged_entry() {
         );
         check_recovered(dir.path(), &acks, 0, round);
     }
-    assert!(!acks.acked.is_empty(), "the child never acknowledged anything");
+    assert!(
+        !acks.acked.is_empty(),
+        "the child never acknowledged anything"
+    );
 }
 
 /// A full disk must cost nothing acknowledged: the child writes until its
@@ -390,13 +393,19 @@ fn a_full_disk_then_kill_9_loses_no_acknowledged_entry() {
     for round in 0..rounds(FULL_DISK_ROUNDS) {
         fs.fill_leaving(rng.gen_range(256 << 10..4 << 20));
         let (ended_alone, lines) = run_child(&dir, FULL_DISK_PAD, None);
-        assert!(ended_alone, "round {round}: the child did not fill the disk in {FILL_TIMEOUT:?}");
+        assert!(
+            ended_alone,
+            "round {round}: the child did not fill the disk in {FILL_TIMEOUT:?}"
+        );
         let filled = acks.record(&lines);
         let failure = lines.iter().find(|l| l.starts_with("FAILED ")).cloned();
         fs.free_ballast();
         let after = Duration::from_millis(rng.gen_range(100..600));
         let (ended_alone, lines) = run_child(&dir, FULL_DISK_PAD, Some(after));
-        assert!(!ended_alone, "round {round}: the child ended after space was freed: {lines:?}");
+        assert!(
+            !ended_alone,
+            "round {round}: the child ended after space was freed: {lines:?}"
+        );
         let count = acks.record(&lines);
         eprintln!(
             "round {round}: {filled} persists until {failure:?}, then {count}; acknowledged up to {}",
@@ -404,5 +413,8 @@ fn a_full_disk_then_kill_9_loses_no_acknowledged_entry() {
         );
         check_recovered(&dir, &acks, FULL_DISK_PAD, round);
     }
-    assert!(!acks.acked.is_empty(), "the child never acknowledged anything");
+    assert!(
+        !acks.acked.is_empty(),
+        "the child never acknowledged anything"
+    );
 }

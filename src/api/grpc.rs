@@ -1474,9 +1474,10 @@ pub const STORAGE_FULL: &str = "x-drover-storage-full";
 /// RESOURCE_EXHAUSTED for a full disk, marked with [`STORAGE_FULL`].
 pub fn no_space(message: String) -> Status {
     let mut status = Status::resource_exhausted(message);
-    status
-        .metadata_mut()
-        .insert(STORAGE_FULL, tonic::metadata::MetadataValue::from_static("1"));
+    status.metadata_mut().insert(
+        STORAGE_FULL,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
     status
 }
 

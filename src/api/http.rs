@@ -214,7 +214,9 @@ pub fn problem_for_code(code: tonic::Code) -> (StatusCode, &'static str, &'stati
 impl From<tonic::Status> for Problem {
     fn from(status: tonic::Status) -> Problem {
         if status.code() == tonic::Code::ResourceExhausted
-            && status.metadata().contains_key(crate::api::grpc::STORAGE_FULL)
+            && status
+                .metadata()
+                .contains_key(crate::api::grpc::STORAGE_FULL)
         {
             return Problem::new(
                 StatusCode::INSUFFICIENT_STORAGE,
@@ -990,7 +992,11 @@ async fn ready(State(svc): State<Svc>) -> Result<Response, Problem> {
              writes until space is freed there",
             status.node_id,
             disk.path,
-            if disk.state == "low" { "below its free-space reserve" } else { "nearly full" },
+            if disk.state == "low" {
+                "below its free-space reserve"
+            } else {
+                "nearly full"
+            },
             disk.free_bytes,
             disk.reserve_bytes
         )));
@@ -1258,9 +1264,14 @@ mod tests {
             assert_eq!(problem.problem_type, format!("{PROBLEM_BASE}{slug}"));
             assert_eq!(problem.detail, "why");
         }
-        let full = Problem::from(crate::api::grpc::no_space("the disk holding /d is full".into()));
+        let full = Problem::from(crate::api::grpc::no_space(
+            "the disk holding /d is full".into(),
+        ));
         assert_eq!(full.status, 507);
-        assert_eq!(full.problem_type, format!("{PROBLEM_BASE}insufficient-storage"));
+        assert_eq!(
+            full.problem_type,
+            format!("{PROBLEM_BASE}insufficient-storage")
+        );
         assert!(full.detail.contains("/d is full"), "{}", full.detail);
     }
 

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
+use crate::jobs::Command;
 use crate::raft::{self, ConfChange, Index, NodeId, Role};
 use crate::scheduler::Liveness;
-use crate::jobs::Command;
 use crate::store::{Applied, SpaceGuard, Store, StoreError};
 
 pub use raft_loop::{Input, InputSender, RaftError, RaftStatus};

@@ -152,8 +152,8 @@ async fn pass(node: &Node, last_gc: &mut Instant) -> Result<Option<Instant>, Str
         .map(|r| {
             // A node whose disk is below its reserve takes no new jobs
             // (it could not store their output).
-            let alive = node.liveness.is_alive(r.id, now, cfg.node_down_after)
-                && !node.disk_low(r.id);
+            let alive =
+                node.liveness.is_alive(r.id, now, cfg.node_down_after) && !node.disk_low(r.id);
             NodeLoad::new(r, reserved.get(&r.id).copied().unwrap_or_default(), alive)
         })
         .collect();

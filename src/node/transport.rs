@@ -15,13 +15,13 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use super::raft_loop::{Input, InputSender};
-use crate::store::{SpaceGuard, SpaceLevel};
 use crate::proto::raft::raft_peer_client::RaftPeerClient;
 use crate::proto::raft::raft_peer_server::RaftPeer;
 use crate::proto::raft::{
     DeliverReply, HeartbeatReply, MessageBatch, NodeHeartbeat, ReportReply, ReportRequest,
 };
 use crate::raft::{Message, NodeId};
+use crate::store::{SpaceGuard, SpaceLevel};
 
 /// Version of the peer protocol; bumped on any incompatible message change.
 pub const PROTOCOL_VERSION: u32 = 1;

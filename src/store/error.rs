@@ -104,28 +104,54 @@ const SLED_LOCKED: &str = "could not acquire lock";
 
 /// An I/O error named by its cause, with what the operator should do.
 pub fn explain_io(error: &std::io::Error) -> String {
-    let advice = match error.raw_os_error() {
-        Some(ENOSPC) => {
+    let Some(code) = os_code(error) else {
+        return error.to_string();
+    };
+    let advice = match code {
+        ENOSPC => {
             "the disk is full: free space on the data directory's filesystem, then restart the \
              node (it comes back with every acknowledged job; keep `storage.min_free_bytes` free \
              so it refuses writes before this happens)"
         }
-        Some(EDQUOT) => {
+        EDQUOT => {
             "the disk quota of this user is used up: raise the quota or free space, then restart \
              the node"
         }
-        Some(EIO) => {
+        EIO => {
             "the device reported an I/O error: check the disk (dmesg, smartctl); if it is \
              failing, stop this node, replace the disk and re-add the node with an empty data \
              directory (`drover operator raft remove-peer`, then `add-peer`) or restore a backup"
         }
-        Some(EROFS) => {
+        EROFS => {
             "the filesystem is read-only (the kernel remounts it so after an error): check dmesg, \
              repair it and remount it read-write, then restart the node"
         }
         _ => return error.to_string(),
     };
-    format!("{error}: {advice}")
+    format!("{}: {advice}", std::io::Error::from_raw_os_error(code))
+}
+
+/// The OS error number behind an I/O error, also where sled re-wrapped it
+/// as text (`Custom { kind: StorageFull, error: "Os { code: 28, .. }" }`).
+fn os_code(error: &std::io::Error) -> Option<i32> {
+    if let Some(code) = error.raw_os_error() {
+        return Some(code);
+    }
+    let text = format!("{error:?}");
+    if let Some(code) = text
+        .split("code: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+    {
+        return Some(code);
+    }
+    match error.kind() {
+        std::io::ErrorKind::StorageFull => Some(ENOSPC),
+        std::io::ErrorKind::QuotaExceeded => Some(EDQUOT),
+        std::io::ErrorKind::ReadOnlyFilesystem => Some(EROFS),
+        _ => None,
+    }
 }
 
 /// A sled error named by its cause; only a lock failure blames another
@@ -156,11 +182,20 @@ mod tests {
     #[test]
     fn each_storage_failure_is_named_by_its_cause_with_what_to_do() {
         let full = sled_io(ENOSPC);
-        assert!(full.contains("the disk is full") && full.contains("free space"), "{full}");
+        assert!(
+            full.contains("the disk is full") && full.contains("free space"),
+            "{full}"
+        );
         let eio = sled_io(EIO);
-        assert!(eio.contains("I/O error") && eio.contains("check the disk"), "{eio}");
+        assert!(
+            eio.contains("I/O error") && eio.contains("check the disk"),
+            "{eio}"
+        );
         let rofs = sled_io(EROFS);
-        assert!(rofs.contains("read-only") && rofs.contains("remount"), "{rofs}");
+        assert!(
+            rofs.contains("read-only") && rofs.contains("remount"),
+            "{rofs}"
+        );
         for message in [&full, &eio, &rofs] {
             assert!(!message.contains("another process"), "{message}");
         }
@@ -170,6 +205,22 @@ mod tests {
         }
         .to_string();
         assert!(io.contains("the disk is full"), "{io}");
+    }
+
+    #[test]
+    fn an_error_sled_rewrapped_as_text_is_still_named() {
+        // What sled 0.34 hands back after a failed flush on a full disk.
+        let inner = format!("{:?}", std::io::Error::from_raw_os_error(ENOSPC));
+        let wrapped = std::io::Error::new(std::io::ErrorKind::StorageFull, inner);
+        let message = StoreError::Sled {
+            path: "/data/db".into(),
+            source: sled::Error::Io(wrapped),
+        }
+        .to_string();
+        assert!(
+            message.contains("No space left on device") && message.contains("the disk is full"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -109,10 +109,10 @@ pub use self::outputs::{AppendOutcome, StoredChunk};
 /// shared rather than copied because it may be large and is sent to peers.
 pub type Snapshot = (crate::raft::SnapshotMeta, std::sync::Arc<Vec<u8>>);
 pub use self::restore::Seeded;
-pub use self::space::{SpaceGuard, SpaceLevel, SpaceReport};
 /// Writes a file so a crash never leaves half of it under its name (temp
 /// file, fsync, rename, directory fsync): snapshot files and backups.
 pub(crate) use self::snapshot::write_file as write_file_durably;
+pub use self::space::{SpaceGuard, SpaceLevel, SpaceReport};
 pub use self::state_machine::{Applied, MAX_LIST_LIMIT};
 
 /// Tree names: part of the on-disk format (see `migrations/`).

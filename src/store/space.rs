@@ -210,8 +210,7 @@ impl SpaceGuard {
             self.measure(&mut reading);
         }
         let reserve = self.reserve_of(reading.total);
-        if reading.level != SpaceLevel::Ok
-            || self.free_of(&reading).saturating_sub(bytes) < reserve
+        if reading.level != SpaceLevel::Ok || self.free_of(&reading).saturating_sub(bytes) < reserve
         {
             return Err(self.report_of(&reading));
         }
@@ -290,13 +289,14 @@ impl SpaceGuard {
     fn level_of(&self, reading: &Reading) -> SpaceLevel {
         let free = self.free_of(reading);
         let reserve = self.reserve_of(reading.total);
+        // Once low, the line to clear is a little higher (hysteresis).
+        let line = match reading.level {
+            SpaceLevel::Ok => reserve,
+            _ => reserve.saturating_add(reserve / HYSTERESIS_DIVISOR),
+        };
         if free < reserve / 2 {
             SpaceLevel::Exhausted
-        } else if free < reserve {
-            SpaceLevel::Low
-        } else if reading.level != SpaceLevel::Ok
-            && free < reserve.saturating_add(reserve / HYSTERESIS_DIVISOR)
-        {
+        } else if free < line {
             SpaceLevel::Low
         } else {
             SpaceLevel::Ok
@@ -351,9 +351,18 @@ mod tests {
         // Reserve above free: Low (free is well above half of it).
         let guard = guard_with_reserve_near_free(256 << 20);
         assert_eq!(guard.level(), SpaceLevel::Low);
-        let refusal = guard.admit(true, 10).expect_err("new work refused when low");
-        assert!(refusal.refusal().contains("is full"), "{}", refusal.refusal());
-        assert!(guard.admit(false, 10).is_ok(), "a report still goes through");
+        let refusal = guard
+            .admit(true, 10)
+            .expect_err("new work refused when low");
+        assert!(
+            refusal.refusal().contains("is full"),
+            "{}",
+            refusal.refusal()
+        );
+        assert!(
+            guard.admit(false, 10).is_ok(),
+            "a report still goes through"
+        );
         assert_eq!(guard.refused(), 1);
     }
 
@@ -371,7 +380,7 @@ mod tests {
 
     #[test]
     fn a_reserve_twice_the_free_space_is_exhausted() {
-        let free = rustix::fs::statvfs(&std::env::temp_dir())
+        let free = rustix::fs::statvfs(std::env::temp_dir())
             .map(|s| s.f_bavail * s.f_frsize)
             .unwrap_or(0);
         let guard = SpaceGuard::new(&std::env::temp_dir(), free.saturating_mul(2) + (8 << 20), 0);

@@ -269,6 +269,23 @@ impl Cluster {
         }
     }
 
+    /// Waits (bounded) for node `i` to exit by itself; its exit status, or
+    /// None if it still runs after `timeout` (it is left running).
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.children[i].as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.children[i] = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, as `systemctl stop` does, and waits (bounded) for the exit;
     /// the exit status, or None if it had to be killed after 30 s.
     pub fn terminate(&mut self, i: usize) -> Option<std::process::ExitStatus> {

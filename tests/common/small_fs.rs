@@ -30,7 +30,9 @@ impl SmallFs {
                 eprintln!("skipped: cannot mount a small filesystem ({reason}); run as root, or set DROVER_REQUIRE_FAULTS=1 to make this a failure");
                 None
             }
-            Err(reason) => panic!("DROVER_REQUIRE_FAULTS=1 but cannot mount a small filesystem: {reason}"),
+            Err(reason) => {
+                panic!("DROVER_REQUIRE_FAULTS=1 but cannot mount a small filesystem: {reason}")
+            }
         }
     }
 
