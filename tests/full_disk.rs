@@ -183,6 +183,23 @@ impl Rest {
     }
 }
 
+/// The scenario after a restart: 50 acknowledged jobs, a second of
+/// quiet, `kill -9`, restart; then every job acknowledged so far is there.
+async fn write_then_kill_9(
+    cluster: &mut Cluster,
+    rest: &Rest,
+    acked: &mut Vec<String>,
+    round: usize,
+) {
+    let base = cluster.http_url(0);
+    rest.submit_acked(&base, JOBS_AFTER_RESTART, acked).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.kill(0);
+    cluster.restart(0);
+    rest.assert_all_present(&base, acked, &format!("round {round}, after kill -9"))
+        .await;
+}
+
 /// The refusal a full disk gets: 507, problem JSON naming the disk.
 fn assert_full_disk_refusal(problem: &Value, fs: &SmallFs) {
     assert_eq!(problem["status"], 507, "{problem}");
@@ -241,6 +258,13 @@ async fn a_node_whose_disk_fills_refuses_writes_then_loses_nothing_across_kill_9
                     .any(|l| l.starts_with("drover_storage_low ") && !l.ends_with(" 0")),
                 "drover_storage_low is set"
             );
+            // gRPC says RESOURCE_EXHAUSTED, with the same message.
+            let mut client = cluster.client(0).await.expect("gRPC client");
+            let status = common::submit(&mut client, "true")
+                .await
+                .expect_err("a full disk refuses a gRPC submission too");
+            assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+            assert!(status.message().contains("is full"), "{status:?}");
             // Reads go on while writes are refused.
             rest.assert_all_present(&base, &acked, "while the disk is full")
                 .await;
@@ -263,13 +287,7 @@ async fn a_node_whose_disk_fills_refuses_writes_then_loses_nothing_across_kill_9
         // Restart, 50 acknowledged jobs, a second of quiet, kill -9.
         cluster.kill(0);
         cluster.restart(0);
-        rest.submit_acked(&base, JOBS_AFTER_RESTART, &mut acked)
-            .await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        cluster.kill(0);
-        cluster.restart(0);
-        rest.assert_all_present(&base, &acked, &format!("round {round}, after kill -9"))
-            .await;
+        write_then_kill_9(&mut cluster, &rest, &mut acked, round).await;
         eprintln!(
             "round {round}: {} jobs acknowledged and present, {} MiB free ({:?})",
             acked.len(),
@@ -468,13 +486,7 @@ async fn without_a_reserve_enospc_stops_the_node_with_its_cause_and_it_restarts_
         cluster.restart(0);
         rest.assert_all_present(&base, &acked, &format!("round {round}, after the restart"))
             .await;
-        rest.submit_acked(&base, JOBS_AFTER_RESTART, &mut acked)
-            .await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        cluster.kill(0);
-        cluster.restart(0);
-        rest.assert_all_present(&base, &acked, &format!("round {round}, after kill -9"))
-            .await;
+        write_then_kill_9(&mut cluster, &rest, &mut acked, round).await;
         eprintln!(
             "round {round}: {} jobs acknowledged and present",
             acked.len()

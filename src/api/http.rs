@@ -483,7 +483,7 @@ fn job_of(job: Option<pb::Job>) -> Result<pb::Job, Problem> {
             headers(("X-Drover-Leader" = String, description = "The leader's API address"),
                     ("Location" = String, description = "/v1/jobs/{id}"))),
         (status = "4XX", description = "Invalid input, full queue, …", body = Problem, content_type = "application/problem+json"),
-        (status = "5XX", description = "No leader, timeout, …", body = Problem, content_type = "application/problem+json"),
+        (status = "5XX", description = "No leader, timeout, the disk below its reserve (507 insufficient-storage), …", body = Problem, content_type = "application/problem+json"),
     )
 )]
 async fn submit_job(
