@@ -56,6 +56,45 @@ pub struct Config {
     /// The free-space reserve of the data directory.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// TLS on every listener and channel (see `tls`).
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// TLS of every listener and every channel between nodes (see `tls`).
+/// Off unless all three files are set.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The cluster's CA certificate (PEM), as `drover tls ca create` makes.
+    pub ca_file: Option<PathBuf>,
+    /// This node's certificate (PEM), from `drover tls cert create --node`.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// The client gRPC API requires a client certificate signed by the CA.
+    pub verify_client: bool,
+    /// The REST API requires one too (off: browsers and curl carry tokens).
+    pub verify_https_client: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            verify_client: true,
+            verify_https_client: false,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether TLS is on (all three files given).
+    pub fn enabled(&self) -> bool {
+        self.ca_file.is_some() && self.cert_file.is_some() && self.key_file.is_some()
+    }
 }
 
 /// The free-space reserve kept on the data directory's filesystem (see
@@ -529,6 +568,21 @@ impl Config {
                 }
             }
         }
+        let tls = &self.tls;
+        let given = [&tls.ca_file, &tls.cert_file, &tls.key_file]
+            .iter()
+            .filter(|f| f.is_some())
+            .count();
+        if given != 0 && given != 3 {
+            return Err(bad(
+                "tls",
+                "set all of tls.ca_file, tls.cert_file and tls.key_file, or none".into(),
+            ));
+        }
+        if tls.enabled() {
+            crate::tls::identity::check_cluster_name(&self.cluster_id)
+                .map_err(|message| bad("cluster_id", message))?;
+        }
         if self.storage.min_free_percent > 50 {
             return Err(bad(
                 "storage.min_free_percent",
@@ -603,6 +657,11 @@ pub const KEYS: &[&str] = &[
     "acl.cors_origins",
     "storage.min_free_bytes",
     "storage.min_free_percent",
+    "tls.ca_file",
+    "tls.cert_file",
+    "tls.key_file",
+    "tls.verify_client",
+    "tls.verify_https_client",
 ];
 
 /// The environment variable overriding `key`.
@@ -627,6 +686,9 @@ const TEXT_KEYS: &[&str] = &[
     "executor.default_image",
     "log.level",
     "log.format",
+    "tls.ca_file",
+    "tls.cert_file",
+    "tls.key_file",
 ];
 
 fn env_value(key: &str, raw: &str) -> toml::Value {
@@ -757,6 +819,9 @@ listen = { api = "127.0.0.1:1", raft = "127.0.0.1:2" }
         config.advertise.api = Some("a:1".into());
         config.advertise.raft = Some("a:2".into());
         config.executor.labels.insert("zone".into(), "a".into());
+        config.tls.ca_file = Some("ca.pem".into());
+        config.tls.cert_file = Some("node-1.pem".into());
+        config.tls.key_file = Some("node-1-key.pem".into());
         let table: toml::Table = toml::from_str(&config.to_toml().expect("to toml")).expect("toml");
         let mut found = Vec::new();
         leaf_keys(&table, "", &mut found);

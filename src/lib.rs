@@ -16,6 +16,7 @@ pub mod node;
 pub mod raft;
 pub mod scheduler;
 pub mod store;
+pub mod tls;
 
 /// Generated gRPC code.
 pub mod proto {

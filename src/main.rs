@@ -63,6 +63,11 @@ enum Top {
         #[command(subcommand)]
         command: OperatorCommand,
     },
+    /// TLS certificates: make a CA, node and client certificates; inspect one.
+    Tls {
+        #[command(subcommand)]
+        command: client::tls::TlsCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,9 +136,12 @@ fn main() -> ExitCode {
         clap_complete::generate(shell, &mut Cli::command(), "drover", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
+    if let Top::Tls { command } = cli.command {
+        return client::tls::tls(command);
+    }
     runtime.block_on(async move {
         match cli.command {
-            Top::Completions { .. } => ExitCode::SUCCESS,
+            Top::Completions { .. } | Top::Tls { .. } => ExitCode::SUCCESS,
             Top::Agent(args) => agent(args).await,
             Top::Job { opts, command } => {
                 client::run(opts, |c, o| client::job(c, o, command)).await

@@ -78,10 +78,10 @@ impl DroverService {
         if leader == self.node.config.node_id {
             return Ok(None);
         }
-        Ok(Some(self.client(&addr)?))
+        Ok(Some(self.client(leader, &addr)?))
     }
 
-    fn client(&self, addr: &str) -> Result<DroverClient<Channel>, Status> {
+    fn client(&self, to: NodeId, addr: &str) -> Result<DroverClient<Channel>, Status> {
         let mut channels = self
             .channels
             .lock()
@@ -89,13 +89,15 @@ impl DroverService {
         let channel = match channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(|e| Status::internal(format!("bad leader address {addr}: {e}")))?
+                let endpoint = self
+                    .node
+                    .dialer
+                    .endpoint(to, addr)
+                    .map_err(Status::internal)?
                     .connect_timeout(Duration::from_secs(2))
                     .timeout(FORWARD_TIMEOUT)
                     .http2_keep_alive_interval(Duration::from_secs(5))
-                    .keep_alive_timeout(Duration::from_secs(5))
-                    .tcp_nodelay(true);
+                    .keep_alive_timeout(Duration::from_secs(5));
                 let channel = endpoint.connect_lazy();
                 channels.insert(addr.to_string(), channel.clone());
                 channel
@@ -318,7 +320,7 @@ impl DroverService {
             .peer(holder)
             .map(|p| p.api_addr.clone())
             .ok_or_else(|| Status::unavailable(format!("node {holder} is not a member")))?;
-        self.client(&addr)
+        self.client(holder, &addr)
     }
 
     /// This node's metrics in the Prometheus text format, for the

@@ -1185,6 +1185,7 @@ fn panic_problem(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// size and header read time are bounded.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<crate::tls::TlsAcceptor>,
     service: Arc<DroverService>,
     cors_origins: Vec<String>,
     mut stop: tokio::sync::broadcast::Receiver<()>,
@@ -1211,8 +1212,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             _ = stop.recv() => break,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off, go on.
                 tracing::warn!("http accept failed: {e}");
@@ -1222,13 +1223,35 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let Some(tls) = tls.clone() else {
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!("http connection ended: {e}");
+                }
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, bounded, so a silent
+        // client never holds up the next accept.
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("http connection ended: {e}");
+            let tls = match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, tls.accept(stream))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::info!(%peer, "https: TLS handshake refused: {e}"),
+                Err(_) => return tracing::info!(%peer, "https: TLS handshake timed out"),
+            };
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!("https connection ended: {e}");
             }
         });
     }

@@ -12,6 +12,11 @@ use crate::node::transport::{PeerService, MAX_RPC_BYTES};
 use crate::node::Node;
 use crate::proto::raft::raft_peer_server::RaftPeerServer;
 use crate::proto::v1::drover_server::DroverServer;
+use crate::tls::tls_incoming;
+
+/// A gRPC server running until its shutdown signal (plaintext or TLS: two
+/// incoming types, one future type).
+type Serving = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
 
 /// Largest client request accepted (a job spec is far smaller).
 const MAX_CLIENT_MESSAGE: usize = 4 << 20;
@@ -58,38 +63,59 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(crate::proto::v1::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| anyhow::anyhow!("cannot build the gRPC reflection service: {e}"))?;
-    let api = tonic::transport::Server::builder()
+    let api_router = tonic::transport::Server::builder()
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(
             DroverServer::from_arc(service.clone()).max_decoding_message_size(MAX_CLIENT_MESSAGE),
-        )
-        .serve_with_incoming_shutdown(incoming(api_listener), async move {
-            let _ = stop_api.recv().await;
-        });
-    let raft = tonic::transport::Server::builder()
-        .add_service(
-            RaftPeerServer::new(peer)
-                .max_decoding_message_size(MAX_RPC_BYTES)
-                .max_encoding_message_size(MAX_RPC_BYTES),
-        )
-        .serve_with_incoming_shutdown(incoming(raft_listener), async move {
-            let _ = stop_raft.recv().await;
-        });
+        );
+    let api_stop = async move {
+        let _ = stop_api.recv().await;
+    };
+    let api: Serving = match &node.tls {
+        Some(tls) => Box::pin(api_router.serve_with_incoming_shutdown(
+            tls_incoming(api_listener, tls.api_acceptor()?, "client API"),
+            api_stop,
+        )),
+        None => Box::pin(api_router.serve_with_incoming_shutdown(incoming(api_listener), api_stop)),
+    };
+    let raft_router = tonic::transport::Server::builder().add_service(
+        RaftPeerServer::new(peer)
+            .max_decoding_message_size(MAX_RPC_BYTES)
+            .max_encoding_message_size(MAX_RPC_BYTES),
+    );
+    let raft_stop = async move {
+        let _ = stop_raft.recv().await;
+    };
+    let raft: Serving = match &node.tls {
+        Some(tls) => Box::pin(raft_router.serve_with_incoming_shutdown(
+            tls_incoming(raft_listener, tls.peer_acceptor()?, "peer port"),
+            raft_stop,
+        )),
+        None => {
+            Box::pin(raft_router.serve_with_incoming_shutdown(incoming(raft_listener), raft_stop))
+        }
+    };
+    let https = node.tls.as_ref().map(|t| t.https_acceptor()).transpose()?;
     let http_task = http_listener.map(|listener| {
         tokio::spawn(super::http::serve(
             listener,
+            https,
             service.clone(),
             node.config.acl.cors_origins.clone(),
             stop_tx.subscribe(),
         ))
     });
+    let (grpc, rest) = match node.tls {
+        Some(_) => ("grpc+tls", "https"),
+        None => ("grpc", "rest"),
+    };
     let http_text = match node.config.listen.http {
-        Some(addr) => format!(", http {addr} (rest)"),
+        Some(addr) => format!(", http {addr} ({rest})"),
         None => String::new(),
     };
     println!(
-        "drover node {} listening: api {} (grpc), raft {}{}",
+        "drover node {} listening: api {} ({grpc}), raft {}{}",
         node.config.node_id, api_addr, raft_addr, http_text
     );
     tracing::info!(%api_addr, %raft_addr, http_addr = ?node.config.listen.http, node_id = node.config.node_id, "listening");

@@ -19,6 +19,7 @@ mod acl;
 mod node;
 mod run;
 mod snapshot;
+pub mod tls;
 mod watch;
 
 pub use self::acl::{acl, AclCommand};
@@ -136,6 +137,27 @@ pub struct ClientOpts {
     /// ACL token secret (needed when the cluster has ACLs enabled).
     #[arg(long, global = true, env = "DROVER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The cluster's CA certificate (PEM): speak TLS to addresses without a
+    /// scheme and to https:// ones, and trust only nodes it signed.
+    #[arg(long, global = true, env = "DROVER_CACERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) from `drover tls cert create --client`,
+    /// for nodes that require one (tls.verify_client).
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 /// How results are printed.
@@ -273,6 +295,17 @@ pub struct Failure {
 
 impl From<tonic::Status> for Failure {
     fn from(status: tonic::Status) -> Self {
+        // A TLS refusal that comes after the handshake (TLS 1.3 servers
+        // check the client certificate then) reaches the call as a cut
+        // connection.
+        let cut = matches!(status.code(), tonic::Code::Cancelled | tonic::Code::Unknown)
+            && (status.message().contains("canceled") || status.message().contains("transport"));
+        if let Some(why) = cut.then(tls::hint_for_cut_connection).flatten() {
+            return Failure {
+                message: why,
+                code: EXIT_UNREACHABLE,
+            };
+        }
         let code = if status.code() == tonic::Code::Unavailable
             && status.message().contains("transport")
         {
@@ -293,6 +326,7 @@ pub async fn connect(opts: &ClientOpts) -> Result<Client, Failure> {
         message,
         code: EXIT_USAGE,
     })?;
+    let tls = tls::ClientTls::load(opts)?;
     let mut errors = Vec::new();
     for raw in opts
         .address
@@ -300,23 +334,24 @@ pub async fn connect(opts: &ClientOpts) -> Result<Client, Failure> {
         .map(str::trim)
         .filter(|a| !a.is_empty())
     {
-        let url = if raw.contains("://") {
-            raw.to_string()
-        } else {
-            format!("http://{raw}")
-        };
-        let endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
+        let endpoint = match tls::endpoint(raw, tls.as_ref()) {
             Ok(e) => e
                 .connect_timeout(Duration::from_secs(2))
                 .timeout(BACKSTOP_TIMEOUT),
-            Err(_) => {
-                errors.push(format!("{raw}: not a valid address"));
+            Err(why) => {
+                errors.push(format!("{raw}: {why}"));
                 continue;
             }
         };
         match endpoint.connect().await {
             Ok(channel) => return Ok(DroverClient::with_interceptor(channel, interceptor)),
-            Err(e) => errors.push(format!("{raw}: {}", source_chain(&e))),
+            Err(e) => {
+                let chain = source_chain(&e);
+                match tls::explain_failure(&chain, tls.is_some()) {
+                    Some(why) => errors.push(format!("{raw}: {why}")),
+                    None => errors.push(format!("{raw}: {chain}")),
+                }
+            }
         }
     }
     Err(Failure {

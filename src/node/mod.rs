@@ -1,6 +1,7 @@
 //! Wiring: the only place that connects the Raft core, the store, the
 //! transport and the servers. A [`Node`] is the handle the API layer uses.
 
+pub mod dial;
 pub mod events;
 pub mod metrics;
 pub mod output_hub;
@@ -45,6 +46,8 @@ pub enum StartError {
     Core(String),
     #[error("cannot start the raft thread: {0}")]
     Thread(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A running node: the Raft loop thread plus what the API needs.
@@ -63,6 +66,10 @@ pub struct Node {
     pub space: Arc<SpaceGuard>,
     /// Which peers last said their disk is below its reserve.
     pub peer_disks: Arc<transport::PeerDisks>,
+    /// `[tls]`, loaded: the listeners' acceptors come from it.
+    pub tls: Option<Arc<crate::tls::NodeTls>>,
+    /// Makes every channel to another node (TLS configured once).
+    pub dialer: dial::Dialer,
     /// What `GET /metrics` serves; moved by the Raft loop, the store's
     /// fsyncs and the executor.
     pub metrics: Arc<metrics::Metrics>,
@@ -81,6 +88,8 @@ impl Node {
     /// the first start and the config lists initial members, and starts the
     /// Raft loop on its own thread. Must be called inside a tokio runtime.
     pub fn start(config: Config) -> Result<Arc<Node>, StartError> {
+        let tls = crate::tls::NodeTls::load(&config.tls, &config.cluster_id)?.map(Arc::new);
+        let dialer = dial::Dialer::new(tls.clone());
         let store = Arc::new(Store::open(
             &config.data_dir,
             &config.cluster_id,
@@ -166,6 +175,7 @@ impl Node {
             input_tx.clone(),
             tokio::runtime::Handle::current(),
             space.clone(),
+            dialer.clone(),
         );
         let incarnations = outbound.incarnations.clone();
         let peer_disks = outbound.peer_disks.clone();
@@ -212,7 +222,9 @@ impl Node {
             space,
             peer_disks,
             metrics,
-            peers: reports::PeerClients::default(),
+            peers: reports::PeerClients::new(dialer.clone()),
+            tls,
+            dialer,
             inputs: input_tx,
             status: status_rx,
             applied: applied_rx,

@@ -39,23 +39,31 @@ pub enum ReportError {
 }
 
 /// One lazily connected channel per peer address.
-#[derive(Default)]
 pub struct PeerClients {
+    dialer: super::dial::Dialer,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl PeerClients {
-    /// The client for a peer's raft address.
-    pub fn get(&self, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
+    /// No channel yet; each is made by `dialer` on first use.
+    pub fn new(dialer: super::dial::Dialer) -> PeerClients {
+        PeerClients {
+            dialer,
+            channels: Mutex::default(),
+        }
+    }
+
+    /// The client for node `id`'s raft address.
+    pub fn get(&self, id: NodeId, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(channel) = channels.get(addr) {
             return Ok(RaftPeerClient::new(channel.clone()));
         }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad peer address {addr}: {e}"))?
+        let channel = self
+            .dialer
+            .endpoint(id, addr)?
             .connect_timeout(Duration::from_secs(2))
             .timeout(RPC_TIMEOUT)
-            .tcp_nodelay(true)
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(RaftPeerClient::new(channel))
@@ -79,7 +87,10 @@ impl Node {
             .peer(leader)
             .map(|p| p.raft_addr.clone())
             .ok_or_else(|| ReportError::Unreachable(format!("no address for leader {leader}")))?;
-        let mut client = self.peers.get(&addr).map_err(ReportError::Unreachable)?;
+        let mut client = self
+            .peers
+            .get(leader, &addr)
+            .map_err(ReportError::Unreachable)?;
         let bytes = command
             .encode()
             .map_err(|e| ReportError::Invalid(e.to_string()))?;
@@ -110,7 +121,7 @@ impl Node {
             let addr = membership.peer(id).map(|p| p.raft_addr.clone());
             async move {
                 let Some(addr) = addr else { return Some(id) };
-                let Ok(mut client) = self.peers.get(&addr) else {
+                let Ok(mut client) = self.peers.get(id, &addr) else {
                     return Some(id);
                 };
                 let request = crate::proto::raft::WaitAppliedRequest {
@@ -197,7 +208,7 @@ impl Node {
             else {
                 continue;
             };
-            let Ok(mut client) = self.peers.get(&addr) else {
+            let Ok(mut client) = self.peers.get(leader, &addr) else {
                 continue;
             };
             let beat = NodeHeartbeat {

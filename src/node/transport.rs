@@ -65,6 +65,8 @@ pub struct Outbound {
     runtime: tokio::runtime::Handle,
     /// This node's disk reserve, whose state every batch carries.
     space: Arc<SpaceGuard>,
+    /// Makes each peer task's channel (TLS or not).
+    dialer: super::dial::Dialer,
     /// What peers' batches said of their disks, shared with the peer
     /// service that records it.
     pub peer_disks: Arc<PeerDisks>,
@@ -156,6 +158,7 @@ impl Outbound {
         inputs: InputSender,
         runtime: tokio::runtime::Handle,
         space: Arc<SpaceGuard>,
+        dialer: super::dial::Dialer,
     ) -> Self {
         Outbound {
             cluster_id,
@@ -167,6 +170,7 @@ impl Outbound {
             inputs,
             runtime,
             space,
+            dialer,
             peer_disks: Arc::new(PeerDisks::default()),
         }
     }
@@ -191,6 +195,7 @@ impl Outbound {
                 addr: addr.clone(),
                 inputs: self.inputs.clone(),
                 space: self.space.clone(),
+                dialer: self.dialer.clone(),
             };
             self.runtime.spawn(task.run(rx));
             self.peers.insert(
@@ -251,22 +256,21 @@ struct PeerTask {
     addr: String,
     inputs: InputSender,
     space: Arc<SpaceGuard>,
+    dialer: super::dial::Dialer,
 }
 
 impl PeerTask {
     async fn run(self, mut rx: mpsc::Receiver<Message>) {
-        let endpoint =
-            match tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr)) {
-                Ok(e) => e
-                    .connect_timeout(Duration::from_secs(2))
-                    .timeout(DELIVER_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10)),
-                Err(e) => {
-                    tracing::error!(peer = self.to, addr = %self.addr, "bad peer address: {e}");
-                    return;
-                }
-            };
+        let endpoint = match self.dialer.endpoint(self.to, &self.addr) {
+            Ok(e) => e
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(DELIVER_TIMEOUT)
+                .http2_keep_alive_interval(Duration::from_secs(10)),
+            Err(e) => {
+                tracing::error!(peer = self.to, addr = %self.addr, "{e}");
+                return;
+            }
+        };
         let channel = endpoint.connect_lazy();
         let mut client = RaftPeerClient::new(channel)
             .max_decoding_message_size(MAX_RPC_BYTES)
@@ -362,6 +366,49 @@ pub struct PeerService {
 }
 
 impl PeerService {
+    /// With TLS, the caller must hold a node certificate of this cluster,
+    /// of node `claimed` when the call names its sender (the `from` of a
+    /// batch, heartbeat or report), and that node must be a member, unless
+    /// this node has no membership yet (it is joining, and the leader
+    /// adding it is talking). Without TLS, nothing to check.
+    fn check_sender<T>(&self, request: &Request<T>, claimed: Option<NodeId>) -> Result<(), Status> {
+        if self.node.tls.is_none() {
+            return Ok(());
+        }
+        let certs = request.peer_certs();
+        let Some(leaf) = certs.as_ref().and_then(|c| c.first()) else {
+            tracing::warn!(?claimed, "peer call without a client certificate refused");
+            return Err(Status::permission_denied("a node certificate is required"));
+        };
+        let subject = crate::tls::identity::subject_of(leaf);
+        let claimed = match crate::tls::identity::node_of(leaf, &self.cluster_id) {
+            Ok(id) if claimed.is_none_or(|c| c == id) => id,
+            Ok(id) => {
+                let claimed = claimed.unwrap_or(id);
+                tracing::warn!(claimed, %subject, "refused: node {id}'s certificate sent as node {claimed}");
+                return Err(Status::permission_denied(format!(
+                    "this certificate belongs to node {id}, not node {claimed}"
+                )));
+            }
+            Err(why) => {
+                tracing::warn!(?claimed, %subject, "peer call refused: {why}");
+                return Err(Status::permission_denied(
+                    "not a node certificate of this cluster",
+                ));
+            }
+        };
+        let status = self.node.status();
+        let has_members =
+            !status.membership.voters.is_empty() || !status.membership.learners.is_empty();
+        if has_members && !status.membership.contains(claimed) {
+            tracing::warn!(claimed, %subject, "peer call from a node that is not a member refused");
+            return Err(Status::permission_denied(format!(
+                "node {claimed} is not a member of this cluster"
+            )));
+        }
+        Ok(())
+    }
+
     fn check_cluster(&self, cluster_id: &str) -> Result<(), Status> {
         if cluster_id != self.cluster_id {
             return Err(Status::failed_precondition(format!(
@@ -379,6 +426,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<MessageBatch>,
     ) -> Result<Response<DeliverReply>, Status> {
+        self.check_sender(&request, Some(request.get_ref().from))?;
         let batch = request.into_inner();
         if batch.cluster_id != self.cluster_id {
             return Err(Status::failed_precondition(format!(
@@ -462,6 +510,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<NodeHeartbeat>,
     ) -> Result<Response<HeartbeatReply>, Status> {
+        self.check_sender(&request, Some(request.get_ref().node_id))?;
         let beat = request.into_inner();
         self.check_cluster(&beat.cluster_id)?;
         if beat.node_id == 0 {
@@ -481,6 +530,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<crate::proto::raft::WaitAppliedRequest>,
     ) -> Result<Response<crate::proto::raft::WaitAppliedReply>, Status> {
+        self.check_sender(&request, None)?;
         let req = request.into_inner();
         self.check_cluster(&req.cluster_id)?;
         // Bounded by the caller's wish and by a ceiling of our own.
@@ -495,6 +545,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<ReportRequest>,
     ) -> Result<Response<ReportReply>, Status> {
+        self.check_sender(&request, Some(request.get_ref().from))?;
         let req = request.into_inner();
         self.check_cluster(&req.cluster_id)?;
         let command = crate::jobs::Command::decode(&req.command)

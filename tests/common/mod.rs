@@ -104,6 +104,14 @@ pub struct RaftSettings {
     pub data_dirs: Vec<PathBuf>,
     /// TOML appended to every node's config (extra sections, e.g. `[storage]`).
     pub extra_config: String,
+    /// With TLS: the directory holding `ca.pem`, `node-ID.pem` (and keys)
+    /// for every node and `client-admin.pem`, as `drover tls` makes them
+    /// (see [`make_certs`]). Nodes get a `[tls]` section; the helpers
+    /// (`client`, `status`, `cli`) connect with the admin client certificate.
+    pub tls_dir: Option<PathBuf>,
+    /// A cluster id of the test's choosing (certificates name it); default
+    /// one unique to the process and cluster.
+    pub cluster_id: Option<String>,
 }
 
 impl Default for RaftSettings {
@@ -123,8 +131,72 @@ impl Default for RaftSettings {
             agent_args: Vec::new(),
             data_dirs: Vec::new(),
             extra_config: String::new(),
+            tls_dir: None,
+            cluster_id: None,
         }
     }
+}
+
+/// Makes, with the real `drover tls` commands, a CA in `dir`, node
+/// certificates for nodes 1..=nodes (valid for 127.0.0.1) of `cluster`,
+/// and a client certificate `client-admin`.
+pub fn make_certs(dir: &Path, cluster: &str, nodes: u64) {
+    let run = |args: &[&str]| {
+        let out = Command::new(drover_bin())
+            .args(args)
+            .output()
+            .expect("run drover tls");
+        assert!(
+            out.status.success(),
+            "drover {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let d = dir.to_str().expect("utf-8 dir");
+    run(&["tls", "ca", "create", "--out-dir", d]);
+    for id in 1..=nodes {
+        let id = id.to_string();
+        run(&[
+            "tls",
+            "cert",
+            "create",
+            "--ca-dir",
+            d,
+            "--node",
+            &id,
+            "--cluster",
+            cluster,
+            "--ip",
+            "127.0.0.1",
+            "--out-dir",
+            d,
+        ]);
+    }
+    run(&[
+        "tls",
+        "cert",
+        "create",
+        "--ca-dir",
+        d,
+        "--client",
+        "admin",
+        "--out-dir",
+        d,
+    ]);
+}
+
+/// The client side of TLS with the CA of `dir` and the certificate
+/// `dir/STEM.pem` (e.g. `client-admin`, `node-2`).
+pub fn client_tls(dir: &Path, stem: &str) -> tonic::transport::ClientTlsConfig {
+    let read = |name: String| std::fs::read(dir.join(name)).expect("read a test certificate");
+    tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(
+            "ca.pem".into(),
+        )))
+        .identity(tonic::transport::Identity::from_pem(
+            read(format!("{stem}.pem")),
+            read(format!("{stem}-key.pem")),
+        ))
 }
 
 /// A cluster of agent processes under one temp dir.
@@ -148,7 +220,10 @@ impl Cluster {
         // told apart by cluster id.
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let serial = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let cluster_id = format!("test-{}-{serial}", std::process::id());
+        let cluster_id = settings
+            .cluster_id
+            .clone()
+            .unwrap_or_else(|| format!("test-{}-{serial}", std::process::id()));
         let mut cluster = Cluster {
             dir,
             cluster_id,
@@ -219,6 +294,14 @@ impl Cluster {
             s.executor, s.cpu_millis, spec.id, s.node_down_after_ms, s.queue_capacity, s.retain_max, s.acl, s.cors_origins
         );
         text += &s.extra_config;
+        if let Some(dir) = &s.tls_dir {
+            text += &format!(
+                "\n[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                dir.join("ca.pem").display(),
+                dir.join(format!("node-{}.pem", spec.id)).display(),
+                dir.join(format!("node-{}-key.pem", spec.id)).display()
+            );
+        }
         std::fs::write(&spec.config_path, text).expect("write node config");
     }
 
@@ -317,7 +400,10 @@ impl Cluster {
     }
 
     pub fn api_url(&self, i: usize) -> String {
-        format!("http://{}", self.nodes[i].api)
+        match self.settings.tls_dir {
+            Some(_) => format!("https://{}", self.nodes[i].api),
+            None => format!("http://{}", self.nodes[i].api),
+        }
     }
 
     /// Base URL of node `i`'s REST API, e.g. `http://127.0.0.1:PORT` (routes
@@ -342,8 +428,11 @@ impl Cluster {
 
     /// A client of node `i` carrying `token` (None: no token).
     pub async fn client_with(&self, i: usize, token: Option<&str>) -> Option<Client> {
-        let endpoint = tonic::transport::Endpoint::from_shared(self.api_url(i))
-            .ok()?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(self.api_url(i)).ok()?;
+        if let Some(dir) = &self.settings.tls_dir {
+            endpoint = endpoint.tls_config(client_tls(dir, "client-admin")).ok()?;
+        }
+        let endpoint = endpoint
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(15));
         let interceptor = drover::client::TokenInterceptor::new(token).ok()?;
@@ -388,6 +477,12 @@ impl Cluster {
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut command = Command::new(drover_bin());
         command.args(args).env("DROVER_ADDR", self.addresses());
+        if let Some(dir) = &self.settings.tls_dir {
+            command
+                .env("DROVER_CACERT", dir.join("ca.pem"))
+                .env("DROVER_CLIENT_CERT", dir.join("client-admin.pem"))
+                .env("DROVER_CLIENT_KEY", dir.join("client-admin-key.pem"));
+        }
         match &self.token {
             Some(token) => command.env("DROVER_TOKEN", token),
             None => command.env_remove("DROVER_TOKEN"),

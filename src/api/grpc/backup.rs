@@ -108,10 +108,10 @@ impl DroverService {
                     "this node is not the leader (forwarded request); retry",
                 ));
             }
-            let Some((_, addr)) = self.node.wait_for_leader(LEADER_WAIT).await else {
+            let Some((leader, addr)) = self.node.wait_for_leader(LEADER_WAIT).await else {
                 return Err(no_leader());
             };
-            let mut client = self.client(&addr)?;
+            let mut client = self.client(leader, &addr)?;
             let mut forward = Request::new(chunk_stream(file, 0));
             forward
                 .metadata_mut()

@@ -1,0 +1,274 @@
+//! TLS on every port, with certificates made by the real `drover tls`
+//! commands: a 3-node cluster with mutual TLS works through every node,
+//! over the CLI (with its client certificate) and over HTTPS with curl,
+//! and survives the loss of its leader; the peer port refuses everyone who
+//! is not the node they say they are, and nothing changes in the cluster.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{client_tls, drover_bin, make_certs, Cluster, RaftSettings};
+use drover::proto::raft::raft_peer_client::RaftPeerClient;
+use drover::proto::raft::{MessageBatch, NodeHeartbeat};
+
+const WAIT: Duration = Duration::from_secs(30);
+const CLUSTER: &str = "tls-test";
+
+fn settings(dir: &std::path::Path) -> RaftSettings {
+    RaftSettings {
+        tls_dir: Some(dir.to_path_buf()),
+        cluster_id: Some(CLUSTER.into()),
+        ..RaftSettings::default()
+    }
+}
+
+/// A peer-port client of node `i` showing the certificate `dir/STEM.pem`.
+async fn peer_client(
+    cluster: &Cluster,
+    i: usize,
+    dir: &std::path::Path,
+    stem: &str,
+) -> Result<RaftPeerClient<tonic::transport::Channel>, tonic::transport::Error> {
+    let id = cluster.nodes[i].id;
+    let tls = client_tls(dir, stem).domain_name(format!("node-{id}.{CLUSTER}.drover"));
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("https://{}", cluster.nodes[i].raft))?
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await?;
+    Ok(RaftPeerClient::new(channel))
+}
+
+fn beat(node_id: u64) -> NodeHeartbeat {
+    NodeHeartbeat {
+        cluster_id: CLUSTER.into(),
+        node_id,
+        labels: Default::default(),
+        cpu_millis: 64_000,
+        memory_mib: 1 << 20,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutual_tls_cluster_serves_every_client_and_refuses_impostors() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    make_certs(certs.path(), CLUSTER, 3);
+    let other_ca = tempfile::tempdir().expect("temp dir");
+    make_certs(other_ca.path(), CLUSTER, 3);
+    // A node certificate of this CA for a node that is not a member.
+    let out = Command::new(drover_bin())
+        .args(["tls", "cert", "create", "--ca-dir"])
+        .arg(certs.path())
+        .args(["--node", "9", "--cluster", CLUSTER, "--out-dir"])
+        .arg(certs.path())
+        .output()
+        .expect("drover tls cert create");
+    assert!(out.status.success());
+
+    // `inspect` tells the kinds apart; keys are private.
+    let inspect = |stem: &str| {
+        let out = Command::new(drover_bin())
+            .args(["tls", "cert", "inspect", "--output", "json"])
+            .arg(certs.path().join(format!("{stem}.pem")))
+            .output()
+            .expect("inspect");
+        assert!(out.status.success());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    assert_eq!(inspect("ca")["kind"], "ca");
+    let node = inspect("node-2");
+    assert_eq!(node["kind"], "node");
+    assert!(node["dns_names"]
+        .as_array()
+        .expect("names")
+        .iter()
+        .any(|n| n == "node-2.tls-test.drover"));
+    assert_eq!(node["ips"][0], "127.0.0.1");
+    assert_eq!(inspect("client-admin")["kind"], "client");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(certs.path().join("node-2-key.pem"))
+        .expect("key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "private keys are mode 0600");
+
+    let mut cluster = Cluster::start(3, settings(certs.path()));
+    let leader = cluster.wait_leader(WAIT).await;
+    assert!(
+        cluster.log_tail(leader).contains("(grpc+tls)"),
+        "the node says it speaks TLS"
+    );
+
+    // Writes through every node (followers forward to the leader over TLS).
+    for i in 0..3 {
+        let mut client = cluster.client(i).await.expect("TLS client");
+        common::submit(&mut client, "true")
+            .await
+            .unwrap_or_else(|s| panic!("node {}: {s:?}", i + 1));
+    }
+    // The CLI with its client certificate (set by the harness)...
+    let out = cluster.cli(&["job", "submit", "--", "true"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ...and without one: refused with the flag to pass.
+    let out = Command::new(drover_bin())
+        .args(["job", "list"])
+        .env("DROVER_ADDR", &cluster.nodes[0].api)
+        .env("DROVER_CACERT", certs.path().join("ca.pem"))
+        .env_remove("DROVER_CLIENT_CERT")
+        .env_remove("DROVER_CLIENT_KEY")
+        .output()
+        .expect("cli");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{:?}: {stderr}", out.status);
+    assert!(stderr.contains("--client-cert"), "{stderr}");
+    // A CA that did not sign the nodes: refused, naming --ca-cert.
+    let out = Command::new(drover_bin())
+        .args(["job", "list"])
+        .env("DROVER_ADDR", &cluster.nodes[0].api)
+        .env("DROVER_CACERT", other_ca.path().join("ca.pem"))
+        .env("DROVER_CLIENT_CERT", certs.path().join("client-admin.pem"))
+        .env(
+            "DROVER_CLIENT_KEY",
+            certs.path().join("client-admin-key.pem"),
+        )
+        .output()
+        .expect("cli");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("--ca-cert"), "{stderr}");
+    // REST over HTTPS with curl (no client certificate needed by default).
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert"])
+        .arg(certs.path().join("ca.pem"))
+        .arg(format!("https://{}/v1/cluster", cluster.nodes[0].http))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(view["cluster_id"], CLUSTER);
+    // Plain HTTP to the HTTPS port gets nothing.
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!("http://{}/v1/cluster", cluster.nodes[0].http))
+        .output()
+        .expect("curl");
+    assert!(
+        !out.status.success(),
+        "plaintext HTTP answered on the HTTPS port"
+    );
+
+    // The peer port: nobody but the node they say they are.
+    let before = cluster.status(leader).await.expect("status");
+    let target = (leader + 1) % 3;
+    let refused = |what: &str,
+                   outcome: Result<
+        tonic::Response<drover::proto::raft::HeartbeatReply>,
+        tonic::Status,
+    >| {
+        match outcome {
+            Err(status) => assert_eq!(
+                status.code(),
+                tonic::Code::PermissionDenied,
+                "{what}: {status:?}"
+            ),
+            Ok(_) => panic!("{what}: accepted"),
+        }
+    };
+    // A client certificate is never a node certificate.
+    let mut client = peer_client(&cluster, leader, certs.path(), "client-admin")
+        .await
+        .expect("connects");
+    refused("a client certificate", client.heartbeat(beat(99)).await);
+    // Node 2's certificate sending as node 3, and as a made-up node.
+    let two = cluster
+        .nodes
+        .iter()
+        .position(|n| n.id == 2)
+        .expect("node 2");
+    let to = if two == leader { target } else { leader };
+    let mut client = peer_client(&cluster, to, certs.path(), "node-2")
+        .await
+        .expect("connects");
+    refused("node 2 as node 3", client.heartbeat(beat(3)).await);
+    refused("node 2 as node 99", client.heartbeat(beat(99)).await);
+    let batch = MessageBatch {
+        cluster_id: CLUSTER.into(),
+        protocol_version: 1,
+        from: 3,
+        to: cluster.nodes[to].id,
+        messages: vec![],
+        from_raft_addr: String::new(),
+        from_incarnation: 0,
+        from_disk_low: false,
+    };
+    let status = client
+        .deliver(batch)
+        .await
+        .expect_err("node 2 delivering as node 3");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    // A valid node certificate of a node that is not a member.
+    let mut client = peer_client(&cluster, leader, certs.path(), "node-9")
+        .await
+        .expect("connects");
+    refused("a non-member node", client.heartbeat(beat(9)).await);
+    // Another CA, and no certificate at all: no handshake.
+    assert!(
+        peer_client(&cluster, leader, other_ca.path(), "node-1")
+            .await
+            .is_err(),
+        "another CA"
+    );
+    let plain =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.nodes[leader].raft))
+            .expect("endpoint")
+            .connect_timeout(Duration::from_secs(2));
+    if let Ok(channel) = plain.connect().await {
+        let mut client = RaftPeerClient::new(channel);
+        assert!(
+            client.heartbeat(beat(1)).await.is_err(),
+            "plaintext on the peer port"
+        );
+    }
+    // Nothing changed: same leader, same term, no new entry, no new node.
+    let after = cluster.status(leader).await.expect("status");
+    assert_eq!(
+        (after.leader_id, after.term),
+        (before.leader_id, before.term)
+    );
+    assert_eq!(
+        after.commit_index, before.commit_index,
+        "no entry was written"
+    );
+    let mut client = cluster.client(leader).await.expect("client");
+    let nodes = client
+        .list_nodes(drover::proto::v1::ListNodesRequest { consistent: true })
+        .await
+        .expect("list nodes")
+        .into_inner()
+        .nodes;
+    assert!(nodes.iter().all(|n| n.id != 99 && n.id != 9), "{nodes:?}");
+    assert!(
+        cluster.log_tail(leader).contains("refused"),
+        "refusals are logged"
+    );
+
+    // The leader dies: the survivors elect another over TLS and go on.
+    cluster.kill(leader);
+    let new_leader = cluster.wait_leader(WAIT).await;
+    assert_ne!(new_leader, leader);
+    let mut client = cluster.client(new_leader).await.expect("client");
+    common::submit(&mut client, "true")
+        .await
+        .expect("a write after the failover");
+}
