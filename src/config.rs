@@ -76,6 +76,10 @@ pub struct TlsConfig {
     pub verify_client: bool,
     /// The REST API requires one too (off: browsers and curl carry tokens).
     pub verify_https_client: bool,
+    /// Run without TLS although a listener is not on loopback. Anyone who
+    /// reaches the ports can then change the cluster's state: only for a
+    /// network nobody else reaches. Reported in the log and `/v1/cluster`.
+    pub insecure_plaintext: bool,
 }
 
 impl Default for TlsConfig {
@@ -86,6 +90,7 @@ impl Default for TlsConfig {
             key_file: None,
             verify_client: true,
             verify_https_client: false,
+            insecure_plaintext: false,
         }
     }
 }
@@ -582,6 +587,26 @@ impl Config {
         if tls.enabled() {
             crate::tls::identity::check_cluster_name(&self.cluster_id)
                 .map_err(|message| bad("cluster_id", message))?;
+        } else if !tls.insecure_plaintext {
+            let listeners = [
+                ("listen.api", Some(self.listen.api)),
+                ("listen.raft", Some(self.listen.raft)),
+                ("listen.http", self.listen.http),
+            ];
+            if let Some((key, addr)) = listeners
+                .into_iter()
+                .find_map(|(key, addr)| Some((key, addr?)).filter(|(_, a)| !a.ip().is_loopback()))
+            {
+                return Err(bad(
+                    "tls",
+                    format!(
+                        "{key} {addr} is reachable from the network, and without TLS anyone who \
+                         reaches it can change the cluster: set tls.ca_file, tls.cert_file and \
+                         tls.key_file (`drover tls ca create`, see the README's TLS section), or \
+                         tls.insecure_plaintext = true on a network nobody else reaches"
+                    ),
+                ));
+            }
         }
         if self.storage.min_free_percent > 50 {
             return Err(bad(
@@ -662,6 +687,7 @@ pub const KEYS: &[&str] = &[
     "tls.key_file",
     "tls.verify_client",
     "tls.verify_https_client",
+    "tls.insecure_plaintext",
 ];
 
 /// The environment variable overriding `key`.
@@ -859,6 +885,35 @@ listen = { api = "127.0.0.1:1", raft = "127.0.0.1:2" }
             }
             assert!(documented, "config/drover.toml does not document `{key}`");
         }
+    }
+
+    #[test]
+    fn a_node_reachable_from_the_network_needs_tls_or_says_it_does_without() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let open = [("DROVER_LISTEN_API", "0.0.0.0:7700")];
+        let err = Config::load(None, &env(&open))
+            .expect_err("no TLS beyond loopback")
+            .to_string();
+        assert!(
+            err.contains("listen.api 0.0.0.0:7700") && err.contains("tls.insecure_plaintext"),
+            "{err}"
+        );
+        let waived = [open[0], ("DROVER_TLS_INSECURE_PLAINTEXT", "true")];
+        assert!(Config::load(None, &env(&waived)).is_ok());
+        let partial = [("DROVER_TLS_CA_FILE", "/ca.pem")];
+        let err = Config::load(None, &env(&partial))
+            .expect_err("half a TLS setup")
+            .to_string();
+        assert!(err.contains("tls.cert_file"), "{err}");
+        assert!(
+            Config::dev().is_ok(),
+            "dev mode stays plaintext on loopback"
+        );
     }
 
     #[test]

@@ -157,6 +157,7 @@ async fn a_mutual_tls_cluster_serves_every_client_and_refuses_impostors() {
     );
     let view: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(view["cluster_id"], CLUSTER);
+    assert_eq!(view["transport_security"], "tls");
     // Plain HTTP to the HTTPS port gets nothing.
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "5"])

@@ -352,6 +352,7 @@ impl DroverService {
             max_fsync_micros: u64::try_from(self.node.store.max_fsync_duration().as_micros())
                 .unwrap_or(u64::MAX),
             storage: Some(storage_to_proto(&self.node.space.report())),
+            transport_security: self.node.transport_security().to_string(),
         }
     }
 

@@ -237,6 +237,8 @@ pub struct ClusterStatusJson {
     pub max_fsync_micros: u64,
     /// This node's disk.
     pub storage: StorageJson,
+    /// "tls", "plaintext" (loopback only) or "insecure-plaintext".
+    pub transport_security: String,
 }
 
 /// A node of the node table with its use.
@@ -434,6 +436,7 @@ impl From<&pb::ClusterStatus> for ClusterStatusJson {
                     path: d.path.clone(),
                 })
                 .unwrap_or_default(),
+            transport_security: s.transport_security.clone(),
         }
     }
 }

@@ -119,6 +119,12 @@ pub async fn serve(
         node.config.node_id, api_addr, raft_addr, http_text
     );
     tracing::info!(%api_addr, %raft_addr, http_addr = ?node.config.listen.http, node_id = node.config.node_id, "listening");
+    if node.transport_security() == "insecure-plaintext" {
+        tracing::warn!(
+            "tls.insecure_plaintext: listening beyond loopback WITHOUT TLS; anyone who reaches \
+             these ports can change the cluster's state"
+        );
+    }
     let api_task = tokio::spawn(api);
     let raft_task = tokio::spawn(raft);
     let scheduler_task = tokio::spawn(crate::node::scheduler_loop::run(node.clone()));

@@ -371,6 +371,20 @@ impl Node {
         self.propose(bytes).await
     }
 
+    /// How this node's ports are protected (see `ClusterStatus` in the
+    /// proto): "tls", "plaintext" (all on loopback) or "insecure-plaintext".
+    pub fn transport_security(&self) -> &'static str {
+        let listen = &self.config.listen;
+        let loopback = listen.api.ip().is_loopback()
+            && listen.raft.ip().is_loopback()
+            && listen.http.is_none_or(|a| a.ip().is_loopback());
+        match (self.tls.is_some(), loopback) {
+            (true, _) => "tls",
+            (false, true) => "plaintext",
+            (false, false) => "insecure-plaintext",
+        }
+    }
+
     /// Whether node `id`'s disk is below its reserve: this node's own
     /// latest reading, or what `id`'s latest Raft batch said.
     pub fn disk_low(&self, id: NodeId) -> bool {

@@ -409,11 +409,17 @@ impl PeerService {
         Ok(())
     }
 
+    /// Refuses traffic of another cluster. The answer does not name this
+    /// node's cluster (a caller guessing it learns nothing); the log does.
     fn check_cluster(&self, cluster_id: &str) -> Result<(), Status> {
         if cluster_id != self.cluster_id {
+            tracing::warn!(
+                theirs = cluster_id,
+                ours = %self.cluster_id,
+                "peer traffic of another cluster refused"
+            );
             return Err(Status::failed_precondition(format!(
-                "this node belongs to cluster `{}`, not `{}`",
-                self.cluster_id, cluster_id
+                "this node does not belong to cluster `{cluster_id}`: check the peer addresses"
             )));
         }
         Ok(())
@@ -428,12 +434,7 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<DeliverReply>, Status> {
         self.check_sender(&request, Some(request.get_ref().from))?;
         let batch = request.into_inner();
-        if batch.cluster_id != self.cluster_id {
-            return Err(Status::failed_precondition(format!(
-                "this node belongs to cluster `{}`, not `{}`",
-                self.cluster_id, batch.cluster_id
-            )));
-        }
+        self.check_cluster(&batch.cluster_id)?;
         if batch.protocol_version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
                 "peer protocol version {} is not supported (this node speaks {})",
@@ -454,9 +455,10 @@ impl RaftPeer for PeerService {
                 Status::failed_precondition(message)
             })?;
         if batch.to != self.node_id {
+            tracing::warn!(to = batch.to, "a batch for another node was delivered here");
             return Err(Status::failed_precondition(format!(
-                "message for node {} delivered to node {}: check the peer addresses",
-                batch.to, self.node_id
+                "message for node {} delivered to another node: check the peer addresses",
+                batch.to
             )));
         }
         self.node.peer_disks.record(batch.from, batch.from_disk_low);
