@@ -768,6 +768,7 @@ mod tests {
             let config = Config::from_file(Path::new(&path)).expect("shipped config must be valid");
             assert_eq!(config.node_id, n);
             assert_eq!(config.initial_members.len(), 3);
+            assert!(config.tls.enabled(), "the shipped cluster is a TLS one");
         }
     }
 

@@ -241,6 +241,53 @@ async fn a_mutual_tls_cluster_serves_every_client_and_refuses_impostors() {
             "plaintext on the peer port"
         );
     }
+    // A garbage snapshot from a valid peer (the leader's own certificate):
+    // refused, and the follower keeps running.
+    let leader_id = cluster.nodes[leader].id;
+    let follower_id = cluster.nodes[target].id;
+    let garbage = drover::raft::Message {
+        from: leader_id,
+        to: follower_id,
+        term: before.term,
+        body: drover::raft::MessageBody::InstallSnapshot {
+            meta: drover::raft::SnapshotMeta {
+                index: before.commit_index + 1000,
+                term: before.term,
+                membership: Default::default(),
+            },
+            offset: 0,
+            data: b"not a snapshot".to_vec(),
+            done: true,
+        },
+    };
+    let mut client = peer_client(&cluster, target, certs.path(), &format!("node-{leader_id}"))
+        .await
+        .expect("connects");
+    client
+        .deliver(MessageBatch {
+            cluster_id: CLUSTER.into(),
+            protocol_version: 1,
+            from: leader_id,
+            to: follower_id,
+            messages: vec![drover::node::transport::encode_message(&garbage).expect("encode")],
+            from_raft_addr: String::new(),
+            from_incarnation: 0,
+            from_disk_low: false,
+        })
+        .await
+        .expect("the batch itself is delivered");
+    common::wait_for("the follower to refuse the snapshot", WAIT, || async {
+        cluster
+            .log_tail(target)
+            .contains("snapshot from the leader refused")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        cluster.status(target).await.is_some(),
+        "the follower keeps running"
+    );
+
     // Nothing changed: same leader, same term, no new entry, no new node.
     let after = cluster.status(leader).await.expect("status");
     assert_eq!(

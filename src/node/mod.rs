@@ -136,6 +136,7 @@ impl Node {
         core_config.max_inflight = config.raft.max_inflight;
         core_config.snapshot_chunk_bytes = config.raft.snapshot_chunk_bytes;
         core_config.trailing_entries = config.raft.trailing_entries;
+        core_config.snapshot_check = Some(crate::store::check_received_snapshot);
         let raw = raft::RawNode::new(core_config, restored).map_err(StartError::Core)?;
 
         let (input_tx, input_rx) = sync_channel(raft_loop::INPUT_QUEUE);

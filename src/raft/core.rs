@@ -1121,6 +1121,12 @@ impl RawNode {
         let Some(inc) = self.incoming.take() else {
             return;
         };
+        if let Some(check) = self.cfg.snapshot_check {
+            if check(&inc.meta, &inc.data).is_err() {
+                self.send_snapshot_response(from, snapshot_index, 0, false, true);
+                return;
+            }
+        }
         self.install_snapshot(inc.meta, Arc::new(inc.data));
         self.send_snapshot_response(from, snapshot_index, have, true, false);
     }

@@ -104,7 +104,15 @@ pub struct Config {
     pub trailing_entries: u64,
     /// Seed of the election-timeout randomness. Different per node.
     pub seed: u64,
+    /// Checks a snapshot received from the leader before it replaces the
+    /// log: one that fails is refused (the leader is asked to start over)
+    /// and changes nothing, so no peer can stop this node with garbage.
+    /// Supplied by the embedder (the store's decoder); must be pure.
+    pub snapshot_check: Option<SnapshotCheck>,
 }
+
+/// See [`Config::snapshot_check`].
+pub type SnapshotCheck = fn(&SnapshotMeta, &[u8]) -> Result<(), String>;
 
 impl Config {
     /// Defaults suitable for a 100 ms tick: heartbeat every 100 ms, election
@@ -122,6 +130,7 @@ impl Config {
             snapshot_chunk_bytes: 1 << 20,
             trailing_entries: 1024,
             seed,
+            snapshot_check: None,
         }
     }
 }

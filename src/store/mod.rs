@@ -109,6 +109,7 @@ pub use self::outputs::{AppendOutcome, StoredChunk};
 /// shared rather than copied because it may be large and is sent to peers.
 pub type Snapshot = (crate::raft::SnapshotMeta, std::sync::Arc<Vec<u8>>);
 pub use self::restore::Seeded;
+pub use self::snapshot::check_received as check_received_snapshot;
 /// Writes a file so a crash never leaves half of it under its name (temp
 /// file, fsync, rename, directory fsync): snapshot files and backups.
 pub(crate) use self::snapshot::write_file as write_file_durably;

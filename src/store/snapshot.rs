@@ -250,6 +250,29 @@ pub(crate) fn decode_for(meta: &SnapshotMeta, data: &[u8]) -> Result<DecodedSnap
     decode(data)
 }
 
+/// Whether a snapshot received from the leader decodes and is the one its
+/// metadata names: the Raft core's [`crate::raft::Config::snapshot_check`],
+/// run before the snapshot replaces anything (the same checks `persist`
+/// makes, which would otherwise stop the node). Logs why it refuses one.
+pub fn check_received(meta: &SnapshotMeta, data: &[u8]) -> Result<(), String> {
+    let outcome = decode_for(meta, data).and_then(|decoded| {
+        (decoded.meta == *meta).then_some(()).ok_or_else(|| {
+            format!(
+                "data is of index {} term {}, meta says index {} term {} (or memberships differ)",
+                decoded.meta.index, decoded.meta.term, meta.index, meta.term
+            )
+        })
+    });
+    if let Err(why) = &outcome {
+        tracing::warn!(
+            index = meta.index,
+            term = meta.term,
+            "snapshot from the leader refused (nothing changed; the leader starts over): {why}"
+        );
+    }
+    outcome
+}
+
 /// Index of the genesis snapshot.
 const GENESIS_INDEX: u64 = 1;
 
