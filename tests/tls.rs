@@ -320,3 +320,148 @@ async fn a_mutual_tls_cluster_serves_every_client_and_refuses_impostors() {
         .await
         .expect("a write after the failover");
 }
+
+/// The certificate (DER) a node serves on its HTTPS port.
+async fn served_cert(dir: &std::path::Path, addr: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls::pki_types::CertificateDer::pem_file_iter(dir.join("ca.pem")).expect("ca") {
+        roots.add(ca.expect("ca pem")).expect("add ca");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("handshake");
+    let (_, session) = tls.get_ref();
+    session.peer_certificates().expect("a certificate")[0].to_vec()
+}
+
+/// The DER of the first certificate of a PEM file.
+fn file_cert(path: &std::path::Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(path)
+        .expect("a certificate file")
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_rotate_on_sighup_under_load_without_a_failed_write_or_a_new_leader() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let certs = tempfile::tempdir().expect("temp dir");
+    make_certs(certs.path(), CLUSTER, 3);
+    let cluster = Cluster::start(3, settings(certs.path()));
+    let leader = cluster.wait_leader(WAIT).await;
+    let before = cluster.status(leader).await.expect("status");
+
+    // A writer through a follower (forwarding crosses TLS too).
+    let mut client = cluster.client((leader + 1) % 3).await.expect("client");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (written, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let writer = {
+        let (stop, written, failed) = (stop.clone(), written.clone(), failed.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match common::submit(&mut client, "true").await {
+                    Ok(_) => written.fetch_add(1, Ordering::Relaxed),
+                    Err(status) => {
+                        eprintln!("write failed: {status:?}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        })
+    };
+
+    for i in 0..3 {
+        let id = cluster.nodes[i].id.to_string();
+        let http = cluster.nodes[i].http.clone();
+        let old = served_cert(certs.path(), &http).await;
+        let out = Command::new(drover_bin())
+            .args(["tls", "cert", "create", "--ca-dir"])
+            .arg(certs.path())
+            .args([
+                "--node",
+                &id,
+                "--cluster",
+                CLUSTER,
+                "--ip",
+                "127.0.0.1",
+                "--out-dir",
+            ])
+            .arg(certs.path())
+            .output()
+            .expect("renew");
+        assert!(out.status.success());
+        let new = file_cert(&certs.path().join(format!("node-{id}.pem")));
+        assert_ne!(old, new);
+        cluster.signal(i, libc::SIGHUP);
+        common::wait_for("the renewed certificate to be served", WAIT, || async {
+            (served_cert(certs.path(), &http).await == new).then_some(())
+        })
+        .await;
+        assert!(cluster.log_tail(i).contains("TLS certificates reloaded"));
+    }
+
+    // A broken file is refused; the certificate in force stays.
+    let http = cluster.nodes[0].http.clone();
+    let serving = served_cert(certs.path(), &http).await;
+    std::fs::write(
+        certs.path().join("node-1.pem"),
+        "-----BEGIN CERTIFICATE-----\nAAAA\n",
+    )
+    .expect("break the certificate");
+    cluster.signal(0, libc::SIGHUP);
+    common::wait_for("the broken certificate to be refused", WAIT, || async {
+        cluster
+            .log_tail(0)
+            .contains("TLS reload refused")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        served_cert(certs.path(), &http).await,
+        serving,
+        "the old certificate stays"
+    );
+
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    assert!(written.load(Ordering::Relaxed) > 0, "the writer wrote");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no write failed during the rotation"
+    );
+    let after = cluster.status(leader).await.expect("status");
+    assert_eq!(
+        (after.leader_id, after.term),
+        (before.leader_id, before.term),
+        "no leader change"
+    );
+    // The expiry metric (about a year out).
+    let metrics = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(certs.path().join("ca.pem"))
+        .arg(format!("https://{}/metrics", cluster.nodes[1].http))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&metrics.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("drover_tls_cert_expiry_seconds "))
+        .unwrap_or_else(|| panic!("no expiry metric in {text}"));
+    let seconds: f64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("value");
+    assert!(seconds > 300.0 * 86_400.0, "{line}");
+}

@@ -1185,7 +1185,7 @@ fn panic_problem(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// size and header read time are bounded.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<crate::tls::TlsAcceptor>,
+    tls: Option<Arc<crate::tls::TlsIdentity>>,
     service: Arc<DroverService>,
     cors_origins: Vec<String>,
     mut stop: tokio::sync::broadcast::Receiver<()>,
@@ -1223,7 +1223,10 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let Some(tls) = tls.clone() else {
+        let Some(tls) = tls
+            .as_ref()
+            .map(|t| t.current().acceptor(crate::tls::Listener::Https))
+        else {
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();

@@ -12,7 +12,7 @@ use crate::node::transport::{PeerService, MAX_RPC_BYTES};
 use crate::node::Node;
 use crate::proto::raft::raft_peer_server::RaftPeerServer;
 use crate::proto::v1::drover_server::DroverServer;
-use crate::tls::tls_incoming;
+use crate::tls::{tls_incoming, Listener, TlsIdentity};
 
 /// A gRPC server running until its shutdown signal (plaintext or TLS: two
 /// incoming types, one future type).
@@ -74,7 +74,7 @@ pub async fn serve(
     };
     let api: Serving = match &node.tls {
         Some(tls) => Box::pin(api_router.serve_with_incoming_shutdown(
-            tls_incoming(api_listener, tls.api_acceptor()?, "client API"),
+            tls_incoming(api_listener, tls.clone(), Listener::Api, "client API"),
             api_stop,
         )),
         None => Box::pin(api_router.serve_with_incoming_shutdown(incoming(api_listener), api_stop)),
@@ -89,18 +89,17 @@ pub async fn serve(
     };
     let raft: Serving = match &node.tls {
         Some(tls) => Box::pin(raft_router.serve_with_incoming_shutdown(
-            tls_incoming(raft_listener, tls.peer_acceptor()?, "peer port"),
+            tls_incoming(raft_listener, tls.clone(), Listener::Peer, "peer port"),
             raft_stop,
         )),
         None => {
             Box::pin(raft_router.serve_with_incoming_shutdown(incoming(raft_listener), raft_stop))
         }
     };
-    let https = node.tls.as_ref().map(|t| t.https_acceptor()).transpose()?;
     let http_task = http_listener.map(|listener| {
         tokio::spawn(super::http::serve(
             listener,
-            https,
+            node.tls.clone(),
             service.clone(),
             node.config.acl.cors_origins.clone(),
             stop_tx.subscribe(),
@@ -128,6 +127,7 @@ pub async fn serve(
     let api_task = tokio::spawn(api);
     let raft_task = tokio::spawn(raft);
     let scheduler_task = tokio::spawn(crate::node::scheduler_loop::run(node.clone()));
+    let tls_task = node.tls.clone().map(|tls| tokio::spawn(watch_tls(tls)));
     let worker_task = tokio::spawn(crate::node::worker::run(node.clone()));
     let failure = tokio::select! {
         _ = shutdown => None,
@@ -145,6 +145,9 @@ pub async fn serve(
     node.events.close();
     // Running containers are left running: a restarted node reattaches.
     scheduler_task.abort();
+    if let Some(task) = tls_task {
+        task.abort();
+    }
     worker_task.abort();
     let _ = api_task.await;
     let _ = raft_task.await;
@@ -155,6 +158,61 @@ pub async fn serve(
     match failure {
         None => Ok(()),
         Some(reason) => Err(anyhow::anyhow!("node stopped: {reason}")),
+    }
+}
+
+/// How often the TLS files are checked for a change.
+const TLS_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+/// A certificate this close to expiry is warned about (daily).
+const TLS_EXPIRY_WARNING_SECS: i64 = 30 * 24 * 3600;
+
+/// Reloads the TLS identity on SIGHUP and when its files change; warns
+/// (at start, then daily) once the certificate is within 30 days of expiry.
+async fn watch_tls(tls: Arc<TlsIdentity>) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::warn!("cannot watch SIGHUP (certificates reload on file changes only): {e}");
+            None
+        }
+    };
+    let mut last_warning: Option<std::time::Instant> = None;
+    loop {
+        let loaded = tls.current();
+        let left = loaded.not_after - crate::node::now_unix_secs();
+        if left < TLS_EXPIRY_WARNING_SECS
+            && last_warning.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(86_400))
+        {
+            last_warning = Some(std::time::Instant::now());
+            tracing::warn!(
+                subject = %loaded.subject,
+                days_left = left / 86_400,
+                "the TLS certificate expires soon: renew it (`drover tls cert create`), then SIGHUP"
+            );
+        }
+        let signalled = tokio::select! {
+            got = async {
+                match hangup.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => got.is_some(),
+            _ = tokio::time::sleep(TLS_POLL) => false,
+        };
+        if !signalled && !tls.files_changed() {
+            continue;
+        }
+        match tls.reload() {
+            Ok(loaded) => {
+                last_warning = None;
+                tracing::info!(
+                    subject = %loaded.subject,
+                    expires_in_days = (loaded.not_after - crate::node::now_unix_secs()) / 86_400,
+                    "TLS certificates reloaded: new connections use them"
+                )
+            }
+            Err(e) => tracing::error!("TLS reload refused, the certificates in force stay: {e}"),
+        }
     }
 }
 

@@ -149,6 +149,7 @@ pub struct Metrics {
     /// The guard's refusal count as of the last refresh (the counter moves
     /// by the difference).
     storage_refused_seen: std::sync::Mutex<u64>,
+    tls_expiry: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -332,7 +333,24 @@ impl Metrics {
             storage_low,
             storage_refused,
             storage_refused_seen: std::sync::Mutex::new(0),
+            tls_expiry: Gauge::default(),
         }
+    }
+
+    /// Registers `drover_tls_cert_expiry_seconds` (only a node with TLS
+    /// has it: a 0 would look like an expired certificate).
+    pub fn register_tls_expiry(&mut self) {
+        self.registry.register_with_unit(
+            "tls_cert_expiry",
+            "Time until this node's TLS certificate expires (negative: expired)",
+            Unit::Seconds,
+            self.tls_expiry.clone(),
+        );
+    }
+
+    /// Sets the seconds left on this node's certificate.
+    pub fn set_tls_expiry(&self, seconds: i64) {
+        self.tls_expiry.set(seconds);
     }
 
     /// Sets the storage gauges from the disk reserve's latest reading and

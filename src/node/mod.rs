@@ -32,6 +32,11 @@ pub fn unix_ms(t: std::time::SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// This node's wall clock in Unix seconds.
+pub fn now_unix_secs() -> i64 {
+    now_ms() / 1000
+}
+
 /// This node's wall clock, as [`unix_ms`].
 pub fn now_ms() -> i64 {
     unix_ms(std::time::SystemTime::now())
@@ -67,7 +72,7 @@ pub struct Node {
     /// Which peers last said their disk is below its reserve.
     pub peer_disks: Arc<transport::PeerDisks>,
     /// `[tls]`, loaded: the listeners' acceptors come from it.
-    pub tls: Option<Arc<crate::tls::NodeTls>>,
+    pub tls: Option<Arc<crate::tls::TlsIdentity>>,
     /// Makes every channel to another node (TLS configured once).
     pub dialer: dial::Dialer,
     /// What `GET /metrics` serves; moved by the Raft loop, the store's
@@ -88,7 +93,7 @@ impl Node {
     /// the first start and the config lists initial members, and starts the
     /// Raft loop on its own thread. Must be called inside a tokio runtime.
     pub fn start(config: Config) -> Result<Arc<Node>, StartError> {
-        let tls = crate::tls::NodeTls::load(&config.tls, &config.cluster_id)?.map(Arc::new);
+        let tls = crate::tls::TlsIdentity::load(&config.tls, &config.cluster_id)?.map(Arc::new);
         let dialer = dial::Dialer::new(tls.clone());
         let store = Arc::new(Store::open(
             &config.data_dir,
@@ -112,7 +117,11 @@ impl Node {
                 "founding a new cluster"
             );
         }
-        let metrics = Arc::new(metrics::Metrics::new());
+        let mut metrics = metrics::Metrics::new();
+        if tls.is_some() {
+            metrics.register_tls_expiry();
+        }
+        let metrics = Arc::new(metrics);
         {
             let metrics = metrics.clone();
             store.observe_fsyncs(move |elapsed| metrics.fsync_observed(elapsed));
@@ -270,6 +279,10 @@ impl Node {
         self.metrics.refresh(&self.status.borrow(), jobs);
         self.metrics
             .refresh_storage(&self.space.report(), self.space.refused());
+        if let Some(tls) = &self.tls {
+            self.metrics
+                .set_tls_expiry(tls.current().not_after - now_unix_secs());
+        }
         self.metrics.encode()
     }
 

@@ -4,11 +4,14 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
+
+use super::{Listener, TlsIdentity};
 
 /// A client must finish its handshake within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -17,12 +20,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const READY_QUEUE: usize = 64;
 
 /// The TLS connections of `listener`, as a stream for tonic's
-/// `serve_with_incoming`. Failed handshakes (plaintext, an unknown CA, no
+/// `serve_with_incoming`, each handshake with the identity in force when it
+/// starts (so a reload takes effect at the next connection). Failed handshakes (plaintext, an unknown CA, no
 /// client certificate) are logged with the peer address and dropped; the
 /// accept loop ends when the server drops the stream.
 pub fn tls_incoming(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    identity: Arc<TlsIdentity>,
+    which: Listener,
     what: &'static str,
 ) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
     let (tx, rx) = mpsc::channel(READY_QUEUE);
@@ -42,7 +47,7 @@ pub fn tls_incoming(
                 }
             };
             let _ = stream.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            let acceptor = identity.current().acceptor(which);
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

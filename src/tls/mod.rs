@@ -19,6 +19,7 @@
 pub mod certs;
 pub mod identity;
 mod incoming;
+mod reload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
 pub use self::incoming::{tls_incoming, HANDSHAKE_TIMEOUT};
+pub use self::reload::{Listener, Loaded, TlsIdentity};
 pub use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsConfig;
@@ -137,6 +139,20 @@ impl NodeTls {
             detail,
         })?;
         Ok(Some(tls))
+    }
+
+    /// The node certificate's subject and expiry (Unix seconds).
+    pub fn leaf_summary(&self) -> (String, i64) {
+        self.chain
+            .first()
+            .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+            .map(|(_, cert)| {
+                (
+                    cert.subject().to_string(),
+                    cert.validity().not_after.timestamp(),
+                )
+            })
+            .unwrap_or_else(|| ("(unreadable)".into(), 0))
     }
 
     /// The peer port: mutual TLS, always.

@@ -344,6 +344,18 @@ impl Cluster {
         self.children[i] = Some(child);
     }
 
+    /// Sends `signal` (e.g. `libc::SIGHUP`) to node `i`, if it runs.
+    pub fn signal(&self, i: usize, signal: i32) {
+        if let Some(child) = &self.children[i] {
+            let pid = libc::pid_t::try_from(child.id()).expect("pid");
+            // SAFETY: kill(2) on our own child, not yet waited for, so the
+            // pid cannot have been reused.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
     /// SIGKILL: no shutdown path runs, unflushed writes are lost.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.children[i].take() {
