@@ -307,6 +307,13 @@ impl Node {
         self.status.borrow().membership.contains(id)
     }
 
+    /// Whether this node knows any membership yet (a node waiting to be
+    /// added knows none). Cheap: no copy of the status.
+    pub fn has_membership(&self) -> bool {
+        let status = self.status.borrow();
+        !status.membership.voters.is_empty() || !status.membership.learners.is_empty()
+    }
+
     /// True if this node currently leads (cheap: no copy of the status).
     pub fn is_leader(&self) -> bool {
         self.status.borrow().role == Role::Leader
