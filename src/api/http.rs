@@ -1179,6 +1179,14 @@ fn panic_problem(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .into_response()
 }
 
+/// A connection the REST API serves: a TCP stream, or TLS over one.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// The accepted connections of the REST listener.
+type Connections =
+    std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Box<dyn Io>>> + Send>>;
+
 /// Serves the REST API over `service` on `listener` (already bound, so a
 /// port in use failed before) until `stop` fires; then ends live streams
 /// and lets in-flight requests finish for up to [`SHUTDOWN_GRACE`]. Header
@@ -1207,58 +1215,49 @@ pub async fn serve(
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let router = router(service, closing, &cors_origins);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // One stream of connections, plaintext or TLS (handshakes done off the
+    // accept loop by `tls_incoming`), served the same way.
+    let mut incoming: Connections = match tls {
+        Some(identity) => Box::pin(
+            crate::tls::tls_incoming(listener, identity, crate::tls::Listener::Https, "https")
+                .map(|r| r.map(|s| Box::new(s) as Box<dyn Io>)),
+        ),
+        None => Box::pin(
+            tokio_stream::wrappers::TcpListenerStream::new(listener).map(|r| {
+                r.map(|s| {
+                    let _ = s.set_nodelay(true);
+                    Box::new(s) as Box<dyn Io>
+                })
+            }),
+        ),
+    };
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let next = tokio::select! {
+            next = incoming.next() => next,
             _ = stop.recv() => break,
         };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
+        let io = match next {
+            Some(Ok(io)) => io,
+            Some(Err(e)) => {
                 // Out of file descriptors and the like: back off, go on.
                 tracing::warn!("http accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+            None => break,
         };
-        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let Some(tls) = tls
-            .as_ref()
-            .map(|t| t.current().acceptor(crate::tls::Listener::Https))
-        else {
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!("http connection ended: {e}");
-                }
-            });
-            continue;
-        };
-        // The handshake runs in the connection's task, bounded, so a silent
-        // client never holds up the next accept.
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, tls.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::info!(%peer, "https: TLS handshake refused: {e}"),
-                Err(_) => return tracing::info!(%peer, "https: TLS handshake timed out"),
-            };
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!("https connection ended: {e}");
+            if let Err(e) = connection.await {
+                tracing::debug!("http connection ended: {e}");
             }
         });
     }
-    drop(listener);
+    drop(incoming);
     let _ = closing_tx.send(true);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
 }
