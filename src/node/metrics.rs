@@ -26,7 +26,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::RaftStatus;
 use crate::raft::Role;
-use crate::store::{SpaceLevel, SpaceReport};
+use crate::store::SpaceReport;
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text, which
 /// Prometheus scrapes natively).
@@ -358,11 +358,7 @@ impl Metrics {
     pub fn refresh_storage(&self, report: &SpaceReport, refused: u64) {
         self.storage_free.set(report.free_bytes);
         self.storage_reserve.set(report.reserve_bytes);
-        self.storage_low.set(match report.level {
-            SpaceLevel::Ok => 0,
-            SpaceLevel::Low => 1,
-            SpaceLevel::Exhausted => 2,
-        });
+        self.storage_low.set(u64::from(report.level.code()));
         let mut seen = self
             .storage_refused_seen
             .lock()

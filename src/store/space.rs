@@ -49,6 +49,24 @@ pub enum SpaceLevel {
 }
 
 impl SpaceLevel {
+    /// 0, 1, 2: what `drover_storage_low` reports and the lock-free copy
+    /// of the level holds.
+    pub fn code(self) -> u8 {
+        match self {
+            SpaceLevel::Ok => 0,
+            SpaceLevel::Low => 1,
+            SpaceLevel::Exhausted => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> SpaceLevel {
+        match code {
+            0 => SpaceLevel::Ok,
+            1 => SpaceLevel::Low,
+            _ => SpaceLevel::Exhausted,
+        }
+    }
+
     /// The name `/v1/cluster` and the logs use.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -162,11 +180,7 @@ impl SpaceGuard {
     /// The level of the latest reading, without measuring: for hot paths
     /// (every outgoing batch says it). The Raft loop measures every tick.
     pub fn last_level(&self) -> SpaceLevel {
-        match self.last_level.load(Ordering::Relaxed) {
-            0 => SpaceLevel::Ok,
-            1 => SpaceLevel::Low,
-            _ => SpaceLevel::Exhausted,
-        }
+        SpaceLevel::from_code(self.last_level.load(Ordering::Relaxed))
     }
 
     /// Admits a write of about `bytes` of payload, debiting it, or says why
@@ -276,14 +290,7 @@ impl SpaceGuard {
             ),
         }
         reading.level = level;
-        self.last_level.store(
-            match level {
-                SpaceLevel::Ok => 0,
-                SpaceLevel::Low => 1,
-                SpaceLevel::Exhausted => 2,
-            },
-            Ordering::Relaxed,
-        );
+        self.last_level.store(level.code(), Ordering::Relaxed);
     }
 
     fn level_of(&self, reading: &Reading) -> SpaceLevel {
