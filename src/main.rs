@@ -112,15 +112,7 @@ struct AgentArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Top::Agent(_)) {
-        // A CLI whose output is piped into `head` or `grep -q` should end
-        // quietly when the reader goes away, as Unix tools do, rather than
-        // panic on a failed print. (The agent keeps Rust's default: a
-        // closed socket is an error to handle, not a reason to die.)
-        // SAFETY: called before any thread is spawned; SIG_DFL is a valid
-        // disposition for SIGPIPE.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        }
+        quiet_on_closed_stdout();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -174,6 +166,29 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// A CLI whose output is piped into `head` or `grep -q` ends quietly when
+/// the reader goes away, as Unix tools do (exit 141, as if by SIGPIPE),
+/// rather than with a panic message. SIGPIPE itself stays ignored: a node
+/// that cuts a (TLS) connection must be an error the CLI explains, not a
+/// signal that kills it without a word.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // println! and clap_complete panic so on a closed stdout; nothing
+        // network-facing in the CLI unwraps a write.
+        if message.contains("Broken pipe") || message.contains("BrokenPipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 async fn agent(args: AgentArgs) -> ExitCode {
