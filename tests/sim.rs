@@ -1360,6 +1360,7 @@ fn msg_sig(m: &Message) -> [u64; 5] {
         TimeoutNow => (11, 0, 0),
         ReadIndex { ctx } => (12, *ctx, 0),
         ReadIndexResponse { ctx, index } => (13, *ctx, *index),
+        TransferPending { to } => (14, *to, 0),
     };
     [m.from << 32 | m.to, m.term, kind, a, b]
 }

@@ -753,6 +753,7 @@ fn sendable_before_persist(msg: &Message) -> bool {
             | MessageBody::Heartbeat { .. }
             | MessageBody::InstallSnapshot { .. }
             | MessageBody::TimeoutNow
+            | MessageBody::TransferPending { .. }
     )
 }
 

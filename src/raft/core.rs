@@ -78,6 +78,9 @@ pub struct RawNode {
     bcast_pending: bool,
 
     // Follower state.
+    /// The voter the current leader announced it hands leadership to (a
+    /// forced vote from anyone else does not override the leader's lease).
+    leader_hands_to: Option<NodeId>,
     incoming: Option<IncomingSnapshot>,
     /// Reads forwarded to the leader: (ctx, deadline tick).
     forwarded_reads: VecDeque<(u64, u64)>,
@@ -222,6 +225,7 @@ impl RawNode {
             pending_conf_index: 0,
             transfer_to: None,
             transfer_elapsed: 0,
+            leader_hands_to: None,
             read_only: ReadOnly::default(),
             bcast_pending: false,
             incoming: None,
@@ -347,6 +351,11 @@ impl RawNode {
                     self.hup(true);
                 }
             }
+            MessageBody::TransferPending { to } => {
+                if self.role == Role::Follower && self.leader == Some(from) {
+                    self.leader_hands_to = Some(to);
+                }
+            }
             MessageBody::ReadIndex { ctx } => {
                 if self.role == Role::Leader && self.membership.contains(from) {
                     self.handle_read_request(Requester::Remote(from), ctx);
@@ -441,7 +450,7 @@ impl RawNode {
             .get(&to)
             .is_some_and(|p| p.matched == self.log.last_index());
         if caught_up {
-            self.send(to, MessageBody::TimeoutNow);
+            self.send_timeout_now(to);
         } else {
             self.maybe_send_append(to, true);
         }
@@ -674,7 +683,12 @@ impl RawNode {
         use MessageBody::*;
         if msg.term > self.term {
             if let PreVote { .. } | Vote { .. } = msg.body {
-                let forced = matches!(msg.body, Vote { transfer: true, .. });
+                // A forced vote overrides the lease only when the leader
+                // itself hands over to this candidate (we lead and chose it,
+                // or our leader announced it): a valid peer cannot claim it.
+                let forced = matches!(msg.body, Vote { transfer: true, .. })
+                    && (self.leader_hands_to == Some(msg.from)
+                        || (self.role == Role::Leader && self.transfer_to == Some(msg.from)));
                 let in_lease = self.cfg.check_quorum
                     && self.leader.is_some()
                     && self.election_elapsed < self.cfg.election_ticks;
@@ -728,6 +742,9 @@ impl RawNode {
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         debug_assert!(term >= self.term);
+        if term > self.term || self.leader != leader {
+            self.leader_hands_to = None;
+        }
         if term > self.term {
             self.term = term;
             self.vote = 0;
@@ -749,6 +766,7 @@ impl RawNode {
 
     fn become_pre_candidate(&mut self) {
         debug_assert_ne!(self.role, Role::Leader);
+        self.leader_hands_to = None;
         self.role = Role::PreCandidate;
         self.leader = None;
         self.incoming = None;
@@ -759,6 +777,7 @@ impl RawNode {
 
     fn become_candidate(&mut self) {
         debug_assert_ne!(self.role, Role::Leader);
+        self.leader_hands_to = None;
         self.term += 1;
         self.vote = self.id;
         self.role = Role::Candidate;
@@ -1569,7 +1588,7 @@ impl RawNode {
             .map(|(&id, _)| id)
             .next();
         if let Some(to) = best {
-            self.send(to, MessageBody::TimeoutNow);
+            self.send_timeout_now(to);
         }
         let term = self.term;
         self.become_follower(term, None);
@@ -1578,8 +1597,26 @@ impl RawNode {
     fn maybe_send_timeout_now(&mut self, to: NodeId) {
         let last = self.log.last_index();
         if self.prs.get(&to).is_some_and(|p| p.matched == last) {
-            self.send(to, MessageBody::TimeoutNow);
+            self.send_timeout_now(to);
         }
+    }
+
+    /// Announces the transfer to every other voter, then tells `to` to
+    /// campaign. The announcement goes first on each peer's ordered stream,
+    /// so a voter normally knows of the transfer before the forced vote
+    /// arrives; if not, it refuses and `to` wins a normal election later.
+    fn send_timeout_now(&mut self, to: NodeId) {
+        let voters: Vec<NodeId> = self
+            .membership
+            .voters
+            .keys()
+            .copied()
+            .filter(|&id| id != self.id && id != to)
+            .collect();
+        for voter in voters {
+            self.send(voter, MessageBody::TransferPending { to });
+        }
+        self.send(to, MessageBody::TimeoutNow);
     }
 
     // ------------------------------------------------------------------

@@ -29,7 +29,10 @@ pub enum MessageBody {
         granted: bool,
     },
     /// RequestVote. `transfer` marks an election started by TimeoutNow, which
-    /// voters honour even while they hear from a current leader.
+    /// voters honour even while they hear from a current leader, but only
+    /// when that leader announced the transfer to this candidate
+    /// ([`MessageBody::TransferPending`]): a forced vote is the leader's to
+    /// give, not any peer's to claim.
     Vote {
         last_index: Index,
         last_term: Term,
@@ -91,5 +94,11 @@ pub enum MessageBody {
     ReadIndexResponse {
         ctx: u64,
         index: Index,
+    },
+    /// Sent by a leader to every other voter just before its TimeoutNow to
+    /// `to`: a forced vote from `to` may override this leader's lease.
+    /// (Last variant, so the encoding of the others is unchanged.)
+    TransferPending {
+        to: NodeId,
     },
 }

@@ -343,6 +343,26 @@ fn followers_in_lease_ignore_a_disruptive_candidate() {
     net.node_mut(2).step(plain);
     assert_eq!(net.node(2).term(), term);
     assert_eq!(net.node(2).leader(), Some(1));
+    // A forced vote the leader did not announce is a peer's claim: refused.
+    net.node_mut(2).step(forced.clone());
+    assert_eq!(net.node(2).term(), term, "unannounced forced vote refused");
+    assert_eq!(net.node(2).leader(), Some(1));
+    // Nor does anyone but the leader announce a transfer.
+    let pending = |from, to| Message {
+        from,
+        to: 2,
+        term,
+        body: MessageBody::TransferPending { to },
+    };
+    net.node_mut(2).step(pending(3, 3));
+    net.node_mut(2).step(forced.clone());
+    assert_eq!(net.node(2).term(), term, "announced by a non-leader: refused");
+    // An announcement of another candidate does not help node 3 either.
+    net.node_mut(2).step(pending(1, 9));
+    net.node_mut(2).step(forced.clone());
+    assert_eq!(net.node(2).term(), term, "announced for another node: refused");
+    // The leader's announcement for node 3 makes the forced vote count.
+    net.node_mut(2).step(pending(1, 3));
     net.node_mut(2).step(forced);
     assert_eq!(net.node(2).term(), t3);
 }
@@ -475,6 +495,24 @@ fn fast_back_off_skips_a_whole_divergent_term_at_once() {
     assert_eq!(net.node(2).term_at(51), Some(3));
     assert_eq!(net.node(2).status().last_index, 52);
     assert_eq!(net.commit(2), 52);
+}
+
+#[test]
+fn a_transfer_in_a_five_node_cluster_needs_the_announcement_and_gets_it() {
+    // Node 2 needs two votes besides its own and the leader's: voters in
+    // lease grant them only because the leader announced the transfer.
+    let mut net = Net::new(&[1, 2, 3, 4, 5]);
+    net.elect(1);
+    net.propose(1, "a");
+    let term = net.node(1).term();
+    net.node_mut(1).transfer_leader(2).expect("2 is a voter");
+    net.stabilize();
+    let announced = net.count_sent(|m| {
+        m.from == 1 && matches!(m.body, MessageBody::TransferPending { to: 2 })
+    });
+    assert_eq!(announced, 3, "announced to 3, 4 and 5");
+    assert_eq!(net.node(2).role(), Role::Leader);
+    assert_eq!(net.node(2).term(), term + 1);
 }
 
 #[test]
@@ -823,7 +861,7 @@ fn fuzz_one(seed: u64) {
                 .map(|k| ent(start.saturating_add(k), term))
                 .collect()
         };
-        let body = match rng.gen_range(0..13) {
+        let body = match rng.gen_range(0..14) {
             0 => MessageBody::PreVote {
                 last_index: n(&mut rng),
                 last_term: tm(&mut rng),
@@ -868,6 +906,7 @@ fn fuzz_one(seed: u64) {
             },
             10 => MessageBody::TimeoutNow,
             11 => MessageBody::ReadIndex { ctx: n(&mut rng) },
+            12 => MessageBody::TransferPending { to: n(&mut rng) },
             _ => MessageBody::ReadIndexResponse {
                 ctx: n(&mut rng),
                 index: n(&mut rng),
