@@ -137,6 +137,11 @@ pub struct AclConfig {
     /// Browser origins allowed to call the REST API cross-origin (CORS),
     /// e.g. `https://dash.example.com`. Empty: no cross-origin access.
     pub cors_origins: Vec<String>,
+    /// A file holding the secret that `drover acl bootstrap` must present
+    /// (it becomes the first admin token, like Consul's initial management
+    /// token), so nobody can race the operator to it over the network.
+    /// Without it, bootstrap works only over the node's unix socket.
+    pub bootstrap_token_file: Option<PathBuf>,
 }
 
 /// How this node runs jobs.
@@ -227,6 +232,12 @@ pub struct Listen {
     /// HTTP listener, so a node exposes nothing the operator did not ask for.
     #[serde(default)]
     pub http: Option<SocketAddr>,
+    /// Unix socket of the client gRPC API, for whoever may open it on this
+    /// machine (mode 0600: the node's user). The one place `drover acl
+    /// bootstrap` works without a provisioned secret. Default:
+    /// `<data_dir>/drover.sock`.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
 }
 
 /// Where this node is reachable, as other nodes see it.
@@ -423,6 +434,14 @@ impl Config {
             .clone()
             .or_else(|| self.own_initial_member().map(|m| m.api_addr.clone()))
             .unwrap_or_else(|| self.listen.api.to_string())
+    }
+
+    /// Where the client API's unix socket lives (see [`Listen::socket`]).
+    pub fn socket_path(&self) -> PathBuf {
+        self.listen
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("drover.sock"))
     }
 
     fn own_initial_member(&self) -> Option<&InitialMember> {
@@ -650,6 +669,7 @@ pub const KEYS: &[&str] = &[
     "listen.api",
     "listen.raft",
     "listen.http",
+    "listen.socket",
     "advertise.api",
     "advertise.raft",
     "initial_members",
@@ -680,11 +700,13 @@ pub const KEYS: &[&str] = &[
     "log.format",
     "acl.enabled",
     "acl.cors_origins",
+    "acl.bootstrap_token_file",
     "storage.min_free_bytes",
     "storage.min_free_percent",
     "tls.ca_file",
     "tls.cert_file",
     "tls.key_file",
+    "acl.bootstrap_token_file",
     "tls.verify_client",
     "tls.verify_https_client",
     "tls.insecure_plaintext",
@@ -706,6 +728,7 @@ const TEXT_KEYS: &[&str] = &[
     "listen.api",
     "listen.raft",
     "listen.http",
+    "listen.socket",
     "advertise.api",
     "advertise.raft",
     "executor.docker_host",
@@ -849,6 +872,8 @@ listen = { api = "127.0.0.1:1", raft = "127.0.0.1:2" }
         config.tls.ca_file = Some("ca.pem".into());
         config.tls.cert_file = Some("node-1.pem".into());
         config.tls.key_file = Some("node-1-key.pem".into());
+        config.listen.socket = Some("drover.sock".into());
+        config.acl.bootstrap_token_file = Some("bootstrap.token".into());
         let table: toml::Table = toml::from_str(&config.to_toml().expect("to toml")).expect("toml");
         let mut found = Vec::new();
         leaf_keys(&table, "", &mut found);

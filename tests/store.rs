@@ -1299,6 +1299,70 @@ fn a_restore_replaces_jobs_and_tokens_atomically_and_survives_a_snapshot_mid_sta
     }
 }
 
+#[test]
+fn a_restore_of_a_backup_taken_before_bootstrap_does_not_reopen_bootstrap() {
+    use drover::store::backup;
+    // The backup: 3 jobs, never bootstrapped.
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = open(src_dir.path());
+    let entries = submits(1, 3, 1);
+    append(&src, entries.clone(), Some(hs(1, 1, 3)));
+    src.apply(&entries).unwrap();
+    let (meta, state) = src.export_state().unwrap();
+    let file = backup::write(CLUSTER, meta.index, meta.term, 5, &state).unwrap();
+    let body = backup::read(&file).unwrap().body;
+
+    // The target was bootstrapped (and its token since revoked or not: the
+    // mark is what closes bootstrap).
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let boot = vec![Entry {
+        term: 1,
+        index: 1,
+        payload: Payload::Command(
+            Command::AclBootstrap {
+                token: drover::acl::Token {
+                    accessor: "ADMIN".into(),
+                    name: "bootstrap".into(),
+                    role: drover::acl::Role::Admin,
+                    secret_hash: drover::acl::hash_secret("s"),
+                    created_at_ms: 1,
+                },
+            }
+            .encode()
+            .unwrap(),
+        ),
+    }];
+    append(&store, boot.clone(), Some(hs(1, 1, 1)));
+    store.apply(&boot).unwrap();
+    let restore = restore_entries(2, "r", &body, 256, 9);
+    append(
+        &store,
+        restore.clone(),
+        Some(hs(1, 1, restore.last().unwrap().index)),
+    );
+    let results = store.apply(&restore).unwrap();
+    assert!(
+        matches!(results.last(), Some(Applied::Restored { jobs: 3, .. })),
+        "{:?}",
+        results.last()
+    );
+    assert!(store.acl_bootstrapped().unwrap(), "bootstrap stays closed");
+    // And a second bootstrap is refused by the state machine itself.
+    let again = vec![Entry {
+        term: 1,
+        index: restore.last().unwrap().index + 1,
+        payload: boot[0].payload.clone(),
+    }];
+    append(&store, again.clone(), Some(hs(1, 1, again[0].index)));
+    let results = store.apply(&again).unwrap();
+    assert!(
+        matches!(&results[0], Applied::Refused { reason } if reason.contains("already bootstrapped")),
+        "{:?}",
+        results[0]
+    );
+}
+
 /// A data directory written by the schema-2 release (before access
 /// control): see tests/fixtures/make-schema2-store.sh for how it was made.
 const SCHEMA2_FIXTURE: &str = concat!(

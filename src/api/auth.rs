@@ -4,14 +4,22 @@
 //! the request's `Authorization` header copied into the metadata.
 
 use tonic::metadata::MetadataMap;
-use tonic::Status;
+use tonic::{Request, Status};
 
 use crate::acl::{self, Action, Role, Token};
 use crate::jobs::Job;
 use crate::node::Node;
+use crate::raft::NodeId;
 
 /// Metadata key (and HTTP header) carrying `Bearer SECRET`.
 pub const AUTHORIZATION: &str = "authorization";
+
+/// Metadata key carrying, on a call one node forwards to another over
+/// mutual TLS, the accessor of the token its caller presented. The
+/// forwarding node authenticates as itself (its node certificate) and never
+/// resends the caller's secret; the receiver trusts the key only from a
+/// member node's certificate.
+pub const FORWARDED_CALLER: &str = "x-drover-caller";
 
 /// Who made a call, as far as the check could tell.
 #[derive(Clone, Debug)]
@@ -72,23 +80,30 @@ pub fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
 
 /// Checks a call. With ACLs off everything is allowed to everyone, but a
 /// valid token, when given, still names the caller (so jobs record their
-/// owner). With
-/// ACLs on, no token or an unknown one is UNAUTHENTICATED and a role
-/// without the right is PERMISSION_DENIED. Looks only at this node's
+/// owner). With ACLs on, no token or an unknown one is UNAUTHENTICATED and
+/// a role without the right is PERMISSION_DENIED. Looks only at this node's
 /// replica: token changes wait until every reachable node has applied them.
-pub fn authorize(node: &Node, metadata: &MetadataMap, action: Action) -> Result<Caller, Status> {
+/// A call forwarded by a member node names its caller by accessor
+/// ([`FORWARDED_CALLER`]) instead of carrying the secret.
+pub fn authorize<T>(node: &Node, request: &Request<T>, action: Action) -> Result<Caller, Status> {
     let enabled = node.config.acl.enabled;
-    let secret = match bearer(metadata) {
-        Ok(secret) => secret,
-        Err(status) if enabled => return Err(status),
-        Err(_) => None,
-    };
-    let token = match secret {
-        Some(secret) => node
-            .store
-            .token_by_hash(&acl::hash_secret(secret))
-            .map_err(|e| Status::internal(e.to_string()))?,
-        None => None,
+    let (presented, token) = match forwarded_caller(node, request)? {
+        Some(token) => (true, token),
+        None => {
+            let secret = match bearer(request.metadata()) {
+                Ok(secret) => secret,
+                Err(status) if enabled => return Err(status),
+                Err(_) => None,
+            };
+            let token = match secret {
+                Some(secret) => node
+                    .store
+                    .token_by_hash(&acl::hash_secret(secret))
+                    .map_err(|e| Status::internal(e.to_string()))?,
+                None => None,
+            };
+            (secret.is_some(), token)
+        }
     };
     if !enabled {
         return Ok(Caller {
@@ -97,11 +112,12 @@ pub fn authorize(node: &Node, metadata: &MetadataMap, action: Action) -> Result<
         });
     }
     let Some(token) = token else {
-        return Err(match secret {
-            None => Status::unauthenticated(
+        return Err(if presented {
+            Status::unauthenticated("the token is not valid (unknown or revoked)")
+        } else {
+            Status::unauthenticated(
                 "this cluster requires a token: pass --token or set DROVER_TOKEN (HTTP: `Authorization: Bearer <secret>`)",
-            ),
-            Some(_) => Status::unauthenticated("the token is not valid (unknown or revoked)"),
+            )
         });
     };
     if !token.role.allows(action) {
@@ -116,6 +132,66 @@ pub fn authorize(node: &Node, metadata: &MetadataMap, action: Action) -> Result<
         role: token.role,
         token: Some(token),
     })
+}
+
+/// The caller a member node forwarded this call for: `Ok(None)` when the
+/// call carries no [`FORWARDED_CALLER`], `Ok(Some(None))` when the named
+/// token no longer exists here, PERMISSION_DENIED when anyone but a member
+/// node (over mutual TLS) claims to speak for someone.
+fn forwarded_caller<T>(node: &Node, request: &Request<T>) -> Result<Option<Option<Token>>, Status> {
+    let Some(value) = request.metadata().get(FORWARDED_CALLER) else {
+        return Ok(None);
+    };
+    if calling_node(node, request).is_none() {
+        tracing::warn!(
+            remote = ?request.remote_addr(),
+            "a call naming its caller ({FORWARDED_CALLER}) without a member node's certificate refused"
+        );
+        return Err(Status::permission_denied(format!(
+            "{FORWARDED_CALLER} is accepted only from a member node over mutual TLS"
+        )));
+    }
+    let accessor = value
+        .to_str()
+        .map_err(|_| Status::invalid_argument(format!("{FORWARDED_CALLER} is not valid text")))?;
+    node.store
+        .token(accessor)
+        .map(Some)
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+/// The member node that made this call: the connection is mutual TLS and
+/// its certificate is the node certificate of a member of this cluster.
+/// `None` for everyone else (plaintext, a client certificate, another
+/// cluster, a node that is not a member).
+pub fn calling_node<T>(node: &Node, request: &Request<T>) -> Option<NodeId> {
+    node.tls.as_ref()?;
+    let certs = request.peer_certs()?;
+    let leaf = certs.first()?;
+    let id = crate::tls::identity::node_of(leaf, &node.config.cluster_id).ok()?;
+    node.is_member(id).then_some(id)
+}
+
+/// Puts the caller's identity on a call this node forwards. With TLS this
+/// node authenticates as itself and names the caller's token by accessor;
+/// the secret stays here. Without TLS there is no node identity to rely
+/// on, so the bearer token travels as the caller sent it.
+pub fn forward_identity(node: &Node, from: &MetadataMap, to: &mut MetadataMap) {
+    if node.tls.is_none() {
+        if let Some(token) = from.get(AUTHORIZATION) {
+            to.insert(AUTHORIZATION, token.clone());
+        }
+        return;
+    }
+    let Ok(Some(secret)) = bearer(from) else {
+        return;
+    };
+    let Ok(Some(token)) = node.store.token_by_hash(&acl::hash_secret(secret)) else {
+        return;
+    };
+    if let Ok(value) = token.accessor.parse() {
+        to.insert(FORWARDED_CALLER, value);
+    }
 }
 
 fn describe(action: Action) -> &'static str {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::auth::{authorize, Caller, AUTHORIZATION};
+use super::auth::{authorize, forward_identity, Caller};
 use super::convert::{job_to_proto, node_to_proto, spec_from_proto, token_to_proto};
 use crate::acl::{self, Action, Token};
 use crate::jobs::{Command, Drain, Job, JobId};
@@ -19,6 +19,9 @@ use crate::raft::{ConfChange, NodeId, PeerInfo, Role};
 use crate::store::{Applied, SpaceReport};
 
 mod backup;
+mod bootstrap;
+
+pub use bootstrap::read_bootstrap_secret;
 
 /// Metadata key marking a request already forwarded once, so two nodes with
 /// stale views never bounce a request between them.
@@ -139,7 +142,7 @@ impl DroverService {
                     forwarded
                         .metadata_mut()
                         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-                    copy_token(request.metadata(), forwarded.metadata_mut());
+                    forward_identity(&self.node, request.metadata(), forwarded.metadata_mut());
                     let response = forward(client, forwarded).await?;
                     let applied = response
                         .metadata()
@@ -212,7 +215,7 @@ impl DroverService {
                 forward
                     .metadata_mut()
                     .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-                copy_token(auth, forward.metadata_mut());
+                forward_identity(&self.node, auth, forward.metadata_mut());
                 match client.stream_job_output(forward).await {
                     Ok(stream) => return Box::pin(stream.into_inner()),
                     Err(status) => tracing::debug!(
@@ -370,7 +373,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let caller = authorize(&self.node, request.metadata(), Action::SubmitJob)?;
+        let caller = authorize(&self.node, &request, Action::SubmitJob)?;
         let spec = spec_from_proto(
             request.get_ref().spec.as_ref(),
             &self.node.config.executor.default_image,
@@ -440,7 +443,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
-        let caller = authorize(&self.node, request.metadata(), Action::ReadJobs)?;
+        let caller = authorize(&self.node, &request, Action::ReadJobs)?;
         let req = request.into_inner();
         let id = parse_job_id(&req.id)?;
         self.consistent_read(req.consistent).await?;
@@ -459,7 +462,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let caller = authorize(&self.node, request.metadata(), Action::ReadJobs)?;
+        let caller = authorize(&self.node, &request, Action::ReadJobs)?;
         let req = request.into_inner();
         let page_size = match req.page_size as usize {
             0 => DEFAULT_PAGE,
@@ -522,7 +525,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::GetClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
-        authorize(&self.node, request.metadata(), Action::ReadCluster)?;
+        authorize(&self.node, &request, Action::ReadCluster)?;
         Ok(Response::new(self.cluster_status()))
     }
 
@@ -530,7 +533,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::AddPeerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        authorize(&self.node, request.metadata(), Action::OperateRaft)?;
+        authorize(&self.node, &request, Action::OperateRaft)?;
         let req = request.get_ref().clone();
         if req.id == 0 {
             return Err(Status::invalid_argument("id must be a positive integer"));
@@ -554,7 +557,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::RemovePeerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        authorize(&self.node, request.metadata(), Action::OperateRaft)?;
+        authorize(&self.node, &request, Action::OperateRaft)?;
         self.write(
             request,
             move |node, req| {
@@ -583,7 +586,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::StopJobRequest>,
     ) -> Result<Response<pb::StopJobResponse>, Status> {
-        let caller = authorize(&self.node, request.metadata(), Action::StopJob)?;
+        let caller = authorize(&self.node, &request, Action::StopJob)?;
         let id = parse_job_id(&request.get_ref().id)?;
         // Checked here too, so a follower refuses without a round trip
         // (the leader checks again against its own table).
@@ -646,7 +649,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::GetJobOutputRequest>,
     ) -> Result<Response<pb::GetJobOutputResponse>, Status> {
-        let caller = authorize(&self.node, request.metadata(), Action::ReadJobs)?;
+        let caller = authorize(&self.node, &request, Action::ReadJobs)?;
         let forwarded = request.metadata().get(FORWARDED).is_some();
         let (metadata, _, mut req) = request.into_parts();
         let id = parse_job_id(&req.id)?;
@@ -671,7 +674,7 @@ impl pb::drover_server::Drover for DroverService {
                     forward
                         .metadata_mut()
                         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-                    copy_token(&metadata, forward.metadata_mut());
+                    forward_identity(&self.node, &metadata, forward.metadata_mut());
                     match client.get_job_output(forward).await {
                         Ok(response) => return Ok(response),
                         Err(status) => tracing::debug!(
@@ -715,7 +718,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::StreamJobOutputRequest>,
     ) -> Result<Response<Self::StreamJobOutputStream>, Status> {
-        let caller = authorize(&self.node, request.metadata(), Action::ReadJobs)?;
+        let caller = authorize(&self.node, &request, Action::ReadJobs)?;
         let forwarded = request.metadata().get(FORWARDED).is_some();
         let (metadata, _, req) = request.into_parts();
         let id = parse_job_id(&req.id)?;
@@ -756,7 +759,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        authorize(&self.node, request.metadata(), Action::ReadCluster)?;
+        authorize(&self.node, &request, Action::ReadCluster)?;
         self.consistent_read(request.get_ref().consistent).await?;
         let nodes = node_infos(&self.node)?;
         Ok(Response::new(pb::ListNodesResponse { nodes }))
@@ -766,7 +769,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::DrainNodeResponse>, Status> {
-        authorize(&self.node, request.metadata(), Action::OperateNodes)?;
+        authorize(&self.node, &request, Action::OperateNodes)?;
         self.write(
             request,
             move |node, req| async move {
@@ -821,7 +824,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
-        authorize(&self.node, request.metadata(), Action::OperateRaft)?;
+        authorize(&self.node, &request, Action::OperateRaft)?;
         let to = request.get_ref().to;
         if !self.node.status().membership.is_voter(to) {
             return Err(Status::invalid_argument(format!(
@@ -870,41 +873,14 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::AclBootstrapRequest>,
     ) -> Result<Response<pb::AclTokenSecret>, Status> {
-        self.node.admit_new_work().map_err(raft_status)?;
-        self.write(
-            request,
-            move |node, _req| async move {
-                let already = || {
-                    Status::failed_precondition(
-                        "the ACL system is already bootstrapped; ask an admin for a token (`drover acl token create`)",
-                    )
-                };
-                if node.store.acl_bootstrapped().map_err(|e| Status::internal(e.to_string()))? {
-                    return Err(already());
-                }
-                let (token, secret) = mint_token("bootstrap".into(), acl::Role::Admin);
-                let (applied, unconfirmed) =
-                    propose_acl(&node, Command::AclBootstrap { token }).await?;
-                match applied {
-                    Applied::Token(token) => Ok(pb::AclTokenSecret {
-                        token: Some(token_to_proto(&token)),
-                        secret,
-                        unconfirmed_nodes: unconfirmed,
-                    }),
-                    Applied::Refused { .. } => Err(already()),
-                    other => Err(Status::internal(format!("unexpected apply result {other:?}"))),
-                }
-            },
-            |mut client, req| async move { client.acl_bootstrap(req).await },
-        )
-        .await
+        self.bootstrap(request).await
     }
 
     async fn create_token(
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::AclTokenSecret>, Status> {
-        authorize(&self.node, request.metadata(), Action::ManageTokens)?;
+        authorize(&self.node, &request, Action::ManageTokens)?;
         let req = request.get_ref();
         acl::validate_name(&req.name).map_err(Status::invalid_argument)?;
         let role: acl::Role = req.role.parse().map_err(Status::invalid_argument)?;
@@ -936,7 +912,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        authorize(&self.node, request.metadata(), Action::ManageTokens)?;
+        authorize(&self.node, &request, Action::ManageTokens)?;
         let tokens = self
             .node
             .store
@@ -951,7 +927,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
-        authorize(&self.node, request.metadata(), Action::ManageTokens)?;
+        authorize(&self.node, &request, Action::ManageTokens)?;
         if request.get_ref().accessor.is_empty() {
             return Err(Status::invalid_argument(
                 "name the token by its accessor id",
@@ -1000,7 +976,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::AclToken>, Status> {
-        let caller: Caller = authorize(&self.node, request.metadata(), Action::ReadCluster)?;
+        let caller: Caller = authorize(&self.node, &request, Action::ReadCluster)?;
         Ok(Response::new(match &caller.token {
             Some(token) => token_to_proto(token),
             None => pb::AclToken {
@@ -1020,7 +996,7 @@ impl pb::drover_server::Drover for DroverService {
         &self,
         request: Request<pb::WatchJobsRequest>,
     ) -> Result<Response<Self::WatchJobsStream>, Status> {
-        let caller = authorize(&self.node, request.metadata(), Action::ReadJobs)?;
+        let caller = authorize(&self.node, &request, Action::ReadJobs)?;
         let req = request.into_inner();
         let job = match req.job_id.as_str() {
             "" => None,
@@ -1420,14 +1396,19 @@ const ACL_PROPAGATION_WAIT: Duration = Duration::from_secs(3);
 /// A new token and its secret (the only copy of the secret).
 fn mint_token(name: String, role: acl::Role) -> (Token, String) {
     let secret = acl::new_secret();
-    let token = Token {
+    let token = mint_token_with_hash(name, role, acl::hash_secret(&secret));
+    (token, secret)
+}
+
+/// A new token whose secret the caller holds (only its hash is stored).
+fn mint_token_with_hash(name: String, role: acl::Role, secret_hash: [u8; 32]) -> Token {
+    Token {
         accessor: acl::new_accessor(),
         name,
         role,
-        secret_hash: acl::hash_secret(&secret),
+        secret_hash,
         created_at_ms: now_ms(),
-    };
-    (token, secret)
+    }
 }
 
 /// Proposes a token change (on the leader), then waits until every other
@@ -1450,12 +1431,6 @@ async fn propose_acl(node: &Node, command: Command) -> Result<(Applied, Vec<u64>
 /// Carries the caller's token on a call this node makes on its behalf
 /// (forwarding to the leader, fetching output from the node holding it), so
 /// the other node checks the same caller.
-fn copy_token(from: &tonic::metadata::MetadataMap, to: &mut tonic::metadata::MetadataMap) {
-    if let Some(token) = from.get(AUTHORIZATION) {
-        to.insert(AUTHORIZATION, token.clone());
-    }
-}
-
 fn parse_job_id(id: &str) -> Result<JobId, Status> {
     id.parse::<JobId>().map_err(|_| {
         Status::invalid_argument(format!("`{id}` is not a job id (26-character ULID)"))

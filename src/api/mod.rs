@@ -9,6 +9,7 @@ mod convert;
 pub mod grpc;
 pub mod http;
 pub mod json;
+mod local_socket;
 mod server;
 mod watch;
 

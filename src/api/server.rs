@@ -43,6 +43,10 @@ pub async fn serve(
         ),
         None => None,
     };
+    if let Some(path) = &node.config.acl.bootstrap_token_file {
+        super::grpc::read_bootstrap_secret(path).map_err(|why| anyhow::anyhow!(why))?;
+    }
+    let mut socket = super::local_socket::bind(&node.config.socket_path())?;
     // One service instance for both front ends: REST calls the same methods.
     let service = Arc::new(DroverService::new(node.clone()));
     let peer = PeerService {
@@ -79,6 +83,18 @@ pub async fn serve(
         )),
         None => Box::pin(api_router.serve_with_incoming_shutdown(incoming(api_listener), api_stop)),
     };
+    let socket_task = socket.as_mut().and_then(|s| s.listener.take()).map(|listener| {
+        let mut stop = stop_tx.subscribe();
+        let router = tonic::transport::Server::builder().add_service(
+            DroverServer::from_arc(service.clone()).max_decoding_message_size(MAX_CLIENT_MESSAGE),
+        );
+        tokio::spawn(router.serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            async move {
+                let _ = stop.recv().await;
+            },
+        ))
+    });
     let raft_router = tonic::transport::Server::builder().add_service(
         RaftPeerServer::new(peer)
             .max_decoding_message_size(MAX_RPC_BYTES)
@@ -154,6 +170,10 @@ pub async fn serve(
     if let Some(task) = http_task {
         let _ = task.await;
     }
+    if let Some(task) = socket_task {
+        let _ = task.await;
+    }
+    drop(socket);
     node.shutdown();
     match failure {
         None => Ok(()),

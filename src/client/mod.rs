@@ -123,7 +123,8 @@ impl Interceptor for TokenInterceptor {
 /// Options every client command takes.
 #[derive(Args, Clone, Debug)]
 pub struct ClientOpts {
-    /// Node API address(es), comma-separated; the next is tried when one is down.
+    /// Node API address(es), comma-separated; the next is tried when one is
+    /// down. `unix:///path/drover.sock` is a node's local socket.
     #[arg(
         long,
         global = true,
@@ -334,6 +335,15 @@ pub async fn connect(opts: &ClientOpts) -> Result<Client, Failure> {
         .map(str::trim)
         .filter(|a| !a.is_empty())
     {
+        if let Some(path) = unix_socket_path(raw) {
+            match connect_unix(path).await {
+                Ok(channel) => return Ok(DroverClient::with_interceptor(channel, interceptor)),
+                Err(e) => {
+                    errors.push(format!("{raw}: {}", source_chain(&e)));
+                    continue;
+                }
+            }
+        }
         let endpoint = match tls::endpoint(raw, tls.as_ref()) {
             Ok(e) => e
                 .connect_timeout(Duration::from_secs(2))
@@ -358,6 +368,32 @@ pub async fn connect(opts: &ClientOpts) -> Result<Client, Failure> {
         message: format!("cannot reach any Drover node ({})", errors.join("; ")),
         code: EXIT_UNREACHABLE,
     })
+}
+
+/// The path of a `unix:///path` (or `unix:path`) address: a node's local
+/// socket (`listen.socket`), where `drover acl bootstrap` needs no secret.
+pub fn unix_socket_path(raw: &str) -> Option<&str> {
+    raw.strip_prefix("unix://")
+        .or_else(|| raw.strip_prefix("unix:"))
+        .filter(|p| !p.is_empty())
+}
+
+/// A channel over a unix socket (plaintext: the socket's file mode is the
+/// protection, and it never leaves the machine).
+pub async fn connect_unix(path: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let path = std::path::PathBuf::from(path);
+    // The URI is required by the API but unused: the connector dials the path.
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(BACKSTOP_TIMEOUT)
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

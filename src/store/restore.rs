@@ -185,11 +185,18 @@ impl Store {
             Err(reason) => return Ok(Err(format!("restore {id}: {reason}"))),
         };
         let old_keys = self.keys_of(&self.sm.restored())?;
+        // A restore never reopens bootstrap: a cluster once bootstrapped
+        // stays so, even restored from a backup taken before.
+        let current = t
+            .acl
+            .get(indexes::ACL_BOOTSTRAP_KEY)
+            .map_err(|e| self.sled_err(e))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
         Ok(Ok(PreparedRestore {
             old_keys,
             jobs: settle_active(state.jobs, at_ms),
             tokens: state.tokens,
-            bootstrap: state.bootstrap,
+            bootstrap: state.bootstrap.or(current),
         }))
     }
 }

@@ -5,9 +5,9 @@ use std::pin::Pin;
 
 use tonic::{Request, Response, Status};
 
-use super::{copy_token, no_leader, raft_status, DroverService, FORWARDED, LEADER_WAIT};
+use super::{no_leader, raft_status, DroverService, FORWARDED, LEADER_WAIT};
 use crate::acl::Action;
-use crate::api::auth::authorize;
+use crate::api::auth::{authorize, forward_identity};
 use crate::jobs::Command;
 use crate::node::now_ms;
 use crate::proto::v1 as pb;
@@ -53,13 +53,13 @@ impl DroverService {
         &self,
         request: Request<pb::SaveSnapshotRequest>,
     ) -> Result<Response<SaveStream>, Status> {
-        authorize(&self.node, request.metadata(), Action::OperateRaft)?;
+        authorize(&self.node, &request, Action::OperateRaft)?;
         if let Some(mut client) = self.route(&request).await? {
             let mut forward = Request::new(pb::SaveSnapshotRequest {});
             forward
                 .metadata_mut()
                 .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-            copy_token(request.metadata(), forward.metadata_mut());
+            forward_identity(&self.node, request.metadata(), forward.metadata_mut());
             let stream = client.save_snapshot(forward).await?.into_inner();
             return Ok(Response::new(Box::pin(stream)));
         }
@@ -90,7 +90,7 @@ impl DroverService {
         &self,
         request: Request<tonic::Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::RestoreSnapshotResponse>, Status> {
-        authorize(&self.node, request.metadata(), Action::ManageTokens)?;
+        authorize(&self.node, &request, Action::ManageTokens)?;
         let metadata = request.metadata().clone();
         let mut stream = request.into_inner();
         let mut file = Vec::new();
@@ -116,7 +116,7 @@ impl DroverService {
             forward
                 .metadata_mut()
                 .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-            copy_token(&metadata, forward.metadata_mut());
+            forward_identity(&self.node, &metadata, forward.metadata_mut());
             return client.restore_snapshot(forward).await;
         }
 
