@@ -24,20 +24,10 @@ fn settings() -> RaftSettings {
     }
 }
 
-/// Bootstraps through node 0 as soon as a leader exists; returns the
-/// secret and sets it as the cluster's token.
+/// Bootstraps over a node's unix socket as soon as a leader exists;
+/// returns the secret and sets it as the cluster's token.
 async fn bootstrap(cluster: &mut Cluster) -> String {
-    let secret = wait_for("bootstrap", ELECTION, || async {
-        let mut client = cluster.client_with(0, None).await?;
-        match client.acl_bootstrap(pb::AclBootstrapRequest {}).await {
-            Ok(r) => Some(r.into_inner().secret),
-            Err(s) if s.code() == Code::Unavailable || s.code() == Code::DeadlineExceeded => None,
-            Err(s) => panic!("bootstrap: {s:?}"),
-        }
-    })
-    .await;
-    cluster.token = Some(secret.clone());
-    secret
+    cluster.bootstrap_over_socket(ELECTION).await
 }
 
 /// Creates a token with the CLI (JSON output) and returns (accessor, secret).
@@ -204,6 +194,26 @@ fn allowed_code(op: &str) -> Code {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn roles_ownership_revocation_and_cors() {
     let mut cluster = Cluster::start(3, settings());
+    // Nobody can race the operator to bootstrap over the network: without a
+    // provisioned secret, TCP (gRPC and REST) is refused, on every node.
+    for i in 0..3 {
+        let refused = wait_for("bootstrap over TCP refused", ELECTION, || async {
+            let mut client = cluster.client_with(i, None).await?;
+            match client.acl_bootstrap(pb::AclBootstrapRequest {}).await {
+                Err(s) if s.code() == Code::PermissionDenied => Some(s),
+                Err(s) if s.code() == Code::Unavailable => None,
+                other => panic!("bootstrap over TCP: {other:?}"),
+            }
+        })
+        .await;
+        assert!(refused.message().contains("local socket"), "{refused:?}");
+    }
+    let rest = reqwest::Client::new()
+        .post(format!("{}/v1/acl/bootstrap", cluster.http_url(1)))
+        .send()
+        .await
+        .expect("REST bootstrap");
+    assert_eq!(rest.status(), StatusCode::FORBIDDEN);
     let admin = bootstrap(&mut cluster).await;
     let leader = cluster.wait_leader(ELECTION).await;
     let follower = (leader + 1) % 3;

@@ -40,15 +40,7 @@ async fn save_under_load_inspect_refuse_damage_restore_online_and_after_disaster
             ..RaftSettings::default()
         },
     );
-    let admin = wait_for("bootstrap", ELECTION, || async {
-        let mut c = cluster.client_with(0, None).await?;
-        c.acl_bootstrap(pb::AclBootstrapRequest {})
-            .await
-            .ok()
-            .map(|r| r.into_inner().secret)
-    })
-    .await;
-    cluster.token = Some(admin.clone());
+    let admin = cluster.bootstrap_over_socket(ELECTION).await;
     let leader = cluster.wait_leader(ELECTION).await;
     let f = (leader + 1) % 3;
     let viewer = json_of(

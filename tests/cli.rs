@@ -62,14 +62,22 @@ async fn the_cli_drives_a_three_node_cluster_through_a_follower() {
             ..RaftSettings::default()
         },
     );
-    // Bootstrap through the CLI as an operator would, then use the token.
+    // Bootstrap through the CLI as an operator on a node's machine would:
+    // over its unix socket (without TLS, the leader's; the others say so).
     let admin = wait_for("bootstrap", ELECTION, || async {
-        let out = cli_at(&cluster, 0, &["acl", "bootstrap", "--output", "json"]);
-        if !out.status.success() {
-            return None;
+        for i in 0..3 {
+            let socket = format!("unix://{}", cluster.socket_path(i).display());
+            let out = cli_at(
+                &cluster,
+                i,
+                &["acl", "bootstrap", "--address", &socket, "--output", "json"],
+            );
+            if out.status.success() {
+                let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+                return v["secret"].as_str().map(str::to_string);
+            }
         }
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        v["secret"].as_str().map(str::to_string)
+        None
     })
     .await;
     cluster.token = Some(admin);

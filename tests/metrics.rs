@@ -10,10 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{docker_ready, wait_for, Cluster, RaftSettings};
-use drover::proto::v1 as pb;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
-use tonic::Code;
 
 const ELECTION: Duration = Duration::from_secs(20);
 const SETTLE: Duration = Duration::from_secs(30);
@@ -254,16 +252,7 @@ async fn metrics_move_with_writes_and_leader_changes() {
     let http = client();
     // Bootstrap once a leader exists: before, no token exists and every
     // authenticated call (cluster.wait_leader's included) is refused.
-    let secret = wait_for("bootstrap", ELECTION, || async {
-        let mut client = cluster.client_with(0, None).await?;
-        match client.acl_bootstrap(pb::AclBootstrapRequest {}).await {
-            Ok(r) => Some(r.into_inner().secret),
-            Err(s) if s.code() == Code::Unavailable || s.code() == Code::DeadlineExceeded => None,
-            Err(s) => panic!("bootstrap: {s:?}"),
-        }
-    })
-    .await;
-    cluster.token = Some(secret);
+    cluster.bootstrap_over_socket(ELECTION).await;
     let unauthenticated = http
         .get(format!("{}/v1/jobs", cluster.http_url(0)))
         .send()

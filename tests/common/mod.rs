@@ -452,6 +452,48 @@ impl Cluster {
         Some(DroverClient::with_interceptor(channel, interceptor))
     }
 
+    /// Node `i`'s unix socket (`listen.socket`'s default).
+    pub fn socket_path(&self, i: usize) -> PathBuf {
+        self.nodes[i].data_dir.join("drover.sock")
+    }
+
+    /// A client of node `i` over its unix socket, carrying no token.
+    pub async fn socket_client(&self, i: usize) -> Option<Client> {
+        let path = self.socket_path(i);
+        let channel = drover::client::connect_unix(path.to_str()?).await.ok()?;
+        let interceptor = drover::client::TokenInterceptor::new(None).ok()?;
+        Some(DroverClient::with_interceptor(channel, interceptor))
+    }
+
+    /// Bootstraps the ACL system over a node's unix socket, as an operator
+    /// on that machine would (without TLS only the leader's socket can:
+    /// the others say so and the next is tried). Returns the admin secret
+    /// and sets it as the cluster's token.
+    pub async fn bootstrap_over_socket(&mut self, timeout: Duration) -> String {
+        let secret = wait_for("bootstrap over a node's socket", timeout, || async {
+            for i in (0..self.nodes.len()).filter(|i| self.is_running(*i)) {
+                let Some(mut client) = self.socket_client(i).await else {
+                    continue;
+                };
+                match client.acl_bootstrap(pb::AclBootstrapRequest {}).await {
+                    Ok(r) => return Some(r.into_inner().secret),
+                    Err(s)
+                        if matches!(
+                            s.code(),
+                            tonic::Code::Unavailable
+                                | tonic::Code::DeadlineExceeded
+                                | tonic::Code::FailedPrecondition
+                        ) && !s.message().contains("already bootstrapped") => {}
+                    Err(s) => panic!("bootstrap over node {}'s socket: {s:?}", i + 1),
+                }
+            }
+            None
+        })
+        .await;
+        self.token = Some(secret.clone());
+        secret
+    }
+
     pub async fn status(&self, i: usize) -> Option<pb::ClusterStatus> {
         let mut client = self.client(i).await?;
         client
