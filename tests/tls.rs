@@ -143,6 +143,97 @@ async fn a_mutual_tls_cluster_serves_every_client_and_refuses_impostors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("--ca-cert"), "{stderr}");
+    // A name the node's certificate does not carry: refused, naming the fix.
+    let port = cluster.nodes[0].api.rsplit_once(':').expect("port").1;
+    let out = Command::new(drover_bin())
+        .args(["job", "list"])
+        .env("DROVER_ADDR", format!("localhost:{port}"))
+        .env("DROVER_CACERT", certs.path().join("ca.pem"))
+        .env("DROVER_CLIENT_CERT", certs.path().join("client-admin.pem"))
+        .env(
+            "DROVER_CLIENT_KEY",
+            certs.path().join("client-admin-key.pem"),
+        )
+        .output()
+        .expect("cli");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("not valid for this address"), "{stderr}");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(certs.path().join("ca.pem"))
+        .arg(format!(
+            "https://localhost:{}/v1/cluster",
+            cluster.nodes[0].http.rsplit_once(':').expect("port").1
+        ))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        out.status.code(),
+        Some(60),
+        "curl: a name mismatch is a verification failure"
+    );
+    // An expired client certificate (of the right CA): refused, saying so.
+    let expired = tempfile::tempdir().expect("temp dir");
+    for who in [
+        &["--client", "old"][..],
+        &["--node", "2", "--cluster", CLUSTER, "--ip", "127.0.0.1"][..],
+    ] {
+        let out = Command::new(drover_bin())
+            .args(["tls", "cert", "create", "--ca-dir"])
+            .arg(certs.path())
+            .args(who)
+            .args(["--days", "0", "--out-dir"])
+            .arg(expired.path())
+            .output()
+            .expect("drover tls cert create");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::fs::copy(certs.path().join("ca.pem"), expired.path().join("ca.pem")).expect("copy CA");
+    let stderr = common::wait_for(
+        "the certificate made with --days 0 to expire",
+        WAIT,
+        || async {
+            let out = Command::new(drover_bin())
+                .args(["job", "list"])
+                .env("DROVER_ADDR", &cluster.nodes[0].api)
+                .env("DROVER_CACERT", certs.path().join("ca.pem"))
+                .env("DROVER_CLIENT_CERT", expired.path().join("client-old.pem"))
+                .env(
+                    "DROVER_CLIENT_KEY",
+                    expired.path().join("client-old-key.pem"),
+                )
+                .output()
+                .expect("cli");
+            (!out.status.success()).then(|| {
+                let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                assert_eq!(out.status.code(), Some(3), "{stderr}");
+                stderr
+            })
+        },
+    )
+    .await;
+    assert!(stderr.contains("expired"), "{stderr}");
+    // The node itself refuses it too (not only the CLI's own check).
+    let endpoint = tonic::transport::Endpoint::from_shared(cluster.api_url(0))
+        .expect("endpoint")
+        .tls_config(client_tls(expired.path(), "client-old"))
+        .expect("tls config")
+        .connect_timeout(Duration::from_secs(2));
+    if let Ok(channel) = endpoint.connect().await {
+        let mut client = drover::proto::v1::drover_client::DroverClient::new(channel);
+        assert!(
+            client
+                .list_nodes(drover::proto::v1::ListNodesRequest { consistent: false })
+                .await
+                .is_err(),
+            "an expired client certificate on the API port"
+        );
+    }
     // REST over HTTPS with curl (no client certificate needed by default).
     let out = Command::new("curl")
         .args(["-sS", "--fail", "--cacert"])
@@ -223,6 +314,14 @@ async fn a_mutual_tls_cluster_serves_every_client_and_refuses_impostors() {
         .await
         .expect("connects");
     refused("a non-member node", client.heartbeat(beat(9)).await);
+    // Node 2's own certificate, expired: no handshake, or refused at once.
+    match peer_client(&cluster, to, expired.path(), "node-2").await {
+        Err(_) => {}
+        Ok(mut client) => assert!(
+            client.heartbeat(beat(2)).await.is_err(),
+            "an expired node certificate"
+        ),
+    }
     // Another CA, and no certificate at all: no handshake.
     assert!(
         peer_client(&cluster, leader, other_ca.path(), "node-1")
@@ -464,4 +563,196 @@ async fn certificates_rotate_on_sighup_under_load_without_a_failed_write_or_a_ne
         .and_then(|v| v.parse().ok())
         .expect("value");
     assert!(seconds > 300.0 * 86_400.0, "{line}");
+}
+
+/// The leader node 0 knows, from its `/metrics` (which needs no token).
+fn leader_from_metrics(cluster: &Cluster, ca: &std::path::Path) -> Option<u64> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .arg(format!("https://{}/metrics", cluster.nodes[0].http))
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("drover_raft_leader "))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&id| id != 0)
+}
+
+/// A call to node `i` with the cluster's client certificate, no token and
+/// the given metadata.
+fn with_metadata<T>(message: T, metadata: &[(&'static str, &str)]) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    for (key, value) in metadata {
+        request
+            .metadata_mut()
+            .insert(*key, value.parse().expect("metadata value"));
+    }
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_needs_the_provisioned_secret_and_followers_forward_as_themselves() {
+    use drover::proto::v1 as pb;
+    use tonic::Code;
+    let certs = tempfile::tempdir().expect("temp dir");
+    make_certs(certs.path(), CLUSTER, 3);
+    let secret = format!("drv_{}", "5a".repeat(32));
+    let secret_file = certs.path().join("bootstrap.token");
+    std::fs::write(&secret_file, format!("{secret}\n")).expect("write the secret");
+    let mut cluster = Cluster::start(
+        3,
+        RaftSettings {
+            acl: true,
+            bootstrap_token_file: Some(secret_file),
+            ..settings(certs.path())
+        },
+    );
+    let leader_id = common::wait_for("a leader (from /metrics)", WAIT, || async {
+        leader_from_metrics(&cluster, &certs.path().join("ca.pem"))
+    })
+    .await;
+    let leader = cluster
+        .nodes
+        .iter()
+        .position(|n| n.id == leader_id)
+        .expect("leader is a node");
+    let follower = (leader + 1) % 3;
+
+    // Refused without the secret, with a wrong one, and with a grant or a
+    // caller forged by a client certificate (only a member node may).
+    let mut anonymous = cluster.client_with(follower, None).await.expect("client");
+    let refusals = [
+        ("no secret", vec![], "acl.bootstrap_token_file"),
+        (
+            "a wrong secret",
+            vec![("authorization", "Bearer drv_guess")],
+            "not the bootstrap secret",
+        ),
+        (
+            "a forged grant",
+            vec![(
+                "x-drover-bootstrap-grant",
+                "00000000000000000000000000000000000000000000000000000000000000ff",
+            )],
+            "only from a member node",
+        ),
+    ];
+    for (what, metadata, says) in refusals {
+        let status = anonymous
+            .acl_bootstrap(with_metadata(pb::AclBootstrapRequest {}, &metadata))
+            .await
+            .expect_err(what);
+        assert_eq!(status.code(), Code::PermissionDenied, "{what}: {status:?}");
+        assert!(status.message().contains(says), "{what}: {status:?}");
+    }
+    // With the secret, through a follower: forwarded to the leader as the
+    // follower (a grant under its node certificate), once.
+    let out = Command::new(drover_bin())
+        .args(["acl", "bootstrap", "--output", "json"])
+        .env("DROVER_ADDR", &cluster.nodes[follower].api)
+        .env("DROVER_TOKEN", &secret)
+        .env("DROVER_CACERT", certs.path().join("ca.pem"))
+        .env("DROVER_CLIENT_CERT", certs.path().join("client-admin.pem"))
+        .env(
+            "DROVER_CLIENT_KEY",
+            certs.path().join("client-admin-key.pem"),
+        )
+        .output()
+        .expect("cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        answer["secret"],
+        secret.as_str(),
+        "the provisioned secret is the admin token"
+    );
+    assert!(
+        cluster.log_tail(leader).contains(&format!(
+            "bootstrap granted by node {}",
+            cluster.nodes[follower].id
+        )),
+        "the leader took the follower's grant"
+    );
+    let again = anonymous
+        .acl_bootstrap(with_metadata(
+            pb::AclBootstrapRequest {},
+            &[("authorization", &format!("Bearer {secret}"))],
+        ))
+        .await
+        .expect_err("a second bootstrap");
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    cluster.token = Some(secret.clone());
+
+    // A submitter's write through a follower: the leader records the owner
+    // the follower names (the secret stayed on the follower).
+    let out = cluster.cli(&[
+        "acl",
+        "token",
+        "create",
+        "--name",
+        "ci",
+        "--role",
+        "submitter",
+        "--output",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ci_secret = created["secret"].as_str().expect("secret").to_string();
+    let ci_accessor = created["token"]["accessor"]
+        .as_str()
+        .expect("accessor")
+        .to_string();
+    let mut ci = cluster
+        .client_with(follower, Some(&ci_secret))
+        .await
+        .expect("client");
+    let job = common::submit_job(&mut ci, "true")
+        .await
+        .expect("submit as ci");
+    assert_eq!(job.owner, ci_accessor);
+
+    // A client certificate cannot speak for a caller: naming the admin's
+    // accessor without its secret is refused, and nothing is written.
+    let admin_accessor = {
+        let mut admin = cluster.client(leader).await.expect("client");
+        admin
+            .who_am_i(pb::WhoAmIRequest {})
+            .await
+            .expect("whoami")
+            .into_inner()
+            .accessor
+    };
+    let before = cluster.status(leader).await.expect("status");
+    for i in [leader, follower] {
+        let mut anonymous = cluster.client_with(i, None).await.expect("client");
+        let status = anonymous
+            .submit_job(with_metadata(
+                pb::SubmitJobRequest {
+                    spec: Some(pb::JobSpec {
+                        command: "true".into(),
+                        ..Default::default()
+                    }),
+                },
+                &[("x-drover-caller", &admin_accessor)],
+            ))
+            .await
+            .expect_err("a forged caller");
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    }
+    let after = cluster.status(leader).await.expect("status");
+    assert_eq!(
+        after.commit_index, before.commit_index,
+        "nothing was written"
+    );
 }

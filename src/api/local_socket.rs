@@ -62,7 +62,10 @@ pub fn bind(path: &Path) -> anyhow::Result<Option<LocalSocket>> {
     let listener = UnixListener::bind(path)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (listen.socket): {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-        anyhow::anyhow!("cannot restrict {} to its owner (listen.socket): {e}", path.display())
+        anyhow::anyhow!(
+            "cannot restrict {} to its owner (listen.socket): {e}",
+            path.display()
+        )
     })?;
     Ok(Some(LocalSocket {
         listener: Some(listener),

@@ -83,18 +83,22 @@ pub async fn serve(
         )),
         None => Box::pin(api_router.serve_with_incoming_shutdown(incoming(api_listener), api_stop)),
     };
-    let socket_task = socket.as_mut().and_then(|s| s.listener.take()).map(|listener| {
-        let mut stop = stop_tx.subscribe();
-        let router = tonic::transport::Server::builder().add_service(
-            DroverServer::from_arc(service.clone()).max_decoding_message_size(MAX_CLIENT_MESSAGE),
-        );
-        tokio::spawn(router.serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
-            async move {
-                let _ = stop.recv().await;
-            },
-        ))
-    });
+    let socket_task = socket
+        .as_mut()
+        .and_then(|s| s.listener.take())
+        .map(|listener| {
+            let mut stop = stop_tx.subscribe();
+            let router = tonic::transport::Server::builder().add_service(
+                DroverServer::from_arc(service.clone())
+                    .max_decoding_message_size(MAX_CLIENT_MESSAGE),
+            );
+            tokio::spawn(router.serve_with_incoming_shutdown(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                async move {
+                    let _ = stop.recv().await;
+                },
+            ))
+        });
     let raft_router = tonic::transport::Server::builder().add_service(
         RaftPeerServer::new(peer)
             .max_decoding_message_size(MAX_RPC_BYTES)

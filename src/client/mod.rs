@@ -380,7 +380,9 @@ pub fn unix_socket_path(raw: &str) -> Option<&str> {
 
 /// A channel over a unix socket (plaintext: the socket's file mode is the
 /// protection, and it never leaves the machine).
-pub async fn connect_unix(path: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+pub async fn connect_unix(
+    path: &str,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let path = std::path::PathBuf::from(path);
     // The URI is required by the API but unused: the connector dials the path.
     tonic::transport::Endpoint::from_static("http://localhost")

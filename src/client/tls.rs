@@ -50,6 +50,23 @@ impl ClientTls {
             })
         };
         let ca = Certificate::from_pem(read(ca_path, "--ca-cert / DROVER_CACERT")?);
+        if let Some(cert) = &opts.client_cert {
+            // A node refuses an expired certificate only after the TLS 1.3
+            // handshake, as a cut connection: say why before trying.
+            if let Ok(inspected) = certs::inspect(cert) {
+                if inspected.expires_in_secs < 0 {
+                    return Err(Failure {
+                        message: format!(
+                            "the client certificate {} (--client-cert / DROVER_CLIENT_CERT) \
+                             expired on {}: renew it with `drover tls cert create --client ...`",
+                            cert.display(),
+                            inspected.not_after
+                        ),
+                        code: super::EXIT_UNREACHABLE,
+                    });
+                }
+            }
+        }
         let identity = match (&opts.client_cert, &opts.client_key) {
             (Some(cert), Some(key)) => Some(Identity::from_pem(
                 read(cert, "--client-cert / DROVER_CLIENT_CERT")?,
@@ -90,10 +107,10 @@ pub fn explain_failure(chain: &str, tls: bool) -> Option<String> {
     let says = |needle: &str| chain.contains(needle);
     let why = if says("UnknownIssuer") || says("BadSignature") {
         "the node's certificate is not signed by the CA given: check --ca-cert / DROVER_CACERT"
-    } else if says("NotValidForName") {
+    } else if says("NotValidForName") || says("not valid for name") {
         "the node's certificate is not valid for this address: connect by a name or IP it \
          carries (see `drover tls cert inspect`), or reissue it with --dns / --ip"
-    } else if says("Expired") {
+    } else if says("Expired") || says("certificate expired") {
         "a certificate has expired: renew it with `drover tls cert create` (see `drover tls \
          cert inspect` for its dates)"
     } else if says("CertificateRequired") || says("HandshakeFailure") && tls {
@@ -269,5 +286,24 @@ fn print_inspected(cert: &certs::Inspected, output: Output) {
             };
             println!("Not after  = {} ({left})", cert.not_after);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::explain_failure;
+
+    #[test]
+    fn tls_failures_as_rustls_words_them_are_explained_with_the_fix() {
+        // Error chains as the CLI met them (rustls 0.23 through tonic).
+        let mismatch = "transport error: invalid peer certificate: certificate not valid for \
+                        name \"localhost\"; certificate is only valid for DnsName(\"node-1.c.drover\")";
+        assert!(explain_failure(mismatch, true).is_some_and(|w| w.contains("--dns / --ip")));
+        let expired = "transport error: invalid peer certificate: certificate expired: \
+                       verification time 1767225600 (UNIX), but certificate is not valid after 1";
+        assert!(explain_failure(expired, true).is_some_and(|w| w.contains("renew")));
+        let unknown = "transport error: invalid peer certificate: UnknownIssuer";
+        assert!(explain_failure(unknown, true).is_some_and(|w| w.contains("--ca-cert")));
+        assert_eq!(explain_failure("tcp connect error: Connection refused", true), None);
     }
 }

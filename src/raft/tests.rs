@@ -356,11 +356,19 @@ fn followers_in_lease_ignore_a_disruptive_candidate() {
     };
     net.node_mut(2).step(pending(3, 3));
     net.node_mut(2).step(forced.clone());
-    assert_eq!(net.node(2).term(), term, "announced by a non-leader: refused");
+    assert_eq!(
+        net.node(2).term(),
+        term,
+        "announced by a non-leader: refused"
+    );
     // An announcement of another candidate does not help node 3 either.
     net.node_mut(2).step(pending(1, 9));
     net.node_mut(2).step(forced.clone());
-    assert_eq!(net.node(2).term(), term, "announced for another node: refused");
+    assert_eq!(
+        net.node(2).term(),
+        term,
+        "announced for another node: refused"
+    );
     // The leader's announcement for node 3 makes the forced vote count.
     net.node_mut(2).step(pending(1, 3));
     net.node_mut(2).step(forced);
@@ -507,9 +515,8 @@ fn a_transfer_in_a_five_node_cluster_needs_the_announcement_and_gets_it() {
     let term = net.node(1).term();
     net.node_mut(1).transfer_leader(2).expect("2 is a voter");
     net.stabilize();
-    let announced = net.count_sent(|m| {
-        m.from == 1 && matches!(m.body, MessageBody::TransferPending { to: 2 })
-    });
+    let announced =
+        net.count_sent(|m| m.from == 1 && matches!(m.body, MessageBody::TransferPending { to: 2 }));
     assert_eq!(announced, 3, "announced to 3, 4 and 5");
     assert_eq!(net.node(2).role(), Role::Leader);
     assert_eq!(net.node(2).term(), term + 1);

@@ -97,6 +97,8 @@ pub struct RaftSettings {
     pub acl: bool,
     /// acl.cors_origins.
     pub cors_origins: Vec<String>,
+    /// acl.bootstrap_token_file.
+    pub bootstrap_token_file: Option<PathBuf>,
     /// Extra `drover agent` arguments, after `--config FILE`.
     pub agent_args: Vec<String>,
     /// Data directory of node i (by position), where a test puts it on a
@@ -128,6 +130,7 @@ impl Default for RaftSettings {
             retain_max: 100_000,
             acl: false,
             cors_origins: Vec::new(),
+            bootstrap_token_file: None,
             agent_args: Vec::new(),
             data_dirs: Vec::new(),
             extra_config: String::new(),
@@ -293,6 +296,9 @@ impl Cluster {
              [acl]\nenabled = {}\ncors_origins = {:?}\n",
             s.executor, s.cpu_millis, spec.id, s.node_down_after_ms, s.queue_capacity, s.retain_max, s.acl, s.cors_origins
         );
+        if let Some(file) = &s.bootstrap_token_file {
+            text += &format!("bootstrap_token_file = \"{}\"\n", file.display());
+        }
         text += &s.extra_config;
         if let Some(dir) = &s.tls_dir {
             text += &format!(

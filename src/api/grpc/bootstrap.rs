@@ -42,8 +42,12 @@ struct Grant {
 /// Reads and checks the provisioned secret: the file's text, trimmed; at
 /// least [`MIN_BOOTSTRAP_SECRET`] characters, no whitespace inside.
 pub fn read_bootstrap_secret(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read acl.bootstrap_token_file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read acl.bootstrap_token_file {}: {e}",
+            path.display()
+        )
+    })?;
     let secret = text.trim();
     if secret.chars().count() < MIN_BOOTSTRAP_SECRET || secret.contains(char::is_whitespace) {
         return Err(format!(
@@ -106,11 +110,9 @@ impl DroverService {
                     "{BOOTSTRAP_GRANT} is accepted only from a member node over mutual TLS"
                 )));
             };
-            let hash = value
-                .to_str()
-                .ok()
-                .and_then(unhex)
-                .ok_or_else(|| Status::invalid_argument(format!("{BOOTSTRAP_GRANT} is not a hash")))?;
+            let hash = value.to_str().ok().and_then(unhex).ok_or_else(|| {
+                Status::invalid_argument(format!("{BOOTSTRAP_GRANT} is not a hash"))
+            })?;
             tracing::info!(from, "bootstrap granted by node {from}");
             return Ok(Grant {
                 hash,
@@ -122,7 +124,9 @@ impl DroverService {
         let provisioned = match &node.config.acl.bootstrap_token_file {
             Some(path) => Some(read_bootstrap_secret(path).map_err(|why| {
                 tracing::error!("{why}");
-                Status::failed_precondition(format!("this node cannot check the bootstrap secret: {why}"))
+                Status::failed_precondition(format!(
+                    "this node cannot check the bootstrap secret: {why}"
+                ))
             })?),
             None => None,
         };
@@ -209,7 +213,9 @@ impl DroverService {
                             unconfirmed_nodes: unconfirmed,
                         }),
                         Applied::Refused { .. } => Err(already()),
-                        other => Err(Status::internal(format!("unexpected apply result {other:?}"))),
+                        other => Err(Status::internal(format!(
+                            "unexpected apply result {other:?}"
+                        ))),
                     }
                 }
             },
@@ -257,7 +263,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("bootstrap.token");
         std::fs::write(&path, "short\n").expect("write");
-        assert!(read_bootstrap_secret(&path).unwrap_err().contains("at least 32"));
+        assert!(read_bootstrap_secret(&path)
+            .unwrap_err()
+            .contains("at least 32"));
         std::fs::write(&path, format!("{} {}\n", "a".repeat(20), "b".repeat(20))).expect("write");
         assert!(read_bootstrap_secret(&path).is_err());
         let good = format!("drv_{}", "ab".repeat(32));
