@@ -1,6 +1,7 @@
 //! The node image and docker-compose.yml on the real Docker engine: the image
 //! is built without a registry (docker/build-local-image.sh, from the binary
-//! under test), the shipped compose file brings up 3 nodes that run their jobs
+//! under test), certificates are made by config/compose/make-certs.sh, the
+//! shipped compose file brings up 3 nodes (mutual TLS on every port) that run their jobs
 //! as sibling containers through the host's socket, a job runs, one node
 //! container is stopped and jobs still run, it is started again and catches
 //! up, and everything the project created is removed.
@@ -18,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use common::{docker_ready, drover_bin, free_port, wait_for};
 use drover::config::Config;
-use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -119,6 +119,15 @@ async fn compose_cluster_runs_jobs_while_a_node_is_stopped_and_after_it_restarts
         std::fs::write(configs.path().join(format!("node{n}.toml")), text).expect("write config");
     }
 
+    // Certificates for this run's cluster id, by the shipped script.
+    let tls = tempfile::tempdir().expect("temp dir");
+    let certs = run(Command::new("bash")
+        .arg(Path::new(REPO).join("config/compose/make-certs.sh"))
+        .arg(drover_bin())
+        .arg(tls.path())
+        .arg(&project));
+    assert_success("config/compose/make-certs.sh", &certs);
+
     let (socket, gid) = docker_socket();
     let mut ports = Vec::new(); // (api, http) of node1..3 on the host's loopback
     let mut env = vec![
@@ -131,6 +140,10 @@ async fn compose_cluster_runs_jobs_while_a_node_is_stopped_and_after_it_restarts
         (
             "DROVER_COMPOSE_CONFIG".to_string(),
             configs.path().display().to_string(),
+        ),
+        (
+            "DROVER_COMPOSE_TLS".to_string(),
+            tls.path().display().to_string(),
         ),
     ];
     for n in 1..=3 {
@@ -149,21 +162,35 @@ async fn compose_cluster_runs_jobs_while_a_node_is_stopped_and_after_it_restarts
     project.compose(&["up", "-d"]);
     eprintln!("compose up after {:?}", started.elapsed());
 
-    let http = Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client");
-    let base = |n: usize| format!("http://127.0.0.1:{}", ports[n - 1].1);
+    let http = Https {
+        ca: tls.path().join("ca.pem"),
+    };
+    let base = |n: usize| format!("https://127.0.0.1:{}", ports[n - 1].1);
     for n in 1..=3 {
         wait_ready(&http, &base(n)).await;
     }
     eprintln!("3 nodes ready after {:?}", started.elapsed());
+    // Every port is TLS: the REST API says so, and plaintext gets nothing.
+    let view = get(&http, &format!("{}/v1/cluster", base(1))).await;
+    assert_eq!(view["transport_security"], "tls", "{view}");
+    assert!(
+        http.call(
+            "GET",
+            &format!("http://127.0.0.1:{}/v1/cluster", ports[0].1),
+            None
+        )
+        .is_none(),
+        "plaintext HTTP answered"
+    );
 
     // The gRPC port is published too: the CLI under test lists the members
     // through it, with the addresses they reach each other by.
     let peers = run(Command::new(drover_bin())
         .args(["operator", "raft", "list-peers", "--output", "json"])
-        .env("DROVER_ADDR", format!("http://127.0.0.1:{}", ports[0].0)));
+        .env("DROVER_ADDR", format!("127.0.0.1:{}", ports[0].0))
+        .env("DROVER_CACERT", tls.path().join("ca.pem"))
+        .env("DROVER_CLIENT_CERT", tls.path().join("client-cli.pem"))
+        .env("DROVER_CLIENT_KEY", tls.path().join("client-cli-key.pem")));
     assert_success("drover operator raft list-peers", &peers);
     let peers: Value = serde_json::from_slice(&peers.stdout).expect("list-peers JSON");
     let addrs: Vec<&str> = peers["members"]
@@ -401,38 +428,65 @@ fn docker_lines(args: &[&str]) -> Vec<String> {
         .collect()
 }
 
-async fn get_opt(http: &Client, url: &str) -> Option<Value> {
-    let response = http.get(url).send().await.ok()?;
-    if response.status() != StatusCode::OK {
-        return None;
-    }
-    response.json().await.ok()
+/// The REST API over HTTPS, verified against the cluster's CA: curl (the
+/// test's HTTP client is built without TLS).
+struct Https {
+    ca: PathBuf,
 }
 
-async fn get(http: &Client, url: &str) -> Value {
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = response.status();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    assert_eq!(status, StatusCode::OK, "GET {url}: {body}");
+impl Https {
+    /// The status and JSON body of one request (None: no answer).
+    fn call(&self, method: &str, url: &str, body: Option<&Value>) -> Option<(u16, Value)> {
+        let mut command = Command::new("curl");
+        command
+            .args(["-sS", "--max-time", "10", "-X", method, "--cacert"])
+            .arg(&self.ca)
+            .args(["-w", "\n%{http_code}"]);
+        if let Some(body) = body {
+            command
+                .args(["-H", "content-type: application/json", "--data-binary"])
+                .arg(body.to_string());
+        }
+        let out = run(command.arg(url));
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, code) = text.rsplit_once('\n')?;
+        Some((
+            code.trim().parse().ok()?,
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        ))
+    }
+}
+
+async fn get_opt(http: &Https, url: &str) -> Option<Value> {
+    match http.call("GET", url, None)? {
+        (200, body) => Some(body),
+        _ => None,
+    }
+}
+
+async fn get(http: &Https, url: &str) -> Value {
+    let (status, body) = http
+        .call("GET", url, None)
+        .unwrap_or_else(|| panic!("GET {url}: no answer"));
+    assert_eq!(status, 200, "GET {url}: {body}");
     body
 }
 
 /// Until the node's /v1/ready answers 200: a leader is known and it applied
 /// the log.
-async fn wait_ready(http: &Client, base: &str) {
+async fn wait_ready(http: &Https, base: &str) {
     wait_for(&format!("{base}/v1/ready to answer 200"), READY, || async {
-        let response = http.get(format!("{base}/v1/ready")).send().await.ok()?;
-        (response.status() == StatusCode::OK).then_some(())
+        let (status, _) = http.call("GET", &format!("{base}/v1/ready"), None)?;
+        (status == 200).then_some(())
     })
     .await;
 }
 
 /// Until node `id` has `status` in the node table served at `base`.
-async fn wait_node_status(http: &Client, base: &str, id: usize, status: &str, timeout: Duration) {
+async fn wait_node_status(http: &Https, base: &str, id: usize, status: &str, timeout: Duration) {
     wait_for(&format!("node {id} to be {status}"), timeout, || async {
         let nodes = get_opt(http, &format!("{base}/v1/nodes")).await?;
         let node = nodes["nodes"]
@@ -446,16 +500,11 @@ async fn wait_node_status(http: &Client, base: &str, id: usize, status: &str, ti
 }
 
 /// Submits a job through `base` and returns it once it has ended.
-async fn run_job(http: &Client, base: &str, spec: Value) -> Value {
-    let response = http
-        .post(format!("{base}/v1/jobs"))
-        .json(&spec)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST /v1/jobs: {e}"));
-    let status = response.status();
-    let job: Value = response.json().await.unwrap_or(Value::Null);
-    assert_eq!(status, StatusCode::CREATED, "{job}");
+async fn run_job(http: &Https, base: &str, spec: Value) -> Value {
+    let (status, job) = http
+        .call("POST", &format!("{base}/v1/jobs"), Some(&spec))
+        .unwrap_or_else(|| panic!("POST /v1/jobs: no answer"));
+    assert_eq!(status, 201, "{job}");
     let id = job["id"].as_str().expect("job id").to_string();
     let ended = ["SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "LOST"];
     wait_for(&format!("job {id} ({spec}) to end"), JOB, || async {

@@ -304,6 +304,9 @@ mod tests {
         assert!(explain_failure(expired, true).is_some_and(|w| w.contains("renew")));
         let unknown = "transport error: invalid peer certificate: UnknownIssuer";
         assert!(explain_failure(unknown, true).is_some_and(|w| w.contains("--ca-cert")));
-        assert_eq!(explain_failure("tcp connect error: Connection refused", true), None);
+        assert_eq!(
+            explain_failure("tcp connect error: Connection refused", true),
+            None
+        );
     }
 }
