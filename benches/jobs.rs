@@ -49,6 +49,7 @@
 //! | `BENCH_JOBS_OUTPUT_MIB` | 200 | output of the output phase's job |
 //! | `BENCH_JOBS_OUTPUT_RUNS` | 3 | rounds of the output phase |
 //! | `BENCH_JOBS_CLUSTER_PREFIX` | `bench-jobs-<pid>` | cluster ids (and container labels) |
+//! | `BENCH_JOBS_TLS` | 0 | 1 runs every agent with mutual TLS on every port (certificates by `drover tls`; `benches/tls.sh`) |
 //! | `DROVER_JOB_IMAGE` | `drover-job:latest` | the job image (`bash tests/build-job-image.sh`) |
 //! | `DROVER_BIN` | the release `drover` cargo built for this bench | agent binary |
 //! | `BENCH_RESULTS` | unset | also write the markdown report to this file |
@@ -67,7 +68,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{connect, free_port, scan_log, strip_ansi, which, LogScan, Proc};
+use common::{
+    connect, connect_tls, free_port, make_certs, scan_log, strip_ansi, which, LogScan, Proc,
+};
 use drover::proto::v1 as pb;
 use drover::proto::v1::drover_client::DroverClient;
 use tonic::transport::Channel;
@@ -148,6 +151,8 @@ struct Settings {
     docker_bin: PathBuf,
     results_path: Option<PathBuf>,
     log_dir: Option<PathBuf>,
+    /// Mutual TLS on every port of every agent.
+    tls: bool,
 }
 
 fn env_count(name: &str, default: usize, max: usize) -> Result<usize, String> {
@@ -206,6 +211,7 @@ impl Settings {
             docker_bin,
             results_path: std::env::var_os("BENCH_RESULTS").map(PathBuf::from),
             log_dir: std::env::var_os("BENCH_LOG_DIR").map(PathBuf::from),
+            tls: std::env::var("BENCH_JOBS_TLS").is_ok_and(|v| v.trim() == "1"),
         })
     }
 
@@ -554,6 +560,8 @@ struct JobCluster {
     urls: Vec<String>,
     leader: usize,
     docker_bin: PathBuf,
+    /// With TLS: the CA, node and `client-bench` certificates.
+    tls: Option<PathBuf>,
     // Declared last: dropped after the processes are killed.
     dir: tempfile::TempDir,
 }
@@ -575,12 +583,26 @@ impl JobCluster {
             urls: Vec::new(),
             leader: 0,
             docker_bin: settings.docker_bin.clone(),
+            tls: None,
             dir,
         };
         let ports: Vec<(u16, u16)> = (0..nodes).map(|_| (free_port(), free_port())).collect();
         let root = cluster.dir.path().to_path_buf();
+        if settings.tls {
+            let tls = root.join("tls");
+            make_certs(&settings.drover_bin, &tls, &cluster.id, nodes)?;
+            cluster.tls = Some(tls);
+        }
         for i in 0..nodes {
-            let config = write_config(&root, &cluster.id, i, &ports, &settings.image, executor)?;
+            let config = write_config(
+                &root,
+                &cluster.id,
+                i,
+                &ports,
+                &settings.image,
+                executor,
+                cluster.tls.as_deref(),
+            )?;
             let name = format!("node{}", i + 1);
             let args = vec![
                 "agent".to_string(),
@@ -590,9 +612,10 @@ impl JobCluster {
             let log_path = root.join(format!("{name}.log"));
             let proc = Proc::spawn(name, &settings.drover_bin, &args, log_path, None)?;
             cluster.procs.push(proc);
+            let scheme = if settings.tls { "https" } else { "http" };
             cluster
                 .urls
-                .push(format!("http://127.0.0.1:{}", ports[i].0));
+                .push(format!("{scheme}://127.0.0.1:{}", ports[i].0));
         }
         cluster.wait_ready(nodes).await?;
         Ok(cluster)
@@ -614,9 +637,11 @@ impl JobCluster {
     }
 
     async fn client(&self, i: usize) -> Result<DroverClient<Channel>, String> {
-        Ok(DroverClient::new(
-            connect(&self.urls[i], REQUEST_TIMEOUT).await?,
-        ))
+        let channel = match &self.tls {
+            Some(dir) => connect_tls(&self.urls[i], dir, REQUEST_TIMEOUT).await?,
+            None => connect(&self.urls[i], REQUEST_TIMEOUT).await?,
+        };
+        Ok(DroverClient::new(channel))
     }
 
     async fn leader_client(&self) -> Result<DroverClient<Channel>, String> {
@@ -738,6 +763,7 @@ fn write_config(
     ports: &[(u16, u16)],
     image: &str,
     executor: Executor,
+    tls: Option<&Path>,
 ) -> Result<PathBuf, String> {
     let id = i + 1;
     let (api, raft) = ports[i];
@@ -761,6 +787,15 @@ fn write_config(
          memory_mib = {}\noutput_cap_bytes = {}\n",
         executor.cpu_millis, executor.memory_mib, executor.output_cap_bytes
     );
+    if let Some(dir) = tls {
+        let _ = write!(
+            text,
+            "\n[tls]\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n",
+            ca = dir.join("ca.pem").display(),
+            cert = dir.join(format!("node-{id}.pem")).display(),
+            key = dir.join(format!("node-{id}-key.pem")).display(),
+        );
+    }
     let path = root.join(format!("node{id}.toml"));
     std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
     Ok(path)
@@ -1435,11 +1470,16 @@ fn render_latency(out: &mut String, settings: &Settings, r: &LatencyResult) {
     let _ = writeln!(
         out,
         "## (a) One `true` job: submit to SUCCEEDED vs `docker run`\n\n\
-         1 node (default Raft and scheduler settings, executor on), one client on one connection. \
+         1 node (default Raft and scheduler settings, executor on{}), one client on one connection. \
          {} rounds after one unmeasured run of each; each round runs every variant once, the order rotating. \
          Drover: wall time from sending `SubmitJob` to the first `GetJob` that shows SUCCEEDED \
          (`StreamJobOutput` with follow until the stream ends, which is when the attempt's output closes, \
          then `GetJob` every {} ms). Docker: wall time of the `docker` CLI process, spawned by the bench.\n",
+        if settings.tls {
+            ", mutual TLS on every port"
+        } else {
+            ", plaintext"
+        },
         settings.latency_runs,
         LATENCY_POLL.as_millis()
     );

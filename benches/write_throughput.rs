@@ -30,7 +30,7 @@
 //! | `BENCH_DURATION_SECS` | 5 | measured time per cell |
 //! | `BENCH_WARMUP_SECS` | 1 | unmeasured warm-up per cell, same clients |
 //! | `BENCH_CLIENTS` | `1,16,64` | concurrencies |
-//! | `BENCH_TARGETS` | `drover-1,drover-3,etcd-3` | targets, in order |
+//! | `BENCH_TARGETS` | `drover-1,drover-3,etcd-3` | targets, in order; `drover-3-tls` is the 3-node cluster with mutual TLS on every port (`benches/tls.sh` sets `drover-3,drover-3-tls`) |
 //! | `BENCH_FSYNC_PROBE` | 1 | 0 skips the strace pass |
 //! | `BENCH_FSYNC_SECS` | 3 | measured time per fsync-probe cell |
 //! | `DROVER_BIN` | the release `drover` cargo built for this bench | agent binary |
@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    connect, cpu_time_of, env_secs, free_port, scan_log, strip_ansi, which, LogScan, Proc,
+    connect, connect_tls, cpu_time_of, make_certs, env_secs, free_port, scan_log, strip_ansi, which, LogScan, Proc,
     SyncCounts, SYNC_SYSCALLS,
 };
 use drover::proto::v1 as pb;
@@ -206,6 +206,8 @@ enum Kind {
     #[default]
     Drover1,
     Drover3,
+    /// Drover3 with mutual TLS on every port (certificates by `drover tls`).
+    Drover3Tls,
     Etcd3,
 }
 
@@ -214,8 +216,11 @@ impl Kind {
         match s.trim() {
             "drover-1" => Kind::Drover1,
             "drover-3" => Kind::Drover3,
+            "drover-3-tls" => Kind::Drover3Tls,
             "etcd-3" => Kind::Etcd3,
-            other => panic!("BENCH_TARGETS: unknown target {other:?} (drover-1, drover-3, etcd-3)"),
+            other => panic!(
+                "BENCH_TARGETS: unknown target {other:?} (drover-1, drover-3, drover-3-tls, etcd-3)"
+            ),
         }
     }
 
@@ -223,6 +228,7 @@ impl Kind {
         match self {
             Kind::Drover1 => "drover 1 node",
             Kind::Drover3 => "drover 3 nodes",
+            Kind::Drover3Tls => "drover 3 nodes, mTLS",
             Kind::Etcd3 => "etcd 3 members",
         }
     }
@@ -230,12 +236,16 @@ impl Kind {
     fn nodes(self) -> usize {
         match self {
             Kind::Drover1 => 1,
-            Kind::Drover3 | Kind::Etcd3 => 3,
+            Kind::Drover3 | Kind::Drover3Tls | Kind::Etcd3 => 3,
         }
     }
 
     fn is_etcd(self) -> bool {
         self == Kind::Etcd3
+    }
+
+    fn is_tls(self) -> bool {
+        self == Kind::Drover3Tls
     }
 }
 
@@ -310,6 +320,8 @@ struct Cluster {
     procs: Vec<Proc>,
     urls: Vec<String>,
     leader: usize,
+    /// With TLS: the CA, node and `client-bench` certificates.
+    tls: Option<PathBuf>,
     // Declared last: dropped after the processes are killed.
     dir: tempfile::TempDir,
 }
@@ -342,6 +354,7 @@ impl Cluster {
             procs: Vec::new(),
             urls: Vec::new(),
             leader: 0,
+            tls: None,
             dir,
         };
         let n = kind.nodes();
@@ -350,6 +363,11 @@ impl Cluster {
         // node while the bench runs (its address goes to stderr).
         let http_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let root = cluster.dir.path().to_path_buf();
+        if kind.is_tls() {
+            let tls = root.join("tls");
+            make_certs(&settings.drover_bin, &tls, &format!("bench-{}", std::process::id()), n)?;
+            cluster.tls = Some(tls);
+        }
         for i in 0..n {
             let (program, args) = if kind.is_etcd() {
                 let etcd = settings
@@ -358,7 +376,8 @@ impl Cluster {
                     .ok_or("etcd is not installed (apt-get install etcd-server)")?;
                 (etcd, etcd_args(&root, i, &ports))
             } else {
-                let config = write_drover_config(&root, i, &ports, http_ports[i])?;
+                let config =
+                    write_drover_config(&root, i, &ports, http_ports[i], cluster.tls.as_deref())?;
                 eprintln!(
                     "[bench] node{}: metrics at http://127.0.0.1:{}/metrics",
                     i + 1,
@@ -384,9 +403,10 @@ impl Cluster {
                 .map(|s| (s, root.join(format!("{name}.strace"))));
             let proc = Proc::spawn(name, &program, &args, log_path, trace)?;
             cluster.procs.push(proc);
+            let scheme = if kind.is_tls() { "https" } else { "http" };
             cluster
                 .urls
-                .push(format!("http://127.0.0.1:{}", ports[i].0));
+                .push(format!("{scheme}://127.0.0.1:{}", ports[i].0));
         }
         cluster.wait_ready().await?;
         Ok(cluster)
@@ -407,8 +427,16 @@ impl Cluster {
         Ok(())
     }
 
+    /// A channel to node `i` (with the bench's client certificate under TLS).
+    async fn channel(&self, i: usize) -> Result<Channel, String> {
+        match &self.tls {
+            Some(dir) => connect_tls(&self.urls[i], dir, REQUEST_TIMEOUT).await,
+            None => connect(&self.urls[i], REQUEST_TIMEOUT).await,
+        }
+    }
+
     async fn view(&self, i: usize) -> Result<NodeView, String> {
-        let channel = connect(&self.urls[i], REQUEST_TIMEOUT).await?;
+        let channel = self.channel(i).await?;
         if self.kind.is_etcd() {
             let status = etcdpb::Client::new(channel)
                 .status()
@@ -476,7 +504,7 @@ impl Cluster {
     }
 
     async fn connect_writer(&self, i: usize) -> Result<Writer, String> {
-        let channel = connect(&self.urls[i], REQUEST_TIMEOUT).await?;
+        let channel = self.channel(i).await?;
         Ok(if self.kind.is_etcd() {
             Writer::Etcd(etcdpb::Client::new(channel))
         } else {
@@ -541,6 +569,7 @@ fn write_drover_config(
     i: usize,
     ports: &[(u16, u16)],
     http: u16,
+    tls: Option<&Path>,
 ) -> Result<PathBuf, String> {
     let id = i + 1;
     let (api, raft) = ports[i];
@@ -563,6 +592,15 @@ fn write_drover_config(
     // for real clusters) is lifted, or a fast run would hit it mid-cell.
     text += "[log]\nlevel = \"info\"\nformat = \"text\"\n\n[executor]\nenabled = false\n\n\
              [scheduler]\nqueue_capacity = 100000000\n";
+    if let Some(dir) = tls {
+        let _ = write!(
+            text,
+            "\n[tls]\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n",
+            ca = dir.join("ca.pem").display(),
+            cert = dir.join(format!("node-{id}.pem")).display(),
+            key = dir.join(format!("node-{id}-key.pem")).display(),
+        );
+    }
     let path = root.join(format!("node{id}.toml"));
     std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
     Ok(path)
@@ -1062,6 +1100,32 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
                     first_line.replace('|', "/")
                 );
             }
+        }
+    }
+
+    let plain = runs.iter().find(|r| r.kind == Kind::Drover3);
+    if let (Some(plain), Some(tls)) = (plain, runs.iter().find(|r| r.kind.is_tls())) {
+        out += "\n### Mutual TLS against plaintext (3 nodes, same run)\n\n\
+                | clients | plaintext writes/s | mTLS writes/s | mTLS / plaintext | p50 ms plaintext / mTLS |\n\
+                |---:|---:|---:|---:|---:|\n";
+        for cell in &tls.cells {
+            let Some(base) = plain.cells.iter().find(|c| c.clients == cell.clients) else {
+                continue;
+            };
+            let ratio = if base.writes_per_sec() > 0.0 {
+                format!("{:.2}x", cell.writes_per_sec() / base.writes_per_sec())
+            } else {
+                "–".into()
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.0} | {ratio} | {} / {} |",
+                cell.clients,
+                base.writes_per_sec(),
+                cell.writes_per_sec(),
+                fmt_ms(base.percentile_ms(0.5)),
+                fmt_ms(cell.percentile_ms(0.5)),
+            );
         }
     }
 

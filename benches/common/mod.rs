@@ -346,3 +346,58 @@ pub fn cpu_time_of(stat_path: &str) -> Option<Duration> {
         (utime + stime) as f64 / ticks_per_sec as f64,
     ))
 }
+
+/// A CA, node certificates 1..=n (for 127.0.0.1) and `client-bench`, made
+/// by the `drover tls` commands under test, for cluster `cluster`.
+pub fn make_certs(drover: &Path, dir: &Path, cluster: &str, n: usize) -> Result<(), String> {
+    let run = |args: Vec<String>| -> Result<(), String> {
+        let out = std::process::Command::new(drover)
+            .args(&args)
+            .output()
+            .map_err(|e| format!("drover tls: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "drover {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    let d = dir.display().to_string();
+    let words = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
+    run(words(&format!("tls ca create --out-dir {d}")))?;
+    for id in 1..=n {
+        run(words(&format!(
+            "tls cert create --ca-dir {d} --node {id} --cluster {cluster} --ip 127.0.0.1 --out-dir {d}"
+        )))?;
+    }
+    run(words(&format!(
+        "tls cert create --ca-dir {d} --client bench --out-dir {d}"
+    )))
+}
+
+/// A TLS channel to `url` with the CA and `client-bench` of `dir`.
+pub async fn connect_tls(url: &str, dir: &Path, request_timeout: Duration) -> Result<Channel, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let read = |name: &str| {
+        std::fs::read(dir.join(name)).map_err(|e| format!("read {}: {e}", dir.join(name).display()))
+    };
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem")?))
+        .identity(Identity::from_pem(
+            read("client-bench.pem")?,
+            read("client-bench-key.pem")?,
+        ));
+    Endpoint::from_shared(url.to_string())
+        .map_err(|e| format!("bad url {url}: {e}"))?
+        .tls_config(tls)
+        .map_err(|e| format!("tls config: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(request_timeout)
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("connect {url}: {e}"))
+}
