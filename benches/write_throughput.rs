@@ -50,8 +50,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{
-    connect, connect_tls, cpu_time_of, make_certs, env_secs, free_port, scan_log, strip_ansi, which, LogScan, Proc,
-    SyncCounts, SYNC_SYSCALLS,
+    connect, connect_tls, cpu_time_of, env_secs, free_port, make_certs, scan_log, strip_ansi,
+    which, LogScan, Proc, SyncCounts, SYNC_SYSCALLS,
 };
 use drover::proto::v1 as pb;
 use drover::proto::v1::drover_client::DroverClient;
@@ -365,7 +365,12 @@ impl Cluster {
         let root = cluster.dir.path().to_path_buf();
         if kind.is_tls() {
             let tls = root.join("tls");
-            make_certs(&settings.drover_bin, &tls, &format!("bench-{}", std::process::id()), n)?;
+            make_certs(
+                &settings.drover_bin,
+                &tls,
+                &format!("bench-{}", std::process::id()),
+                n,
+            )?;
             cluster.tls = Some(tls);
         }
         for i in 0..n {

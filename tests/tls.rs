@@ -314,6 +314,66 @@ async fn a_mutual_tls_cluster_serves_every_client_and_refuses_impostors() {
         .await
         .expect("connects");
     refused("a non-member node", client.heartbeat(beat(9)).await);
+    // ...which can neither start an election (a vote request at a huge term)
+    // nor append entries.
+    for body in [
+        drover::raft::MessageBody::Vote {
+            last_index: u64::MAX / 2,
+            last_term: u64::MAX / 2,
+            transfer: true,
+        },
+        drover::raft::MessageBody::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![],
+            commit: u64::MAX / 2,
+        },
+    ] {
+        let message = drover::raft::Message {
+            from: 9,
+            to: cluster.nodes[leader].id,
+            term: u64::MAX / 2,
+            body,
+        };
+        let status = client
+            .deliver(MessageBatch {
+                cluster_id: CLUSTER.into(),
+                protocol_version: 1,
+                from: 9,
+                to: cluster.nodes[leader].id,
+                messages: vec![drover::node::transport::encode_message(&message).expect("encode")],
+                from_raft_addr: "127.0.0.1:1".into(),
+                from_incarnation: 0,
+                from_disk_low: false,
+            })
+            .await
+            .expect_err("a non-member's batch");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    }
+    // TLS without a client certificate: no handshake, or refused at once.
+    let no_cert = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(
+            std::fs::read(certs.path().join("ca.pem")).expect("ca"),
+        ))
+        .domain_name(format!(
+            "node-{}.{CLUSTER}.drover",
+            cluster.nodes[leader].id
+        ));
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("https://{}", cluster.nodes[leader].raft))
+            .expect("endpoint")
+            .tls_config(no_cert)
+            .expect("tls")
+            .connect_timeout(Duration::from_secs(2));
+    if let Ok(channel) = endpoint.connect().await {
+        assert!(
+            RaftPeerClient::new(channel)
+                .heartbeat(beat(1))
+                .await
+                .is_err(),
+            "TLS without a client certificate on the peer port"
+        );
+    }
     // Node 2's own certificate, expired: no handshake, or refused at once.
     match peer_client(&cluster, to, expired.path(), "node-2").await {
         Err(_) => {}

@@ -379,7 +379,11 @@ pub fn make_certs(drover: &Path, dir: &Path, cluster: &str, n: usize) -> Result<
 }
 
 /// A TLS channel to `url` with the CA and `client-bench` of `dir`.
-pub async fn connect_tls(url: &str, dir: &Path, request_timeout: Duration) -> Result<Channel, String> {
+pub async fn connect_tls(
+    url: &str,
+    dir: &Path,
+    request_timeout: Duration,
+) -> Result<Channel, String> {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
     let read = |name: &str| {
         std::fs::read(dir.join(name)).map_err(|e| format!("read {}: {e}", dir.join(name).display()))
