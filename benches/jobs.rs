@@ -69,7 +69,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    connect, connect_tls, free_port, make_certs, scan_log, strip_ansi, which, LogScan, Proc,
+    connect, connect_tls, free_port, make_certs, scan_log, strip_ansi, tls_section, which, LogScan,
+    Proc,
 };
 use drover::proto::v1 as pb;
 use drover::proto::v1::drover_client::DroverClient;
@@ -788,13 +789,7 @@ fn write_config(
         executor.cpu_millis, executor.memory_mib, executor.output_cap_bytes
     );
     if let Some(dir) = tls {
-        let _ = write!(
-            text,
-            "\n[tls]\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n",
-            ca = dir.join("ca.pem").display(),
-            cert = dir.join(format!("node-{id}.pem")).display(),
-            key = dir.join(format!("node-{id}-key.pem")).display(),
-        );
+        text += &tls_section(dir, id);
     }
     let path = root.join(format!("node{id}.toml"));
     std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     connect, connect_tls, cpu_time_of, env_secs, free_port, make_certs, scan_log, strip_ansi,
-    which, LogScan, Proc, SyncCounts, SYNC_SYSCALLS,
+    tls_section, which, LogScan, Proc, SyncCounts, SYNC_SYSCALLS,
 };
 use drover::proto::v1 as pb;
 use drover::proto::v1::drover_client::DroverClient;
@@ -598,13 +598,7 @@ fn write_drover_config(
     text += "[log]\nlevel = \"info\"\nformat = \"text\"\n\n[executor]\nenabled = false\n\n\
              [scheduler]\nqueue_capacity = 100000000\n";
     if let Some(dir) = tls {
-        let _ = write!(
-            text,
-            "\n[tls]\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n",
-            ca = dir.join("ca.pem").display(),
-            cert = dir.join(format!("node-{id}.pem")).display(),
-            key = dir.join(format!("node-{id}-key.pem")).display(),
-        );
+        text += &tls_section(dir, id);
     }
     let path = root.join(format!("node{id}.toml"));
     std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;

@@ -1177,16 +1177,22 @@ fn restore_entries(first: u64, id: &str, body: &[u8], chunk: usize, at_ms: i64) 
         .collect()
 }
 
-#[test]
-fn a_restore_replaces_jobs_and_tokens_atomically_and_survives_a_snapshot_mid_staging() {
+/// Applies `entries` to `store` and returns the body of a backup of it.
+fn backup_body_of(store: &Store, entries: &[Entry]) -> Vec<u8> {
     use drover::store::backup;
-    // The source: 40 jobs, one of them running on node 7, and a token.
-    let src_dir = tempfile::tempdir().unwrap();
-    let src = open(src_dir.path());
-    let mut entries = submits(1, 40, 1);
-    entries.push(Entry {
+    let last = entries.last().map_or(0, |e| e.index);
+    append(store, entries.to_vec(), Some(hs(1, 1, last)));
+    store.apply(entries).unwrap();
+    let (meta, state) = store.export_state().unwrap();
+    let file = backup::write(CLUSTER, meta.index, meta.term, 5, &state).unwrap();
+    backup::read(&file).unwrap().body
+}
+
+/// An `AclBootstrap` of the admin token `ADMIN` at `index`.
+fn bootstrap_entry(index: u64) -> Entry {
+    Entry {
         term: 1,
-        index: 41,
+        index,
         payload: Payload::Command(
             Command::AclBootstrap {
                 token: drover::acl::Token {
@@ -1200,12 +1206,18 @@ fn a_restore_replaces_jobs_and_tokens_atomically_and_survives_a_snapshot_mid_sta
             .encode()
             .unwrap(),
         ),
-    });
-    append(&src, entries.clone(), Some(hs(1, 1, 41)));
-    src.apply(&entries).unwrap();
-    let (meta, state) = src.export_state().unwrap();
-    let file = backup::write(CLUSTER, meta.index, meta.term, 5, &state).unwrap();
-    let body = backup::read(&file).unwrap().body;
+    }
+}
+
+#[test]
+fn a_restore_replaces_jobs_and_tokens_atomically_and_survives_a_snapshot_mid_staging() {
+    use drover::store::backup;
+    // The source: 40 jobs, one of them running on node 7, and a token.
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = open(src_dir.path());
+    let mut entries = submits(1, 40, 1);
+    entries.push(bootstrap_entry(41));
+    let body = backup_body_of(&src, &entries);
 
     // The target: 5 other jobs. A staging with a damaged body is refused
     // and changes nothing.
@@ -1301,38 +1313,16 @@ fn a_restore_replaces_jobs_and_tokens_atomically_and_survives_a_snapshot_mid_sta
 
 #[test]
 fn a_restore_of_a_backup_taken_before_bootstrap_does_not_reopen_bootstrap() {
-    use drover::store::backup;
     // The backup: 3 jobs, never bootstrapped.
     let src_dir = tempfile::tempdir().unwrap();
     let src = open(src_dir.path());
-    let entries = submits(1, 3, 1);
-    append(&src, entries.clone(), Some(hs(1, 1, 3)));
-    src.apply(&entries).unwrap();
-    let (meta, state) = src.export_state().unwrap();
-    let file = backup::write(CLUSTER, meta.index, meta.term, 5, &state).unwrap();
-    let body = backup::read(&file).unwrap().body;
+    let body = backup_body_of(&src, &submits(1, 3, 1));
 
     // The target was bootstrapped (and its token since revoked or not: the
     // mark is what closes bootstrap).
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let boot = vec![Entry {
-        term: 1,
-        index: 1,
-        payload: Payload::Command(
-            Command::AclBootstrap {
-                token: drover::acl::Token {
-                    accessor: "ADMIN".into(),
-                    name: "bootstrap".into(),
-                    role: drover::acl::Role::Admin,
-                    secret_hash: drover::acl::hash_secret("s"),
-                    created_at_ms: 1,
-                },
-            }
-            .encode()
-            .unwrap(),
-        ),
-    }];
+    let boot = vec![bootstrap_entry(1)];
     append(&store, boot.clone(), Some(hs(1, 1, 1)));
     store.apply(&boot).unwrap();
     let restore = restore_entries(2, "r", &body, 256, 9);

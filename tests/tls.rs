@@ -42,6 +42,28 @@ async fn peer_client(
     Ok(RaftPeerClient::new(channel))
 }
 
+/// The CLI against `addr` with the CA of `ca_dir` and, if given, the client
+/// certificate `cert` (a path stem: `dir/client-admin`).
+fn tls_cli(
+    addr: &str,
+    ca_dir: &std::path::Path,
+    cert: Option<&std::path::Path>,
+) -> std::process::Output {
+    let mut command = Command::new(drover_bin());
+    command
+        .args(["job", "list"])
+        .env("DROVER_ADDR", addr)
+        .env("DROVER_CACERT", ca_dir.join("ca.pem"))
+        .env_remove("DROVER_CLIENT_CERT")
+        .env_remove("DROVER_CLIENT_KEY");
+    if let Some(stem) = cert {
+        command
+            .env("DROVER_CLIENT_CERT", stem.with_extension("pem"))
+            .env("DROVER_CLIENT_KEY", format!("{}-key.pem", stem.display()));
+    }
+    command.output().expect("run the CLI")
+}
+
 fn beat(node_id: u64) -> NodeHeartbeat {
     NodeHeartbeat {
         cluster_id: CLUSTER.into(),
@@ -117,45 +139,19 @@ async fn a_mutual_tls_cluster_serves_every_client_and_refuses_impostors() {
         String::from_utf8_lossy(&out.stderr)
     );
     // ...and without one: refused with the flag to pass.
-    let out = Command::new(drover_bin())
-        .args(["job", "list"])
-        .env("DROVER_ADDR", &cluster.nodes[0].api)
-        .env("DROVER_CACERT", certs.path().join("ca.pem"))
-        .env_remove("DROVER_CLIENT_CERT")
-        .env_remove("DROVER_CLIENT_KEY")
-        .output()
-        .expect("cli");
+    let out = tls_cli(&cluster.nodes[0].api, certs.path(), None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{:?}: {stderr}", out.status);
     assert!(stderr.contains("--client-cert"), "{stderr}");
     // A CA that did not sign the nodes: refused, naming --ca-cert.
-    let out = Command::new(drover_bin())
-        .args(["job", "list"])
-        .env("DROVER_ADDR", &cluster.nodes[0].api)
-        .env("DROVER_CACERT", other_ca.path().join("ca.pem"))
-        .env("DROVER_CLIENT_CERT", certs.path().join("client-admin.pem"))
-        .env(
-            "DROVER_CLIENT_KEY",
-            certs.path().join("client-admin-key.pem"),
-        )
-        .output()
-        .expect("cli");
+    let admin = certs.path().join("client-admin");
+    let out = tls_cli(&cluster.nodes[0].api, other_ca.path(), Some(&admin));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("--ca-cert"), "{stderr}");
     // A name the node's certificate does not carry: refused, naming the fix.
     let port = cluster.nodes[0].api.rsplit_once(':').expect("port").1;
-    let out = Command::new(drover_bin())
-        .args(["job", "list"])
-        .env("DROVER_ADDR", format!("localhost:{port}"))
-        .env("DROVER_CACERT", certs.path().join("ca.pem"))
-        .env("DROVER_CLIENT_CERT", certs.path().join("client-admin.pem"))
-        .env(
-            "DROVER_CLIENT_KEY",
-            certs.path().join("client-admin-key.pem"),
-        )
-        .output()
-        .expect("cli");
+    let out = tls_cli(&format!("localhost:{port}"), certs.path(), Some(&admin));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("not valid for this address"), "{stderr}");
@@ -198,17 +194,8 @@ async fn a_mutual_tls_cluster_serves_every_client_and_refuses_impostors() {
         "the certificate made with --days 0 to expire",
         WAIT,
         || async {
-            let out = Command::new(drover_bin())
-                .args(["job", "list"])
-                .env("DROVER_ADDR", &cluster.nodes[0].api)
-                .env("DROVER_CACERT", certs.path().join("ca.pem"))
-                .env("DROVER_CLIENT_CERT", expired.path().join("client-old.pem"))
-                .env(
-                    "DROVER_CLIENT_KEY",
-                    expired.path().join("client-old-key.pem"),
-                )
-                .output()
-                .expect("cli");
+            let old = expired.path().join("client-old");
+            let out = tls_cli(&cluster.nodes[0].api, certs.path(), Some(&old));
             (!out.status.success()).then(|| {
                 let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
                 assert_eq!(out.status.code(), Some(3), "{stderr}");

@@ -246,8 +246,15 @@ impl Drop for Proc {
 /// A channel to `url` on which every unary call (and the opening of every
 /// stream) must answer within `request_timeout`.
 pub async fn connect(url: &str, request_timeout: Duration) -> Result<Channel, String> {
-    Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("bad url {url}: {e}"))?
+    open(endpoint(url)?, url, request_timeout).await
+}
+
+fn endpoint(url: &str) -> Result<Endpoint, String> {
+    Endpoint::from_shared(url.to_string()).map_err(|e| format!("bad url {url}: {e}"))
+}
+
+async fn open(endpoint: Endpoint, url: &str, request_timeout: Duration) -> Result<Channel, String> {
+    endpoint
         .connect_timeout(Duration::from_secs(2))
         .timeout(request_timeout)
         .tcp_nodelay(true)
@@ -384,7 +391,7 @@ pub async fn connect_tls(
     dir: &Path,
     request_timeout: Duration,
 ) -> Result<Channel, String> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
     let read = |name: &str| {
         std::fs::read(dir.join(name)).map_err(|e| format!("read {}: {e}", dir.join(name).display()))
     };
@@ -394,14 +401,18 @@ pub async fn connect_tls(
             read("client-bench.pem")?,
             read("client-bench-key.pem")?,
         ));
-    Endpoint::from_shared(url.to_string())
-        .map_err(|e| format!("bad url {url}: {e}"))?
+    let endpoint = endpoint(url)?
         .tls_config(tls)
-        .map_err(|e| format!("tls config: {e}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(request_timeout)
-        .tcp_nodelay(true)
-        .connect()
-        .await
-        .map_err(|e| format!("connect {url}: {e}"))
+        .map_err(|e| format!("tls config: {e}"))?;
+    open(endpoint, url, request_timeout).await
+}
+
+/// The `[tls]` section of node `id`'s config, with the files of [`make_certs`].
+pub fn tls_section(dir: &Path, id: usize) -> String {
+    format!(
+        "\n[tls]\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n",
+        ca = dir.join("ca.pem").display(),
+        cert = dir.join(format!("node-{id}.pem")).display(),
+        key = dir.join(format!("node-{id}-key.pem")).display(),
+    )
 }
