@@ -1,0 +1,178 @@
+//! Where a call runs: here when this node leads, otherwise forwarded to
+//! the leader (or to the node holding an attempt's output), once, with the
+//! caller's identity (see `api::auth::forward_identity`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::{DroverService, LEADER_WAIT};
+
+use crate::api::auth::forward_identity;
+use crate::node::Node;
+use crate::proto::v1::drover_client::DroverClient;
+use crate::raft::NodeId;
+
+/// Metadata key marking a request already forwarded once, so two nodes with
+/// stale views never bounce a request between them.
+pub(super) const FORWARDED: &str = "x-drover-forwarded";
+
+/// Metadata key carrying the leader's API address in every write response.
+pub(crate) const LEADER_ADDR: &str = "x-drover-leader";
+
+/// Metadata key carrying, in a write's response, the index the leader had
+/// applied when it answered: a follower that forwarded the write waits until
+/// it has applied that far too, so the caller's next read on it (say, the
+/// output of the job it just submitted) sees the write.
+pub(super) const APPLIED_INDEX: &str = "x-drover-applied-index";
+
+/// Deadline of a call forwarded to the leader: long enough for AddPeer's
+/// catch-up wait; a dead leader is noticed sooner by the HTTP/2 keepalive.
+pub(super) const FORWARD_TIMEOUT: Duration = Duration::from_secs(150);
+
+pub(super) fn no_leader() -> Status {
+    Status::unavailable(format!(
+        "no leader elected within {LEADER_WAIT:?} (is a quorum of nodes up?); retry shortly"
+    ))
+}
+
+pub(super) const NOT_LEADER_TEXT: &str = "this node is not the leader";
+
+pub(super) fn is_not_leader(status: &Status) -> bool {
+    status.message().starts_with(NOT_LEADER_TEXT)
+}
+
+impl DroverService {
+    /// Where a write must go: `None` = here (this node leads), `Some` = the
+    /// leader's client. Waits for an election, bounded.
+    pub(super) async fn route<T>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<Option<DroverClient<Channel>>, Status> {
+        if self.node.is_leader() {
+            return Ok(None);
+        }
+        if request.metadata().get(FORWARDED).is_some() {
+            return Err(Status::unavailable(
+                "this node is not the leader (forwarded request); retry",
+            ));
+        }
+        let Some((leader, addr)) = self.node.wait_for_leader(LEADER_WAIT).await else {
+            return Err(no_leader());
+        };
+        if leader == self.node.config.node_id {
+            return Ok(None);
+        }
+        Ok(Some(self.client(leader, &addr)?))
+    }
+
+    pub(super) fn client(&self, to: NodeId, addr: &str) -> Result<DroverClient<Channel>, Status> {
+        let mut channels = self
+            .channels
+            .lock()
+            .map_err(|_| Status::internal("channel cache poisoned"))?;
+        let channel = match channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let endpoint = self
+                    .node
+                    .dialer
+                    .endpoint(to, addr)
+                    .map_err(Status::internal)?
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(FORWARD_TIMEOUT)
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5));
+                let channel = endpoint.connect_lazy();
+                channels.insert(addr.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(DroverClient::new(channel))
+    }
+
+    /// Runs a write here if this node leads, otherwise forwards it. Retries
+    /// once if leadership moved between routing and proposing.
+    pub(super) async fn write<Req, Resp, Local, LocalFut, Fwd, FwdFut>(
+        &self,
+        request: Request<Req>,
+        local: Local,
+        forward: Fwd,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        Local: Fn(Arc<Node>, Req) -> LocalFut,
+        LocalFut: std::future::Future<Output = Result<Resp, Status>>,
+        Fwd: Fn(DroverClient<Channel>, Request<Req>) -> FwdFut,
+        FwdFut: std::future::Future<Output = Result<Response<Resp>, Status>>,
+    {
+        for _attempt in 0..2 {
+            match self.route(&request).await? {
+                None => match local(self.node.clone(), request.get_ref().clone()).await {
+                    Err(status)
+                        if status.code() == tonic::Code::Unavailable && is_not_leader(&status) =>
+                    {
+                        continue;
+                    }
+                    other => {
+                        let forwarded = request.metadata().contains_key(FORWARDED);
+                        return other.map(|r| self.with_leader(Response::new(r), forwarded));
+                    }
+                },
+                Some(client) => {
+                    let mut forwarded = Request::new(request.get_ref().clone());
+                    forwarded
+                        .metadata_mut()
+                        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                    forward_identity(&self.node, request.metadata(), forwarded.metadata_mut());
+                    let response = forward(client, forwarded).await?;
+                    let applied = response
+                        .metadata()
+                        .get(APPLIED_INDEX)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if let Some(index) = applied {
+                        // Bounded: a lagging follower answers anyway (the
+                        // write is committed); reads may then trail it.
+                        self.node.wait_applied(index, LEADER_WAIT).await;
+                    }
+                    return Ok(response);
+                }
+            }
+        }
+        Err(no_leader())
+    }
+
+    /// Adds the leader's address and, for a node that forwarded the write
+    /// (the only reader: it waits to have applied as much), the applied
+    /// index. A direct client does not get the index: a value new in every
+    /// response costs HPACK a table insert and eviction each time.
+    pub(super) fn with_leader<T>(&self, mut response: Response<T>, forwarded: bool) -> Response<T> {
+        if let Some((_, addr)) = self.node.leader() {
+            if let Ok(value) = addr.parse() {
+                response.metadata_mut().insert(LEADER_ADDR, value);
+            }
+        }
+        if forwarded {
+            let applied = self.node.store.applied_index().to_string();
+            if let Ok(value) = applied.parse() {
+                response.metadata_mut().insert(APPLIED_INDEX, value);
+            }
+        }
+        response
+    }
+
+    /// A client for the node that holds an attempt's output.
+    pub(super) fn holder_client(&self, holder: NodeId) -> Result<DroverClient<Channel>, Status> {
+        let addr = self
+            .node
+            .status()
+            .membership
+            .peer(holder)
+            .map(|p| p.api_addr.clone())
+            .ok_or_else(|| Status::unavailable(format!("node {holder} is not a member")))?;
+        self.client(holder, &addr)
+    }
+}
