@@ -11,20 +11,20 @@ use tonic::{Request, Response, Status};
 use crate::node::{Node, RaftError};
 use crate::proto::v1 as pb;
 
+mod acl;
 mod backup;
 mod bootstrap;
 mod cluster;
 mod forward;
 mod jobs;
 mod output;
-mod tokens;
 
+use acl::{mint_token_with_hash, propose_acl};
 use cluster::{members_to_proto, storage_to_proto};
 pub use cluster::{role_name, CATCH_UP_WAIT};
 pub(crate) use forward::LEADER_ADDR;
 use forward::NOT_LEADER_TEXT;
 use forward::{no_leader, FORWARDED};
-use tokens::{mint_token_with_hash, propose_acl};
 
 pub use bootstrap::read_bootstrap_secret;
 
