@@ -11,10 +11,12 @@ use futures::StreamExt;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{event_json, last_event_id, AppState, Auth, Problem, Q};
+use super::{AppState, Auth, Problem, Q};
 use crate::api::json::JobEventJson;
 use crate::proto::v1 as pb;
 use crate::proto::v1::drover_server::Drover as _;
+use axum::http::header;
+use serde::Serialize;
 
 /// Where a watch starts and which job it follows.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -89,4 +91,26 @@ pub(super) async fn job_events(
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+pub(super) fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+/// A reconnecting EventSource resumes after the last chunk it saw.
+pub(super) fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// One SSE event carrying `value` as JSON.
+pub(super) fn event_json<T: Serialize>(name: &str, value: &T) -> Event {
+    let data = serde_json::to_string(value).unwrap_or_else(|_| "{}".to_string());
+    Event::default().event(name).data(data)
 }
