@@ -102,3 +102,42 @@ pub enum MessageBody {
         to: NodeId,
     },
 }
+
+/// Terms and indexes above this are treated as corrupt input: no real
+/// cluster gets near it, and rejecting them keeps every `+ 1` in the core
+/// free of overflow.
+pub(super) const MAX_PLAUSIBLE: u64 = u64::MAX / 4;
+
+/// Drops messages whose numbers no real peer could send.
+pub(super) fn is_plausible(msg: &Message) -> bool {
+    use MessageBody::*;
+    let ok = |x: u64| x <= MAX_PLAUSIBLE;
+    ok(msg.term)
+        && match &msg.body {
+            PreVote {
+                last_index,
+                last_term,
+            }
+            | Vote {
+                last_index,
+                last_term,
+                ..
+            } => ok(*last_index) && ok(*last_term),
+            Append {
+                prev_index,
+                prev_term,
+                entries,
+                ..
+            } => {
+                ok(*prev_index)
+                    && ok(*prev_term)
+                    && prev_index.saturating_add(entries.len() as u64) <= MAX_PLAUSIBLE
+            }
+            InstallSnapshot { meta, .. } => {
+                ok(meta.index) && ok(meta.term) && meta.term <= msg.term
+            }
+            AppendResponse { index, .. } => ok(*index),
+            InstallSnapshotResponse { snapshot_index, .. } => ok(*snapshot_index),
+            _ => true,
+        }
+}

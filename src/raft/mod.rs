@@ -13,7 +13,9 @@
 //! - `progress`: per-follower replication state and the in-flight window
 //! - `quorum`: majority counting for commit and elections
 //! - `read_only`: ReadIndex bookkeeping
-//! - `core`: the state machine itself (roles, step, tick)
+//! - `raw_node`: the state machine's driving API (step, tick, propose,
+//!   ready/advance); `election`, `replication`, `snapshot` and `read_only`
+//!   hold its parts
 //! - `tests`: scenario tests on a small in-memory network
 //!
 //! # Driving contract
@@ -54,19 +56,23 @@
 //! appended). [`RawNode::membership`] is the membership as of the commit
 //! index; [`RawNode::snapshot_meta`] the one at an applied index.
 
-mod core;
+mod election;
 mod log;
 mod message;
 mod progress;
 mod quorum;
+mod raw_node;
 mod read_only;
+mod replication;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod types;
 
-pub use self::core::{RawNode, MAX_SNAPSHOT_BYTES};
 pub use self::message::{Message, MessageBody};
+pub use self::raw_node::RawNode;
 pub use self::read_only::MAX_PENDING_READS;
+pub use self::snapshot::MAX_SNAPSHOT_BYTES;
 pub use self::types::{
     ConfChange, Entry, HardState, Index, Membership, NodeId, Payload, PeerInfo, SnapshotMeta, Term,
 };
@@ -253,4 +259,31 @@ pub struct Status {
     pub progress: Vec<(NodeId, Index)>,
     /// Leader only: the target of a leadership transfer in progress.
     pub transferring_to: Option<NodeId>,
+}
+
+fn validate_config(c: &Config) -> Result<(), String> {
+    if c.id == 0 {
+        return Err("node id must not be 0".into());
+    }
+    if c.heartbeat_ticks == 0 || c.heartbeat_ticks >= c.election_ticks {
+        return Err(format!(
+            "heartbeat_ticks ({}) must be at least 1 and below election_ticks ({})",
+            c.heartbeat_ticks, c.election_ticks
+        ));
+    }
+    if c.election_ticks > u32::MAX / 2 {
+        return Err("election_ticks is too large".into());
+    }
+    let positive = [
+        ("max_inflight", c.max_inflight),
+        ("max_append_bytes", c.max_append_bytes),
+        ("max_uncommitted_entries", c.max_uncommitted_entries),
+        ("snapshot_chunk_bytes", c.snapshot_chunk_bytes),
+    ];
+    for (name, v) in positive {
+        if v == 0 {
+            return Err(format!("{name} must be at least 1"));
+        }
+    }
+    Ok(())
 }
