@@ -1,6 +1,6 @@
 //! Drover: a durable distributed job scheduler for shell commands.
 //!
-//! Module map (see DESIGN.md): `raft` is the pure consensus core, `store` the
+//! Module map (see docs/ARCHITECTURE.md): `raft` is the pure consensus core, `store` the
 //! only code touching sled, `jobs` the job model and state machine commands,
 //! `node` wires core, store and transport, `api` serves clients, `client` is
 //! the CLI, `config` the node configuration, `executor` runs job attempts in

@@ -1,7 +1,7 @@
 //! The job executor: runs one attempt of a job in a locked-down container.
 //!
 //! This module owns everything that talks to the container engine (see
-//! DESIGN.md, "Executor"). [`Driver`] is the engine-neutral interface;
+//! docs/ARCHITECTURE.md). [`Driver`] is the engine-neutral interface;
 //! [`docker::DockerDriver`] implements it with bollard. The node wires a driver
 //! to the scheduler; nothing here knows about Raft or the job table.
 //!

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{JobId, JobSpec};
 use crate::raft::{Index, NodeId};
 
-/// Where a job is in its lifecycle (DESIGN.md, Jobs):
+/// Where a job is in its lifecycle (docs/ARCHITECTURE.md, one job from submit to result):
 /// `QUEUED -> ASSIGNED -> RUNNING -> SUCCEEDED | FAILED | TIMED_OUT | CANCELLED | LOST`.
 ///
 /// Which node and attempt a job is on lives in [`Job::attempts`], not in

@@ -1,4 +1,4 @@
-//! Node liveness: leader soft state fed by heartbeats (DESIGN.md, Jobs).
+//! Node liveness: leader soft state fed by heartbeats (docs/ARCHITECTURE.md).
 //! Never replicated: a new leader starts with every node "just seen" (a
 //! full grace period), so a leader change never declares healthy nodes down.
 

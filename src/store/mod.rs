@@ -1,8 +1,8 @@
 //! Durable storage: the only module that touches sled.
 //!
-//! One sled database per node under `data_dir/db`, with the trees named in
-//! DESIGN.md (layout in `migrations/m0001_initial.rs`), plus snapshot files
-//! under `data_dir/snapshots/`. [`Store`] is the Raft log and hard state
+//! One sled database per node under `data_dir/db` (its trees are laid out
+//! by `migrations/m0001_initial.rs` and the migrations after it), plus
+//! snapshot files under `data_dir/snapshots/`. [`Store`] is the Raft log and hard state
 //! (`persist`, `restored`, `compact_log`), the job table (`apply`, reads) and
 //! its snapshots (`create_snapshot`, install through `persist`).
 //!
