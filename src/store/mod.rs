@@ -76,18 +76,20 @@
 //! meanwhile is captured and laid over what was read, which gives the table
 //! at exactly one applied index (`Store::export_state`).
 
+mod apply;
 pub mod backup;
 mod codec;
 mod error;
+mod export;
 mod indexes;
 pub mod migrations;
 mod outputs;
+mod queries;
 mod raft_storage;
 mod restore;
 mod snapshot;
 pub mod space;
 mod staged;
-mod state_machine;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -108,13 +110,14 @@ pub use self::outputs::{AppendOutcome, StoredChunk};
 /// A snapshot's metadata and its bytes (the format of `store::snapshot`),
 /// shared rather than copied because it may be large and is sent to peers.
 pub type Snapshot = (crate::raft::SnapshotMeta, std::sync::Arc<Vec<u8>>);
+pub use self::apply::Applied;
+pub use self::queries::MAX_LIST_LIMIT;
 pub use self::restore::Seeded;
 pub use self::snapshot::check_received as check_received_snapshot;
 /// Writes a file so a crash never leaves half of it under its name (temp
 /// file, fsync, rename, directory fsync): snapshot files and backups.
 pub(crate) use self::snapshot::write_file as write_file_durably;
 pub use self::space::{SpaceGuard, SpaceLevel, SpaceReport};
-pub use self::state_machine::{Applied, MAX_LIST_LIMIT};
 
 /// Tree names: part of the on-disk format (see `migrations/`).
 const TREE_RAFT_LOG: &str = "raft_log";

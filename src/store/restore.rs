@@ -15,8 +15,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::apply::Applied;
 use super::indexes::{self, CountDelta, SmTx, Tx};
-use super::state_machine::Applied;
 use super::{backup, codec, Store, StoreError};
 use crate::acl::Token;
 use crate::jobs::{lifecycle, EndReason, Job};
