@@ -24,8 +24,10 @@
 //! the cluster has a leader and every acknowledged proposal is applied on
 //! every live member.
 //!
-//! Env: `DROVER_SIM_SEEDS=N` (default 500), `DROVER_SIM_STEPS=N` (default
-//! 2000), `DROVER_SIM_SEED=S` replays one seed and prints its trace summary.
+//! Env: `DROVER_SIM_SEEDS=N` (default 500: seeds 0..N), `DROVER_SIM_FRESH_SEEDS=N`
+//! (default 100: a range starting at a random seed, new every run and
+//! printed), `DROVER_SIM_STEPS=N` (default 2000), `DROVER_SIM_SEED=S` replays
+//! one seed and prints its trace summary.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -1423,7 +1425,17 @@ fn simulate() {
         }
         return;
     }
-    let seeds = env_u64("DROVER_SIM_SEEDS").unwrap_or(500);
+    let fixed = env_u64("DROVER_SIM_SEEDS").unwrap_or(500);
+    // Besides the fixed seeds, a fresh range each run, so CI keeps meeting
+    // schedules nobody ran before (a failure prints its seed to replay).
+    let fresh = env_u64("DROVER_SIM_FRESH_SEEDS").unwrap_or(100);
+    let base = (rand::random::<u64>() >> 20).max(1 << 20);
+    report(&format!(
+        "sim: seeds 0..{fixed} and the fresh range {base}..{} (DROVER_SIM_SEED=S replays one)",
+        base + fresh
+    ));
+    let all: Vec<u64> = (0..fixed).chain(base..base + fresh).collect();
+    let seeds = all.len() as u64;
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(8) as u64;
@@ -1433,10 +1445,11 @@ fn simulate() {
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         for t in 0..threads {
-            let (total, failures, stop) = (&total, &failures, &stop);
+            let (total, failures, stop, all) = (&total, &failures, &stop, &all);
             s.spawn(move || {
-                let mut seed = t;
-                while seed < seeds && !stop.load(Ordering::Relaxed) {
+                let mut at = t;
+                while at < seeds && !stop.load(Ordering::Relaxed) {
+                    let seed = all[at as usize];
                     match run_seed(seed, steps) {
                         Ok((st, _)) => total.lock().expect("stats lock").add(&st),
                         Err(e) => {
@@ -1444,7 +1457,7 @@ fn simulate() {
                             stop.store(true, Ordering::Relaxed);
                         }
                     }
-                    seed += threads;
+                    at += threads;
                 }
             });
         }
