@@ -34,6 +34,31 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state, in lifecycle order: the one list that filters, backup
+    /// summaries and error texts are built from.
+    pub const ALL: [JobState; 8] = [
+        JobState::Queued,
+        JobState::Assigned,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::TimedOut,
+        JobState::Cancelled,
+        JobState::Lost,
+    ];
+
+    /// The state named `name` (case-insensitive), as the API spells it.
+    pub fn parse(name: &str) -> Option<JobState> {
+        JobState::ALL
+            .into_iter()
+            .find(|s| s.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// Every state's name, comma-separated, for error texts.
+    pub fn names() -> String {
+        JobState::ALL.map(JobState::as_str).join(", ")
+    }
+
     /// True if no further transition can happen (absent a retry re-queue,
     /// which the scheduler decides from the job's retry policy).
     pub fn is_terminal(self) -> bool {
@@ -221,5 +246,23 @@ impl Job {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobState;
+
+    #[test]
+    fn every_state_parses_from_its_name_in_any_case() {
+        for state in JobState::ALL {
+            assert_eq!(JobState::parse(state.as_str()), Some(state));
+            assert_eq!(JobState::parse(&state.as_str().to_lowercase()), Some(state));
+        }
+        assert_eq!(JobState::parse("DONE"), None);
+        assert_eq!(
+            JobState::names(),
+            "QUEUED, ASSIGNED, RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, LOST"
+        );
     }
 }

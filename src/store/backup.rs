@@ -272,19 +272,10 @@ pub struct Summary {
 pub fn summarize(bytes: &[u8]) -> Result<Summary, BackupError> {
     let backup = read(bytes)?;
     let state = decode_state(&backup.body).map_err(BackupError::Malformed)?;
-    let mut by_state: std::collections::BTreeMap<String, u64> = [
-        JobState::Queued,
-        JobState::Assigned,
-        JobState::Running,
-        JobState::Succeeded,
-        JobState::Failed,
-        JobState::TimedOut,
-        JobState::Cancelled,
-        JobState::Lost,
-    ]
-    .into_iter()
-    .map(|s| (s.as_str().to_string(), 0))
-    .collect();
+    let mut by_state: std::collections::BTreeMap<String, u64> = JobState::ALL
+        .into_iter()
+        .map(|s| (s.as_str().to_string(), 0))
+        .collect();
     for job in &state.jobs {
         *by_state.entry(job.state.as_str().to_string()).or_insert(0) += 1;
     }

@@ -34,27 +34,16 @@ pub(super) struct JobFilter {
 impl JobFilter {
     pub(super) fn from_request(req: &pb::ListJobsRequest) -> Result<JobFilter, Status> {
         use crate::jobs::JobState;
-        const ALL: [JobState; 8] = [
-            JobState::Queued,
-            JobState::Assigned,
-            JobState::Running,
-            JobState::Succeeded,
-            JobState::Failed,
-            JobState::TimedOut,
-            JobState::Cancelled,
-            JobState::Lost,
-        ];
         let states = req
             .states
             .iter()
             .map(|name| {
-                ALL.into_iter()
-                    .find(|s| s.as_str().eq_ignore_ascii_case(name))
-                    .ok_or_else(|| {
-                        Status::invalid_argument(format!(
-                            "unknown state `{name}` (one of QUEUED, ASSIGNED, RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, LOST)"
-                        ))
-                    })
+                JobState::parse(name).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "unknown state `{name}` (one of {})",
+                        JobState::names()
+                    ))
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(JobFilter {
