@@ -8,7 +8,8 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use super::grpc::DroverService;
-use crate::node::transport::{PeerService, MAX_RPC_BYTES};
+use crate::node::peer_service::PeerService;
+use crate::node::wire::MAX_RPC_BYTES;
 use crate::node::Node;
 use crate::proto::raft::raft_peer_server::RaftPeerServer;
 use crate::proto::v1::drover_server::DroverServer;

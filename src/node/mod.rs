@@ -3,12 +3,15 @@
 
 pub mod dial;
 pub mod events;
+pub mod input;
 pub mod metrics;
 pub mod output_hub;
+pub mod peer_service;
 pub mod raft_loop;
 pub mod reports;
 pub mod scheduler_loop;
 pub mod transport;
+pub mod wire;
 pub mod worker;
 
 use std::sync::mpsc::sync_channel;
@@ -23,7 +26,8 @@ use crate::raft::{self, ConfChange, Index, NodeId, Role};
 use crate::scheduler::Liveness;
 use crate::store::{Applied, SpaceGuard, Store, StoreError};
 
-pub use raft_loop::{Input, InputSender, RaftError, RaftStatus};
+pub use input::{Input, InputSender, RaftError};
+pub use raft_loop::RaftStatus;
 
 /// Milliseconds since the Unix epoch of `t`: how every timestamp in a
 /// command is written (0 for a clock before 1970).
@@ -65,12 +69,12 @@ pub struct Node {
     pub output: Arc<output_hub::OutputHub>,
     /// Changes to the job table as this node applied them, for watches.
     pub events: Arc<events::EventLog>,
-    /// Peers' data-directory incarnations (see `transport::PeerIncarnations`).
-    pub incarnations: Arc<transport::PeerIncarnations>,
+    /// Peers' data-directory incarnations (see `peer_service::PeerIncarnations`).
+    pub incarnations: Arc<peer_service::PeerIncarnations>,
     /// The data directory's free-space reserve (see `store::space`).
     pub space: Arc<SpaceGuard>,
     /// Which peers last said their disk is below its reserve.
-    pub peer_disks: Arc<transport::PeerDisks>,
+    pub peer_disks: Arc<peer_service::PeerDisks>,
     /// `[tls]`, loaded: the listeners' acceptors come from it.
     pub tls: Option<Arc<crate::tls::TlsIdentity>>,
     /// Makes every channel to another node (TLS configured once).

@@ -11,19 +11,17 @@
 //! after a quorum (this node included) fsynced it.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
 use super::events::{self, EventLog};
+use super::input::{Input, InputSender, RaftError};
 use super::metrics::Metrics;
 use super::transport::Outbound;
-use crate::raft::{
-    ConfChange, Index, Membership, Message, MessageBody, NodeId, ProposeError, RawNode, Ready,
-    Role, Term,
-};
+use crate::raft::{Index, Membership, Message, MessageBody, NodeId, RawNode, Ready, Role, Term};
 use crate::store::{Applied, SpaceGuard, SpaceLevel, Store};
 
 /// Inputs waiting in the channel before senders are refused.
@@ -33,84 +31,6 @@ pub const INPUT_QUEUE: usize = 16_384;
 const MAX_INPUTS_PER_TURN: usize = 4096;
 /// Waiting reads, waiting proposals: each bounded.
 const MAX_PENDING_READS: usize = 10_000;
-
-/// The sending half of the Raft loop's input channel.
-pub type InputSender = SyncSender<Input>;
-
-/// Why a write or a linearizable read did not go through.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum RaftError {
-    #[error("this node is not the leader")]
-    NotLeader { leader: Option<NodeId> },
-    #[error("the cluster is overloaded; retry later")]
-    Overloaded,
-    #[error("leadership changed before the entry committed; it was not applied")]
-    Lost,
-    #[error("the outcome is unknown (leadership or this node changed while the entry was in flight); check before retrying")]
-    Unknown,
-    #[error("{0}")]
-    Rejected(String),
-    #[error("{0}; retry shortly")]
-    Busy(String),
-    #[error("not committed in time (no quorum reachable?); the outcome is unknown")]
-    Timeout,
-    #[error("no leader could confirm the read; retry")]
-    ReadFailed,
-    #[error("the node is shutting down")]
-    ShuttingDown,
-    #[error("storage failure: {0}")]
-    Storage(String),
-    /// The data directory's disk is below its reserve (`store::space`).
-    #[error("{0}")]
-    NoSpace(String),
-}
-
-impl From<ProposeError> for RaftError {
-    fn from(e: ProposeError) -> Self {
-        match e {
-            ProposeError::NotLeader { leader } => RaftError::NotLeader { leader },
-            ProposeError::Overloaded => RaftError::Overloaded,
-            ProposeError::LeaderNotReady | ProposeError::TransferInProgress => {
-                RaftError::Busy(e.to_string())
-            }
-            other => RaftError::Rejected(other.to_string()),
-        }
-    }
-}
-
-/// A request to the Raft loop.
-pub enum Input {
-    /// A message from a peer, with the address the peer says it listens on
-    /// (so a joining node can answer a leader it has no membership for yet).
-    Message(Message, String),
-    /// The transport could not reach this peer.
-    Unreachable(NodeId),
-    /// Append an application command; answered when applied.
-    Propose {
-        command: Vec<u8>,
-        reply: oneshot::Sender<Result<Applied, RaftError>>,
-    },
-    /// Change the membership; answered when applied.
-    ConfChange {
-        change: ConfChange,
-        reply: oneshot::Sender<Result<Applied, RaftError>>,
-    },
-    /// Linearizable read point; answered with an index this node has applied.
-    ReadIndex {
-        reply: oneshot::Sender<Result<Index, RaftError>>,
-    },
-    /// Hand leadership to another voter.
-    TransferLeader {
-        to: NodeId,
-        reply: oneshot::Sender<Result<(), RaftError>>,
-    },
-    /// A background snapshot finished (or failed).
-    SnapshotDone(Result<crate::store::Snapshot, String>),
-    /// Stop the loop.
-    Shutdown,
-    /// Stop the node for good: it must not take part (it lost its data).
-    Fatal(String),
-}
 
 /// What the rest of the node may know about Raft without asking the loop.
 #[derive(Clone, Debug)]

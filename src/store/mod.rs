@@ -448,7 +448,7 @@ impl Store {
 
     /// This data directory's incarnation: random, made on first use, never
     /// changed. A node id seen with another incarnation is a node that lost
-    /// its data (see `node::transport::PeerIncarnations`).
+    /// its data (see `node::peer_service::PeerIncarnations`).
     pub fn incarnation(&self) -> u64 {
         self.incarnation
     }
