@@ -706,7 +706,6 @@ pub const KEYS: &[&str] = &[
     "tls.ca_file",
     "tls.cert_file",
     "tls.key_file",
-    "acl.bootstrap_token_file",
     "tls.verify_client",
     "tls.verify_https_client",
     "tls.insecure_plaintext",
@@ -738,6 +737,7 @@ const TEXT_KEYS: &[&str] = &[
     "tls.ca_file",
     "tls.cert_file",
     "tls.key_file",
+    "acl.bootstrap_token_file",
 ];
 
 fn env_value(key: &str, raw: &str) -> toml::Value {
