@@ -420,10 +420,18 @@ impl Config {
 
     /// The peer address this node announces (see [`Advertise::raft`]).
     pub fn advertised_raft(&self) -> String {
+        self.advertised_raft_or(None)
+    }
+
+    /// [`Config::advertised_raft`], with the address the cluster's stored
+    /// membership has for this node (a node that joined has no initial
+    /// member entry) taking the place before `listen.raft`.
+    pub fn advertised_raft_or(&self, from_membership: Option<String>) -> String {
         self.advertise
             .raft
             .clone()
             .or_else(|| self.own_initial_member().map(|m| m.raft_addr.clone()))
+            .or(from_membership)
             .unwrap_or_else(|| self.listen.raft.to_string())
     }
 

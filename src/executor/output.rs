@@ -15,16 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-/// Which stream a chunk came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OutputStream {
-    /// The job's standard output.
-    Stdout,
-    /// The job's standard error.
-    Stderr,
-    /// A note from Drover itself, e.g. the truncation marker.
-    Notice,
-}
+pub use crate::jobs::OutputStream;
 
 /// A piece of output.
 #[derive(Debug, Clone, PartialEq, Eq)]

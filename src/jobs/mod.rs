@@ -12,12 +12,14 @@ mod job;
 pub mod legacy;
 pub mod lifecycle;
 mod node;
+mod output;
 mod spec;
 
 pub use self::command::{Assignment, Command, CommandError, MAX_COMMAND_ENCODED_BYTES};
 pub use self::id::{JobId, JobIdGenerator, ParseJobIdError};
 pub use self::job::{Attempt, EndReason, Job, JobState};
 pub use self::node::{Capacity, Drain, NodeRecord, NodeStatus, Reserved};
+pub use self::output::OutputStream;
 pub use self::spec::{
     limits, JobSpec, Resources, RetryPolicy, SpecError, MAX_ARGS_BYTES, MAX_COMMAND_BYTES,
 };

@@ -169,19 +169,8 @@ impl Node {
             failed: None,
         };
         let (status_tx, status_rx) = watch::channel(initial);
-        let advertised_raft = config
-            .advertise
-            .raft
-            .clone()
-            .or_else(|| {
-                config
-                    .initial_members
-                    .iter()
-                    .find(|m| m.id == config.node_id)
-                    .map(|m| m.raft_addr.clone())
-            })
-            .or_else(|| membership.peer(config.node_id).map(|p| p.raft_addr.clone()))
-            .unwrap_or_else(|| config.listen.raft.to_string());
+        let advertised_raft =
+            config.advertised_raft_or(membership.peer(config.node_id).map(|p| p.raft_addr.clone()));
         let outbound = transport::Outbound::new(
             config.cluster_id.clone(),
             (config.node_id, store.incarnation()),

@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::Stream;
 use tokio::sync::watch;
 
-use crate::executor::OutputStream;
 use crate::jobs::JobId;
+use crate::jobs::OutputStream;
 use crate::store::{AppendOutcome, SpaceGuard, Store, StoreError, StoredChunk};
 
 /// Bound on the data a follower reads from the store at a time, and so on

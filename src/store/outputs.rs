@@ -16,8 +16,8 @@
 //! next flush of the store (any Raft persist) makes them durable in passing.
 
 use super::{lock, Store, StoreError};
-use crate::executor::OutputStream;
 use crate::jobs::JobId;
+use crate::jobs::OutputStream;
 
 /// The seq reserved for an attempt's metadata; no chunk has it.
 const META_SEQ: u64 = u64::MAX;

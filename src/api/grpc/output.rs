@@ -47,7 +47,7 @@ pub(super) fn pick_attempt(
 }
 
 pub(super) fn chunk_to_proto(chunk: crate::store::StoredChunk, attempt: u32) -> pb::OutputChunk {
-    use crate::executor::OutputStream;
+    use crate::jobs::OutputStream;
     pb::OutputChunk {
         seq: chunk.seq,
         stream: match chunk.stream {
