@@ -190,20 +190,33 @@ async fn a_mutual_tls_cluster_serves_every_client_and_refuses_impostors() {
         );
     }
     std::fs::copy(certs.path().join("ca.pem"), expired.path().join("ca.pem")).expect("copy CA");
-    let stderr = common::wait_for(
-        "the certificate made with --days 0 to expire",
+    // Made with --days 0, both expire within a second of being made: wait
+    // until `inspect` says so for each.
+    common::wait_for(
+        "the certificates made with --days 0 to expire",
         WAIT,
         || async {
-            let old = expired.path().join("client-old");
-            let out = tls_cli(&cluster.nodes[0].api, certs.path(), Some(&old));
-            (!out.status.success()).then(|| {
-                let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-                assert_eq!(out.status.code(), Some(3), "{stderr}");
-                stderr
-            })
+            ["client-old.pem", "node-2.pem"]
+                .iter()
+                .all(|name| {
+                    let out = Command::new(drover_bin())
+                        .args(["tls", "cert", "inspect", "--output", "json"])
+                        .arg(expired.path().join(name))
+                        .output()
+                        .expect("inspect");
+                    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                        .ok()
+                        .and_then(|v| v["expires_in_secs"].as_i64())
+                        .is_some_and(|secs| secs < 0)
+                })
+                .then_some(())
         },
     )
     .await;
+    let old = expired.path().join("client-old");
+    let out = tls_cli(&cluster.nodes[0].api, certs.path(), Some(&old));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(stderr.contains("expired"), "{stderr}");
     // The node itself refuses it too (not only the CLI's own check).
     let endpoint = tonic::transport::Endpoint::from_shared(cluster.api_url(0))
