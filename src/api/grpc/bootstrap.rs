@@ -20,6 +20,7 @@ use crate::api::auth::{bearer, calling_node};
 use crate::api::convert::token_to_proto;
 use crate::jobs::Command;
 use crate::proto::v1 as pb;
+use crate::store::backup::hex;
 use crate::store::Applied;
 
 /// Metadata key of a forwarded bootstrap: the SHA-256 (hex) of the secret
@@ -63,10 +64,6 @@ fn already() -> Status {
     Status::failed_precondition(
         "the ACL system is already bootstrapped; ask an admin for a token (`drover acl token create`)",
     )
-}
-
-fn hex(bytes: &[u8; 32]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<[u8; 32]> {
