@@ -422,53 +422,56 @@ async fn bad_input_gets_typed_errors() {
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{what}: {err:?}");
     }
-    let err = client
-        .list_jobs(pb::ListJobsRequest {
-            page_token: "not-a-token".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.code(),
-        tonic::Code::InvalidArgument,
-        "bad page token: {err:?}"
-    );
-    let err = client
-        .list_jobs(pb::ListJobsRequest {
-            states: vec!["DONE".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.code(),
-        tonic::Code::InvalidArgument,
-        "bad state filter: {err:?}"
-    );
-    let err = client
-        .stop_job(pb::StopJobRequest {
-            id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.code(),
-        tonic::Code::NotFound,
-        "stop of an unknown job: {err:?}"
-    );
-    let err = client
-        .drain_node(pb::DrainNodeRequest {
-            id: 99,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.code(),
-        tonic::Code::NotFound,
-        "drain of an unknown node: {err:?}"
-    );
+    // Other refused calls: (what, the code expected, the answer).
+    let refused = vec![
+        (
+            "bad page token",
+            tonic::Code::InvalidArgument,
+            client
+                .list_jobs(pb::ListJobsRequest {
+                    page_token: "not-a-token".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "bad state filter",
+            tonic::Code::InvalidArgument,
+            client
+                .list_jobs(pb::ListJobsRequest {
+                    states: vec!["DONE".into()],
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "stop of an unknown job",
+            tonic::Code::NotFound,
+            client
+                .stop_job(pb::StopJobRequest {
+                    id: "01ARZ3NDEKTSV4RRFFQ69G5FAV".into(),
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "drain of an unknown node",
+            tonic::Code::NotFound,
+            client
+                .drain_node(pb::DrainNodeRequest {
+                    id: 99,
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        ),
+    ];
+    for (what, code, answer) in refused {
+        let err = answer.expect_err(what);
+        assert_eq!(err.code(), code, "{what}: {err:?}");
+    }
     // Nothing was written by the refused requests.
     let ids = all_job_ids(&mut client).await.expect("list");
     assert!(ids.is_empty(), "refused submissions wrote jobs: {ids:?}");

@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use drover::jobs::Applied;
 use drover::jobs::{Command, Job, JobId, JobSpec, JobState};
 use drover::raft::{
     ConfChange, Entry, HardState, Membership, Payload, PeerInfo, Ready, SnapshotMeta,
 };
 use drover::store::migrations::{self, Migration};
-use drover::store::{Applied, Store, StoreError};
+use drover::store::{Store, StoreError};
 use sled::Transactional;
 
 const CLUSTER: &str = "test-cluster";

@@ -97,7 +97,6 @@ pub fn authorize<T>(node: &Node, request: &Request<T>, action: Action) -> Result
             };
             let token = match secret {
                 Some(secret) => node
-                    .store
                     .token_by_hash(&acl::hash_secret(secret))
                     .map_err(|e| Status::internal(e.to_string()))?,
                 None => None,
@@ -154,8 +153,7 @@ fn forwarded_caller<T>(node: &Node, request: &Request<T>) -> Result<Option<Optio
     let accessor = value
         .to_str()
         .map_err(|_| Status::invalid_argument(format!("{FORWARDED_CALLER} is not valid text")))?;
-    node.store
-        .token(accessor)
+    node.token(accessor)
         .map(Some)
         .map_err(|e| Status::internal(e.to_string()))
 }
@@ -186,7 +184,7 @@ pub fn forward_identity(node: &Node, from: &MetadataMap, to: &mut MetadataMap) {
     let Ok(Some(secret)) = bearer(from) else {
         return;
     };
-    let Ok(Some(token)) = node.store.token_by_hash(&acl::hash_secret(secret)) else {
+    let Ok(Some(token)) = node.token_by_hash(&acl::hash_secret(secret)) else {
         return;
     };
     if let Ok(value) = token.accessor.parse() {

@@ -1,5 +1,6 @@
-//! Binds the listeners and runs the gRPC servers (and the REST API, when
-//! `listen.http` is set) until shutdown.
+//! Binds the listeners and starts the gRPC servers (and the REST API, when
+//! `listen.http` is set); the node's own loops and its shutdown order are
+//! `node::run`'s.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,11 +10,12 @@ use tonic::transport::server::TcpIncoming;
 
 use super::grpc::DroverService;
 use crate::node::peer_service::PeerService;
+use crate::node::run::Listeners;
 use crate::node::wire::MAX_RPC_BYTES;
 use crate::node::Node;
 use crate::proto::raft::raft_peer_server::RaftPeerServer;
 use crate::proto::v1::drover_server::DroverServer;
-use crate::tls::{tls_incoming, Listener, TlsIdentity};
+use crate::tls::{tls_incoming, Listener};
 
 /// A gRPC server running until its shutdown signal (plaintext or TLS: two
 /// incoming types, one future type).
@@ -93,12 +95,15 @@ pub async fn serve(
                 DroverServer::from_arc(service.clone())
                     .max_decoding_message_size(MAX_CLIENT_MESSAGE),
             );
-            tokio::spawn(router.serve_with_incoming_shutdown(
+            let serving = router.serve_with_incoming_shutdown(
                 tokio_stream::wrappers::UnixListenerStream::new(listener),
                 async move {
                     let _ = stop.recv().await;
                 },
-            ))
+            );
+            tokio::spawn(async move {
+                let _ = serving.await;
+            })
         });
     let raft_router = tonic::transport::Server::builder().add_service(
         RaftPeerServer::new(peer)
@@ -118,13 +123,16 @@ pub async fn serve(
         }
     };
     let http_task = http_listener.map(|listener| {
-        tokio::spawn(super::http::serve(
+        let serving = super::http::serve(
             listener,
             node.tls.clone(),
             service.clone(),
             node.config.acl.cors_origins.clone(),
             stop_tx.subscribe(),
-        ))
+        );
+        tokio::spawn(async move {
+            let _ = serving.await;
+        })
     });
     let (grpc, rest) = match node.tls {
         Some(_) => ("grpc+tls", "https"),
@@ -145,100 +153,22 @@ pub async fn serve(
              these ports can change the cluster's state"
         );
     }
-    let api_task = tokio::spawn(api);
-    let raft_task = tokio::spawn(raft);
-    let scheduler_task = tokio::spawn(crate::node::scheduler_loop::run(node.clone()));
-    let tls_task = node.tls.clone().map(|tls| tokio::spawn(watch_tls(tls)));
-    let worker_task = tokio::spawn(crate::node::worker::run(node.clone()));
-    let failure = tokio::select! {
-        _ = shutdown => None,
-        reason = node.failure() => Some(reason),
+    let mut tasks = vec![
+        tokio::spawn(async move {
+            let _ = api.await;
+        }),
+        tokio::spawn(async move {
+            let _ = raft.await;
+        }),
+    ];
+    tasks.extend(http_task);
+    tasks.extend(socket_task);
+    let listeners = Listeners {
+        stop: stop_tx,
+        tasks,
+        held_until_stopped: Box::new(socket),
     };
-    if failure.is_none() {
-        // A planned stop (SIGTERM, Ctrl-C): leave no leaderless gap. The
-        // listeners still serve meanwhile, so the transfer can complete.
-        node.hand_over_leadership(std::time::Duration::from_secs(5))
-            .await;
-    }
-    let _ = stop_tx.send(());
-    // Open watches would hold the graceful shutdown of the gRPC server
-    // forever: end them (UNAVAILABLE; clients resume on another node).
-    node.events.close();
-    // Running containers are left running: a restarted node reattaches.
-    scheduler_task.abort();
-    if let Some(task) = tls_task {
-        task.abort();
-    }
-    worker_task.abort();
-    let _ = api_task.await;
-    let _ = raft_task.await;
-    if let Some(task) = http_task {
-        let _ = task.await;
-    }
-    if let Some(task) = socket_task {
-        let _ = task.await;
-    }
-    drop(socket);
-    node.shutdown();
-    match failure {
-        None => Ok(()),
-        Some(reason) => Err(anyhow::anyhow!("node stopped: {reason}")),
-    }
-}
-
-/// How often the TLS files are checked for a change.
-const TLS_POLL: std::time::Duration = std::time::Duration::from_secs(5);
-/// A certificate this close to expiry is warned about (daily).
-const TLS_EXPIRY_WARNING_SECS: i64 = 30 * 24 * 3600;
-
-/// Reloads the TLS identity on SIGHUP and when its files change; warns
-/// (at start, then daily) once the certificate is within 30 days of expiry.
-async fn watch_tls(tls: Arc<TlsIdentity>) {
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(signal) => Some(signal),
-        Err(e) => {
-            tracing::warn!("cannot watch SIGHUP (certificates reload on file changes only): {e}");
-            None
-        }
-    };
-    let mut last_warning: Option<std::time::Instant> = None;
-    loop {
-        let loaded = tls.current();
-        let left = loaded.not_after - crate::node::now_unix_secs();
-        if left < TLS_EXPIRY_WARNING_SECS
-            && last_warning.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(86_400))
-        {
-            last_warning = Some(std::time::Instant::now());
-            tracing::warn!(
-                subject = %loaded.subject,
-                days_left = left / 86_400,
-                "the TLS certificate expires soon: renew it (`drover tls cert create`), then SIGHUP"
-            );
-        }
-        let signalled = tokio::select! {
-            got = async {
-                match hangup.as_mut() {
-                    Some(signal) => signal.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => got.is_some(),
-            _ = tokio::time::sleep(TLS_POLL) => false,
-        };
-        if !signalled && !tls.files_changed() {
-            continue;
-        }
-        match tls.reload() {
-            Ok(loaded) => {
-                last_warning = None;
-                tracing::info!(
-                    subject = %loaded.subject,
-                    expires_in_days = (loaded.not_after - crate::node::now_unix_secs()) / 86_400,
-                    "TLS certificates reloaded: new connections use them"
-                )
-            }
-            Err(e) => tracing::error!("TLS reload refused, the certificates in force stay: {e}"),
-        }
-    }
+    crate::node::run::run(node, listeners, shutdown).await
 }
 
 /// Accepted connections with Nagle off: Raft messages and small replies must

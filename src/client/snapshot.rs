@@ -154,38 +154,20 @@ fn seed(
     raft_addr: String,
     api_addr: String,
 ) -> Result<(), Failure> {
-    let bytes = read_file(file)?;
-    // Verified before the data directory is even created.
-    let header = backup::read(&bytes)
-        .map_err(|e| failed(format!("{}: {e}", file.display())))?
-        .header;
     if node_id == 0 {
         return Err(Failure {
             message: "--node-id must be positive".into(),
             code: EXIT_USAGE,
         });
     }
-    let non_empty = std::fs::read_dir(data_dir).is_ok_and(|mut d| d.next().is_some());
-    if non_empty {
-        return Err(failed(format!(
-            "{} is not empty: seed a new, empty data directory (this never overwrites a node)",
-            data_dir.display()
-        )));
-    }
-    let cluster_id = cluster_id.unwrap_or_else(|| header.cluster_id.clone());
-    let store = crate::store::Store::open(data_dir, &cluster_id, node_id)
-        .map_err(|e| failed(e.to_string()))?;
-    let mut membership = crate::raft::Membership::default();
-    membership.voters.insert(
-        node_id,
-        crate::raft::PeerInfo {
-            raft_addr: raft_addr.clone(),
-            api_addr: api_addr.clone(),
-        },
-    );
-    let seeded = store
-        .seed_from_backup(&bytes, membership, crate::node::now_ms())
-        .map_err(failed)?;
+    let bytes = read_file(file)?;
+    let peer = crate::raft::PeerInfo {
+        raft_addr: raft_addr.clone(),
+        api_addr: api_addr.clone(),
+    };
+    let seeded = crate::store::seed_data_dir(&bytes, data_dir, node_id, cluster_id, peer)
+        .map_err(|e| failed(format!("{}: {e}", file.display())))?;
+    let cluster_id = seeded.cluster_id.clone();
     match output {
         Output::Json => println!(
             "{}",

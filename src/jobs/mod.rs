@@ -6,6 +6,7 @@
 //! and on-the-wire format: append new variants at the end, and change a
 //! struct only together with a schema migration (see `migrations/`).
 
+mod applied;
 mod command;
 mod id;
 mod job;
@@ -15,11 +16,12 @@ mod node;
 mod output;
 mod spec;
 
+pub use self::applied::Applied;
 pub use self::command::{Assignment, Command, CommandError, MAX_COMMAND_ENCODED_BYTES};
 pub use self::id::{JobId, JobIdGenerator, ParseJobIdError};
 pub use self::job::{Attempt, EndReason, Job, JobState};
 pub use self::node::{Capacity, Drain, NodeRecord, NodeStatus, Reserved};
-pub use self::output::OutputStream;
+pub use self::output::{OutputChunk, OutputStream};
 pub use self::spec::{
     limits, JobSpec, Resources, RetryPolicy, SpecError, MAX_ARGS_BYTES, MAX_COMMAND_BYTES,
 };

@@ -30,9 +30,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
+use crate::jobs::Applied;
 use crate::jobs::{Job, JobId, JobState};
 use crate::raft::{Index, NodeId};
-use crate::store::Applied;
 
 /// Events the ring holds: at about 80 bytes each, 5 MiB per node; enough
 /// for a watcher to reconnect after minutes of a busy cluster.

@@ -6,8 +6,8 @@ use std::sync::mpsc::SyncSender;
 
 use tokio::sync::oneshot;
 
+use crate::jobs::Applied;
 use crate::raft::{ConfChange, Index, Message, NodeId, ProposeError};
-use crate::store::Applied;
 
 /// The sending half of the Raft loop's input channel.
 pub type InputSender = SyncSender<Input>;

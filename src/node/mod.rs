@@ -1,6 +1,7 @@
 //! Wiring: the only place that connects the Raft core, the store, the
 //! transport and the servers. A [`Node`] is the handle the API layer uses.
 
+pub mod backup;
 pub mod dial;
 pub mod events;
 pub mod input;
@@ -8,11 +9,14 @@ pub mod metrics;
 pub mod output_hub;
 pub mod peer_service;
 pub mod raft_loop;
+mod reads;
 pub mod reports;
+pub mod run;
 pub mod scheduler_loop;
 pub mod transport;
 pub mod wire;
 pub mod worker;
+pub mod writes;
 
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
@@ -21,10 +25,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
+use crate::jobs::Applied;
 use crate::jobs::Command;
 use crate::raft::{self, ConfChange, Index, NodeId, Role};
 use crate::scheduler::Liveness;
-use crate::store::{Applied, SpaceGuard, Store, StoreError};
+use crate::store::{SpaceGuard, Store, StoreError};
 
 pub use input::{Input, InputSender, RaftError};
 pub use raft_loop::RaftStatus;
@@ -62,7 +67,9 @@ pub enum StartError {
 /// A running node: the Raft loop thread plus what the API needs.
 pub struct Node {
     pub config: Config,
-    pub store: Arc<Store>,
+    /// The node's store: read and written only through the node's own
+    /// methods (`reads`, `writes`), never by the front ends.
+    store: Arc<Store>,
     /// Node liveness as heard in heartbeats (the leader's soft state).
     pub liveness: Liveness,
     /// Job output captured on this node, and its live followers.
@@ -82,8 +89,8 @@ pub struct Node {
     /// What `GET /metrics` serves; moved by the Raft loop, the store's
     /// fsyncs and the executor.
     pub metrics: Arc<metrics::Metrics>,
-    /// Channels to peers for reports and heartbeats.
-    peers: reports::PeerClients,
+    /// Channels to other nodes: forwarding, output reads, reports.
+    pub channels: dial::Channels,
     inputs: InputSender,
     status: watch::Receiver<RaftStatus>,
     applied: watch::Receiver<Index>,
@@ -225,7 +232,7 @@ impl Node {
             space,
             peer_disks,
             metrics,
-            peers: reports::PeerClients::new(dialer.clone()),
+            channels: dial::Channels::new(dialer.clone()),
             tls,
             dialer,
             inputs: input_tx,

@@ -21,8 +21,9 @@ use futures::Stream;
 use tokio::sync::watch;
 
 use crate::jobs::JobId;
+use crate::jobs::OutputChunk;
 use crate::jobs::OutputStream;
-use crate::store::{AppendOutcome, SpaceGuard, Store, StoreError, StoredChunk};
+use crate::store::{AppendOutcome, SpaceGuard, Store, StoreError};
 
 /// Bound on the data a follower reads from the store at a time, and so on
 /// what it buffers (one chunk bigger than this is still read whole).
@@ -232,7 +233,7 @@ pub struct Subscription {
     /// Seq of the last chunk read from the store (and so of the last in
     /// `buffer`, or the last yielded if it is empty).
     cursor: Option<u64>,
-    buffer: VecDeque<StoredChunk>,
+    buffer: VecDeque<OutputChunk>,
     /// The writer's progress, while following a live attempt.
     live: Option<watch::Receiver<Progress>>,
     done: bool,
@@ -252,7 +253,7 @@ impl std::fmt::Debug for Subscription {
 impl Subscription {
     /// The next chunk in seq order; `None` at the end. A store error is
     /// yielded once and ends the subscription.
-    pub async fn next(&mut self) -> Option<Result<StoredChunk, StoreError>> {
+    pub async fn next(&mut self) -> Option<Result<OutputChunk, StoreError>> {
         loop {
             if let Some(chunk) = self.buffer.pop_front() {
                 return Some(Ok(chunk));
@@ -297,7 +298,7 @@ impl Subscription {
     }
 
     /// The subscription as a `Stream`, for gRPC and SSE responses.
-    pub fn into_stream(self) -> impl Stream<Item = Result<StoredChunk, StoreError>> + Send {
+    pub fn into_stream(self) -> impl Stream<Item = Result<OutputChunk, StoreError>> + Send {
         futures::stream::unfold(self, |mut sub| async move {
             let item = sub.next().await?;
             Some((item, sub))
@@ -325,7 +326,7 @@ mod tests {
     }
 
     /// The next item, failing the test if it takes longer than the deadline.
-    async fn next(sub: &mut Subscription) -> Option<StoredChunk> {
+    async fn next(sub: &mut Subscription) -> Option<OutputChunk> {
         tokio::time::timeout(DEADLINE, sub.next())
             .await
             .expect("the subscription did not answer in time")

@@ -21,8 +21,9 @@ use super::events::{self, EventLog};
 use super::input::{Input, InputSender, RaftError};
 use super::metrics::Metrics;
 use super::transport::Outbound;
+use crate::jobs::Applied;
 use crate::raft::{Index, Membership, Message, MessageBody, NodeId, RawNode, Ready, Role, Term};
-use crate::store::{Applied, SpaceGuard, SpaceLevel, Store};
+use crate::store::{SpaceGuard, SpaceLevel, Store};
 
 /// Inputs waiting in the channel before senders are refused.
 pub const INPUT_QUEUE: usize = 16_384;

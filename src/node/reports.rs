@@ -2,18 +2,15 @@
 //! labels, capacity) and reports on its own attempts (Started / Finished),
 //! which the leader proposes on its behalf. Both ride the peer service.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::Channel;
-
 use super::{Node, RaftError};
+use crate::jobs::Applied;
 use crate::jobs::{Capacity, Command};
 use crate::proto::raft::raft_peer_client::RaftPeerClient;
 use crate::proto::raft::{NodeHeartbeat, ReportRequest};
 use crate::raft::{Index, NodeId};
-use crate::store::Applied;
 
 /// Deadline of one report or heartbeat RPC.
 const RPC_TIMEOUT: Duration = Duration::from_secs(15);
@@ -38,38 +35,6 @@ pub enum ReportError {
     Invalid(String),
 }
 
-/// One lazily connected channel per peer address.
-pub struct PeerClients {
-    dialer: super::dial::Dialer,
-    channels: Mutex<HashMap<String, Channel>>,
-}
-
-impl PeerClients {
-    /// No channel yet; each is made by `dialer` on first use.
-    pub fn new(dialer: super::dial::Dialer) -> PeerClients {
-        PeerClients {
-            dialer,
-            channels: Mutex::default(),
-        }
-    }
-
-    /// The client for node `id`'s raft address.
-    pub fn get(&self, id: NodeId, addr: &str) -> Result<RaftPeerClient<Channel>, String> {
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(addr) {
-            return Ok(RaftPeerClient::new(channel.clone()));
-        }
-        let channel = self
-            .dialer
-            .endpoint(id, addr)?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(RPC_TIMEOUT)
-            .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(RaftPeerClient::new(channel))
-    }
-}
-
 impl Node {
     /// Sends this node's report on its own work to the leader (or proposes
     /// it, if this node leads) and returns the state machine's verdict.
@@ -88,8 +53,9 @@ impl Node {
             .map(|p| p.raft_addr.clone())
             .ok_or_else(|| ReportError::Unreachable(format!("no address for leader {leader}")))?;
         let mut client = self
-            .peers
-            .get(leader, &addr)
+            .channels
+            .get(leader, &addr, RPC_TIMEOUT)
+            .map(RaftPeerClient::new)
             .map_err(ReportError::Unreachable)?;
         let bytes = command
             .encode()
@@ -121,7 +87,11 @@ impl Node {
             let addr = membership.peer(id).map(|p| p.raft_addr.clone());
             async move {
                 let Some(addr) = addr else { return Some(id) };
-                let Ok(mut client) = self.peers.get(id, &addr) else {
+                let Ok(mut client) = self
+                    .channels
+                    .get(id, &addr, RPC_TIMEOUT)
+                    .map(RaftPeerClient::new)
+                else {
                     return Some(id);
                 };
                 let request = crate::proto::raft::WaitAppliedRequest {
@@ -208,7 +178,11 @@ impl Node {
             else {
                 continue;
             };
-            let Ok(mut client) = self.peers.get(leader, &addr) else {
+            let Ok(mut client) = self
+                .channels
+                .get(leader, &addr, RPC_TIMEOUT)
+                .map(RaftPeerClient::new)
+            else {
                 continue;
             };
             let beat = NodeHeartbeat {

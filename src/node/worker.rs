@@ -21,7 +21,7 @@ use super::reports::ReportOutcome;
 use super::{now_ms, unix_ms, Node};
 use crate::executor::docker::{DockerConfig, DockerDriver};
 use crate::executor::{
-    ContainerInfo, Driver, ExecError, OutputSink, Reason, RunSpec, Started, LABEL_CLUSTER,
+    ContainerInfo, Driver, ExecError, Handle, OutputSink, Reason, RunSpec, Started, LABEL_CLUSTER,
     LABEL_NODE,
 };
 use crate::jobs::{Command, EndReason, Job, JobId, JobState};
@@ -379,24 +379,8 @@ impl Worker {
                     }
                     .in_current_span(),
                 );
-                let outcome = self.driver.wait(handle).await;
-                let _ = pump.await;
-                let end = match outcome {
-                    Ok(outcome) => End::from_outcome(outcome),
-                    Err(e) => {
-                        self.node.metrics.executor_error(ExecutorOp::Wait);
-                        End::platform(
-                            EndReason::StartFailed,
-                            format!("lost track of the container: {e}"),
-                        )
-                    }
-                };
-                self.finish(&job, attempt, end).await;
-                if let Err(e) = self.driver.remove(&container).await {
-                    self.node.metrics.executor_error(ExecutorOp::Remove);
-                    tracing::warn!("cannot remove container: {e}");
-                }
-                self.forget(job.id, attempt);
+                self.follow_to_end(&job, attempt, handle, pump, &container)
+                    .await;
                 return;
             }
             Err(ExecError::AlreadyExists(name)) => {
@@ -446,6 +430,21 @@ impl Worker {
             };
             self.report_until_verdict(&command, job.id, attempt).await;
         }
+        self.follow_to_end(&job, attempt, handle, pump, &info.container_id)
+            .await;
+    }
+
+    /// The common end of a started and a reattached attempt: wait for the
+    /// container, drain its output, report the end, remove the container
+    /// (only after the report, so a restart in between finds it again).
+    async fn follow_to_end(
+        &self,
+        job: &Job,
+        attempt: u32,
+        handle: Handle,
+        pump: tokio::task::JoinHandle<()>,
+        container: &str,
+    ) {
         let outcome = self.driver.wait(handle).await;
         let _ = pump.await;
         let end = match outcome {
@@ -458,8 +457,8 @@ impl Worker {
                 )
             }
         };
-        self.finish(&job, attempt, end).await;
-        if let Err(e) = self.driver.remove(&info.container_id).await {
+        self.finish(job, attempt, end).await;
+        if let Err(e) = self.driver.remove(container).await {
             self.node.metrics.executor_error(ExecutorOp::Remove);
             tracing::warn!("cannot remove container: {e}");
         }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::snapshot;
-use crate::acl::Token;
+use crate::acl::{hex, Token};
 use crate::jobs::{Job, JobState};
 use crate::raft::{Index, Membership, Term};
 
@@ -90,11 +90,6 @@ pub struct Backup {
     pub header: BackupHeader,
     /// The compressed body.
     pub body: Vec<u8>,
-}
-
-/// Lowercase hex of a digest.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// SHA-256 of `bytes`.

@@ -105,14 +105,13 @@ use crate::jobs::Job;
 use crate::raft::NodeId;
 
 pub use self::error::StoreError;
-pub use self::outputs::{AppendOutcome, StoredChunk};
+pub use self::outputs::AppendOutcome;
 
 /// A snapshot's metadata and its bytes (the format of `store::snapshot`),
 /// shared rather than copied because it may be large and is sent to peers.
 pub type Snapshot = (crate::raft::SnapshotMeta, std::sync::Arc<Vec<u8>>);
-pub use self::apply::Applied;
 pub use self::queries::MAX_LIST_LIMIT;
-pub use self::restore::Seeded;
+pub use self::restore::{seed_data_dir, Seeded};
 pub use self::snapshot::check_received as check_received_snapshot;
 /// Writes a file so a crash never leaves half of it under its name (temp
 /// file, fsync, rename, directory fsync): snapshot files and backups.

@@ -17,7 +17,7 @@
 
 use super::{lock, Store, StoreError};
 use crate::jobs::JobId;
-use crate::jobs::OutputStream;
+use crate::jobs::{OutputChunk, OutputStream};
 
 /// The seq reserved for an attempt's metadata; no chunk has it.
 const META_SEQ: u64 = u64::MAX;
@@ -29,18 +29,6 @@ const META_LEN: usize = 8 + 8 + 1;
 const TAG_STDOUT: u8 = 1;
 const TAG_STDERR: u8 = 2;
 const TAG_NOTICE: u8 = 3;
-
-/// One stored piece of an attempt's output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredChunk {
-    /// Position in the attempt's output; increasing, starting at 0. A
-    /// reader resumes after the last seq it saw.
-    pub seq: u64,
-    /// Which stream it came from.
-    pub stream: OutputStream,
-    /// The bytes, as written.
-    pub data: Vec<u8>,
-}
 
 /// What [`Store::append_output`] did with a chunk, so the caller can tell
 /// followers which seqs are new.
@@ -212,7 +200,7 @@ impl Store {
         attempt: u32,
         after_seq: Option<u64>,
         max_bytes: usize,
-    ) -> Result<Vec<StoredChunk>, StoreError> {
+    ) -> Result<Vec<OutputChunk>, StoreError> {
         let prefix = attempt_prefix(job, attempt);
         let start = match after_seq {
             None => 0,
@@ -313,7 +301,7 @@ impl Store {
         }
     }
 
-    fn decode_chunk(&self, key: &[u8], value: &[u8]) -> Result<StoredChunk, StoreError> {
+    fn decode_chunk(&self, key: &[u8], value: &[u8]) -> Result<OutputChunk, StoreError> {
         let seq = key
             .get(PREFIX_LEN..)
             .and_then(|s| <[u8; 8]>::try_from(s).ok())
@@ -325,7 +313,7 @@ impl Store {
             _ => None,
         };
         match (seq, stream) {
-            (Some(seq), Some(stream)) => Ok(StoredChunk {
+            (Some(seq), Some(stream)) => Ok(OutputChunk {
                 seq,
                 stream,
                 data: value[1..].to_vec(),
@@ -351,7 +339,7 @@ mod tests {
         JobId::from_parts(1_700_000_000_000, n)
     }
 
-    fn all(store: &Store, job: &JobId, attempt: u32) -> Vec<StoredChunk> {
+    fn all(store: &Store, job: &JobId, attempt: u32) -> Vec<OutputChunk> {
         store.read_output(job, attempt, None, usize::MAX).unwrap()
     }
 

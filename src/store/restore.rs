@@ -15,11 +15,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::apply::Applied;
 use super::indexes::{self, CountDelta, SmTx, Tx};
 use super::{backup, codec, Store, StoreError};
 use crate::acl::Token;
-use crate::jobs::{lifecycle, EndReason, Job};
+use crate::jobs::{lifecycle, Applied, EndReason, Job};
 
 const KEY_META: &[u8] = b"meta";
 
@@ -204,12 +203,44 @@ impl Store {
 /// What seeding a data directory from a backup produced.
 #[derive(Clone, Debug)]
 pub struct Seeded {
+    /// The cluster the seeded node belongs to.
+    pub cluster_id: String,
     /// The log index the node starts from.
     pub index: crate::raft::Index,
     /// Jobs restored.
     pub jobs: u64,
     /// Tokens restored.
     pub tokens: u64,
+}
+
+/// `drover operator snapshot restore FILE --data-dir DIR --node-id N`, the
+/// whole offline restore in one call: verifies the file before the data
+/// directory is even created, refuses a directory that holds anything,
+/// and seeds a new store there whose only member is this node at `peer`.
+/// `cluster_id` defaults to the backup's.
+pub fn seed_data_dir(
+    file: &[u8],
+    data_dir: &std::path::Path,
+    node_id: crate::raft::NodeId,
+    cluster_id: Option<String>,
+    peer: crate::raft::PeerInfo,
+) -> Result<Seeded, String> {
+    let header = backup::read(file).map_err(|e| e.to_string())?.header;
+    let non_empty = std::fs::read_dir(data_dir).is_ok_and(|mut d| d.next().is_some());
+    if non_empty {
+        return Err(format!(
+            "{} is not empty: seed a new, empty data directory (this never overwrites a node)",
+            data_dir.display()
+        ));
+    }
+    let cluster_id = cluster_id.unwrap_or(header.cluster_id);
+    let store = Store::open(data_dir, &cluster_id, node_id).map_err(|e| e.to_string())?;
+    let mut membership = crate::raft::Membership::default();
+    membership.voters.insert(node_id, peer);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    store.seed_from_backup(file, membership, now_ms)
 }
 
 impl Store {
@@ -267,6 +298,7 @@ impl Store {
         };
         self.persist(&ready).map_err(|e| e.to_string())?;
         Ok(Seeded {
+            cluster_id: self.cluster_id.clone(),
             index: header.index,
             jobs: jobs.len() as u64,
             tokens: state.tokens.len() as u64,

@@ -11,9 +11,9 @@ use crate::acl::{self, Action, Token};
 use crate::api::auth::{authorize, Caller};
 use crate::api::convert::token_to_proto;
 use crate::jobs::Command;
+use crate::node::writes::Change;
 use crate::node::{now_ms, Node};
 use crate::proto::v1 as pb;
-use crate::store::Applied;
 
 /// How long a token change waits for the other members to apply it.
 pub(super) const ACL_PROPAGATION_WAIT: Duration = Duration::from_secs(3);
@@ -42,9 +42,9 @@ pub(super) fn mint_token_with_hash(name: String, role: acl::Role, secret_hash: [
 pub(super) async fn propose_acl(
     node: &Node,
     command: Command,
-) -> Result<(Applied, Vec<u64>), Status> {
-    let applied = node.propose_command(&command).await.map_err(raft_status)?;
-    let index = node.store.applied_index();
+) -> Result<(Change<Token>, Vec<u64>), Status> {
+    let applied = node.change_token(command).await.map_err(raft_status)?;
+    let index = node.applied_index();
     let unconfirmed = node.wait_cluster_applied(index, ACL_PROPAGATION_WAIT).await;
     if !unconfirmed.is_empty() {
         tracing::warn!(
@@ -73,15 +73,12 @@ impl DroverService {
                 let (applied, unconfirmed) =
                     propose_acl(&node, Command::AclCreateToken { token }).await?;
                 match applied {
-                    Applied::Token(token) => Ok(pb::AclTokenSecret {
+                    Change::Done(token) => Ok(pb::AclTokenSecret {
                         token: Some(token_to_proto(&token)),
                         secret,
                         unconfirmed_nodes: unconfirmed,
                     }),
-                    Applied::Refused { reason } => Err(Status::aborted(reason)),
-                    other => Err(Status::internal(format!(
-                        "unexpected apply result {other:?}"
-                    ))),
+                    Change::Refused(reason) => Err(Status::aborted(reason)),
                 }
             },
             |mut client, req| async move { client.create_token(req).await },
@@ -96,7 +93,6 @@ impl DroverService {
         authorize(&self.node, &request, Action::ManageTokens)?;
         let tokens = self
             .node
-            .store
             .tokens()
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ListTokensResponse {
@@ -122,8 +118,7 @@ impl DroverService {
                 // Unknown accessors are refused without a log entry (after
                 // a barrier, as a new leader may lag its predecessor).
                 let known = |node: &Node| {
-                    node.store
-                        .token(&req.accessor)
+                    node.token(&req.accessor)
                         .map(|t| t.is_some())
                         .map_err(|e| Status::internal(e.to_string()))
                 };
@@ -138,14 +133,11 @@ impl DroverService {
                 };
                 let (applied, unconfirmed) = propose_acl(&node, command).await?;
                 match applied {
-                    Applied::Revoked(token) => Ok(pb::RevokeTokenResponse {
+                    Change::Done(token) => Ok(pb::RevokeTokenResponse {
                         token: Some(token_to_proto(&token)),
                         unconfirmed_nodes: unconfirmed,
                     }),
-                    Applied::Refused { .. } => Err(not_found()),
-                    other => Err(Status::internal(format!(
-                        "unexpected apply result {other:?}"
-                    ))),
+                    Change::Refused(_) => Err(not_found()),
                 }
             },
             |mut client, req| async move { client.revoke_token(req).await },

@@ -1,5 +1,5 @@
 //! SaveSnapshot and RestoreSnapshot: backups of the state machine, taken
-//! and restored through the leader (file format: `store::backup`).
+//! and restored through the leader (the node makes and verifies the file: `node::backup`).
 
 use std::pin::Pin;
 
@@ -8,10 +8,8 @@ use tonic::{Request, Response, Status};
 use super::{no_leader, raft_status, DroverService, FORWARDED, LEADER_WAIT};
 use crate::acl::Action;
 use crate::api::auth::{authorize, forward_identity};
-use crate::jobs::Command;
-use crate::node::now_ms;
+use crate::node::backup::RestoreError;
 use crate::proto::v1 as pb;
-use crate::store::{backup, Applied};
 
 /// The stream SaveSnapshot answers with.
 pub(super) type SaveStream =
@@ -19,14 +17,8 @@ pub(super) type SaveStream =
 
 /// Bytes per streamed message (far below the 4 MiB message bound).
 const STREAM_CHUNK: usize = 1 << 20;
-/// Bytes per staged log entry (below the 1 MiB command bound).
-const STAGE_CHUNK: usize = 512 << 10;
 /// Largest backup file a node accepts to restore: it is held in memory.
 pub const MAX_BACKUP_BYTES: usize = 2 << 30;
-
-fn internal(e: impl std::fmt::Display) -> Status {
-    Status::internal(e.to_string())
-}
 
 /// A file as a stream of messages, each copied out when it is sent (the
 /// file is not held twice).
@@ -64,20 +56,7 @@ impl DroverService {
             return Ok(Response::new(Box::pin(stream)));
         }
         self.node.read_barrier().await.map_err(raft_status)?;
-        let node = self.node.clone();
-        let file = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, Status> {
-            let (meta, state) = node.store.export_state().map_err(internal)?;
-            backup::write(
-                &node.config.cluster_id,
-                meta.index,
-                meta.term,
-                now_ms(),
-                &state,
-            )
-            .map_err(internal)
-        })
-        .await
-        .map_err(internal)??;
+        let file = self.node.backup_file().await.map_err(raft_status)?;
         let total = file.len() as u64;
         use futures::StreamExt as _;
         Ok(Response::new(Box::pin(chunk_stream(file, total).map(Ok))))
@@ -121,68 +100,20 @@ impl DroverService {
         }
 
         // Verified where it is proposed: the leader (a follower forwards
-        // the file as is), before anything is proposed, without copying it.
-        let verified = backup::read(&file).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        drop(file);
-        let header = verified.header;
-        let body = std::sync::Arc::new(verified.body);
-        let checked = body.clone();
-        tokio::task::spawn_blocking(move || backup::decode_state(&checked).map(|_| ()))
-            .await
-            .map_err(internal)?
-            .map_err(|e| Status::invalid_argument(format!("the backup does not decode: {e}")))?;
-
-        let id = ulid::Ulid::new().to_string();
-        let pieces: Vec<&[u8]> = body.chunks(STAGE_CHUNK).collect();
-        let propose = |command: Command| async move {
-            self.node
-                .propose_command(&command)
-                .await
-                .map_err(raft_status)
-        };
-        let begin = Command::RestoreBegin {
-            id: id.clone(),
-            chunks: u32::try_from(pieces.len()).map_err(internal)?,
-            sha256: backup::sha256(&body),
-        };
-        propose(begin).await?;
-        for (seq, data) in pieces.iter().enumerate() {
-            let chunk = Command::RestoreChunk {
-                id: id.clone(),
-                seq: u32::try_from(seq).map_err(internal)?,
-                data: data.to_vec(),
-            };
-            if let Applied::Refused { reason } = propose(chunk).await? {
-                return Err(Status::aborted(format!(
-                    "the restore was interrupted (another restore started?): {reason}; nothing changed"
-                )));
+        // the file as is), before anything is proposed.
+        match self.node.restore_backup(file).await {
+            Ok(restored) => Ok(Response::new(pb::RestoreSnapshotResponse {
+                index: restored.index,
+                jobs: restored.counts.jobs,
+                tokens: restored.counts.tokens,
+                backup_cluster_id: restored.backup_cluster_id,
+                backup_index: restored.backup_index,
+            })),
+            Err(RestoreError::Invalid(why)) => Err(Status::invalid_argument(why)),
+            Err(RestoreError::Refused(why)) => {
+                Err(Status::aborted(format!("{why}; nothing changed")))
             }
-        }
-        let finish = Command::RestoreFinish {
-            id,
-            at_ms: now_ms(),
-        };
-        match propose(finish).await? {
-            Applied::Restored { jobs, tokens } => {
-                tracing::warn!(
-                    jobs,
-                    tokens,
-                    backup_index = header.index,
-                    backup_cluster = %header.cluster_id,
-                    "restored a backup: the job table and tokens were replaced"
-                );
-                Ok(Response::new(pb::RestoreSnapshotResponse {
-                    index: self.node.store.applied_index(),
-                    jobs,
-                    tokens,
-                    backup_cluster_id: header.cluster_id,
-                    backup_index: header.index,
-                }))
-            }
-            Applied::Refused { reason } => Err(Status::aborted(format!(
-                "the restore was refused: {reason}; nothing changed"
-            ))),
-            other => Err(internal(format!("unexpected apply result {other:?}"))),
+            Err(RestoreError::Raft(e)) => Err(raft_status(e)),
         }
     }
 }

@@ -15,13 +15,12 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use super::{mint_token_with_hash, propose_acl, raft_status, DroverService};
-use crate::acl;
+use crate::acl::{self, hex, unhex};
 use crate::api::auth::{bearer, calling_node};
 use crate::api::convert::token_to_proto;
 use crate::jobs::Command;
+use crate::node::writes::Change;
 use crate::proto::v1 as pb;
-use crate::store::backup::hex;
-use crate::store::Applied;
 
 /// Metadata key of a forwarded bootstrap: the SHA-256 (hex) of the secret
 /// the forwarding node granted. Accepted only from a member node over
@@ -64,19 +63,6 @@ fn already() -> Status {
     Status::failed_precondition(
         "the ACL system is already bootstrapped; ask an admin for a token (`drover acl token create`)",
     )
-}
-
-fn unhex(text: &str) -> Option<[u8; 32]> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let pair = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(pair, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// Equal without an early exit: the time a wrong guess takes tells nothing.
@@ -175,7 +161,6 @@ impl DroverService {
         self.node.admit_new_work().map_err(raft_status)?;
         let bootstrapped = || {
             self.node
-                .store
                 .acl_bootstrapped()
                 .map_err(|e| Status::internal(e.to_string()))
         };
@@ -204,15 +189,12 @@ impl DroverService {
                     let (applied, unconfirmed) =
                         propose_acl(&node, Command::AclBootstrap { token }).await?;
                     match applied {
-                        Applied::Token(token) => Ok(pb::AclTokenSecret {
+                        Change::Done(token) => Ok(pb::AclTokenSecret {
                             token: Some(token_to_proto(&token)),
                             secret,
                             unconfirmed_nodes: unconfirmed,
                         }),
-                        Applied::Refused { .. } => Err(already()),
-                        other => Err(Status::internal(format!(
-                            "unexpected apply result {other:?}"
-                        ))),
+                        Change::Refused(_) => Err(already()),
                     }
                 }
             },

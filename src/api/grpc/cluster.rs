@@ -11,10 +11,11 @@ use crate::acl::Action;
 use crate::api::auth::authorize;
 use crate::api::convert::node_to_proto;
 use crate::jobs::{Command, Drain};
+use crate::node::writes::Change;
 use crate::node::{now_ms, Node, RaftStatus};
 use crate::proto::v1 as pb;
-use crate::raft::{ConfChange, NodeId, PeerInfo, Role};
-use crate::store::{Applied, SpaceReport};
+use crate::raft::{ConfChange, Membership, NodeId, PeerInfo, Role};
+use crate::store::SpaceReport;
 
 /// How long AddPeer waits for a learner to catch up before promoting it.
 pub const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
@@ -40,14 +41,13 @@ pub(super) async fn add_peer_here(
             raft_addr: req.raft_addr.clone(),
             api_addr: req.api_addr.clone(),
         };
-        last = Some(
-            node.change_membership(ConfChange::AddLearner { id: req.id, info })
-                .await
-                .map_err(raft_status)?,
-        );
+        last = node
+            .change_members(ConfChange::AddLearner { id: req.id, info })
+            .await
+            .map_err(raft_status)?;
     }
     if req.learner_only {
-        return membership_response(node, last.unwrap_or(Applied::Noop)).await;
+        return membership_response(node, last).await;
     }
     let id = req.id;
     let caught_up = node
@@ -65,11 +65,11 @@ pub(super) async fn add_peer_here(
             req.raft_addr
         )));
     }
-    let applied = node
-        .change_membership(ConfChange::Promote { id })
+    let membership = node
+        .change_members(ConfChange::Promote { id })
         .await
         .map_err(raft_status)?;
-    membership_response(node, applied).await
+    membership_response(node, membership).await
 }
 
 /// Answers a membership change with the membership it produced. The status
@@ -77,14 +77,14 @@ pub(super) async fn add_peer_here(
 /// it to show that membership before reporting progress and leader from it.
 pub(super) async fn membership_response(
     node: &Node,
-    applied: Applied,
+    membership: Option<Membership>,
 ) -> Result<pb::MembershipResponse, Status> {
-    if let Applied::ConfChange(membership) = &applied {
+    if let Some(membership) = &membership {
         node.wait_status(Duration::from_secs(2), |s| s.membership == *membership)
             .await;
     }
     let mut status = node.status();
-    if let Applied::ConfChange(membership) = applied {
+    if let Some(membership) = membership {
         status.membership = membership;
     }
     Ok(pb::MembershipResponse {
@@ -143,9 +143,8 @@ pub fn role_name(role: Role) -> &'static str {
 
 /// The node table with each node's use, as of the local table.
 pub(super) fn node_infos(node: &Node) -> Result<Vec<pb::NodeInfo>, Status> {
-    let internal = |e: crate::store::StoreError| Status::internal(e.to_string());
-    let records = node.store.nodes().map_err(internal)?;
-    let reserved = node.store.reserved_by_node().map_err(internal)?;
+    let records = node.node_records().map_err(raft_status)?;
+    let reserved = node.reserved_by_node().map_err(raft_status)?;
     let membership = node.status().membership;
     let mut out = Vec::with_capacity(records.len());
     for record in &records {
@@ -221,11 +220,11 @@ impl DroverService {
                             req.id
                         )));
                     }
-                    let applied = node
-                        .change_membership(ConfChange::Remove { id: req.id })
+                    let membership = node
+                        .change_members(ConfChange::Remove { id: req.id })
                         .await
                         .map_err(raft_status)?;
-                    membership_response(&node, applied).await
+                    membership_response(&node, membership).await
                 }
             },
             |mut client, req| async move { client.remove_peer(req).await },
@@ -252,10 +251,9 @@ impl DroverService {
             request,
             move |node, req| async move {
                 let known = |node: &Node| {
-                    node.store
-                        .node(req.id)
+                    node.node_record(req.id)
                         .map(|n| n.is_some())
-                        .map_err(|e| Status::internal(e.to_string()))
+                        .map_err(raft_status)
                 };
                 let known = known(&node)? || {
                     node.read_barrier().await.map_err(raft_status)?;
@@ -279,17 +277,14 @@ impl DroverService {
                     drain,
                     at_ms: now,
                 };
-                match node.propose_command(&command).await.map_err(raft_status)? {
-                    Applied::Node(_) => {
+                match node.change_node(command).await.map_err(raft_status)? {
+                    Change::Done(_) => {
                         let info = node_infos(&node)?.into_iter().find(|n| n.id == req.id);
                         Ok(pb::DrainNodeResponse { node: info })
                     }
-                    Applied::Refused { .. } => Err(Status::not_found(format!(
+                    Change::Refused(_) => Err(Status::not_found(format!(
                         "no node {} in the node table (it has never heartbeated)",
                         req.id
-                    ))),
-                    other => Err(Status::internal(format!(
-                        "unexpected apply result {other:?}"
                     ))),
                 }
             },

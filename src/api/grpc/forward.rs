@@ -69,27 +69,11 @@ impl DroverService {
     }
 
     pub(super) fn client(&self, to: NodeId, addr: &str) -> Result<DroverClient<Channel>, Status> {
-        let mut channels = self
+        let channel = self
+            .node
             .channels
-            .lock()
-            .map_err(|_| Status::internal("channel cache poisoned"))?;
-        let channel = match channels.get(addr) {
-            Some(c) => c.clone(),
-            None => {
-                let endpoint = self
-                    .node
-                    .dialer
-                    .endpoint(to, addr)
-                    .map_err(Status::internal)?
-                    .connect_timeout(Duration::from_secs(2))
-                    .timeout(FORWARD_TIMEOUT)
-                    .http2_keep_alive_interval(Duration::from_secs(5))
-                    .keep_alive_timeout(Duration::from_secs(5));
-                let channel = endpoint.connect_lazy();
-                channels.insert(addr.to_string(), channel.clone());
-                channel
-            }
-        };
+            .get(to, addr, FORWARD_TIMEOUT)
+            .map_err(Status::internal)?;
         Ok(DroverClient::new(channel))
     }
 
@@ -156,7 +140,7 @@ impl DroverService {
             }
         }
         if forwarded {
-            let applied = self.node.store.applied_index().to_string();
+            let applied = self.node.applied_index().to_string();
             if let Ok(value) = applied.parse() {
                 response.metadata_mut().insert(APPLIED_INDEX, value);
             }

@@ -9,9 +9,9 @@ use crate::acl::Action;
 use crate::api::auth::authorize;
 use crate::api::convert::{job_to_proto, spec_from_proto};
 use crate::jobs::{Command, Job, JobId};
+use crate::node::writes::Change;
 use crate::node::{now_ms, Node};
 use crate::proto::v1 as pb;
-use crate::store::Applied;
 
 /// Page sizes of ListJobs.
 pub(super) const DEFAULT_PAGE: usize = 100;
@@ -87,8 +87,7 @@ pub(super) fn filtered_page(
     let mut scanned = 0;
     while scanned < MAX_FILTER_SCAN {
         let batch = node
-            .store
-            .list_jobs(after.as_ref(), 500)
+            .jobs_after(after.as_ref(), 500)
             .map_err(|e| Status::internal(e.to_string()))?;
         let Some(last) = batch.last().map(|j| j.id) else {
             return Ok((page, None)); // the end of the table
@@ -120,8 +119,7 @@ pub(super) fn parse_job_id(id: &str) -> Result<JobId, Status> {
 impl DroverService {
     pub(super) fn job(&self, id: &JobId) -> Result<Job, Status> {
         self.node
-            .store
-            .get_job(id)
+            .job(id)
             .map_err(|e| Status::internal(e.to_string()))?
             .ok_or_else(|| Status::not_found(format!("no job with id {id}")))
     }
@@ -146,8 +144,7 @@ impl DroverService {
 
     pub(super) fn lookup_job(&self, id: &JobId) -> Result<Option<Job>, Status> {
         self.node
-            .store
-            .get_job(id)
+            .job(id)
             .map_err(|e| Status::internal(e.to_string()))
     }
 
@@ -180,7 +177,6 @@ impl DroverService {
                     // log entry (the state machine checks again on apply).
                     if let Some(key) = &spec.idempotency_key {
                         if let Some(job) = node
-                            .store
                             .job_by_idempotency_key(key)
                             .map_err(|e| Status::internal(e.to_string()))?
                         {
@@ -191,7 +187,7 @@ impl DroverService {
                         }
                     }
                     let capacity = node.config.scheduler.queue_capacity;
-                    if node.store.queued_count() >= capacity {
+                    if node.queued_count() >= capacity {
                         return Err(Status::resource_exhausted(format!(
                             "the queue is full ({capacity} jobs waiting, scheduler.queue_capacity); retry later"
                         )));
@@ -210,17 +206,11 @@ impl DroverService {
                             submitted_at_ms,
                         },
                     };
-                    match node.propose_command(&command).await.map_err(raft_status)? {
-                        Applied::Job(job) | Applied::DuplicateJob(job) => {
-                            caller.check_job(&job)?;
-                            Ok(pb::SubmitJobResponse {
-                                job: Some(job_to_proto(&job)),
-                            })
-                        }
-                        other => Err(Status::internal(format!(
-                            "unexpected apply result {other:?}"
-                        ))),
-                    }
+                    let job = node.submit_job(command).await.map_err(raft_status)?;
+                    caller.check_job(&job)?;
+                    Ok(pb::SubmitJobResponse {
+                        job: Some(job_to_proto(&job)),
+                    })
                 }
             },
             |mut client, req| async move { client.submit_job(req).await },
@@ -284,12 +274,11 @@ impl DroverService {
         // Read before the page: every row then reflects at least this
         // index, so a watch from it misses nothing (read after, a change
         // between the page and the index would be in neither).
-        let index = self.node.store.applied_index();
+        let index = self.node.applied_index();
         let (jobs, next) = if filter.is_empty() {
             let jobs = self
                 .node
-                .store
-                .list_jobs(after.as_ref(), page_size + 1)
+                .jobs_after(after.as_ref(), page_size + 1)
                 .map_err(|e| Status::internal(e.to_string()))?;
             let more = jobs.len() > page_size;
             let jobs: Vec<Job> = jobs.into_iter().take(page_size).collect();
@@ -320,8 +309,7 @@ impl DroverService {
         // (the leader checks again against its own table).
         if let Some(job) = self
             .node
-            .store
-            .get_job(&id)
+            .job(&id)
             .map_err(|e| Status::internal(e.to_string()))?
         {
             caller.check_job(&job)?;
@@ -335,11 +323,8 @@ impl DroverService {
                     // An unknown id is refused without a log entry. A new leader
                     // may not have applied its predecessor's last entries yet:
                     // a read barrier first, before saying "no such job".
-                    let known = |node: &Node| {
-                        node.store
-                            .get_job(&id)
-                            .map_err(|e| Status::internal(e.to_string()))
-                    };
+                    let known =
+                        |node: &Node| node.job(&id).map_err(|e| Status::internal(e.to_string()));
                     let job = match known(&node)? {
                         Some(job) => job,
                         None => {
@@ -349,22 +334,13 @@ impl DroverService {
                         }
                     };
                     caller.check_job(&job)?;
-                    let command = Command::Cancel {
-                        job: id,
-                        at_ms: now_ms(),
-                    };
-                    match node.propose_command(&command).await.map_err(raft_status)? {
-                        Applied::Updated(job) | Applied::Unchanged(job) => {
-                            Ok(pb::StopJobResponse {
-                                job: Some(job_to_proto(&job)),
-                            })
-                        }
-                        Applied::Refused { .. } => {
+                    match node.cancel_job(id, now_ms()).await.map_err(raft_status)? {
+                        Change::Done(job) => Ok(pb::StopJobResponse {
+                            job: Some(job_to_proto(&job)),
+                        }),
+                        Change::Refused(_) => {
                             Err(Status::not_found(format!("no job with id {id}")))
                         }
-                        other => Err(Status::internal(format!(
-                            "unexpected apply result {other:?}"
-                        ))),
                     }
                 }
             },
@@ -386,8 +362,7 @@ impl DroverService {
         if let Some(id) = &job {
             if let Some(job) = self
                 .node
-                .store
-                .get_job(id)
+                .job(id)
                 .map_err(|e| Status::internal(e.to_string()))?
             {
                 caller.check_job(&job)?;

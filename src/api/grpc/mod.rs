@@ -1,11 +1,9 @@
 //! The `drover.v1` gRPC service. Any node serves every call: reads are local
 //! (or linearizable on request), writes are forwarded to the leader.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::node::{Node, RaftError};
@@ -35,17 +33,12 @@ const LEADER_WAIT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct DroverService {
     node: Arc<Node>,
-    /// One reused channel per leader address (shared by clones).
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
 impl DroverService {
     /// Wraps a running node.
     pub fn new(node: Arc<Node>) -> Self {
-        DroverService {
-            node,
-            channels: Arc::new(Mutex::new(HashMap::new())),
-        }
+        DroverService { node }
     }
 
     /// This node's metrics in the Prometheus text format, for the
@@ -60,6 +53,7 @@ impl DroverService {
     pub fn cluster_status(&self) -> pb::ClusterStatus {
         let status = self.node.status();
         let leader_api_addr = self.node.leader().map(|(_, addr)| addr).unwrap_or_default();
+        let (fsyncs, max_fsync) = self.node.fsync_stats();
         pb::ClusterStatus {
             cluster_id: self.node.config.cluster_id.clone(),
             node_id: status.node_id,
@@ -73,9 +67,8 @@ impl DroverService {
             last_log_index: status.last_index,
             members: members_to_proto(&self.node, &status),
             snapshots_installed: status.snapshots_installed,
-            fsyncs: self.node.store.fsync_count(),
-            max_fsync_micros: u64::try_from(self.node.store.max_fsync_duration().as_micros())
-                .unwrap_or(u64::MAX),
+            fsyncs,
+            max_fsync_micros: u64::try_from(max_fsync.as_micros()).unwrap_or(u64::MAX),
             storage: Some(storage_to_proto(&self.node.space.report())),
             transport_security: self.node.transport_security().to_string(),
         }

@@ -46,7 +46,7 @@ pub(super) fn pick_attempt(
     }
 }
 
-pub(super) fn chunk_to_proto(chunk: crate::store::StoredChunk, attempt: u32) -> pb::OutputChunk {
+pub(super) fn chunk_to_proto(chunk: crate::jobs::OutputChunk, attempt: u32) -> pb::OutputChunk {
     use crate::jobs::OutputStream;
     pb::OutputChunk {
         seq: chunk.seq,
@@ -102,8 +102,7 @@ pub(super) fn async_stream_of(
                     break;
                 }
                 let active = node
-                    .store
-                    .get_job(&id)
+                    .job(&id)
                     .ok()
                     .flatten()
                     .is_some_and(|j| j.active_on().is_some_and(|(_, a)| a == attempt));
@@ -276,7 +275,6 @@ impl DroverService {
         }
         let chunks = self
             .node
-            .store
             .read_output(&id, attempt.number, req.after_seq, max_bytes)
             .map_err(|e| Status::internal(e.to_string()))?;
         if chunks.is_empty() && !attempt.output_tail.is_empty() && req.after_seq.is_none() {
