@@ -72,7 +72,10 @@ if [[ $status -ne 0 ]]; then
     exit "$status"
 fi
 
-# 4. Report: machine description + the bench's markdown.
+# 4. Report: machine description + the bench's markdown, then the kept
+# history (everything from "## History" on in the previous report).
+HISTORY="$WORK/history.md"
+sed -n '/^## History/,$p' benches/RESULTS.md >"$HISTORY" 2>/dev/null || true
 {
     echo "# Write throughput: Drover vs etcd"
     echo
@@ -84,6 +87,10 @@ fi
     echo "- settings: $( (env | grep -E '^(BENCH_(DURATION_SECS|WARMUP_SECS|CLIENTS|TARGETS|ROUNDS|FSYNC_PROBE|FSYNC_SECS))=' || true) | sort | tr '\n' ' ')(unset = defaults)"
     echo
     cat "$WORK/report.md"
+    if [ -s "$HISTORY" ]; then
+        echo
+        cat "$HISTORY"
+    fi
 } >"$WORK/RESULTS.md"
 cp "$WORK/RESULTS.md" benches/RESULTS.md
 cat benches/RESULTS.md

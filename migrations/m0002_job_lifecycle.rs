@@ -26,7 +26,7 @@ use super::{read_schema_version_tx, write_schema_version_tx, Migration};
 use crate::jobs::legacy::{JobV1, JobV2};
 use crate::jobs::JobState;
 use crate::store::codec;
-use crate::store::indexes;
+use crate::store::layout;
 
 pub(super) const MIGRATION: Migration = Migration {
     version: 2,
@@ -49,10 +49,10 @@ fn up(db: &sled::Db) -> Result<(), String> {
             .map_err(|e| format!("create tree {name}: {e}"))
     };
     for name in [
-        indexes::TREE_ACTIVE,
-        indexes::TREE_FINISHED,
-        indexes::TREE_IDEMPOTENCY,
-        indexes::TREE_NODES,
+        layout::TREE_ACTIVE,
+        layout::TREE_FINISHED,
+        layout::TREE_IDEMPOTENCY,
+        layout::TREE_NODES,
         "outputs",
     ] {
         open(name)?;
@@ -60,7 +60,7 @@ fn up(db: &sled::Db) -> Result<(), String> {
     let (jobs, sm_meta, queue, meta) = (
         open("jobs")?,
         open("sm_meta")?,
-        open(indexes::TREE_QUEUE)?,
+        open(layout::TREE_QUEUE)?,
         open("meta")?,
     );
 
@@ -74,13 +74,16 @@ fn up(db: &sled::Db) -> Result<(), String> {
         let queued = job.state == JobState::Queued;
         let encoded =
             codec::encode("job", &JobV2::downgrade(job.clone())).map_err(|e| e.to_string())?;
-        let queue_key = indexes::queue_key(job.spec.priority, &job.id);
+        let queue_key = layout::queue_key(job.spec.priority, &job.id);
         rows.push((key, encoded, queued.then_some(queue_key)));
     }
-    let sm = match sm_meta.get(codec::KEY_SM_META).map_err(|e| e.to_string())? {
+    let sm = match sm_meta
+        .get(layout::KEY_SM_META)
+        .map_err(|e| e.to_string())?
+    {
         Some(bytes) => {
             let v1: SmMetaV1 = codec::decode("version-1 sm_meta", &bytes)?;
-            let sm = codec::SmMeta {
+            let sm = layout::SmMeta {
                 applied_index: v1.applied_index,
                 applied_term: v1.applied_term,
                 membership: v1.membership,
@@ -106,7 +109,7 @@ fn up(db: &sled::Db) -> Result<(), String> {
             }
         }
         if let Some(sm) = &sm {
-            sm_tree.insert(codec::KEY_SM_META, &sm[..])?;
+            sm_tree.insert(layout::KEY_SM_META, &sm[..])?;
         }
         write_schema_version_tx(meta, 2)?;
         Ok(())

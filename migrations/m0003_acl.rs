@@ -18,7 +18,7 @@ use sled::Transactional;
 use super::{read_schema_version_tx, write_schema_version_tx, Migration};
 use crate::jobs::legacy::JobV2;
 use crate::store::codec;
-use crate::store::indexes;
+use crate::store::layout;
 
 pub(super) const MIGRATION: Migration = Migration {
     version: 3,
@@ -31,7 +31,7 @@ fn up(db: &sled::Db) -> Result<(), String> {
         db.open_tree(name)
             .map_err(|e| format!("create tree {name}: {e}"))
     };
-    open(indexes::TREE_ACL)?;
+    open(layout::TREE_ACL)?;
     let (jobs, meta) = (open("jobs")?, open("meta")?);
 
     let mut rows = Vec::new();

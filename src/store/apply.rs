@@ -2,8 +2,9 @@
 //! staged in memory and written as one journal record, then in place (see
 //! `staged`); a restore or a large write set takes one sled transaction.
 
-use super::codec::{self, SmMeta};
-use super::indexes::{self, id_suffix, CountDelta, SmTx, StagedTree, Tx};
+use super::codec;
+use super::indexes::{SmTx, StagedTree, Tx};
+use super::layout::{self, id_suffix, CountDelta, SmMeta};
 use super::restore::PreparedRestore;
 use super::{lock, Store, StoreError};
 use crate::acl::Token;
@@ -155,7 +156,7 @@ impl Store {
         scanned: &[(JobId, u32)],
         restore: Option<&Result<PreparedRestore, String>>,
     ) -> Tx<(Vec<Applied>, SmMeta)> {
-        let mut sm: SmMeta = match tx.meta.get(codec::KEY_SM_META)? {
+        let mut sm: SmMeta = match tx.meta.get(layout::KEY_SM_META)? {
             Some(bytes) => self.decode("sm_meta", &bytes)?,
             None => SmMeta::default(),
         };
@@ -212,7 +213,7 @@ impl Store {
             results.push(applied);
         }
         tx.meta
-            .insert(codec::KEY_SM_META, codec::encode("sm_meta", &sm)?);
+            .insert(layout::KEY_SM_META, codec::encode("sm_meta", &sm)?);
         Ok((results, sm))
     }
 
@@ -442,13 +443,13 @@ impl Store {
                 Applied::Collected(removed)
             }
             Command::AclBootstrap { token } => {
-                if tx.acl.get(indexes::ACL_BOOTSTRAP_KEY)?.is_some() {
+                if tx.acl.get(layout::ACL_BOOTSTRAP_KEY)?.is_some() {
                     return Ok(Applied::Refused {
                         reason: "the ACL system is already bootstrapped".into(),
                     });
                 }
                 tx.acl
-                    .insert(indexes::ACL_BOOTSTRAP_KEY, token.accessor.as_bytes());
+                    .insert(layout::ACL_BOOTSTRAP_KEY, token.accessor.as_bytes());
                 self.create_token(tx, token)?
             }
             Command::AclCreateToken { token } => self.create_token(tx, token)?,
@@ -461,7 +462,7 @@ impl Store {
                 reason: "a restore must start its own run".into(),
             },
             Command::AclRevokeToken { accessor } => {
-                match tx.acl.get(indexes::acl_token_key(accessor))? {
+                match tx.acl.get(layout::acl_token_key(accessor))? {
                     Some(bytes) => {
                         let token: Token = self.decode("token", &bytes)?;
                         tx.delete_token(&token);
@@ -509,11 +510,11 @@ impl Store {
     pub(super) fn create_token(&self, tx: &SmTx<'_>, token: &Token) -> Tx<Applied> {
         if tx
             .acl
-            .get(indexes::acl_token_key(&token.accessor))?
+            .get(layout::acl_token_key(&token.accessor))?
             .is_some()
             || tx
                 .acl
-                .get(indexes::acl_hash_key(&token.secret_hash))?
+                .get(layout::acl_hash_key(&token.secret_hash))?
                 .is_some()
         {
             return Ok(Applied::Refused {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use sled::IVec;
 
-use super::codec::{self, SnapshotRecord};
-use super::indexes;
-use super::staged::{overlay, Capture, SmTree};
+use super::capture::{overlay, Capture};
+use super::codec;
+use super::layout::{self, SmTree, SnapshotRecord};
 use super::{lock, snapshot, Snapshot, Store, StoreError};
 use crate::acl::Token;
 use crate::jobs::NodeRecord;
@@ -20,7 +20,7 @@ impl Store {
     /// The rows are read WITHOUT `sm_lock`, so applies go on meanwhile (a
     /// table of 270,000 jobs takes about 0.2 s to read, which used to hold
     /// every write). Every change committed meanwhile is captured
-    /// (`staged::Capture`); at the end, under the lock, the applied index
+    /// (`capture::Capture`); at the end, under the lock, the applied index
     /// is read and the capture laid over the rows read, which gives the
     /// table at exactly that index. If a snapshot install replaced the
     /// table meanwhile, the rows are read again under the lock.
@@ -132,11 +132,11 @@ impl Store {
         Ok(Table {
             jobs,
             nodes: collect(&mut self.sm.nodes.iter())?,
-            tokens: collect(&mut self.sm.acl.scan_prefix(indexes::ACL_TOKEN_PREFIX))?,
+            tokens: collect(&mut self.sm.acl.scan_prefix(layout::ACL_TOKEN_PREFIX))?,
             bootstrap: self
                 .sm
                 .acl
-                .get(indexes::ACL_BOOTSTRAP_KEY)
+                .get(layout::ACL_BOOTSTRAP_KEY)
                 .map_err(|e| self.sled_err(e))?,
             staged: collect(&mut self.sm.restore.iter())?,
         })
@@ -172,7 +172,7 @@ impl Store {
         })?;
         let encoded = codec::encode("snapshot record", &record)?;
         self.snapshots
-            .insert(codec::KEY_LATEST_SNAPSHOT, encoded)
+            .insert(layout::KEY_LATEST_SNAPSHOT, encoded)
             .map_err(|e| self.sled_err(e))?;
         self.flush()?;
         snapshot::remove_stale_files(&self.snapshot_dir, Some(&record.file));
@@ -202,10 +202,10 @@ impl Table {
     pub(super) fn overlaid(self, capture: &Capture) -> Table {
         let tokens = capture
             .of(SmTree::Acl)
-            .filter(|(key, _)| key.starts_with(indexes::ACL_TOKEN_PREFIX));
+            .filter(|(key, _)| key.starts_with(layout::ACL_TOKEN_PREFIX));
         let bootstrap = capture
             .of(SmTree::Acl)
-            .find(|(key, _)| *key == indexes::ACL_BOOTSTRAP_KEY)
+            .find(|(key, _)| *key == layout::ACL_BOOTSTRAP_KEY)
             .map_or(self.bootstrap, |(_, value)| value.clone());
         Table {
             jobs: overlay(self.jobs, capture.of(SmTree::Jobs)),

@@ -19,7 +19,7 @@
 
 use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 
-use super::codec::KEY_SCHEMA_VERSION;
+use super::layout::{KEY_SCHEMA_VERSION, META_TREE};
 
 #[path = "../../migrations/m0001_initial.rs"]
 mod m0001_initial;
@@ -51,10 +51,6 @@ pub const MIGRATIONS: &[Migration] = &[
 
 /// The schema version this binary writes: the last migration's.
 pub const SCHEMA_VERSION: u32 = 4;
-
-/// Name of the tree holding `schema_version`, `cluster_id` and `node_id`.
-/// Part of the on-disk format of every version.
-pub const META_TREE: &str = "meta";
 
 /// Reads the schema version (0 if none is recorded).
 pub fn read_schema_version(meta: &sled::Tree) -> Result<u32, String> {

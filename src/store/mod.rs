@@ -78,10 +78,13 @@
 
 mod apply;
 pub mod backup;
+mod capture;
 mod codec;
 mod error;
 mod export;
 mod indexes;
+mod journal;
+mod layout;
 pub mod migrations;
 mod outputs;
 mod queries;
@@ -99,7 +102,10 @@ use std::time::{Duration, Instant};
 
 use sled::Transactional;
 
-use self::codec::{SmMeta, SnapshotRecord};
+use self::layout::{
+    SmMeta, SnapshotRecord, TREE_JOBS, TREE_OUTPUTS, TREE_RAFT_LOG, TREE_RAFT_STATE, TREE_SM_META,
+    TREE_SNAPSHOTS,
+};
 use self::migrations::Migration;
 use crate::jobs::Job;
 use crate::raft::NodeId;
@@ -117,16 +123,6 @@ pub use self::snapshot::check_received as check_received_snapshot;
 /// file, fsync, rename, directory fsync): snapshot files and backups.
 pub(crate) use self::snapshot::write_file as write_file_durably;
 pub use self::space::{SpaceGuard, SpaceLevel, SpaceReport};
-
-/// Tree names: part of the on-disk format (see `migrations/`).
-const TREE_RAFT_LOG: &str = "raft_log";
-const TREE_RAFT_STATE: &str = "raft_state";
-const TREE_SNAPSHOTS: &str = "snapshots";
-const TREE_JOBS: &str = "jobs";
-const TREE_SM_META: &str = "sm_meta";
-/// Node-local job output (created by migration m0002; sled would create it
-/// lazily anyway).
-const TREE_OUTPUTS: &str = "outputs";
 
 /// Directory names inside `data_dir`.
 const DB_DIR: &str = "db";
@@ -167,8 +163,8 @@ pub struct Store {
     /// Serializes exports of the table (snapshots, backups): one capture.
     export_lock: Mutex<()>,
     /// While an export reads the table without `sm_lock`, every change
-    /// committed meanwhile (see `staged::Capture`).
-    capture: Mutex<Option<staged::Capture>>,
+    /// committed meanwhile (see `capture::Capture`).
+    capture: Mutex<Option<capture::Capture>>,
     /// Applied index, published after the apply transaction commits, so a
     /// reader that sees index `i` applied also sees its effects.
     applied: AtomicU64,
@@ -271,7 +267,7 @@ impl Store {
         };
 
         // Identity and version, before anything else is read or written.
-        let meta = db.open_tree(migrations::META_TREE).map_err(sled_err)?;
+        let meta = db.open_tree(layout::META_TREE).map_err(sled_err)?;
         let version = migrations::read_schema_version(&meta).map_err(corrupt)?;
         if version > supported {
             return Err(StoreError::NewerSchema {
@@ -280,8 +276,8 @@ impl Store {
                 supported,
             });
         }
-        let stored_cluster = meta.get(codec::KEY_CLUSTER_ID).map_err(sled_err)?;
-        let stored_node = meta.get(codec::KEY_NODE_ID).map_err(sled_err)?;
+        let stored_cluster = meta.get(layout::KEY_CLUSTER_ID).map_err(sled_err)?;
+        let stored_node = meta.get(layout::KEY_NODE_ID).map_err(sled_err)?;
         match (stored_cluster, stored_node) {
             (None, None) => {
                 if version != 0 {
@@ -292,7 +288,7 @@ impl Store {
                 // First open: the directory must hold nothing else, or we
                 // would adopt state of unknown origin.
                 for name in db.tree_names() {
-                    if name.as_ref() == migrations::META_TREE.as_bytes()
+                    if name.as_ref() == layout::META_TREE.as_bytes()
                         || name.as_ref() == b"__sled__default"
                     {
                         continue;
@@ -305,9 +301,9 @@ impl Store {
                         )));
                     }
                 }
-                meta.insert(codec::KEY_CLUSTER_ID, cluster_id.as_bytes())
+                meta.insert(layout::KEY_CLUSTER_ID, cluster_id.as_bytes())
                     .map_err(sled_err)?;
-                meta.insert(codec::KEY_NODE_ID, &node_id.to_be_bytes()[..])
+                meta.insert(layout::KEY_NODE_ID, &node_id.to_be_bytes()[..])
                     .map_err(sled_err)?;
                 db.flush().map_err(sled_err)?;
                 tracing::info!(path = %data_dir.display(), cluster_id, node_id, "created a new store");
@@ -342,13 +338,13 @@ impl Store {
 
         // Stores made before incarnations existed get one now (the flush
         // at the end of open makes it durable).
-        let incarnation = match meta.get(codec::KEY_INCARNATION).map_err(sled_err)? {
+        let incarnation = match meta.get(layout::KEY_INCARNATION).map_err(sled_err)? {
             Some(bytes) => <[u8; 8]>::try_from(bytes.as_ref())
                 .map(u64::from_be_bytes)
                 .map_err(|_| corrupt("incarnation is not 8 bytes".into()))?,
             None => {
                 let fresh = rand::random::<u64>().max(1);
-                meta.insert(codec::KEY_INCARNATION, &fresh.to_be_bytes()[..])
+                meta.insert(layout::KEY_INCARNATION, &fresh.to_be_bytes()[..])
                     .map_err(sled_err)?;
                 fresh
             }
@@ -372,13 +368,13 @@ impl Store {
             sm: SmTrees {
                 jobs: db.open_tree(TREE_JOBS).map_err(sled_err)?,
                 sm_meta: db.open_tree(TREE_SM_META).map_err(sled_err)?,
-                queue: db.open_tree(indexes::TREE_QUEUE).map_err(sled_err)?,
-                active: db.open_tree(indexes::TREE_ACTIVE).map_err(sled_err)?,
-                finished: db.open_tree(indexes::TREE_FINISHED).map_err(sled_err)?,
-                idempotency: db.open_tree(indexes::TREE_IDEMPOTENCY).map_err(sled_err)?,
-                nodes: db.open_tree(indexes::TREE_NODES).map_err(sled_err)?,
-                acl: db.open_tree(indexes::TREE_ACL).map_err(sled_err)?,
-                restore: db.open_tree(indexes::TREE_RESTORE).map_err(sled_err)?,
+                queue: db.open_tree(layout::TREE_QUEUE).map_err(sled_err)?,
+                active: db.open_tree(layout::TREE_ACTIVE).map_err(sled_err)?,
+                finished: db.open_tree(layout::TREE_FINISHED).map_err(sled_err)?,
+                idempotency: db.open_tree(layout::TREE_IDEMPOTENCY).map_err(sled_err)?,
+                nodes: db.open_tree(layout::TREE_NODES).map_err(sled_err)?,
+                acl: db.open_tree(layout::TREE_ACL).map_err(sled_err)?,
+                restore: db.open_tree(layout::TREE_RESTORE).map_err(sled_err)?,
             },
             db,
             db_file,
@@ -561,7 +557,7 @@ impl Store {
         match self
             .sm
             .sm_meta
-            .get(codec::KEY_SM_META)
+            .get(layout::KEY_SM_META)
             .map_err(|e| self.sled_err(e))?
         {
             Some(bytes) => self.decode("sm_meta", &bytes),
@@ -572,7 +568,7 @@ impl Store {
     fn snapshot_record(&self) -> Result<Option<SnapshotRecord>, StoreError> {
         match self
             .snapshots
-            .get(codec::KEY_LATEST_SNAPSHOT)
+            .get(layout::KEY_LATEST_SNAPSHOT)
             .map_err(|e| self.sled_err(e))?
         {
             Some(bytes) => self.decode("snapshot record", &bytes).map(Some),
@@ -605,7 +601,7 @@ impl Store {
             membership: snap.meta.membership.clone(),
             ..SmMeta::default()
         };
-        sm.count(indexes::counts_of(&snap.jobs));
+        sm.count(layout::counts_of(&snap.jobs));
         let sm_encoded = codec::encode("sm_meta", &sm)?;
         Ok(PreparedInstall {
             old_keys,
@@ -666,13 +662,13 @@ impl SmTrees {
         self.all()[..].transaction(|trees| set.write_in(trees))
     }
 
-    /// Every state-machine tree, in [`staged::SmTree::ALL`] order.
+    /// Every state-machine tree, in [`layout::SmTree::ALL`] order.
     fn all(&self) -> [&sled::Tree; 9] {
-        staged::SmTree::ALL.map(|id| self.tree(id))
+        layout::SmTree::ALL.map(|id| self.tree(id))
     }
 
-    fn tree(&self, id: staged::SmTree) -> &sled::Tree {
-        use staged::SmTree;
+    fn tree(&self, id: layout::SmTree) -> &sled::Tree {
+        use layout::SmTree;
         match id {
             SmTree::Jobs => &self.jobs,
             SmTree::Queue => &self.queue,
@@ -686,15 +682,15 @@ impl SmTrees {
         }
     }
 
-    /// The trees of [`staged::SmTree::RESTORED`] (what a backup restore
+    /// The trees of [`layout::SmTree::RESTORED`] (what a backup restore
     /// lists and removes: both must use the same list).
     fn restored(&self) -> [&sled::Tree; 7] {
-        staged::SmTree::RESTORED.map(|id| self.tree(id))
+        layout::SmTree::RESTORED.map(|id| self.tree(id))
     }
 
-    /// The trees of [`staged::SmTree::TABLE`] (what a snapshot replaces).
+    /// The trees of [`layout::SmTree::TABLE`] (what a snapshot replaces).
     fn table(&self) -> [&sled::Tree; 8] {
-        staged::SmTree::TABLE.map(|id| self.tree(id))
+        layout::SmTree::TABLE.map(|id| self.tree(id))
     }
 }
 
@@ -744,7 +740,7 @@ impl PreparedInstall {
                 tx.restore.insert(restore::chunk_key(*seq), &data[..]);
             }
         }
-        tx.meta.insert(codec::KEY_SM_META, &self.sm_encoded[..]);
+        tx.meta.insert(layout::KEY_SM_META, &self.sm_encoded[..]);
         Ok(())
     }
 }

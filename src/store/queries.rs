@@ -4,8 +4,8 @@
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
-use super::codec::SmMeta;
-use super::indexes::{self, id_suffix};
+use super::layout::SmMeta;
+use super::layout::{self, id_suffix};
 use super::{Store, StoreError};
 use crate::acl::Token;
 use crate::jobs::{Job, JobId, NodeRecord, Reserved};
@@ -142,12 +142,12 @@ impl Store {
     pub fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<Token>, StoreError> {
         let acl = &self.sm.acl;
         let Some(accessor) = acl
-            .get(indexes::acl_hash_key(hash))
+            .get(layout::acl_hash_key(hash))
             .map_err(|e| self.sled_err(e))?
         else {
             return Ok(None);
         };
-        let key = [indexes::ACL_TOKEN_PREFIX, &accessor[..]].concat();
+        let key = [layout::ACL_TOKEN_PREFIX, &accessor[..]].concat();
         match acl.get(key).map_err(|e| self.sled_err(e))? {
             Some(v) => self.decode("token", &v).map(Some),
             None => Ok(None),
@@ -159,7 +159,7 @@ impl Store {
         match self
             .sm
             .acl
-            .get(indexes::acl_token_key(accessor))
+            .get(layout::acl_token_key(accessor))
             .map_err(|e| self.sled_err(e))?
         {
             Some(v) => self.decode("token", &v).map(Some),
@@ -171,7 +171,7 @@ impl Store {
     pub fn tokens(&self) -> Result<Vec<Token>, StoreError> {
         self.sm
             .acl
-            .scan_prefix(indexes::ACL_TOKEN_PREFIX)
+            .scan_prefix(layout::ACL_TOKEN_PREFIX)
             .values()
             .map(|v| self.decode("token", &v.map_err(|e| self.sled_err(e))?))
             .collect()
@@ -181,7 +181,7 @@ impl Store {
     pub fn acl_bootstrapped(&self) -> Result<bool, StoreError> {
         self.sm
             .acl
-            .contains_key(indexes::ACL_BOOTSTRAP_KEY)
+            .contains_key(layout::ACL_BOOTSTRAP_KEY)
             .map_err(|e| self.sled_err(e))
     }
 

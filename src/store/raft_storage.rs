@@ -9,7 +9,8 @@ use std::time::Duration;
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
-use super::codec::{self, index_key, key_index, SnapshotRecord};
+use super::codec;
+use super::layout::{self, index_key, key_index, SnapshotRecord};
 use super::{lock, snapshot, Snapshot, Store, StoreError};
 use crate::raft::{Entry, HardState, Index, Membership, Ready, Restored, SnapshotMeta};
 
@@ -150,7 +151,7 @@ impl Store {
             }
             if let Some(hs) = hard_state {
                 self.raft_state
-                    .insert(codec::KEY_HARD_STATE, hs)
+                    .insert(layout::KEY_HARD_STATE, hs)
                     .map_err(|e| self.sled_err(e))?;
             }
             return Ok(());
@@ -164,10 +165,10 @@ impl Store {
                     log.insert(&key[..], &value[..])?;
                 }
                 if let Some(hs) = hard_state {
-                    state.insert(codec::KEY_HARD_STATE, hs)?;
+                    state.insert(layout::KEY_HARD_STATE, hs)?;
                 }
                 if let Some(m) = membership {
-                    state.insert(codec::KEY_MEMBERSHIP, m)?;
+                    state.insert(layout::KEY_MEMBERSHIP, m)?;
                 }
                 Ok(())
             })
@@ -253,10 +254,10 @@ impl Store {
                     log.insert(&key[..], &value[..])?;
                 }
                 if let Some(hs) = hard_state {
-                    state.insert(codec::KEY_HARD_STATE, hs)?;
+                    state.insert(layout::KEY_HARD_STATE, hs)?;
                 }
-                state.insert(codec::KEY_MEMBERSHIP, &membership[..])?;
-                snaps.insert(codec::KEY_LATEST_SNAPSHOT, &record_encoded[..])?;
+                state.insert(layout::KEY_MEMBERSHIP, &membership[..])?;
+                snaps.insert(layout::KEY_LATEST_SNAPSHOT, &record_encoded[..])?;
                 sm_writes.write_in(sm)
             })
             .map_err(|e| self.tx_err(e))?;
@@ -410,7 +411,7 @@ impl Store {
     pub(crate) fn hard_state(&self) -> Result<HardState, StoreError> {
         match self
             .raft_state
-            .get(codec::KEY_HARD_STATE)
+            .get(layout::KEY_HARD_STATE)
             .map_err(|e| self.sled_err(e))?
         {
             Some(bytes) => self.decode("hard state", &bytes),
@@ -422,7 +423,7 @@ impl Store {
     pub(crate) fn membership(&self) -> Result<Membership, StoreError> {
         match self
             .raft_state
-            .get(codec::KEY_MEMBERSHIP)
+            .get(layout::KEY_MEMBERSHIP)
             .map_err(|e| self.sled_err(e))?
         {
             Some(bytes) => self.decode("membership", &bytes),

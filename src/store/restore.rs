@@ -15,7 +15,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::indexes::{self, CountDelta, SmTx, Tx};
+use super::indexes::{self, SmTx, Tx};
+use super::layout::{self, CountDelta};
 use super::{backup, codec, Store, StoreError};
 use crate::acl::Token;
 use crate::jobs::{lifecycle, Applied, EndReason, Job};
@@ -53,7 +54,7 @@ pub(crate) struct PreparedRestore {
 impl PreparedRestore {
     /// The counters of the restored table (`sm_meta` is set to them).
     pub(crate) fn counts(&self) -> CountDelta {
-        indexes::counts_of(&self.jobs)
+        layout::counts_of(&self.jobs)
     }
 
     /// Stages the writes in the apply's change.
@@ -188,7 +189,7 @@ impl Store {
         // stays so, even restored from a backup taken before.
         let current = t
             .acl
-            .get(indexes::ACL_BOOTSTRAP_KEY)
+            .get(layout::ACL_BOOTSTRAP_KEY)
             .map_err(|e| self.sled_err(e))?
             .map(|v| String::from_utf8_lossy(&v).into_owned());
         Ok(Ok(PreparedRestore {

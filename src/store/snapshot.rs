@@ -36,7 +36,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::codec::{self, SnapshotRecord};
+use super::codec;
+use super::layout::SnapshotRecord;
 use crate::acl::Token;
 use crate::jobs::legacy::{JobV1, JobV2};
 use crate::jobs::{Job, NodeRecord};
