@@ -16,7 +16,9 @@
 //! - `raw_node`: the state machine's driving API (step, tick, propose,
 //!   ready/advance); `election`, `replication`, `snapshot` and `read_only`
 //!   hold its parts
-//! - `tests`: scenario tests on a small in-memory network
+//! - `test_net` (tests only): a small in-memory network of cores
+//! - `tests`: scenario tests in Rust on that network
+//! - `scenarios` (tests only): runs the scripts in `testdata/*.txt` on it
 //!
 //! # Driving contract
 //! ```text
@@ -65,6 +67,10 @@ mod raw_node;
 mod read_only;
 mod replication;
 mod snapshot;
+#[cfg(test)]
+mod scenarios;
+#[cfg(test)]
+mod test_net;
 #[cfg(test)]
 mod tests;
 mod types;
