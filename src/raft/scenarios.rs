@@ -75,7 +75,7 @@ impl Case {
 }
 
 /// Splits a script into text and cases.
-fn parse(text: &str) -> Vec<Item> {
+fn parse(text: &str) -> Result<Vec<Item>, String> {
     let lines: Vec<&str> = text.lines().collect();
     let mut items = Vec::new();
     let mut i = 0;
@@ -97,6 +97,13 @@ fn parse(text: &str) -> Vec<Item> {
             i += 1;
             let mut expected = Vec::new();
             while let Some(l) = lines.get(i).filter(|l| !l.trim().is_empty()) {
+                if l.trim() == "----" {
+                    return Err(format!(
+                        "line {}: `----` inside an expected block \
+                         (a blank line must end the block above)",
+                        i + 1
+                    ));
+                }
                 expected.push(l.trim_end().to_string());
                 i += 1;
             }
@@ -104,7 +111,7 @@ fn parse(text: &str) -> Vec<Item> {
         }
         items.push(Item::Case(case));
     }
-    items
+    Ok(items)
 }
 
 /// The script again, with each case's expected block replaced by `actual`.
@@ -157,7 +164,17 @@ fn run_file(path: &Path) -> FileResult {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let name = path.strip_prefix(root).unwrap_or(path).display().to_string();
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let items = parse(&text);
+    let items = match parse(&text) {
+        Ok(items) => items,
+        Err(e) => {
+            return FileResult {
+                items: Vec::new(),
+                actual: Vec::new(),
+                mismatches: Vec::new(),
+                error: Some(format!("{name}: {e}")),
+            }
+        }
+    };
     let mut env = Env::default();
     let mut mismatches = Vec::new();
     let mut error = None;
@@ -167,7 +184,10 @@ fn run_file(path: &Path) -> FileResult {
         let cmd = case.command();
         let result = catch_unwind(AssertUnwindSafe(|| env.run(cmd)));
         let out = match result {
-            Ok(Ok(out)) => out,
+            Ok(Ok(out)) => out
+                .iter()
+                .map(|l| l.trim_end().to_string())
+                .collect::<Vec<String>>(),
             Ok(Err(e)) => {
                 error = Some(format!("{name}:{}: `{cmd}`: {e}", case.line));
                 break;
@@ -235,7 +255,7 @@ fn scenario_scripts() {
     let mut failed_files = 0;
     for path in &files {
         let r = run_file(path);
-        if rewrite {
+        if rewrite && !r.items.is_empty() {
             std::fs::write(path, render(&r.items, &r.actual))
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
@@ -259,7 +279,7 @@ fn scenario_scripts() {
 #[test]
 fn parse_and_render_round_trip() {
     let text = "# comment\n\ncreate voters=1\nstatus 1 # trailing\n----\n1: a\n\nlog\n----\n";
-    let items = parse(text);
+    let items = parse(text).expect("well formed");
     let cases: Vec<&Case> = items
         .iter()
         .filter_map(|i| match i {
@@ -273,4 +293,5 @@ fn parse_and_render_round_trip() {
     assert_eq!(cases[1].expected, Some(vec!["1: a".to_string()]));
     assert_eq!(cases[2].expected, Some(vec![]));
     assert_eq!(render(&items, &[]), text);
+    assert!(parse("a\n----\nx\nb\n----\n").is_err(), "missing blank line");
 }

@@ -567,7 +567,12 @@ impl Env {
         for id in ids {
             let list = net.applied.get(&id).cloned().unwrap_or_default();
             let entries: Vec<String> = list.iter().map(format::entry).collect();
-            out.push(format!("{id}: {}", entries.join(", ")));
+            let entries = if entries.is_empty() {
+                "(nothing)".to_string()
+            } else {
+                entries.join(", ")
+            };
+            out.push(format!("{id}: {entries}"));
         }
         Ok(out)
     }
