@@ -66,9 +66,9 @@ mod quorum;
 mod raw_node;
 mod read_only;
 mod replication;
-mod snapshot;
 #[cfg(test)]
 mod scenarios;
+mod snapshot;
 #[cfg(test)]
 mod test_net;
 #[cfg(test)]

@@ -162,7 +162,11 @@ struct FileResult {
 /// Runs one script.
 fn run_file(path: &Path) -> FileResult {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let name = path.strip_prefix(root).unwrap_or(path).display().to_string();
+    let name = path
+        .strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string();
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{name}: {e}"));
     let items = match parse(&text) {
         Ok(items) => items,
@@ -250,7 +254,10 @@ fn scripts() -> Vec<PathBuf> {
 fn scenario_scripts() {
     let rewrite = std::env::var("DROVER_RAFT_REWRITE").is_ok_and(|v| v == "1");
     let files = scripts();
-    assert!(!files.is_empty(), "no scenario scripts in src/raft/testdata");
+    assert!(
+        !files.is_empty(),
+        "no scenario scripts in src/raft/testdata"
+    );
     let mut failures = Vec::new();
     let mut failed_files = 0;
     for path in &files {
@@ -293,5 +300,8 @@ fn parse_and_render_round_trip() {
     assert_eq!(cases[1].expected, Some(vec!["1: a".to_string()]));
     assert_eq!(cases[2].expected, Some(vec![]));
     assert_eq!(render(&items, &[]), text);
-    assert!(parse("a\n----\nx\nb\n----\n").is_err(), "missing blank line");
+    assert!(
+        parse("a\n----\nx\nb\n----\n").is_err(),
+        "missing blank line"
+    );
 }

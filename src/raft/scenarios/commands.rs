@@ -194,8 +194,7 @@ impl Env {
             election_ticks: a.u64_or("election_ticks", base.election_ticks.into())? as u32,
             heartbeat_ticks: a.u64_or("heartbeat_ticks", base.heartbeat_ticks.into())? as u32,
             max_inflight: a.u64_or("max_inflight", base.max_inflight as u64)? as usize,
-            max_append_bytes: a.u64_or("max_append_bytes", base.max_append_bytes as u64)?
-                as usize,
+            max_append_bytes: a.u64_or("max_append_bytes", base.max_append_bytes as u64)? as usize,
             max_uncommitted_entries: a
                 .u64_or("max_uncommitted", base.max_uncommitted_entries as u64)?
                 as usize,
@@ -515,7 +514,9 @@ impl Env {
         let net = self.net()?;
         let index = index.unwrap_or(net.node(id).status().applied);
         let Some(meta) = net.node(id).snapshot_meta(index) else {
-            return Ok(vec![format!("error: no snapshot possible at index {index}")]);
+            return Ok(vec![format!(
+                "error: no snapshot possible at index {index}"
+            )]);
         };
         let data = Arc::new((0..bytes).map(|b| b as u8).collect::<Vec<u8>>());
         let (i, t) = (meta.index, meta.term);

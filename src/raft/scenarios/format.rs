@@ -168,7 +168,10 @@ pub(super) fn membership(m: &Membership) -> String {
     };
     let mut s = format!("voters={}", join(m.voters.keys().copied().collect()));
     if !m.learners.is_empty() {
-        s.push_str(&format!(" learners={}", join(m.learners.keys().copied().collect())));
+        s.push_str(&format!(
+            " learners={}",
+            join(m.learners.keys().copied().collect())
+        ));
     }
     s
 }
