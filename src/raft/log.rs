@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 use super::types::{Entry, Index, SnapshotMeta, Term};
 
-/// The log above the compaction point. Invariants (checked by
-/// [`RaftLog::check`] in debug builds):
+/// The log above the compaction point. Invariants (the O(1) ones checked
+/// after every change in every build, the rest by [`RaftLog::check`] in
+/// debug builds):
 /// - `entries[i].index == offset + 1 + i`, terms non-decreasing, all
 ///   `>= offset_term`;
 /// - `offset <= committed <= last_index()`;
@@ -62,8 +63,56 @@ impl RaftLog {
         log
     }
 
-    /// Debug-build check of the structural invariants.
+    /// The O(1) invariants, checked in every build after each change: the
+    /// core maintains them whatever peers send (input that would break
+    /// them is refused earlier), so a failure is a bug in the core, and
+    /// stopping beats persisting or acknowledging a corrupt log.
+    fn check_bounds(&self) {
+        let last = self.last_index();
+        assert!(
+            self.offset <= self.committed,
+            "raft log invariant: commit {} below the compaction point {}",
+            self.committed,
+            self.offset
+        );
+        assert!(
+            self.committed <= last,
+            "raft log invariant: commit {} beyond the last index {last}",
+            self.committed
+        );
+        assert!(
+            self.persisted <= last,
+            "raft log invariant: persisted {} beyond the last index {last}",
+            self.persisted
+        );
+        assert!(
+            self.unstable_from <= last + 1,
+            "raft log invariant: unstable part starts at {}, after the last index {last} + 1",
+            self.unstable_from
+        );
+    }
+
+    /// Appends one entry, which must continue the log: index `last + 1`,
+    /// term at least the last term (checked in every build; O(1)).
+    fn push(&mut self, e: Entry) {
+        let (last, last_term) = (self.last_index(), self.last_term());
+        assert!(
+            e.index == last + 1,
+            "raft log invariant: appending index {} after last index {last}",
+            e.index
+        );
+        assert!(
+            e.term >= last_term,
+            "raft log invariant: appending term {} after term {last_term}",
+            e.term
+        );
+        self.entries.push(e);
+    }
+
+    /// Check of every structural invariant: the O(1) ones always, the
+    /// O(n) walk over the entries in debug builds only.
     pub fn check(&self) {
+        self.check_bounds();
         if cfg!(debug_assertions) {
             let mut prev_term = self.offset_term;
             for (i, e) in self.entries.iter().enumerate() {
@@ -71,13 +120,6 @@ impl RaftLog {
                 assert!(e.term >= prev_term, "log terms decrease");
                 prev_term = e.term;
             }
-            assert!(
-                self.offset <= self.committed,
-                "commit below compaction point"
-            );
-            assert!(self.committed <= self.last_index(), "commit beyond log");
-            assert!(self.persisted <= self.last_index());
-            assert!(self.unstable_from <= self.last_index() + 1);
         }
     }
 
@@ -150,13 +192,13 @@ impl RaftLog {
         out
     }
 
-    /// Appends entries that continue this log exactly (leader path).
+    /// Appends entries that continue this log exactly (leader path: the
+    /// core made them, so a gap is a bug and stops the node).
     pub fn append(&mut self, entries: &[Entry]) {
         for e in entries {
-            debug_assert_eq!(e.index, self.last_index() + 1);
-            debug_assert!(e.term >= self.last_term());
-            self.entries.push(e.clone());
+            self.push(e.clone());
         }
+        self.check_bounds();
     }
 
     /// Follower path: `entries` follow `prev` which is known to match. Skips
@@ -185,11 +227,12 @@ impl RaftLog {
             .unwrap_or(0);
         for e in &entries[start..] {
             if e.index != self.last_index() + 1 || e.term < self.last_term() {
-                // Malformed input was validated by the caller; stop defensively.
+                // Peer input, validated by the caller (`handle_append`);
+                // stop defensively rather than panic on a message.
                 debug_assert!(false, "append_after_match given a malformed batch");
                 break;
             }
-            self.entries.push(e.clone());
+            self.push(e.clone());
         }
         self.check();
         Ok(replaced)
@@ -197,11 +240,20 @@ impl RaftLog {
 
     /// Drops entries at and after `index` (never committed ones).
     fn truncate_from(&mut self, index: Index) {
-        assert!(index > self.committed, "truncating committed entries");
-        assert!(index > self.offset);
+        assert!(
+            index > self.committed,
+            "raft log invariant: truncating from {index}, at or below commit {}",
+            self.committed
+        );
+        assert!(
+            index > self.offset,
+            "raft log invariant: truncating from {index}, at or below the compaction point {}",
+            self.offset
+        );
         self.entries.truncate((index - self.offset - 1) as usize);
         self.persisted = self.persisted.min(index - 1);
         self.unstable_from = self.unstable_from.min(index);
+        self.check_bounds();
     }
 
     /// Raises the commit index (never lowers it). Returns true if it moved.
@@ -209,7 +261,11 @@ impl RaftLog {
         if index <= self.committed {
             return false;
         }
-        assert!(index <= self.last_index(), "commit beyond last index");
+        assert!(
+            index <= self.last_index(),
+            "raft log invariant: commit {index} beyond the last index {}",
+            self.last_index()
+        );
         self.committed = index;
         true
     }
@@ -255,6 +311,7 @@ impl RaftLog {
         if let Some(e) = batch.iter().rev().find(|e| self.matches(e.index, e.term)) {
             self.persisted = self.persisted.max(e.index);
         }
+        self.check_bounds();
     }
 
     /// A snapshot was persisted: everything up to its index is durable.
@@ -267,7 +324,12 @@ impl RaftLog {
     /// Replaces the whole log with a snapshot received from the leader: the
     /// log is now empty after `meta.index`.
     pub fn restore(&mut self, meta: &SnapshotMeta, data: Arc<Vec<u8>>) {
-        assert!(meta.index > self.committed);
+        assert!(
+            meta.index > self.committed,
+            "raft log invariant: restoring snapshot {} would move commit {} back",
+            meta.index,
+            self.committed
+        );
         self.offset = meta.index;
         self.offset_term = meta.term;
         self.entries.clear();

@@ -16,7 +16,9 @@
 //! - `raw_node`: the state machine's driving API (step, tick, propose,
 //!   ready/advance); `election`, `replication`, `snapshot` and `read_only`
 //!   hold its parts
-//! - `tests`: scenario tests on a small in-memory network
+//! - `test_net` (tests only): a small in-memory network of cores
+//! - `tests`: scenario tests in Rust on that network
+//! - `scenarios` (tests only): runs the scripts in `testdata/*.txt` on it
 //!
 //! # Driving contract
 //! ```text
@@ -64,7 +66,11 @@ mod quorum;
 mod raw_node;
 mod read_only;
 mod replication;
+#[cfg(test)]
+mod scenarios;
 mod snapshot;
+#[cfg(test)]
+mod test_net;
 #[cfg(test)]
 mod tests;
 mod types;

@@ -43,8 +43,14 @@ impl Inflights {
 
     /// Records an Append whose last entry is `last`.
     pub fn add(&mut self, last: Index) {
-        assert!(!self.full(), "inflight window overflow");
-        debug_assert!(self.queue.back().is_none_or(|&b| b <= last));
+        assert!(
+            !self.full(),
+            "raft progress invariant: inflight window overflow"
+        );
+        assert!(
+            self.queue.back().is_none_or(|&b| b <= last),
+            "raft progress invariant: inflight append ending at {last} sent after a later one"
+        );
         self.queue.push_back(last);
     }
 
@@ -123,6 +129,19 @@ impl Progress {
         }
     }
 
+    /// The always-on O(1) invariant of a progress: the next index to send
+    /// is above the match index. Every change below keeps it whatever the
+    /// follower answers (answers beyond the leader's log are dropped
+    /// before they get here), so a failure is a bug in the core.
+    fn check(&self) {
+        assert!(
+            self.matched < self.next,
+            "raft progress invariant: match {} not below next {}",
+            self.matched,
+            self.next
+        );
+    }
+
     pub fn become_probe(&mut self) {
         // Leaving Snapshot: the follower has at least the snapshot's index.
         let floor = match (&self.state, &self.snapshot) {
@@ -134,6 +153,7 @@ impl Progress {
         self.probe_sent = false;
         self.inflights.reset();
         self.snapshot = None;
+        self.check();
     }
 
     pub fn become_replicate(&mut self) {
@@ -142,6 +162,7 @@ impl Progress {
         self.probe_sent = false;
         self.inflights.reset();
         self.snapshot = None;
+        self.check();
     }
 
     pub fn become_snapshot(&mut self, meta: SnapshotMeta, data: Arc<Vec<u8>>) {
@@ -165,6 +186,7 @@ impl Progress {
             self.probe_sent = false;
         }
         self.next = self.next.max(index + 1);
+        self.check();
         updated
     }
 
@@ -178,6 +200,7 @@ impl Progress {
             ProgressState::Probe => self.probe_sent = true,
             ProgressState::Snapshot => debug_assert!(false, "append sent in snapshot state"),
         }
+        self.check();
     }
 
     /// The follower rejected an Append with `prev_index == rejected`;
@@ -192,6 +215,7 @@ impl Progress {
                 self.become_probe();
                 self.next =
                     (match_hint + 1).clamp(self.matched + 1, rejected.max(self.matched + 1));
+                self.check();
                 true
             }
             ProgressState::Probe => {
@@ -200,6 +224,7 @@ impl Progress {
                 }
                 self.next = (match_hint + 1).min(rejected).max(self.matched + 1);
                 self.probe_sent = false;
+                self.check();
                 true
             }
             ProgressState::Snapshot => false,

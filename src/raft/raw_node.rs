@@ -583,7 +583,14 @@ impl RawNode {
             self.cfg.max_append_bytes,
         );
         if let Some(last) = committed.last() {
-            debug_assert_eq!(committed[0].index, self.applied_handed + 1);
+            // Always on, O(1): entries to apply continue the ones handed
+            // out before (no gap, no repeat).
+            assert!(
+                committed[0].index == self.applied_handed + 1,
+                "raft invariant: handing out entry {} to apply after {}",
+                committed[0].index,
+                self.applied_handed
+            );
             self.applied_handed = last.index;
         }
         if let (Some((meta, _)), Some(first)) = (&snapshot, entries.first()) {
@@ -613,7 +620,12 @@ impl RawNode {
         if let Some(last) = rd.committed.last() {
             self.applied = self.applied.max(last.index);
         }
-        debug_assert!(self.applied <= self.log.committed);
+        assert!(
+            self.applied <= self.log.committed,
+            "raft invariant: applied {} beyond commit {}",
+            self.applied,
+            self.log.committed
+        );
         if self.role == Role::Leader && self.maybe_commit() {
             self.bcast_pending = true;
         }

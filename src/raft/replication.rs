@@ -147,13 +147,16 @@ impl RawNode {
         if pr.is_paused() {
             return false;
         }
-        debug_assert!(
+        // Always on, O(1): a follower's progress never passes the leader's
+        // log (acknowledgements beyond it are dropped on receipt, and a
+        // leader's log never shrinks), so a failure is a bug in the core.
+        assert!(
             pr.matched < pr.next && pr.next <= last + 1,
-            "progress of {to} out of range"
+            "raft progress invariant: match {} / next {} of node {to} out of range \
+             for the leader's last index {last}",
+            pr.matched,
+            pr.next
         );
-        pr.next = pr
-            .next
-            .clamp(pr.matched + 1, (last + 1).max(pr.matched + 1));
         let prev_index = pr.next - 1;
         let Some(prev_term) = self.log.term(prev_index) else {
             // The entries it needs are compacted: send the snapshot.
