@@ -384,10 +384,3 @@ impl RawNode {
         self.send(to, MessageBody::TimeoutNow);
     }
 }
-
-pub(super) fn is_pre_vote_grant(msg: &Message) -> bool {
-    matches!(
-        msg.body,
-        MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { granted: true }
-    )
-}

@@ -141,3 +141,12 @@ pub(super) fn is_plausible(msg: &Message) -> bool {
             _ => true,
         }
 }
+
+/// A pre-vote or a granted pre-vote answer: the only messages a node
+/// takes from a term above its own without moving to that term.
+pub(super) fn is_pre_vote_grant(msg: &Message) -> bool {
+    matches!(
+        msg.body,
+        MessageBody::PreVote { .. } | MessageBody::PreVoteResponse { granted: true }
+    )
+}

@@ -64,6 +64,7 @@ mod message;
 mod progress;
 mod quorum;
 mod raw_node;
+mod read_index;
 mod read_only;
 mod replication;
 #[cfg(test)]

@@ -13,9 +13,8 @@ use std::sync::Arc;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 
-use super::election::is_pre_vote_grant;
 use super::log::RaftLog;
-use super::message::is_plausible;
+use super::message::{is_plausible, is_pre_vote_grant};
 use super::progress::{Progress, ProgressState};
 use super::read_only::{ReadOnly, Requester, MAX_PENDING_READS};
 use super::types::{Membership, Payload};
