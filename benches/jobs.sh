@@ -20,6 +20,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
 # The bench names its clusters (and so the labels of every container) after
@@ -45,16 +47,7 @@ remove_containers() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    if [[ -n "$BENCH_PID" ]] && kill -0 "$BENCH_PID" 2>/dev/null; then
-        # `timeout` leads its own process group: cargo, the bench, the agents
-        # and the docker CLIs it started are all in it.
-        kill -TERM -- "-$BENCH_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 -- "-$BENCH_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL -- "-$BENCH_PID" 2>/dev/null || true
-    fi
+    stop_group "$BENCH_PID"
     remove_containers
     rm -rf "$WORK"
     exit "$rc"

@@ -16,6 +16,8 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
 
@@ -25,16 +27,7 @@ BENCH_PID=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
-    if [[ -n "$BENCH_PID" ]] && kill -0 "$BENCH_PID" 2>/dev/null; then
-        # `timeout` leads its own process group: cargo, the bench, strace and
-        # every server it started are in it.
-        kill -TERM -- "-$BENCH_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 -- "-$BENCH_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL -- "-$BENCH_PID" 2>/dev/null || true
-    fi
+    stop_group "$BENCH_PID"
     rm -rf "$WORK"
     exit "$rc"
 }

@@ -11,9 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
-    docker_ready, drover_bin, json_of, remove_containers, wait_for, Cluster, RaftSettings,
-};
+use common::{drover_bin, json_of, remove_containers, wait_for, Cluster, RaftSettings};
 use drover::proto::v1 as pb;
 use serde_json::Value;
 
@@ -51,17 +49,15 @@ fn state_of(cluster: &Cluster, node: usize, id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cli_drives_a_three_node_cluster_through_a_follower() {
-    if !docker_ready() {
-        return;
-    }
-    let mut cluster = Cluster::start(
+    let Some(mut cluster) = Cluster::start_running_jobs(
         3,
         RaftSettings {
-            executor: true,
             acl: true,
             ..RaftSettings::default()
         },
-    );
+    ) else {
+        return;
+    };
     // Bootstrap through the CLI as an operator on a node's machine would:
     // over its unix socket (without TLS, the leader's; the others say so).
     let admin = wait_for("bootstrap", ELECTION, || async {

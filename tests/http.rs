@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{docker_ready, wait_for, Cluster, RaftSettings};
+use common::{wait_for, Cluster, RaftSettings};
 use futures::StreamExt;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
@@ -731,16 +731,9 @@ struct SseEvent {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn output_is_followed_over_sse_until_the_end_event() {
-    if !docker_ready() {
+    let Some(cluster) = Cluster::start_running_jobs(1, RaftSettings::default()) else {
         return;
-    }
-    let cluster = Cluster::start(
-        1,
-        RaftSettings {
-            executor: true,
-            ..RaftSettings::default()
-        },
-    );
+    };
     let http = client();
     let base = cluster.http_url(0);
     wait_ready(&http, &base).await;

@@ -7,18 +7,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{containers, docker_ready, wait_for, Cluster, RaftSettings};
+use common::{containers, wait_for, Cluster, RaftSettings};
 use drover::proto::v1 as pb;
 
 const ELECTION: Duration = Duration::from_secs(20);
 const JOB_WAIT: Duration = Duration::from_secs(60);
-
-fn settings() -> RaftSettings {
-    RaftSettings {
-        executor: true,
-        ..RaftSettings::default()
-    }
-}
 
 async fn get(client: &mut common::Client, id: &str) -> Option<pb::Job> {
     client
@@ -87,10 +80,9 @@ fn shell(command: &str) -> pb::JobSpec {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_single_node_runs_jobs_with_every_outcome() {
-    if !docker_ready() {
+    let Some(cluster) = Cluster::start_running_jobs(1, RaftSettings::default()) else {
         return;
-    }
-    let cluster = Cluster::start(1, settings());
+    };
     cluster.wait_leader(ELECTION).await;
 
     // The README's first promise.
@@ -351,16 +343,15 @@ async fn a_full_queue_answers_resource_exhausted() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn finished_jobs_beyond_the_retention_count_are_collected() {
-    if !docker_ready() {
-        return;
-    }
-    let cluster = Cluster::start(
+    let Some(cluster) = Cluster::start_running_jobs(
         1,
         RaftSettings {
             retain_max: 2,
-            ..settings()
+            ..RaftSettings::default()
         },
-    );
+    ) else {
+        return;
+    };
     cluster.wait_leader(ELECTION).await;
     let mut client = cluster.client(0).await.expect("client");
     let mut ids = Vec::new();
@@ -384,16 +375,15 @@ async fn finished_jobs_beyond_the_retention_count_are_collected() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_spread_jobs_and_rerun_the_work_of_a_killed_node() {
-    if !docker_ready() {
-        return;
-    }
-    let mut cluster = Cluster::start(
+    let Some(mut cluster) = Cluster::start_running_jobs(
         3,
         RaftSettings {
             node_down_after_ms: 4000,
-            ..settings()
+            ..RaftSettings::default()
         },
-    );
+    ) else {
+        return;
+    };
     let leader = cluster.wait_leader(ELECTION).await;
     let mut client = cluster.client(leader).await.expect("client");
     wait_for("all three nodes ready", JOB_WAIT, || async {

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{docker_ready, wait_for, Cluster, RaftSettings};
+use common::{wait_for, Cluster, RaftSettings};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
@@ -362,17 +362,15 @@ async fn metrics_move_with_writes_and_leader_changes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn running_containers_follow_a_job_and_logs_name_its_attempt() {
-    if !docker_ready() {
-        return;
-    }
-    let cluster = Cluster::start(
+    let Some(cluster) = Cluster::start_running_jobs(
         1,
         RaftSettings {
-            executor: true,
             agent_args: vec!["--log-format".into(), "json".into()],
             ..RaftSettings::default()
         },
-    );
+    ) else {
+        return;
+    };
     let http = client();
     cluster.wait_leader(ELECTION).await;
     let before = scrape_until(&http, &cluster, &[0], "a leader", settled).await;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{docker_ready, remove_containers, wait_for, Cluster, RaftSettings};
+use common::{remove_containers, wait_for, Cluster, RaftSettings};
 use drover::proto::v1 as pb;
 
 const ELECTION: Duration = Duration::from_secs(20);
@@ -96,16 +96,9 @@ async fn ended(client: &common::Client, id: &str) -> pb::Job {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_restart_loses_and_duplicates_nothing() {
-    if !docker_ready() {
+    let Some(mut cluster) = Cluster::start_running_jobs(3, RaftSettings::default()) else {
         return;
-    }
-    let mut cluster = Cluster::start(
-        3,
-        RaftSettings {
-            executor: true,
-            ..RaftSettings::default()
-        },
-    );
+    };
     cluster.wait_leader(ELECTION).await;
     let addresses: Vec<String> = (0..3).map(|i| cluster.api_url(i)).collect();
     let stop = Arc::new(AtomicBool::new(false));

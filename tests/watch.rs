@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{docker_ready, drover_bin, wait_for, Cluster, RaftSettings};
+use common::{drover_bin, wait_for, Cluster, RaftSettings};
 use drover::proto::v1 as pb;
 use futures::StreamExt;
 use reqwest::StatusCode;
@@ -473,16 +473,9 @@ async fn open_watches_end_when_the_node_shuts_down() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_retried_job_is_watched_through_every_attempt() {
-    if !docker_ready() {
+    let Some(cluster) = Cluster::start_running_jobs(1, RaftSettings::default()) else {
         return;
-    }
-    let cluster = Cluster::start(
-        1,
-        RaftSettings {
-            executor: true,
-            ..RaftSettings::default()
-        },
-    );
+    };
     cluster.wait_leader(ELECTION).await;
     let mut client = client_of(&cluster, 0).await;
     let spec = pb::JobSpec {

@@ -110,6 +110,19 @@ pub enum Action {
     ManageTokens,
 }
 
+impl Action {
+    /// Every action, so a table of who may do what can be checked whole.
+    pub const ALL: [Action; 7] = [
+        Action::SubmitJob,
+        Action::ReadJobs,
+        Action::StopJob,
+        Action::ReadCluster,
+        Action::OperateNodes,
+        Action::OperateRaft,
+        Action::ManageTokens,
+    ];
+}
+
 /// One token as the replicated state keeps it: never the secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Token {
@@ -196,16 +209,7 @@ mod tests {
     #[test]
     fn roles_allow_what_the_readme_says() {
         use Action::*;
-        let all = [
-            SubmitJob,
-            ReadJobs,
-            StopJob,
-            ReadCluster,
-            OperateNodes,
-            OperateRaft,
-            ManageTokens,
-        ];
-        for action in all {
+        for action in Action::ALL {
             assert!(Role::Admin.allows(action));
             assert_eq!(Role::Operator.allows(action), action != ManageTokens);
             assert_eq!(

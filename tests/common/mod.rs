@@ -2,12 +2,14 @@
 //! data dir, killed with SIGKILL and restarted like an operator would.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod agent;
 pub mod small_fs;
+
+pub use agent::free_port;
 
 use drover::proto::v1 as pb;
 use drover::proto::v1::drover_client::DroverClient;
@@ -17,31 +19,6 @@ pub type Client = drover::client::Client;
 /// Path of the binary under test.
 pub fn drover_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_drover"))
-}
-
-/// Ports handed to test nodes: below Linux's ephemeral range (32768 and up
-/// by default), so neither `bind(:0)` nor an outgoing connection (a node
-/// dialing its peers) can take one between the moment it is chosen and the
-/// moment the node binds it. That race once failed a cluster test with
-/// "Address already in use".
-const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
-
-/// A free TCP port on 127.0.0.1 for a node under test: never handed out
-/// twice by this process, and free when chosen.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
-    // Test binaries run one at a time, but start each at its own offset.
-    let offset = std::process::id() % span;
-    for _ in 0..span {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = TEST_PORTS.start + ((offset + n) % span) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {TEST_PORTS:?} on 127.0.0.1");
 }
 
 /// Polls `check` until it returns Some, or panics with `what` at the deadline.
@@ -144,62 +121,18 @@ impl Default for RaftSettings {
 /// certificates for nodes 1..=nodes (valid for 127.0.0.1) of `cluster`,
 /// and a client certificate `client-admin`.
 pub fn make_certs(dir: &Path, cluster: &str, nodes: u64) {
-    let run = |args: &[&str]| {
-        let out = Command::new(drover_bin())
-            .args(args)
-            .output()
-            .expect("run drover tls");
-        assert!(
-            out.status.success(),
-            "drover {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let d = dir.to_str().expect("utf-8 dir");
-    run(&["tls", "ca", "create", "--out-dir", d]);
-    for id in 1..=nodes {
-        let id = id.to_string();
-        run(&[
-            "tls",
-            "cert",
-            "create",
-            "--ca-dir",
-            d,
-            "--node",
-            &id,
-            "--cluster",
-            cluster,
-            "--ip",
-            "127.0.0.1",
-            "--out-dir",
-            d,
-        ]);
+    if let Err(e) = agent::make_certs(&drover_bin(), dir, cluster, nodes, "admin") {
+        panic!("making test certificates: {e}");
     }
-    run(&[
-        "tls",
-        "cert",
-        "create",
-        "--ca-dir",
-        d,
-        "--client",
-        "admin",
-        "--out-dir",
-        d,
-    ]);
 }
 
 /// The client side of TLS with the CA of `dir` and the certificate
 /// `dir/STEM.pem` (e.g. `client-admin`, `node-2`).
 pub fn client_tls(dir: &Path, stem: &str) -> tonic::transport::ClientTlsConfig {
-    let read = |name: String| std::fs::read(dir.join(name)).expect("read a test certificate");
-    tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(read(
-            "ca.pem".into(),
-        )))
-        .identity(tonic::transport::Identity::from_pem(
-            read(format!("{stem}.pem")),
-            read(format!("{stem}-key.pem")),
-        ))
+    match agent::client_tls(dir, stem) {
+        Ok(tls) => tls,
+        Err(e) => panic!("a test certificate: {e}"),
+    }
 }
 
 /// A cluster of agent processes under one temp dir.
@@ -271,43 +204,39 @@ impl Cluster {
 
     fn write_config(&self, spec: &NodeSpec, initial: &[NodeSpec]) {
         let s = &self.settings;
-        let mut text = format!(
-            "node_id = {}\ncluster_id = \"{}\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"{}\"\nraft = \"{}\"\nhttp = \"{}\"\n\n",
-            spec.id,
-            self.cluster_id,
-            spec.data_dir.display(),
-            spec.api,
-            spec.raft,
-            spec.http
-        );
-        for m in initial {
-            text += &format!(
-                "[[initial_members]]\nid = {}\nraft_addr = \"{}\"\napi_addr = \"{}\"\n\n",
-                m.id, m.raft, m.api
-            );
-        }
-        text += &format!(
+        let members: Vec<agent::Member> = initial
+            .iter()
+            .map(|m| agent::Member {
+                id: m.id,
+                api: m.api.clone(),
+                raft: m.raft.clone(),
+            })
+            .collect();
+        let mut sections = format!(
             "[raft]\ntick = \"{}ms\"\nelection_ticks = {}\nheartbeat_ticks = 2\nsnapshot_threshold = {}\nsnapshot_interval = \"0s\"\ntrailing_entries = {}\n\n[log]\nlevel = \"info,drover=debug\"\n\n",
             s.tick_ms, s.election_ticks, s.snapshot_threshold, s.trailing_entries
         );
-        text += &format!(
+        sections += &format!(
             "[executor]\nenabled = {}\ncpu_millis = {}\nmemory_mib = 8192\nstop_grace = \"2s\"\nlabels = {{ node = \"{}\" }}\n\n\
              [scheduler]\nheartbeat_interval = \"200ms\"\nnode_down_after = \"{}ms\"\nqueue_capacity = {}\nretain_max = {}\n\n\
              [acl]\nenabled = {}\ncors_origins = {:?}\n",
             s.executor, s.cpu_millis, spec.id, s.node_down_after_ms, s.queue_capacity, s.retain_max, s.acl, s.cors_origins
         );
         if let Some(file) = &s.bootstrap_token_file {
-            text += &format!("bootstrap_token_file = \"{}\"\n", file.display());
+            sections += &format!("bootstrap_token_file = \"{}\"\n", file.display());
         }
-        text += &s.extra_config;
-        if let Some(dir) = &s.tls_dir {
-            text += &format!(
-                "\n[tls]\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-                dir.join("ca.pem").display(),
-                dir.join(format!("node-{}.pem", spec.id)).display(),
-                dir.join(format!("node-{}-key.pem", spec.id)).display()
-            );
+        sections += &s.extra_config;
+        let text = agent::NodeConfig {
+            id: spec.id,
+            cluster_id: &self.cluster_id,
+            data_dir: &spec.data_dir,
+            api: &spec.api,
+            raft: &spec.raft,
+            http: Some(&spec.http),
+            members: &members,
+            tls_dir: s.tls_dir.as_deref(),
         }
+        .render(&sections);
         std::fs::write(&spec.config_path, text).expect("write node config");
     }
 
@@ -617,6 +546,24 @@ pub fn containers(cluster_id: &str) -> Vec<String> {
         .split_whitespace()
         .map(str::to_string)
         .collect()
+}
+
+impl Cluster {
+    /// A cluster of `n` nodes that run jobs in Docker (`executor` on), or
+    /// `None` when Docker is unreachable and not required: the test then
+    /// returns (see [`docker_ready`]).
+    pub fn start_running_jobs(n: usize, settings: RaftSettings) -> Option<Cluster> {
+        if !docker_ready() {
+            return None;
+        }
+        Some(Cluster::start(
+            n,
+            RaftSettings {
+                executor: true,
+                ..settings
+            },
+        ))
+    }
 }
 
 /// Whether Docker-dependent tests should run: true if the engine answers.
