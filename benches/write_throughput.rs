@@ -49,10 +49,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{
-    connect, connect_tls, cpu_time_of, env_secs, free_port, make_certs, scan_log, strip_ansi,
-    tls_section, which, LogScan, Proc, SyncCounts, SYNC_SYSCALLS,
-};
+use common::cluster::Servers;
+use common::{agent, cpu_time_of, env_secs, which, LogScan, Proc, SyncCounts, SYNC_SYSCALLS};
 use drover::proto::v1 as pb;
 use drover::proto::v1::drover_client::DroverClient;
 use tonic::transport::Channel;
@@ -314,16 +312,11 @@ impl Settings {
 // ---------------------------------------------------------------------------
 // Clusters
 
-/// A running target: its processes, their client URLs and the leader.
+/// The servers of one target.
 struct Cluster {
     kind: Kind,
-    procs: Vec<Proc>,
-    urls: Vec<String>,
     leader: usize,
-    /// With TLS: the CA, node and `client-bench` certificates.
-    tls: Option<PathBuf>,
-    // Declared last: dropped after the processes are killed.
-    dir: tempfile::TempDir,
+    servers: Servers,
 }
 
 /// Node status as the bench needs it, for either system.
@@ -335,10 +328,6 @@ struct NodeView {
 
 impl Cluster {
     async fn start(kind: Kind, settings: &Settings, traced: bool) -> Result<Cluster, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("drover-bench-")
-            .tempdir()
-            .map_err(|e| format!("temp dir: {e}"))?;
         let strace = if traced {
             Some(
                 settings
@@ -351,93 +340,67 @@ impl Cluster {
         };
         let mut cluster = Cluster {
             kind,
-            procs: Vec::new(),
-            urls: Vec::new(),
             leader: 0,
-            tls: None,
-            dir,
+            servers: Servers::new("drover-bench-")?,
         };
         let n = kind.nodes();
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let ports = Servers::ports(n);
         // Drover's REST listener only serves /metrics here, for a look at a
         // node while the bench runs (its address goes to stderr).
-        let http_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let root = cluster.dir.path().to_path_buf();
+        let http_ports: Vec<u16> = (0..n).map(|_| agent::free_port()).collect();
+        let cluster_id = format!("bench-{}", std::process::id());
         if kind.is_tls() {
-            let tls = root.join("tls");
-            make_certs(
-                &settings.drover_bin,
-                &tls,
-                &format!("bench-{}", std::process::id()),
-                n,
-            )?;
-            cluster.tls = Some(tls);
+            cluster
+                .servers
+                .make_certs(&settings.drover_bin, &cluster_id, n)?;
         }
-        for i in 0..n {
-            let (program, args) = if kind.is_etcd() {
+        for (i, (api, _)) in ports.iter().enumerate() {
+            if kind.is_etcd() {
                 let etcd = settings
                     .etcd_bin
                     .clone()
                     .ok_or("etcd is not installed (apt-get install etcd-server)")?;
-                (etcd, etcd_args(&root, i, &ports))
+                let args = etcd_args(&cluster.servers.root(), i, &ports);
+                cluster.servers.spawn(
+                    format!("etcd{}", i + 1),
+                    &etcd,
+                    &args,
+                    *api,
+                    strace.as_deref(),
+                )?;
             } else {
-                let config =
-                    write_drover_config(&root, i, &ports, http_ports[i], cluster.tls.as_deref())?;
+                let config = cluster.servers.write_agent_config(
+                    &cluster_id,
+                    i,
+                    &ports,
+                    Some(http_ports[i]),
+                    DROVER_SECTIONS,
+                )?;
                 eprintln!(
                     "[bench] node{}: metrics at http://127.0.0.1:{}/metrics",
                     i + 1,
                     http_ports[i]
                 );
-                (
-                    settings.drover_bin.clone(),
-                    vec![
-                        "agent".to_string(),
-                        "--config".to_string(),
-                        config.display().to_string(),
-                    ],
-                )
-            };
-            let name = if kind.is_etcd() {
-                format!("etcd{}", i + 1)
-            } else {
-                format!("node{}", i + 1)
-            };
-            let log_path = root.join(format!("{name}.log"));
-            let trace = strace
-                .as_deref()
-                .map(|s| (s, root.join(format!("{name}.strace"))));
-            let proc = Proc::spawn(name, &program, &args, log_path, trace)?;
-            cluster.procs.push(proc);
-            let scheme = if kind.is_tls() { "https" } else { "http" };
-            cluster
-                .urls
-                .push(format!("{scheme}://127.0.0.1:{}", ports[i].0));
+                cluster.servers.spawn_agent(
+                    &settings.drover_bin,
+                    i,
+                    &config,
+                    *api,
+                    strace.as_deref(),
+                )?;
+            }
         }
         cluster.wait_ready().await?;
         Ok(cluster)
     }
 
     fn check_alive(&mut self) -> Result<(), String> {
-        for p in &mut self.procs {
-            if let Some(note) = p.exited() {
-                let text = std::fs::read_to_string(&p.log_path).unwrap_or_default();
-                let cause = text
-                    .lines()
-                    .map(strip_ansi)
-                    .find(|l| l.contains("panicked") || l.contains(" ERROR "))
-                    .unwrap_or_default();
-                return Err(format!("{note}: {cause}\nlog tail:\n{}", p.log_tail(20)));
-            }
-        }
-        Ok(())
+        self.servers.check_alive()
     }
 
     /// A channel to node `i` (with the bench's client certificate under TLS).
     async fn channel(&self, i: usize) -> Result<Channel, String> {
-        match &self.tls {
-            Some(dir) => connect_tls(&self.urls[i], dir, REQUEST_TIMEOUT).await,
-            None => connect(&self.urls[i], REQUEST_TIMEOUT).await,
-        }
+        self.servers.channel(i, REQUEST_TIMEOUT).await
     }
 
     async fn view(&self, i: usize) -> Result<NodeView, String> {
@@ -473,16 +436,13 @@ impl Cluster {
         let mut last_error = String::from("no answer yet");
         loop {
             self.check_alive()?;
-            for i in 0..self.procs.len() {
+            for i in 0..self.servers.procs.len() {
                 match self.view(i).await {
                     Ok(v) if v.is_leader => match self.connect_writer(i).await {
                         Ok(mut w) => match w.write(0, 0).await {
                             Ok(()) => {
                                 self.leader = i;
-                                for p in &mut self.procs {
-                                    p.log_offset = std::fs::metadata(&p.log_path)
-                                        .map_or(0, |m| m.len() as usize);
-                                }
+                                self.servers.mark_logs();
                                 return Ok(());
                             }
                             Err(s) => last_error = format!("first write: {s}"),
@@ -494,15 +454,7 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                let tails: Vec<String> = self
-                    .procs
-                    .iter()
-                    .map(|p| format!("--- {} ---\n{}", p.name, p.log_tail(15)))
-                    .collect();
-                return Err(format!(
-                    "not ready after {READY_TIMEOUT:?} (last: {last_error})\n{}",
-                    tails.join("\n")
-                ));
+                return Err(self.servers.not_ready(READY_TIMEOUT, &last_error));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -524,86 +476,37 @@ impl Cluster {
     /// Total CPU time of every server process; None if any is gone or
     /// traced (strace's time is not the server's).
     fn cpu_time(&self) -> Option<Duration> {
-        if self.procs.iter().any(|p| p.trace_path.is_some()) {
+        let procs = &self.servers.procs;
+        if procs.iter().any(|p| p.trace_path.is_some()) {
             return None;
         }
-        self.procs.iter().map(Proc::cpu_time).sum()
+        procs.iter().map(Proc::cpu_time).sum()
     }
 
     fn sync_calls(&self) -> Vec<Option<SyncCounts>> {
-        self.procs.iter().map(Proc::sync_calls).collect()
+        self.servers.procs.iter().map(Proc::sync_calls).collect()
     }
 
     /// Copies every log (and strace output) to `dir`, for a post-mortem.
     fn keep_logs(&self, dir: &Path, phase: &str) {
         let slug = self.kind.label().replace(' ', "-");
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("[bench] cannot create {}: {e}", dir.display());
-            return;
-        }
-        for p in &self.procs {
-            let files = [Some(&p.log_path), p.trace_path.as_ref()];
-            for file in files.into_iter().flatten() {
-                let Some(name) = file.file_name() else {
-                    continue;
-                };
-                let target = dir.join(format!("{slug}-{phase}-{}", name.to_string_lossy()));
-                if let Err(e) = std::fs::copy(file, &target) {
-                    eprintln!("[bench] cannot keep {}: {e}", file.display());
-                }
-            }
-        }
+        self.servers.keep_logs(dir, &format!("{slug}-{phase}"));
     }
 
     /// Warnings and errors the servers logged, per process.
     fn scan_logs(&self) -> Vec<LogScan> {
-        self.procs.iter().map(scan_log).collect()
+        self.servers.scan_logs()
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            p.stop();
-        }
-    }
-}
-
-fn write_drover_config(
-    root: &Path,
-    i: usize,
-    ports: &[(u16, u16)],
-    http: u16,
-    tls: Option<&Path>,
-) -> Result<PathBuf, String> {
-    let id = i + 1;
-    let (api, raft) = ports[i];
-    let mut text = format!(
-        "node_id = {id}\ncluster_id = \"bench-{pid}\"\ndata_dir = \"{dir}\"\n\n\
-         [listen]\napi = \"127.0.0.1:{api}\"\nraft = \"127.0.0.1:{raft}\"\nhttp = \"127.0.0.1:{http}\"\n\n",
-        pid = std::process::id(),
-        dir = root.join(format!("node{id}")).display(),
-    );
-    for (j, (api, raft)) in ports.iter().enumerate() {
-        let _ = write!(
-            text,
-            "[[initial_members]]\nid = {}\nraft_addr = \"127.0.0.1:{raft}\"\napi_addr = \"127.0.0.1:{api}\"\n\n",
-            j + 1
-        );
-    }
-    // No [raft] section: the defaults are what we measure. No executor: this
-    // measures the replicated table, not running thousands of containers, so
-    // every job stays queued: the queue bound (100,000 by default, a guard
-    // for real clusters) is lifted, or a fast run would hit it mid-cell.
-    text += "[log]\nlevel = \"info\"\nformat = \"text\"\n\n[executor]\nenabled = false\n\n\
-             [scheduler]\nqueue_capacity = 100000000\n";
-    if let Some(dir) = tls {
-        text += &tls_section(dir, id);
-    }
-    let path = root.join(format!("node{id}.toml"));
-    std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
-    Ok(path)
-}
+/// Every Drover node's sections. No [raft] section: the defaults are what
+/// we measure. No executor: this measures the replicated table, not running
+/// thousands of containers, so every job stays queued: the queue bound
+/// (100,000 by default, a guard for real clusters) is lifted, or a fast run
+/// would hit it mid-cell.
+const DROVER_SECTIONS: &str =
+    "[log]\nlevel = \"info\"\nformat = \"text\"\n\n[executor]\nenabled = false\n\n\
+                               [scheduler]\nqueue_capacity = 100000000\n";
 
 fn etcd_args(root: &Path, i: usize, ports: &[(u16, u16)]) -> Vec<String> {
     let name = |j: usize| format!("etcd{}", j + 1);

@@ -1,15 +1,20 @@
 //! Shared by the end-to-end benches (`write_throughput`, `jobs`): server
-//! processes with their logs (optionally under strace), loopback ports,
-//! gRPC channels and the scan of server logs for anomalies. Each bench is
+//! processes with their logs (optionally under strace), the cluster of them
+//! (`cluster`, nodes laid out by the test harness's `agent`), gRPC channels
+//! and the scan of server logs for anomalies. Each bench is
 //! its own crate and uses a different part of this, hence the allow.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
+
+/// The test harness's node layout (ports, config, certificates), shared.
+#[path = "../../tests/common/agent.rs"]
+pub mod agent;
+pub mod cluster;
 
 /// Syscalls counted by the fsync probe.
 pub const SYNC_SYSCALLS: [&str; 5] = ["fsync", "fdatasync", "sync_file_range", "syncfs", "msync"];
@@ -64,15 +69,6 @@ pub fn which(name: &str, fallbacks: &[&str]) -> Option<PathBuf> {
         .map(|dir| dir.join(name))
         .chain(fallbacks.iter().map(PathBuf::from))
         .find(|p| p.is_file())
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port on loopback");
-    listener
-        .local_addr()
-        .expect("local addr of a bound socket")
-        .port()
 }
 
 /// One server process, optionally started under strace.
@@ -354,65 +350,15 @@ pub fn cpu_time_of(stat_path: &str) -> Option<Duration> {
     ))
 }
 
-/// A CA, node certificates 1..=n (for 127.0.0.1) and `client-bench`, made
-/// by the `drover tls` commands under test, for cluster `cluster`.
-pub fn make_certs(drover: &Path, dir: &Path, cluster: &str, n: usize) -> Result<(), String> {
-    let run = |args: Vec<String>| -> Result<(), String> {
-        let out = std::process::Command::new(drover)
-            .args(&args)
-            .output()
-            .map_err(|e| format!("drover tls: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "drover {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
-    let d = dir.display().to_string();
-    let words = |s: &str| s.split(' ').map(str::to_string).collect::<Vec<_>>();
-    run(words(&format!("tls ca create --out-dir {d}")))?;
-    for id in 1..=n {
-        run(words(&format!(
-            "tls cert create --ca-dir {d} --node {id} --cluster {cluster} --ip 127.0.0.1 --out-dir {d}"
-        )))?;
-    }
-    run(words(&format!(
-        "tls cert create --ca-dir {d} --client bench --out-dir {d}"
-    )))
-}
-
 /// A TLS channel to `url` with the CA and `client-bench` of `dir`.
 pub async fn connect_tls(
     url: &str,
     dir: &Path,
     request_timeout: Duration,
 ) -> Result<Channel, String> {
-    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-    let read = |name: &str| {
-        std::fs::read(dir.join(name)).map_err(|e| format!("read {}: {e}", dir.join(name).display()))
-    };
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read("ca.pem")?))
-        .identity(Identity::from_pem(
-            read("client-bench.pem")?,
-            read("client-bench-key.pem")?,
-        ));
+    let tls = agent::client_tls(dir, "client-bench")?;
     let endpoint = endpoint(url)?
         .tls_config(tls)
         .map_err(|e| format!("tls config: {e}"))?;
     open(endpoint, url, request_timeout).await
-}
-
-/// The `[tls]` section of node `id`'s config, with the files of [`make_certs`].
-pub fn tls_section(dir: &Path, id: usize) -> String {
-    format!(
-        "\n[tls]\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n",
-        ca = dir.join("ca.pem").display(),
-        cert = dir.join(format!("node-{id}.pem")).display(),
-        key = dir.join(format!("node-{id}-key.pem")).display(),
-    )
 }

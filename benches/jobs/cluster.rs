@@ -14,14 +14,9 @@ pub(crate) struct Executor {
 /// labelled with its cluster id; the temp dir goes last.
 pub(crate) struct JobCluster {
     pub(crate) id: String,
-    pub(crate) procs: Vec<Proc>,
-    pub(crate) urls: Vec<String>,
     pub(crate) leader: usize,
     pub(crate) docker_bin: PathBuf,
-    /// With TLS: the CA, node and `client-bench` certificates.
-    pub(crate) tls: Option<PathBuf>,
-    // Declared last: dropped after the processes are killed.
-    pub(crate) dir: tempfile::TempDir,
+    pub(crate) servers: Servers,
 }
 
 impl JobCluster {
@@ -31,75 +26,46 @@ impl JobCluster {
         nodes: usize,
         executor: Executor,
     ) -> Result<JobCluster, String> {
-        let dir = tempfile::Builder::new()
-            .prefix("drover-bench-jobs-")
-            .tempdir()
-            .map_err(|e| format!("temp dir: {e}"))?;
         let mut cluster = JobCluster {
             id: settings.cluster_id(phase),
-            procs: Vec::new(),
-            urls: Vec::new(),
             leader: 0,
             docker_bin: settings.docker_bin.clone(),
-            tls: None,
-            dir,
+            servers: Servers::new("drover-bench-jobs-")?,
         };
-        let ports: Vec<(u16, u16)> = (0..nodes).map(|_| (free_port(), free_port())).collect();
-        let root = cluster.dir.path().to_path_buf();
+        let ports = Servers::ports(nodes);
         if settings.tls {
-            let tls = root.join("tls");
-            make_certs(&settings.drover_bin, &tls, &cluster.id, nodes)?;
-            cluster.tls = Some(tls);
-        }
-        for i in 0..nodes {
-            let config = write_config(
-                &root,
-                &cluster.id,
-                i,
-                &ports,
-                &settings.image,
-                executor,
-                cluster.tls.as_deref(),
-            )?;
-            let name = format!("node{}", i + 1);
-            let args = vec![
-                "agent".to_string(),
-                "--config".to_string(),
-                config.display().to_string(),
-            ];
-            let log_path = root.join(format!("{name}.log"));
-            let proc = Proc::spawn(name, &settings.drover_bin, &args, log_path, None)?;
-            cluster.procs.push(proc);
-            let scheme = if settings.tls { "https" } else { "http" };
             cluster
-                .urls
-                .push(format!("{scheme}://127.0.0.1:{}", ports[i].0));
+                .servers
+                .make_certs(&settings.drover_bin, &cluster.id, nodes)?;
+        }
+        // No [raft] or [scheduler] section: the defaults are what we measure.
+        let sections = format!(
+            "[log]\nlevel = \"info\"\nformat = \"text\"\n\n\
+             [executor]\nenabled = true\ndefault_image = \"{}\"\ncpu_millis = {}\n\
+             memory_mib = {}\noutput_cap_bytes = {}\n",
+            settings.image, executor.cpu_millis, executor.memory_mib, executor.output_cap_bytes
+        );
+        for (i, (api, _)) in ports.iter().enumerate() {
+            let config =
+                cluster
+                    .servers
+                    .write_agent_config(&cluster.id, i, &ports, None, &sections)?;
+            cluster
+                .servers
+                .spawn_agent(&settings.drover_bin, i, &config, *api, None)?;
         }
         cluster.wait_ready(nodes).await?;
         Ok(cluster)
     }
 
     pub(crate) fn check_alive(&mut self) -> Result<(), String> {
-        for p in &mut self.procs {
-            if let Some(note) = p.exited() {
-                let text = std::fs::read_to_string(&p.log_path).unwrap_or_default();
-                let cause = text
-                    .lines()
-                    .map(strip_ansi)
-                    .find(|l| l.contains("panicked") || l.contains(" ERROR "))
-                    .unwrap_or_default();
-                return Err(format!("{note}: {cause}\nlog tail:\n{}", p.log_tail(20)));
-            }
-        }
-        Ok(())
+        self.servers.check_alive()
     }
 
     pub(crate) async fn client(&self, i: usize) -> Result<DroverClient<Channel>, String> {
-        let channel = match &self.tls {
-            Some(dir) => connect_tls(&self.urls[i], dir, REQUEST_TIMEOUT).await?,
-            None => connect(&self.urls[i], REQUEST_TIMEOUT).await?,
-        };
-        Ok(DroverClient::new(channel))
+        Ok(DroverClient::new(
+            self.servers.channel(i, REQUEST_TIMEOUT).await?,
+        ))
     }
 
     pub(crate) async fn leader_client(&self) -> Result<DroverClient<Channel>, String> {
@@ -134,14 +100,12 @@ impl JobCluster {
         if job.state != "SUCCEEDED" {
             return Err(self.not_ready(&format!("warm-up {}", describe_end(&job))));
         }
-        for p in &mut self.procs {
-            p.log_offset = std::fs::metadata(&p.log_path).map_or(0, |m| m.len() as usize);
-        }
+        self.servers.mark_logs();
         Ok(())
     }
 
     pub(crate) async fn find_leader(&self, last: &mut String) -> Option<usize> {
-        for i in 0..self.urls.len() {
+        for i in 0..self.servers.urls.len() {
             let status = match self.client(i).await {
                 Ok(mut c) => c.get_cluster_status(pb::GetClusterStatusRequest {}).await,
                 Err(e) => {
@@ -171,38 +135,22 @@ impl JobCluster {
     }
 
     pub(crate) fn not_ready(&self, last: &str) -> String {
-        let tails: Vec<String> = self
-            .procs
-            .iter()
-            .map(|p| format!("--- {} ---\n{}", p.name, p.log_tail(15)))
-            .collect();
-        format!(
-            "not ready within {READY_TIMEOUT:?} (last: {last})\n{}",
-            tails.join("\n")
-        )
+        self.servers.not_ready(READY_TIMEOUT, last)
     }
 
     pub(crate) fn scan_logs(&self) -> Vec<LogScan> {
-        self.procs.iter().map(scan_log).collect()
+        self.servers.scan_logs()
     }
 
     pub(crate) fn keep_logs(&self, dir: &Path, phase: Phase) {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("[jobs] cannot create {}: {e}", dir.display());
-            return;
-        }
-        for p in &self.procs {
-            let target = dir.join(format!("jobs-{}-{}.log", phase.name(), p.name));
-            if let Err(e) = std::fs::copy(&p.log_path, &target) {
-                eprintln!("[jobs] cannot keep {}: {e}", p.log_path.display());
-            }
-        }
+        self.servers
+            .keep_logs(dir, &format!("jobs-{}", phase.name()));
     }
 }
 
 impl Drop for JobCluster {
     fn drop(&mut self) {
-        for p in &mut self.procs {
+        for p in &mut self.servers.procs {
             p.stop();
         }
         // The containers outlive their agents by design (reattach).
@@ -212,43 +160,4 @@ impl Drop for JobCluster {
             Err(e) => eprintln!("[jobs] cleanup of {}: {e}", self.id),
         }
     }
-}
-
-pub(crate) fn write_config(
-    root: &Path,
-    cluster_id: &str,
-    i: usize,
-    ports: &[(u16, u16)],
-    image: &str,
-    executor: Executor,
-    tls: Option<&Path>,
-) -> Result<PathBuf, String> {
-    let id = i + 1;
-    let (api, raft) = ports[i];
-    let mut text = format!(
-        "node_id = {id}\ncluster_id = \"{cluster_id}\"\ndata_dir = \"{dir}\"\n\n\
-         [listen]\napi = \"127.0.0.1:{api}\"\nraft = \"127.0.0.1:{raft}\"\n\n",
-        dir = root.join(format!("node{id}")).display(),
-    );
-    for (j, (api, raft)) in ports.iter().enumerate() {
-        let _ = write!(
-            text,
-            "[[initial_members]]\nid = {}\nraft_addr = \"127.0.0.1:{raft}\"\napi_addr = \"127.0.0.1:{api}\"\n\n",
-            j + 1
-        );
-    }
-    // No [raft] or [scheduler] section: the defaults are what we measure.
-    let _ = write!(
-        text,
-        "[log]\nlevel = \"info\"\nformat = \"text\"\n\n\
-         [executor]\nenabled = true\ndefault_image = \"{image}\"\ncpu_millis = {}\n\
-         memory_mib = {}\noutput_cap_bytes = {}\n",
-        executor.cpu_millis, executor.memory_mib, executor.output_cap_bytes
-    );
-    if let Some(dir) = tls {
-        text += &tls_section(dir, id);
-    }
-    let path = root.join(format!("node{id}.toml"));
-    std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
-    Ok(path)
 }

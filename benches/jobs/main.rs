@@ -75,10 +75,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{
-    connect, connect_tls, free_port, make_certs, scan_log, strip_ansi, tls_section, which, LogScan,
-    Proc,
-};
+use common::cluster::Servers;
+use common::{which, LogScan};
 use drover::proto::v1 as pb;
 use drover::proto::v1::drover_client::DroverClient;
 use tonic::transport::Channel;
