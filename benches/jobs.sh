@@ -73,12 +73,8 @@ BUILD_SECS=$SECONDS
 
 # 3. Run. Temp dirs of the bench (data dirs, logs) go under $WORK.
 echo "[jobs.sh] running the benchmark (at most ${RUN_TIMEOUT}s)" >&2
-TMPDIR="$WORK" timeout --kill-after=10 "$RUN_TIMEOUT" \
-    cargo bench --bench jobs >"$WORK/report.md" &
-BENCH_PID=$!
 status=0
-wait "$BENCH_PID" || status=$?
-BENCH_PID=""
+run_bench jobs || status=$?
 RUN_SECS=$((SECONDS - BUILD_SECS))
 if [[ ! -s "$WORK/report.md" ]]; then
     echo "[jobs.sh] the benchmark failed (exit $status) without a report" >&2

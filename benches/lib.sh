@@ -15,3 +15,17 @@ stop_group() {
     done
     kill -KILL -- "-$pid" 2>/dev/null || true
 }
+
+# Runs `cargo bench --bench $1` with its temp files under $WORK, bounded by
+# $RUN_TIMEOUT, its report (stdout) into $WORK/report.md. BENCH_PID holds
+# the run's pid meanwhile, so an EXIT trap can stop_group it. Returns the
+# run's status.
+run_bench() {
+    local status=0
+    TMPDIR="$WORK" timeout --kill-after=10 "$RUN_TIMEOUT" \
+        cargo bench --bench "$1" >"$WORK/report.md" &
+    BENCH_PID=$!
+    wait "$BENCH_PID" || status=$?
+    BENCH_PID=""
+    return "$status"
+}

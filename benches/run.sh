@@ -54,12 +54,8 @@ timeout "$BUILD_TIMEOUT" cargo bench --bench write_throughput --no-run >&2
 
 # 3. Run. Temp dirs of the bench (data dirs, logs) go under $WORK.
 echo "[run.sh] running the benchmark (at most ${RUN_TIMEOUT}s)" >&2
-TMPDIR="$WORK" timeout --kill-after=10 "$RUN_TIMEOUT" \
-    cargo bench --bench write_throughput >"$WORK/report.md" &
-BENCH_PID=$!
 status=0
-wait "$BENCH_PID" || status=$?
-BENCH_PID=""
+run_bench write_throughput || status=$?
 if [[ $status -ne 0 ]]; then
     echo "[run.sh] the benchmark failed (exit $status)" >&2
     exit "$status"

@@ -1204,18 +1204,9 @@ fn render(settings: &Settings, runs: &[TargetRun], probes: &[TargetRun]) -> Stri
                         scan.events.join("\n")
                     );
                 }
-                if scan.warnings + scan.errors + scan.panics == 0 {
-                    continue;
+                if let Some(note) = common::log_scan_note(scan) {
+                    let _ = writeln!(notes, "{note}");
                 }
-                let _ = writeln!(
-                    notes,
-                    "- {} log: {} warn, {} error, {} panic lines; first:\n\n```\n{}\n```",
-                    scan.name,
-                    scan.warnings,
-                    scan.errors,
-                    scan.panics,
-                    scan.excerpts.join("\n")
-                );
             }
             if !notes.is_empty() {
                 any = true;

@@ -7,8 +7,8 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::sse::read_sse;
 use common::{wait_for, Cluster, RaftSettings};
-use futures::StreamExt;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -722,13 +722,6 @@ async fn openapi_document_covers_every_route() {
     }
 }
 
-/// One parsed Server-Sent Event.
-#[derive(Debug)]
-struct SseEvent {
-    event: String,
-    data: String,
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn output_is_followed_over_sse_until_the_end_event() {
     let Some(cluster) = Cluster::start_running_jobs(1, RaftSettings::default()) else {
@@ -758,42 +751,10 @@ async fn output_is_followed_over_sse_until_the_end_event() {
     assert!(response.headers()["content-type"]
         .to_str()
         .is_ok_and(|v| v.starts_with("text/event-stream")));
-    let mut body = response.bytes_stream();
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    'read: loop {
-        let next = tokio::time::timeout_at(deadline, body.next()).await;
-        let Ok(Some(bytes)) = next else {
-            panic!(
-                "stream ended or timed out before the end event; events {events:?}\n{}",
-                cluster.log_tail(0)
-            );
-        };
-        buffer.push_str(&String::from_utf8_lossy(&bytes.expect("stream bytes")));
-        while let Some(at) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..at + 2).collect();
-            let mut event = SseEvent {
-                event: "message".into(),
-                data: String::new(),
-            };
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    event.event = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    event.data.push_str(v.trim_start());
-                }
-            }
-            if event.data.is_empty() && event.event == "message" {
-                continue; // a keep-alive comment
-            }
-            let end = event.event == "end";
-            events.push(event);
-            if end {
-                break 'read;
-            }
-        }
-    }
+    let events = read_sse(response, Duration::from_secs(60), |events| {
+        events.last().is_some_and(|e| e.event == "end")
+    })
+    .await;
     let chunks: Vec<Value> = events
         .iter()
         .filter(|e| e.event == "chunk")

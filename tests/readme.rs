@@ -57,14 +57,7 @@ fn tool_present(tool: &str, version_arg: &str) -> bool {
 
 /// Job containers of the dev cluster id that exist now.
 fn dev_containers() -> BTreeSet<String> {
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", "label=drover.cluster=drover-dev"])
-        .output()
-        .expect("docker ps");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
+    common::containers("drover-dev").into_iter().collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::sse::read_sse;
 use common::{drover_bin, wait_for, Cluster, RaftSettings};
 use drover::proto::v1 as pb;
 use futures::StreamExt;
@@ -314,51 +315,6 @@ async fn a_watch_from_before_a_restart_is_out_of_range() {
     );
 }
 
-/// One parsed Server-Sent Event.
-#[derive(Debug)]
-struct SseEvent {
-    event: String,
-    id: Option<String>,
-    data: String,
-}
-
-/// Reads `want` events that are not keep-alives from an SSE body.
-async fn read_sse(response: reqwest::Response, want: usize) -> Vec<SseEvent> {
-    let mut body = response.bytes_stream();
-    let mut buffer = String::new();
-    let mut events = Vec::new();
-    let deadline = tokio::time::Instant::now() + EVENTS_WAIT;
-    while events.len() < want {
-        let next = tokio::time::timeout_at(deadline, body.next()).await;
-        let Ok(Some(Ok(bytes))) = next else {
-            panic!("the stream ended or stalled; events {events:?}");
-        };
-        buffer.push_str(&String::from_utf8_lossy(&bytes));
-        while let Some(at) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..at + 2).collect();
-            let mut event = SseEvent {
-                event: "message".into(),
-                id: None,
-                data: String::new(),
-            };
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    event.event = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    event.data.push_str(v.trim_start());
-                } else if let Some(v) = line.strip_prefix("id:") {
-                    event.id = Some(v.trim().to_string());
-                }
-            }
-            if event.data.is_empty() && event.event == "message" {
-                continue; // a keep-alive comment
-            }
-            events.push(event);
-        }
-    }
-    events
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn sse_watch_resumes_with_last_event_id() {
     let cluster = Cluster::start(1, RaftSettings::default());
@@ -384,7 +340,7 @@ async fn sse_watch_resumes_with_last_event_id() {
     assert!(response.headers()["content-type"]
         .to_str()
         .is_ok_and(|v| v.starts_with("text/event-stream")));
-    let events = read_sse(response, 2).await;
+    let events = read_sse(response, EVENTS_WAIT, |e| e.len() >= 2).await;
     let json: Vec<Value> = events
         .iter()
         .map(|e| {
@@ -413,7 +369,7 @@ async fn sse_watch_resumes_with_last_event_id() {
         .await
         .expect("resume");
     assert_eq!(response.status(), StatusCode::OK);
-    let events = read_sse(response, 2).await;
+    let events = read_sse(response, EVENTS_WAIT, |e| e.len() >= 2).await;
     let json: Vec<Value> = events
         .iter()
         .map(|e| serde_json::from_str(&e.data).expect("event JSON"))

@@ -204,12 +204,7 @@ impl Proc {
         };
         if let Some(pid) = inner {
             // The server is strace's child: kill it by pid, strace then exits.
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            sigkill(pid);
         }
         if let Some(mut child) = self.child.take() {
             if inner.is_some() {
@@ -237,6 +232,33 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// SIGKILL to `pid`, a process of this bench's (or its child's) that has
+/// not been reaped, so the pid cannot be another's.
+pub fn sigkill(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) shares no memory; the caller vouches for the pid.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// The anomaly line of one server's log for a report, or `None` when it
+/// logged no warning, error or panic.
+pub fn log_scan_note(scan: &LogScan) -> Option<String> {
+    if scan.warnings + scan.errors + scan.panics == 0 {
+        return None;
+    }
+    Some(format!(
+        "- {} log: {} warn, {} error, {} panic lines; first:\n\n```\n{}\n```",
+        scan.name,
+        scan.warnings,
+        scan.errors,
+        scan.panics,
+        scan.excerpts.join("\n")
+    ))
 }
 
 /// A channel to `url` on which every unary call (and the opening of every

@@ -97,12 +97,7 @@ pub(crate) async fn run_process(
             Err(_) => {
                 // Not reaped yet (the waiter has not returned), so the pid
                 // is still this child's.
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .arg(pid.to_string())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
+                common::sigkill(pid);
                 let _ = tokio::time::timeout(Duration::from_secs(10), waiter).await;
                 return Err(format!("{what} did not end within {limit:?}; killed"));
             }

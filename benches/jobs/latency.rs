@@ -149,21 +149,13 @@ pub(crate) async fn run_latency(settings: &Settings) -> LatencyResult {
         memory_mib: 0,
         output_cap_bytes: 64 << 20,
     };
-    let mut cluster = match JobCluster::start(settings, phase, 1, executor).await {
-        Ok(c) => c,
-        Err(e) => {
-            result.notes.fail(phase, format!("did not start: {e}"));
-            return result;
-        }
+    let Some(mut cluster) = result.notes.start(settings, phase, 1, executor).await else {
+        return result;
     };
     let plain = docker_run_args(settings, &[], &["true"]);
     let locked = docker_run_args(settings, &locked_flags(), &["true"]);
-    let mut client = match cluster.leader_client().await {
-        Ok(c) => c,
-        Err(e) => {
-            result.notes.fail(phase, e);
-            return result;
-        }
+    let Some(mut client) = result.notes.leader_client(&cluster, phase).await else {
+        return result;
     };
     // Unmeasured warm-up of the baselines (the cluster ran one job already).
     for args in [&plain, &locked] {

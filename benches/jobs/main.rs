@@ -392,6 +392,40 @@ impl PhaseNotes {
         }
     }
 
+    /// Starts the phase's cluster; `None`, with the failure recorded, if it
+    /// did not come up (the phase then returns what it has).
+    async fn start(
+        &mut self,
+        settings: &Settings,
+        phase: Phase,
+        nodes: usize,
+        executor: Executor,
+    ) -> Option<JobCluster> {
+        match JobCluster::start(settings, phase, nodes, executor).await {
+            Ok(cluster) => Some(cluster),
+            Err(e) => {
+                self.fail(phase, format!("did not start: {e}"));
+                None
+            }
+        }
+    }
+
+    /// A client of the leader; `None`, with the failure recorded, if there
+    /// is none.
+    async fn leader_client(
+        &mut self,
+        cluster: &JobCluster,
+        phase: Phase,
+    ) -> Option<DroverClient<Channel>> {
+        match cluster.leader_client().await {
+            Ok(client) => Some(client),
+            Err(e) => {
+                self.fail(phase, e);
+                None
+            }
+        }
+    }
+
     fn finish(&mut self, cluster: &JobCluster, settings: &Settings, phase: Phase) {
         self.logs = cluster.scan_logs();
         if let Some(dir) = &settings.log_dir {
@@ -423,19 +457,8 @@ fn render_notes(out: &mut String, phases: &[(Phase, &PhaseNotes)]) {
         if let Some(f) = &notes.failure {
             let _ = writeln!(text, "- failure:\n\n```\n{}\n```", f.trim_end());
         }
-        for scan in &notes.logs {
-            if scan.warnings + scan.errors + scan.panics == 0 {
-                continue;
-            }
-            let _ = writeln!(
-                text,
-                "- {} log: {} warn, {} error, {} panic lines; first:\n\n```\n{}\n```",
-                scan.name,
-                scan.warnings,
-                scan.errors,
-                scan.panics,
-                scan.excerpts.join("\n")
-            );
+        for note in notes.logs.iter().filter_map(common::log_scan_note) {
+            let _ = writeln!(text, "{note}");
         }
         if !text.is_empty() {
             any = true;

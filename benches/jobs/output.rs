@@ -198,19 +198,11 @@ pub(crate) async fn run_output(settings: &Settings) -> OutputResult {
         memory_mib: 0,
         output_cap_bytes: settings.output_bytes() + (64 << 20),
     };
-    let mut cluster = match JobCluster::start(settings, phase, 1, executor).await {
-        Ok(c) => c,
-        Err(e) => {
-            result.notes.fail(phase, format!("did not start: {e}"));
-            return result;
-        }
+    let Some(mut cluster) = result.notes.start(settings, phase, 1, executor).await else {
+        return result;
     };
-    let mut client = match cluster.leader_client().await {
-        Ok(c) => c,
-        Err(e) => {
-            result.notes.fail(phase, e);
-            return result;
-        }
+    let Some(mut client) = result.notes.leader_client(&cluster, phase).await else {
+        return result;
     };
     let command = settings.output_command();
     let baseline = docker_run_args(settings, &[], &["sh", "-c", &command]);

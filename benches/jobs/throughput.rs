@@ -62,29 +62,18 @@ pub(crate) async fn run_throughput(settings: &Settings) -> ThroughputResult {
         memory_mib: THROUGHPUT_NODE_MEMORY_MIB,
         output_cap_bytes: 64 << 20,
     };
-    let mut cluster = match JobCluster::start(settings, phase, 3, executor).await {
-        Ok(c) => c,
-        Err(e) => {
-            result.notes.fail(phase, format!("did not start: {e}"));
-            return result;
-        }
+    let Some(mut cluster) = result.notes.start(settings, phase, 3, executor).await else {
+        return result;
     };
     let mut clients = Vec::new();
     for _ in 0..settings.clients {
-        match cluster.leader_client().await {
-            Ok(c) => clients.push(c),
-            Err(e) => {
-                result.notes.fail(phase, e);
-                return result;
-            }
-        }
-    }
-    let mut poller = match cluster.leader_client().await {
-        Ok(c) => c,
-        Err(e) => {
-            result.notes.fail(phase, e);
+        let Some(client) = result.notes.leader_client(&cluster, phase).await else {
             return result;
-        }
+        };
+        clients.push(client);
+    }
+    let Some(mut poller) = result.notes.leader_client(&cluster, phase).await else {
+        return result;
     };
     eprintln!(
         "[jobs] throughput: submitting {} jobs with {} clients",
@@ -199,24 +188,20 @@ pub(crate) fn render_throughput(out: &mut String, settings: &Settings, r: &Throu
             .filter_map(|j| Some((first_attempt(j)?.assigned_at_ms - j.submitted_at_ms) as f64))
             .collect(),
     );
-    let queue_to_start = stats(
-        r.jobs
-            .iter()
-            .filter_map(|j| {
-                let a = first_attempt(j)?;
-                (a.started_at_ms > 0).then(|| (a.started_at_ms - j.submitted_at_ms) as f64)
-            })
-            .collect(),
-    );
-    let run = stats(
-        r.jobs
-            .iter()
-            .filter_map(|j| {
-                let a = first_attempt(j)?;
-                (a.started_at_ms > 0).then(|| (a.finished_at_ms - a.started_at_ms) as f64)
-            })
-            .collect(),
-    );
+    // Of started first attempts only (a job cancelled before it ran has none).
+    let started = |span: fn(&pb::Job, &pb::Attempt) -> i64| {
+        stats(
+            r.jobs
+                .iter()
+                .filter_map(|j| {
+                    let a = first_attempt(j)?;
+                    (a.started_at_ms > 0).then(|| span(j, &a) as f64)
+                })
+                .collect(),
+        )
+    };
+    let queue_to_start = started(|j, a| a.started_at_ms - j.submitted_at_ms);
+    let run = started(|_, a| a.finished_at_ms - a.started_at_ms);
     out.push_str("| latency | jobs | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|\n");
     for (name, s) in [
         ("placement (submitted → assigned)", placement),

@@ -294,6 +294,17 @@ pub struct Failure {
     pub code: u8,
 }
 
+impl Failure {
+    /// A node answered without the record the call returns: a bug on its
+    /// side, not the user's.
+    pub fn empty_response() -> Failure {
+        Failure {
+            message: "the node's answer was empty (a bug: please report it)".into(),
+            code: EXIT_FAILED,
+        }
+    }
+}
+
 impl From<tonic::Status> for Failure {
     fn from(status: tonic::Status) -> Self {
         // A TLS refusal that comes after the handshake (TLS 1.3 servers
@@ -465,10 +476,7 @@ pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Resul
                 .await?
                 .into_inner()
                 .job;
-            let job = job.ok_or_else(|| Failure {
-                message: "empty response".into(),
-                code: EXIT_FAILED,
-            })?;
+            let job = job.ok_or_else(Failure::empty_response)?;
             match opts.output {
                 Output::Json => println!("{}", job_json(&job)),
                 Output::Table => {

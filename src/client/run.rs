@@ -136,10 +136,7 @@ pub async fn submit(client: &mut Client, spec: pb::JobSpec) -> Result<pb::Job, F
         .await?
         .into_inner()
         .job
-        .ok_or_else(|| Failure {
-            message: "empty response".into(),
-            code: EXIT_FAILED,
-        })
+        .ok_or_else(Failure::empty_response)
 }
 
 async fn get(client: &mut Client, id: &str) -> Result<pb::Job, Failure> {
@@ -154,10 +151,7 @@ async fn get(client: &mut Client, id: &str) -> Result<pb::Job, Failure> {
         .await?
         .into_inner()
         .job
-        .ok_or_else(|| Failure {
-            message: "empty response".into(),
-            code: EXIT_FAILED,
-        })
+        .ok_or_else(Failure::empty_response)
 }
 
 /// Writes one chunk where it belongs: stdout, or stderr for the job's
@@ -410,10 +404,7 @@ pub async fn stop(client: &mut Client, output: Output, id: String) -> Result<(),
         .await?
         .into_inner()
         .job
-        .ok_or_else(|| Failure {
-            message: "empty response".into(),
-            code: EXIT_FAILED,
-        })?;
+        .ok_or_else(Failure::empty_response)?;
     match output {
         Output::Json => println!("{}", job_json(&job)),
         Output::Table => println!("{} {}", job.id, job.state),

@@ -156,7 +156,7 @@ impl Store {
         scanned: &[(JobId, u32)],
         restore: Option<&Result<PreparedRestore, String>>,
     ) -> Tx<(Vec<Applied>, SmMeta)> {
-        let mut sm: SmMeta = match tx.meta.get(layout::KEY_SM_META)? {
+        let mut sm: SmMeta = match tx.sm_meta.get(layout::KEY_SM_META)? {
             Some(bytes) => self.decode("sm_meta", &bytes)?,
             None => SmMeta::default(),
         };
@@ -212,7 +212,7 @@ impl Store {
             sm.applied_term = entry.term;
             results.push(applied);
         }
-        tx.meta
+        tx.sm_meta
             .insert(layout::KEY_SM_META, codec::encode("sm_meta", &sm)?);
         Ok((results, sm))
     }

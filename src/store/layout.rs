@@ -149,6 +149,26 @@ pub(crate) enum SmTree {
     SmMeta = 8,
 }
 
+/// The field of `$trees` that holds tree `$id`: the one mapping from a
+/// tree's number to its field, for the sled trees (`SmTrees`) and their
+/// staging (`SmTx`), whose fields are named alike.
+macro_rules! sm_tree_of {
+    ($trees:expr, $id:expr) => {
+        match $id {
+            SmTree::Jobs => &$trees.jobs,
+            SmTree::Queue => &$trees.queue,
+            SmTree::Active => &$trees.active,
+            SmTree::Finished => &$trees.finished,
+            SmTree::Idempotency => &$trees.idempotency,
+            SmTree::Nodes => &$trees.nodes,
+            SmTree::Acl => &$trees.acl,
+            SmTree::Restore => &$trees.restore,
+            SmTree::SmMeta => &$trees.sm_meta,
+        }
+    };
+}
+pub(crate) use sm_tree_of;
+
 impl SmTree {
     /// Every tree, in commit order.
     pub(crate) const ALL: [SmTree; 9] = [
@@ -163,17 +183,16 @@ impl SmTree {
         SmTree::SmMeta,
     ];
 
-    /// The trees a snapshot replaces whole: all but `sm_meta`.
-    pub(crate) const TABLE: [SmTree; 8] = [
-        SmTree::Jobs,
-        SmTree::Queue,
-        SmTree::Active,
-        SmTree::Finished,
-        SmTree::Idempotency,
-        SmTree::Nodes,
-        SmTree::Acl,
-        SmTree::Restore,
-    ];
+    /// The trees a snapshot replaces whole: all but `sm_meta` (the last).
+    pub(crate) const TABLE: [SmTree; 8] = {
+        let mut table = [SmTree::Jobs; 8];
+        let mut i = 0;
+        while i < table.len() {
+            table[i] = SmTree::ALL[i];
+            i += 1;
+        }
+        table
+    };
 
     /// The trees a backup restore replaces: the table but the node records,
     /// which describe the nodes running now, not those of the backup.

@@ -668,18 +668,8 @@ impl SmTrees {
     }
 
     fn tree(&self, id: layout::SmTree) -> &sled::Tree {
-        use layout::SmTree;
-        match id {
-            SmTree::Jobs => &self.jobs,
-            SmTree::Queue => &self.queue,
-            SmTree::Active => &self.active,
-            SmTree::Finished => &self.finished,
-            SmTree::Idempotency => &self.idempotency,
-            SmTree::Nodes => &self.nodes,
-            SmTree::Acl => &self.acl,
-            SmTree::Restore => &self.restore,
-            SmTree::SmMeta => &self.sm_meta,
-        }
+        use layout::{sm_tree_of, SmTree};
+        sm_tree_of!(self, id)
     }
 
     /// The trees of [`layout::SmTree::RESTORED`] (what a backup restore
@@ -740,7 +730,7 @@ impl PreparedInstall {
                 tx.restore.insert(restore::chunk_key(*seq), &data[..]);
             }
         }
-        tx.meta.insert(layout::KEY_SM_META, &self.sm_encoded[..]);
+        tx.sm_meta.insert(layout::KEY_SM_META, &self.sm_encoded[..]);
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use sled::transaction::{
 };
 use sled::IVec;
 
-use super::layout::SmTree;
+use super::layout::{sm_tree_of, SmTree};
 use super::{Store, StoreError};
 
 /// Why staging or committing failed: sled's error (mapped with the store's
@@ -91,7 +91,7 @@ pub(crate) struct SmTx<'a> {
     pub acl: StagedTree<'a>,
     pub restore: StagedTree<'a>,
     /// `sm_meta`: the applied index and counters (`state`).
-    pub meta: StagedTree<'a>,
+    pub sm_meta: StagedTree<'a>,
 }
 
 impl SmTx<'_> {
@@ -106,17 +106,7 @@ impl SmTx<'_> {
     }
 
     fn tree(&self, id: SmTree) -> &StagedTree<'_> {
-        match id {
-            SmTree::Jobs => &self.jobs,
-            SmTree::Queue => &self.queue,
-            SmTree::Active => &self.active,
-            SmTree::Finished => &self.finished,
-            SmTree::Idempotency => &self.idempotency,
-            SmTree::Nodes => &self.nodes,
-            SmTree::Acl => &self.acl,
-            SmTree::Restore => &self.restore,
-            SmTree::SmMeta => &self.meta,
-        }
+        sm_tree_of!(self, id)
     }
 
     /// The staged writes, tree by tree in [`SmTree::ALL`] order.
@@ -176,7 +166,7 @@ impl Store {
             nodes: StagedTree::new(&t.nodes),
             acl: StagedTree::new(&t.acl),
             restore: StagedTree::new(&t.restore),
-            meta: StagedTree::new(&t.sm_meta),
+            sm_meta: StagedTree::new(&t.sm_meta),
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 pub mod agent;
 pub mod small_fs;
+pub mod sse;
 
 pub use agent::free_port;
 
