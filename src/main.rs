@@ -19,7 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser, Debug)]
 #[command(
     name = "drover",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("DROVER_COMMIT"), ")"),
     about = "A durable distributed job scheduler for shell commands"
 )]
 struct Cli {
@@ -110,7 +110,7 @@ struct AgentArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_args();
     if !matches!(cli.command, Top::Agent(_)) {
         quiet_on_closed_stdout();
     }
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("Error: cannot start the async runtime: {e}");
+            eprintln!("drover: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -168,6 +168,52 @@ fn main() -> ExitCode {
     })
 }
 
+/// The command line, or exit 2 with clap's message; a mistyped command
+/// gets the nearest real one suggested (clap's own tip misses swapped
+/// letters such as `jbo` for `job`).
+fn parse_args() -> Cli {
+    let error = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(error) => error,
+    };
+    let tip = match error.kind() {
+        clap::error::ErrorKind::InvalidSubcommand => nearest_subcommand(&error),
+        _ => None,
+    };
+    let _ = error.print();
+    if let Some(name) = tip {
+        eprintln!("\ntip: did you mean `{name}`?");
+    }
+    std::process::exit(error.exit_code());
+}
+
+/// The subcommand closest to the unknown one (at most 2 edits away), among
+/// those of the command it was given to.
+fn nearest_subcommand(error: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(unknown)) = error.get(ContextKind::InvalidSubcommand) else {
+        return None;
+    };
+    let mut command = Cli::command();
+    for word in std::env::args().skip(1) {
+        if word == *unknown {
+            break;
+        }
+        if let Some(sub) = command.find_subcommand(&word).cloned() {
+            command = sub;
+        }
+    }
+    if error.to_string().contains("similar") {
+        return None; // clap already suggests one
+    }
+    command
+        .get_subcommands()
+        .map(|c| (strsim::damerau_levenshtein(unknown, c.get_name()), c.get_name()))
+        .filter(|(distance, _)| *distance <= 2)
+        .min()
+        .map(|(_, name)| name.to_string())
+}
+
 /// A CLI whose output is piped into `head` or `grep -q` ends quietly when
 /// the reader goes away, as Unix tools do (exit 141, as if by SIGPIPE),
 /// rather than with a panic message. SIGPIPE itself stays ignored: a node
@@ -199,7 +245,7 @@ async fn agent(args: AgentArgs) -> ExitCode {
     let mut config = match Config::load(args.config.as_deref(), &env) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("Error: {e}");
+            eprintln!("drover: {e}");
             return ExitCode::from(2);
         }
     };
@@ -214,14 +260,14 @@ async fn agent(args: AgentArgs) -> ExitCode {
     let node = match drover::node::Node::start(config) {
         Ok(node) => node,
         Err(e) => {
-            eprintln!("Error: {e}");
+            eprintln!("drover: {e}");
             return ExitCode::FAILURE;
         }
     };
     match drover::api::serve(node, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e}");
+            eprintln!("drover: {e}");
             ExitCode::FAILURE
         }
     }
@@ -234,7 +280,7 @@ fn check(config: &Config) -> ExitCode {
     let text = match config.to_toml() {
         Ok(text) => text,
         Err(e) => {
-            eprintln!("Error: {e}");
+            eprintln!("drover: {e}");
             return ExitCode::from(2);
         }
     };

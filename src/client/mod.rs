@@ -6,16 +6,14 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::service::interceptor::InterceptedService;
-use tonic::service::Interceptor;
-use tonic::transport::Channel;
 
 use crate::api::json;
 use crate::proto::v1 as pb;
-use crate::proto::v1::drover_client::DroverClient;
 
 mod acl;
+mod connect;
+mod failover;
+mod failure;
 mod node;
 mod run;
 mod snapshot;
@@ -23,6 +21,10 @@ pub mod tls;
 mod watch;
 
 pub use self::acl::{acl, AclCommand};
+pub use self::connect::{
+    client_over, connect, connect_unix, unix_socket_path, Client, TokenInterceptor,
+};
+pub use self::failure::{Failure, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE};
 pub use self::node::{node, NodeCommand};
 pub use self::snapshot::SnapshotCommand;
 
@@ -41,18 +43,10 @@ pub fn snapshot_offline(output: Output, cmd: SnapshotCommand) -> ExitCode {
 }
 pub use self::run::{exit_code_of, SpecArgs};
 
-/// Exit codes: 0 success, 1 the cluster refused or failed the request,
-/// 2 bad usage (clap), 3 no node reachable.
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_UNREACHABLE: u8 = 3;
-
 /// Deadline of an ordinary call (enforced by the server via grpc-timeout).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// AddPeer waits for the new node to catch up before promoting it.
 pub(crate) const ADD_PEER_TIMEOUT: Duration = Duration::from_secs(150);
-/// Client-side limit on any call, should a server stop answering entirely.
-const BACKSTOP_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A spinner on stderr while the CLI waits on the cluster (a job to start,
 /// a node to catch up), so a wait never looks like a hang. Only on a
@@ -81,43 +75,6 @@ fn call<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
     request
-}
-
-/// The API client every command uses: every call carries the token.
-pub type Client = DroverClient<InterceptedService<Channel, TokenInterceptor>>;
-
-/// Adds `authorization: Bearer SECRET` to every call, when a token is set.
-#[derive(Clone)]
-pub struct TokenInterceptor(Option<MetadataValue<Ascii>>);
-
-impl TokenInterceptor {
-    /// An interceptor sending `secret` (none: calls carry no token). Fails
-    /// on a value that cannot be a header, which no real secret is.
-    pub fn new(secret: Option<&str>) -> Result<TokenInterceptor, String> {
-        match secret.map(str::trim).filter(|t| !t.is_empty()) {
-            Some(secret) => MetadataValue::try_from(format!("Bearer {secret}"))
-                .map(|v| TokenInterceptor(Some(v)))
-                .map_err(|_| {
-                    "the token contains characters a token never has; check --token / DROVER_TOKEN"
-                        .to_string()
-                }),
-            None => Ok(TokenInterceptor(None)),
-        }
-    }
-}
-
-impl Interceptor for TokenInterceptor {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(value) = &self.0 {
-            request
-                .metadata_mut()
-                .insert(crate::api::auth::AUTHORIZATION, value.clone());
-        }
-        Ok(request)
-    }
 }
 
 /// Options every client command takes.
@@ -288,137 +245,6 @@ pub enum RaftCommand {
     },
 }
 
-/// A failed command: the line to print and the exit code.
-pub struct Failure {
-    pub message: String,
-    pub code: u8,
-}
-
-impl Failure {
-    /// A node answered without the record the call returns: a bug on its
-    /// side, not the user's.
-    pub fn empty_response() -> Failure {
-        Failure {
-            message: "the node's answer was empty (a bug: please report it)".into(),
-            code: EXIT_FAILED,
-        }
-    }
-}
-
-impl From<tonic::Status> for Failure {
-    fn from(status: tonic::Status) -> Self {
-        // A TLS refusal that comes after the handshake (TLS 1.3 servers
-        // check the client certificate then) reaches the call as a cut
-        // connection.
-        let cut = matches!(status.code(), tonic::Code::Cancelled | tonic::Code::Unknown)
-            && (status.message().contains("canceled") || status.message().contains("transport"));
-        if let Some(why) = cut.then(tls::hint_for_cut_connection).flatten() {
-            return Failure {
-                message: why,
-                code: EXIT_UNREACHABLE,
-            };
-        }
-        let code = if status.code() == tonic::Code::Unavailable
-            && status.message().contains("transport")
-        {
-            EXIT_UNREACHABLE
-        } else {
-            EXIT_FAILED
-        };
-        Failure {
-            message: format!("{:?}: {}", status.code(), status.message()),
-            code,
-        }
-    }
-}
-
-/// Connects to the first reachable address of the list.
-pub async fn connect(opts: &ClientOpts) -> Result<Client, Failure> {
-    let interceptor = TokenInterceptor::new(opts.token.as_deref()).map_err(|message| Failure {
-        message,
-        code: EXIT_USAGE,
-    })?;
-    let tls = tls::ClientTls::load(opts)?;
-    let mut errors = Vec::new();
-    for raw in opts
-        .address
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-    {
-        if let Some(path) = unix_socket_path(raw) {
-            match connect_unix(path).await {
-                Ok(channel) => return Ok(DroverClient::with_interceptor(channel, interceptor)),
-                Err(e) => {
-                    errors.push(format!("{raw}: {}", source_chain(&e)));
-                    continue;
-                }
-            }
-        }
-        let endpoint = match tls::endpoint(raw, tls.as_ref()) {
-            Ok(e) => e
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(BACKSTOP_TIMEOUT),
-            Err(why) => {
-                errors.push(format!("{raw}: {why}"));
-                continue;
-            }
-        };
-        match endpoint.connect().await {
-            Ok(channel) => return Ok(DroverClient::with_interceptor(channel, interceptor)),
-            Err(e) => {
-                let chain = source_chain(&e);
-                match tls::explain_failure(&chain, tls.is_some()) {
-                    Some(why) => errors.push(format!("{raw}: {why}")),
-                    None => errors.push(format!("{raw}: {chain}")),
-                }
-            }
-        }
-    }
-    Err(Failure {
-        message: format!("cannot reach any Drover node ({})", errors.join("; ")),
-        code: EXIT_UNREACHABLE,
-    })
-}
-
-/// The path of a `unix:///path` (or `unix:path`) address: a node's local
-/// socket (`listen.socket`), where `drover acl bootstrap` needs no secret.
-pub fn unix_socket_path(raw: &str) -> Option<&str> {
-    raw.strip_prefix("unix://")
-        .or_else(|| raw.strip_prefix("unix:"))
-        .filter(|p| !p.is_empty())
-}
-
-/// A channel over a unix socket (plaintext: the socket's file mode is the
-/// protection, and it never leaves the machine).
-pub async fn connect_unix(
-    path: &str,
-) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    let path = std::path::PathBuf::from(path);
-    // The URI is required by the API but unused: the connector dials the path.
-    tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(BACKSTOP_TIMEOUT)
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
-        .await
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
-}
-
 /// Runs a client command and turns the outcome into an exit code (a
 /// command may choose its own success code, as `job run` does).
 pub async fn run<F, Fut>(opts: ClientOpts, f: F) -> ExitCode
@@ -433,7 +259,7 @@ where
     match outcome {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("Error: {}", failure.message);
+            eprintln!("drover: {}", failure.message);
             ExitCode::from(failure.code)
         }
     }

@@ -220,7 +220,9 @@ pub fn exit_code_of(job: &pb::Job) -> u8 {
 }
 
 /// `drover job run`: submit, stream each attempt's output, exit with the
-/// job's exit code.
+/// job's exit code. The first Ctrl-C stops the job and waits for it to end
+/// (as `docker run` does); a second one leaves it running and says how to
+/// stop it.
 pub async fn run(
     client: &mut Client,
     opts_output: Output,
@@ -236,6 +238,47 @@ pub async fn run(
         return Ok(0);
     }
     let id = job.id.clone();
+    let mut interrupts = interrupts();
+    let mut stopper = client.clone();
+    let follow = follow_job(client, opts_output, id.clone());
+    tokio::pin!(follow);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            done = &mut follow => return done,
+            Some(()) = interrupts.recv() => {
+                if stopping {
+                    eprintln!("drover: still running: drover job stop {id}");
+                    return Ok(130);
+                }
+                stopping = true;
+                eprintln!("drover: stopping job {id} (Ctrl-C again to leave it running)");
+                let request = pb::StopJobRequest { id: id.clone() };
+                if let Err(e) = stopper.stop_job(call(request, CALL_TIMEOUT)).await {
+                    let failure = Failure::from(e);
+                    eprintln!("drover: cannot stop job {id}: {}; still running", failure.message);
+                    return Ok(130);
+                }
+            }
+        }
+    }
+}
+
+/// Every Ctrl-C (SIGINT) from now on, as a message.
+fn interrupts() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Follows job `id` through its attempts to its end: the exit code.
+async fn follow_job(client: &mut Client, opts_output: Output, id: String) -> Result<u8, Failure> {
     let mut attempt = 1;
     loop {
         if attempt == 1 {

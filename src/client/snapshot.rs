@@ -139,7 +139,7 @@ pub fn offline(output: Output, cmd: SnapshotCommand) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("Error: {}", f.message);
+            eprintln!("drover: {}", f.message);
             ExitCode::from(f.code)
         }
     }

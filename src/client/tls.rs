@@ -229,7 +229,7 @@ pub fn tls(command: TlsCommand) -> ExitCode {
                 },
                 (None, None, Some(name)) => Subject::Client { name },
                 _ => {
-                    eprintln!("Error: give either --node ID --cluster NAME, or --client NAME");
+                    eprintln!("drover: give either --node ID --cluster NAME, or --client NAME");
                     return ExitCode::from(EXIT_USAGE);
                 }
             };
@@ -242,11 +242,11 @@ pub fn tls(command: TlsCommand) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(certs::CertError::Usage(message)) => {
-            eprintln!("Error: {message}");
+            eprintln!("drover: {message}");
             ExitCode::from(EXIT_USAGE)
         }
         Err(e) => {
-            eprintln!("Error: {e}");
+            eprintln!("drover: {e}");
             ExitCode::from(EXIT_FAILED)
         }
     }

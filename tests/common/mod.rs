@@ -385,7 +385,11 @@ impl Cluster {
             .timeout(Duration::from_secs(15));
         let interceptor = drover::client::TokenInterceptor::new(token).ok()?;
         let channel = endpoint.connect().await.ok()?;
-        Some(DroverClient::with_interceptor(channel, interceptor))
+        Some(drover::client::client_over(
+            channel,
+            &self.api_url(i),
+            interceptor,
+        ))
     }
 
     /// Node `i`'s unix socket (`listen.socket`'s default).
@@ -398,7 +402,11 @@ impl Cluster {
         let path = self.socket_path(i);
         let channel = drover::client::connect_unix(path.to_str()?).await.ok()?;
         let interceptor = drover::client::TokenInterceptor::new(None).ok()?;
-        Some(DroverClient::with_interceptor(channel, interceptor))
+        Some(drover::client::client_over(
+            channel,
+            &path.display().to_string(),
+            interceptor,
+        ))
     }
 
     /// Bootstraps the ACL system over a node's unix socket, as an operator
