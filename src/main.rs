@@ -208,7 +208,12 @@ fn nearest_subcommand(error: &clap::Error) -> Option<String> {
     }
     command
         .get_subcommands()
-        .map(|c| (strsim::damerau_levenshtein(unknown, c.get_name()), c.get_name()))
+        .map(|c| {
+            (
+                strsim::damerau_levenshtein(unknown, c.get_name()),
+                c.get_name(),
+            )
+        })
         .filter(|(distance, _)| *distance <= 2)
         .min()
         .map(|(_, name)| name.to_string())

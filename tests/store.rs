@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use drover::jobs::Applied;
-use drover::jobs::{Command, Job, JobId, JobSpec, JobState};
+use drover::jobs::{Command, Job, JobId, JobScan, JobSpec, JobState};
 use drover::raft::{
     ConfChange, Entry, HardState, Membership, Payload, PeerInfo, Ready, SnapshotMeta,
 };
@@ -285,7 +285,9 @@ fn list_jobs_paginates_in_id_order() {
     let mut seen: Vec<Job> = Vec::new();
     let mut cursor = None;
     loop {
-        let page = store.list_jobs(cursor.as_ref(), 10).unwrap();
+        let page = store
+            .list_jobs(&JobScan::default(), cursor.as_ref(), 10)
+            .unwrap();
         if page.is_empty() {
             break;
         }
@@ -297,6 +299,53 @@ fn list_jobs_paginates_in_id_order() {
         seen.iter().map(|j| j.id).collect::<Vec<_>>(),
         (1..=25).map(job_id).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn list_jobs_pages_newest_first_and_within_an_id_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, submits(1, 25, 1), None);
+    store.apply(&submits(1, 25, 1)).unwrap();
+    let all_pages = |scan: JobScan| {
+        let (mut seen, mut cursor) = (Vec::new(), None);
+        loop {
+            let page = store.list_jobs(&scan, cursor.as_ref(), 7).unwrap();
+            let Some(last) = page.last().map(|j| j.id) else {
+                return seen;
+            };
+            cursor = Some(last);
+            seen.extend(page.into_iter().map(|j| j.id));
+        }
+    };
+    let newest = JobScan {
+        newest_first: true,
+        ..JobScan::default()
+    };
+    let expected: Vec<_> = (1..=25).rev().map(job_id).collect();
+    assert_eq!(all_pages(newest), expected);
+
+    // A prefix of job 12's text is one range of the table, either way.
+    let twelve = job_id(12).to_string();
+    let (first, last) = JobId::prefix_range(&twelve[..24].to_lowercase()).expect("a prefix");
+    assert!(first <= job_id(12) && job_id(12) <= last);
+    for newest_first in [false, true] {
+        let scan = JobScan {
+            newest_first,
+            first: Some(first),
+            last: Some(last),
+        };
+        let found = all_pages(scan);
+        assert!(found.contains(&job_id(12)), "{found:?}");
+        assert!(found
+            .iter()
+            .all(|id| id.to_string().starts_with(&twelve[..24])));
+    }
+    let whole = JobId::prefix_range(&twelve).expect("a whole id is a prefix");
+    assert_eq!(whole, (job_id(12), job_id(12)));
+    assert_eq!(JobId::prefix_range("8"), None, "no ULID starts above 7");
+    assert_eq!(JobId::prefix_range("01I"), None, "I is not in the alphabet");
+    assert_eq!(JobId::prefix_range(""), None);
 }
 
 #[test]
@@ -345,8 +394,8 @@ fn snapshot_moves_the_state_machine_to_another_store() {
         assert_eq!(s.applied_index(), 43);
         assert_eq!(s.job_count(), 40);
         assert_eq!(
-            s.list_jobs(None, 1000).unwrap(),
-            leader.list_jobs(None, 1000).unwrap()
+            s.list_jobs(&JobScan::default(), None, 1000).unwrap(),
+            leader.list_jobs(&JobScan::default(), None, 1000).unwrap()
         );
         assert_eq!(s.applied_membership().unwrap(), membership(&[1, 2, 3]));
         let r = s.restored().unwrap();
@@ -634,7 +683,13 @@ fn a_store_is_migrated_to_the_next_version() {
     }
     // Re-opening runs nothing again.
     let store = Store::open_with_migrations(dir.path(), CLUSTER, 1, &next).unwrap();
-    assert_eq!(store.list_jobs(None, 10).unwrap().len(), 5);
+    assert_eq!(
+        store
+            .list_jobs(&JobScan::default(), None, 10)
+            .unwrap()
+            .len(),
+        5
+    );
     drop(store);
     {
         let db = sled::open(dir.path().join("db")).unwrap();
@@ -1023,8 +1078,8 @@ fn node_down_in_the_same_batch_as_an_assignment_loses_that_attempt() {
     assert_eq!(other.finished_count(), 3);
     assert_eq!(other.nodes().unwrap(), store.nodes().unwrap());
     assert_eq!(
-        other.list_jobs(None, 10).unwrap(),
-        store.list_jobs(None, 10).unwrap()
+        other.list_jobs(&JobScan::default(), None, 10).unwrap(),
+        store.list_jobs(&JobScan::default(), None, 10).unwrap()
     );
     assert_eq!(
         other.oldest_finished(10).unwrap(),
@@ -1299,8 +1354,8 @@ fn a_restore_replaces_jobs_and_tokens_atomically_and_survives_a_snapshot_mid_sta
     for s in [&store, &other] {
         assert_eq!(s.job_count(), 40);
         assert_eq!(
-            s.list_jobs(None, 100).unwrap(),
-            src.list_jobs(None, 100).unwrap()
+            s.list_jobs(&JobScan::default(), None, 100).unwrap(),
+            src.list_jobs(&JobScan::default(), None, 100).unwrap()
         );
         assert!(
             s.get_job(&job_id(101)).unwrap().is_none(),
@@ -1385,7 +1440,7 @@ fn a_data_dir_written_by_the_schema_2_release_upgrades_on_open() {
     };
     let store = open_dev();
     assert_eq!(store.schema_version(), migrations::SCHEMA_VERSION);
-    let jobs = store.list_jobs(None, 100).unwrap();
+    let jobs = store.list_jobs(&JobScan::default(), None, 100).unwrap();
     let by_command = |text: &str| {
         jobs.iter()
             .find(|j| j.spec.command.as_deref().is_some_and(|c| c.contains(text)))
@@ -1424,5 +1479,8 @@ fn a_data_dir_written_by_the_schema_2_release_upgrades_on_open() {
     // Upgraded for good: a second open finds schema 3 and the same jobs.
     let again = open_dev();
     assert_eq!(again.schema_version(), migrations::SCHEMA_VERSION);
-    assert_eq!(again.list_jobs(None, 100).unwrap(), jobs);
+    assert_eq!(
+        again.list_jobs(&JobScan::default(), None, 100).unwrap(),
+        jobs
+    );
 }

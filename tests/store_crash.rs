@@ -312,7 +312,9 @@ fn check_recovered(dir: &Path, acks: &Acks, max_pad: usize, round: usize) {
     // Rows, the queue index and the counters agree: no half apply.
     let mut rows = Vec::new();
     loop {
-        let page = store.list_jobs(rows.last(), 1000).unwrap();
+        let page = store
+            .list_jobs(&drover::jobs::JobScan::default(), rows.last(), 1000)
+            .unwrap();
         if page.is_empty() {
             break;
         }

@@ -298,7 +298,8 @@ async fn a_watch_from_before_a_restart_is_out_of_range() {
     let out = cluster.cli(&["job", "watch", "--from-index", "1"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("no longer holds the job events after index 1"),
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no longer holds the job events after index 1"),
         "{out:?}"
     );
 

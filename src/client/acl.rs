@@ -42,7 +42,7 @@ fn print_secret(output: Output, message: &pb::AclTokenSecret) {
     let shown = TokenSecretJson::from(message);
     match output {
         Output::Json => println!("{}", json::to_value(&shown)),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             println!("Accessor ID = {}", shown.token.accessor);
             println!("Secret      = {}", shown.secret);
             println!("Name        = {}", shown.token.name);
@@ -65,7 +65,7 @@ fn print_tokens(output: Output, tokens: &[pb::AclToken]) {
     let tokens: Vec<TokenJson> = tokens.iter().map(TokenJson::from).collect();
     match output {
         Output::Json => println!("{}", json::to_value(&tokens)),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             println!("{:<26}  {:<20}  {:<9}  CREATED", "ACCESSOR", "NAME", "ROLE");
             for t in &tokens {
                 let created = match t.created_at_ms {
@@ -113,7 +113,9 @@ pub async fn acl(mut client: Client, output: Output, cmd: AclCommand) -> Result<
             let token = message.token.unwrap_or_default();
             match output {
                 Output::Json => println!("{}", json::to_value(&TokenJson::from(&token))),
-                Output::Table => println!("revoked {} ({})", token.accessor, token.name),
+                Output::Table | Output::Wide => {
+                    println!("revoked {} ({})", token.accessor, token.name)
+                }
             }
             warn_unconfirmed(&message.unconfirmed_nodes);
         }

@@ -109,7 +109,10 @@ impl Failover {
         }
     }
 
-    async fn call_any(&self, request: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
+    async fn call_any(
+        &self,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<Body>, BoxError> {
         let (parts, body) = request.into_parts();
         // Kept to send again: a unary request is one small message (a
         // restore's stream is the file, which the CLI holds anyway).
@@ -140,7 +143,9 @@ impl Failover {
             }
             // Every address refused the connection: no node is running
             // there (an election leaves the survivors answering).
-            let none_up = misses.iter().all(|(_, m)| matches!(m, Miss::Unreachable(_)));
+            let none_up = misses
+                .iter()
+                .all(|(_, m)| matches!(m, Miss::Unreachable(_)));
             if none_up || Instant::now() + delay >= deadline {
                 return Err(Box::new(give_up(misses)));
             }
@@ -169,10 +174,9 @@ impl Failover {
             Err(e) => {
                 let error: &(dyn std::error::Error + 'static) = &e;
                 return Err(match classify(error, self.tls) {
-                    Fault::Explained(why) => Err(Box::new(unreachable(format!(
-                        "{}: {why}",
-                        target.address
-                    )))),
+                    Fault::Explained(why) => {
+                        Err(Box::new(unreachable(format!("{}: {why}", target.address))))
+                    }
                     Fault::Connect(why) => Ok(Miss::Unreachable(why)),
                     Fault::Timeout => Err(Box::new(unreachable(format!(
                         "no answer from {} in time: is it a Drover node's API port \
@@ -263,9 +267,10 @@ fn trailers_only_status(response: &http::Response<Body>) -> Option<tonic::Status
 /// A status the CLI made itself: no node could serve the call.
 fn unreachable(message: String) -> tonic::Status {
     let mut status = tonic::Status::unavailable(message);
-    status
-        .metadata_mut()
-        .insert(UNREACHABLE, tonic::metadata::MetadataValue::from_static("1"));
+    status.metadata_mut().insert(
+        UNREACHABLE,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
     status
 }
 

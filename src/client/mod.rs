@@ -14,6 +14,7 @@ mod acl;
 mod connect;
 mod failover;
 mod failure;
+mod list;
 mod node;
 mod run;
 mod snapshot;
@@ -90,7 +91,13 @@ pub struct ClientOpts {
     )]
     pub address: String,
     /// Output format.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        value_enum,
+        default_value_t = Output::Table
+    )]
     pub output: Output,
     /// ACL token secret (needed when the cluster has ACLs enabled).
     #[arg(long, global = true, env = "DROVER_TOKEN", hide_env_values = true)]
@@ -118,10 +125,14 @@ pub struct ClientOpts {
     pub client_key: Option<std::path::PathBuf>,
 }
 
-/// How results are printed.
+/// How results are printed (`-o`, as kubectl's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Output {
+    /// Columns that fit the terminal.
     Table,
+    /// Every column, whatever the width (`job list`).
+    Wide,
+    /// One JSON document, the REST API's shapes.
     Json,
 }
 
@@ -184,6 +195,9 @@ pub enum JobCommand {
         /// Every page, not just the first.
         #[arg(long)]
         all: bool,
+        /// Oldest first (submission order) instead of newest first.
+        #[arg(long)]
+        oldest_first: bool,
     },
     /// Stop a job in any state: its container gets SIGTERM, then SIGKILL
     /// after the node's stop grace. Stopping a finished job changes nothing.
@@ -280,16 +294,26 @@ pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Resul
             id,
             follow,
             attempt,
-        } => run::logs(&mut client, id, attempt, follow).await?,
-        JobCommand::Stop { id } => run::stop(&mut client, opts.output, id).await?,
+        } => {
+            let id = list::resolve_id(&mut client, &id).await?;
+            run::logs(&mut client, id, attempt, follow).await?
+        }
+        JobCommand::Stop { id } => {
+            let id = list::resolve_id(&mut client, &id).await?;
+            run::stop(&mut client, opts.output, id).await?
+        }
         JobCommand::Watch { id, from_index } => {
+            let id = match id {
+                Some(id) => Some(list::resolve_id(&mut client, &id).await?),
+                None => None,
+            };
             watch::watch(&mut client, opts.output, from_index, id).await?
         }
         JobCommand::Submit { spec, command } => {
             let job = run::submit(&mut client, spec.to_spec(command)?).await?;
             match opts.output {
                 Output::Json => println!("{}", job_json(&job)),
-                Output::Table => println!("{}", job.id),
+                Output::Table | Output::Wide => println!("{}", job.id),
             }
         }
         JobCommand::Status {
@@ -297,6 +321,7 @@ pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Resul
             consistent,
             ..
         } => {
+            let id = list::resolve_id(&mut client, &id).await?;
             let job = client
                 .get_job(call(pb::GetJobRequest { id, consistent }, CALL_TIMEOUT))
                 .await?
@@ -305,7 +330,7 @@ pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Resul
             let job = job.ok_or_else(Failure::empty_response)?;
             match opts.output {
                 Output::Json => println!("{}", job_json(&job)),
-                Output::Table => {
+                Output::Table | Output::Wide => {
                     let spec = job.spec.clone().unwrap_or_default();
                     println!("ID          = {}", job.id);
                     println!("State       = {}", job.state);
@@ -357,9 +382,10 @@ pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Resul
                 page_size,
                 page_token,
                 consistent,
+                newest_first: true,
                 ..Default::default()
             };
-            list_jobs(&mut client, opts.output, request, false).await?;
+            list::list_jobs(&mut client, opts.output, request, false).await?;
         }
         JobCommand::List {
             states,
@@ -370,6 +396,7 @@ pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Resul
             page_size,
             page_token,
             all,
+            oldest_first,
         } => {
             let labels = run::pairs(&labels, "label")?.into_iter().collect();
             let request = pb::ListJobsRequest {
@@ -380,80 +407,13 @@ pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Resul
                 labels,
                 node: node.unwrap_or(0),
                 owner: owner.unwrap_or_default(),
+                newest_first: !oldest_first,
+                id_prefix: String::new(),
             };
-            list_jobs(&mut client, opts.output, request, all).await?;
+            list::list_jobs(&mut client, opts.output, request, all).await?;
         }
     }
     Ok(0)
-}
-
-/// Prints one page of jobs, or with `all` every page (as one table or one
-/// JSON array).
-async fn list_jobs(
-    client: &mut Client,
-    output: Output,
-    mut request: pb::ListJobsRequest,
-    all: bool,
-) -> Result<(), Failure> {
-    let mut jobs = Vec::new();
-    // The first page's: every later page reflects at least as much.
-    let mut index = None;
-    let next = loop {
-        let page = client
-            .list_jobs(call(request.clone(), CALL_TIMEOUT))
-            .await?
-            .into_inner();
-        index = index.or(Some(page.index));
-        jobs.extend(page.jobs);
-        if !all || page.next_page_token.is_empty() {
-            break page.next_page_token;
-        }
-        request.page_token = page.next_page_token;
-    };
-    match output {
-        Output::Json => {
-            let jobs: Vec<_> = jobs.iter().map(job_json).collect();
-            let index = index.unwrap_or_default();
-            println!(
-                "{}",
-                json!({ "jobs": jobs, "next_page_token": next, "index": index })
-            );
-        }
-        Output::Table => {
-            let width = terminal_width();
-            println!(
-                "{:<26}  {:<10}  {:<8}  {:<10}  COMMAND",
-                "ID", "STATE", "ATTEMPTS", "SUBMITTED"
-            );
-            // What is left of the line for the command, at least 20 columns.
-            let room = width
-                .saturating_sub(26 + 2 + 10 + 2 + 8 + 2 + 10 + 2)
-                .max(20);
-            for job in &jobs {
-                println!(
-                    "{:<26}  {:<10}  {:<8}  {:<10}  {}",
-                    job.id,
-                    job.state,
-                    job.attempts.len(),
-                    human_time(job.submitted_at_ms),
-                    truncate(&describe_spec(job.spec.as_ref()), room)
-                );
-            }
-            if !next.is_empty() {
-                println!("(more: --page-token {next}, or --all)");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Columns of the terminal (`COLUMNS`), 100 when unknown.
-fn terminal_width() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .filter(|&c: &usize| c >= 40)
-        .unwrap_or(100)
 }
 
 /// `drover operator raft …`
@@ -477,7 +437,7 @@ pub async fn raft(mut client: Client, opts: ClientOpts, cmd: RaftCommand) -> Res
             learner_only,
         } => {
             let waiting = match opts.output {
-                Output::Table => spinner(format!(
+                Output::Table | Output::Wide => spinner(format!(
                     "adding node {id}: waiting for it to catch up with the log"
                 )),
                 Output::Json => None,
@@ -512,7 +472,7 @@ pub async fn raft(mut client: Client, opts: ClientOpts, cmd: RaftCommand) -> Res
                 .into_inner();
             match opts.output {
                 Output::Json => println!("{}", json!({ "leader_id": r.leader_id })),
-                Output::Table => println!("leader is now node {}", r.leader_id),
+                Output::Table | Output::Wide => println!("leader is now node {}", r.leader_id),
             }
             return Ok(());
         }
@@ -522,7 +482,7 @@ pub async fn raft(mut client: Client, opts: ClientOpts, cmd: RaftCommand) -> Res
             "{}",
             json!({ "members": members.iter().map(member_json).collect::<Vec<_>>() })
         ),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             println!(
                 "{:<6}  {:<22}  {:<22}  {:<8}  {:<7}  {:<8}  LAST CONTACT",
                 "ID", "RAFT ADDRESS", "API ADDRESS", "SUFFRAGE", "LEADER", "MATCH"
@@ -560,13 +520,16 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
+/// This machine's clock, in Unix milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// "3s ago", "5m ago", … relative to now.
 pub fn human_time(ms: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let secs = ((now - ms) / 1000).max(0);
+    let secs = ((now_ms() - ms) / 1000).max(0);
     match secs {
         0..=59 => format!("{secs}s ago"),
         60..=3599 => format!("{}m ago", secs / 60),

@@ -111,7 +111,7 @@ pub async fn node(mut client: Client, output: Output, cmd: NodeCommand) -> Resul
                 learner_only,
             };
             let waiting = match output {
-                Output::Table => super::spinner(format!(
+                Output::Table | Output::Wide => super::spinner(format!(
                     "node {}: waiting for it to catch up with the log",
                     config.node_id
                 )),
@@ -129,7 +129,7 @@ pub async fn node(mut client: Client, output: Output, cmd: NodeCommand) -> Resul
                     "{}",
                     json!({ "members": members.iter().map(|m| crate::api::json::to_value(&crate::api::json::MemberJson::from(m))).collect::<Vec<_>>() })
                 ),
-                Output::Table => println!(
+                Output::Table | Output::Wide => println!(
                     "node {} joined: the cluster has {} members",
                     config.node_id,
                     members.len()
@@ -164,7 +164,7 @@ pub async fn node(mut client: Client, output: Output, cmd: NodeCommand) -> Resul
             "{}",
             json!({ "nodes": nodes.iter().map(node_json).collect::<Vec<_>>() })
         ),
-        Output::Table => print_table(&nodes),
+        Output::Table | Output::Wide => print_table(&nodes),
     }
     Ok(0)
 }

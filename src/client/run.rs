@@ -233,7 +233,7 @@ pub async fn run(
     if detach {
         match opts_output {
             Output::Json => println!("{}", job_json(&job)),
-            Output::Table => println!("{}", job.id),
+            Output::Table | Output::Wide => println!("{}", job.id),
         }
         return Ok(0);
     }
@@ -286,7 +286,9 @@ async fn follow_job(client: &mut Client, opts_output: Output, id: String) -> Res
             // would look like a hang: say why, once, and keep waiting.
             let mut hint_client = client.clone();
             let waiting = match opts_output {
-                Output::Table => super::spinner(format!("job {id}: waiting for it to start")),
+                Output::Table | Output::Wide => {
+                    super::spinner(format!("job {id}: waiting for it to start"))
+                }
                 Output::Json => None,
             };
             let follow = follow_attempt(client, &id, attempt, waiting.as_ref());
@@ -389,9 +391,15 @@ fn describe_end(attempt: Option<&pb::Attempt>) -> String {
         return String::new();
     };
     let mut text = match (a.reason.as_str(), a.exit_code) {
+        ("EXIT_CODE", Some(127)) => {
+            " (exit code 127: the command was not found in the job's image; jobs run \
+             in a container and do not see this machine's files)"
+                .to_string()
+        }
         ("EXIT_CODE", Some(code)) => format!(" (exit code {code})"),
         ("SIGNAL", _) => format!(" (signal {})", a.signal),
-        ("", _) => String::new(),
+        // CANCELLED, TIMED_OUT: the state already says it.
+        ("", _) | ("CANCELLED", _) | ("TIMED_OUT", _) => String::new(),
         (reason, _) => format!(" ({reason})"),
     };
     if !a.message.is_empty() && a.reason != "EXIT_CODE" {
@@ -450,7 +458,7 @@ pub async fn stop(client: &mut Client, output: Output, id: String) -> Result<(),
         .ok_or_else(Failure::empty_response)?;
     match output {
         Output::Json => println!("{}", job_json(&job)),
-        Output::Table => println!("{} {}", job.id, job.state),
+        Output::Table | Output::Wide => println!("{} {}", job.id, job.state),
     }
     Ok(())
 }

@@ -93,7 +93,7 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 fn print_summary(output: Output, summary: &backup::Summary) {
     match output {
         Output::Json => println!("{}", crate::api::json::to_value(summary)),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             let h = &summary.header;
             println!("Format       = {}", h.format);
             println!("Cluster      = {}", h.cluster_id);
@@ -180,7 +180,7 @@ fn seed(
                 "tokens": seeded.tokens,
             })
         ),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             println!(
                 "seeded {} as node {node_id} of cluster {cluster_id}: {} jobs, {} tokens, at log index {}",
                 data_dir.display(),
@@ -214,7 +214,7 @@ pub async fn online(
             let mut bytes = Vec::new();
             let mut bar: Option<indicatif::ProgressBar> = None;
             while let Some(chunk) = stream.message().await? {
-                if bar.is_none() && output == Output::Table {
+                if bar.is_none() && output != Output::Json {
                     let b = indicatif::ProgressBar::with_draw_target(
                         Some(chunk.total_bytes),
                         indicatif::ProgressDrawTarget::stderr(),
@@ -242,7 +242,7 @@ pub async fn online(
                 .map_err(|e| failed(format!("cannot write {}: {e}", file.display())))?;
             match output {
                 Output::Json => println!("{}", crate::api::json::to_value(&summary)),
-                Output::Table => println!(
+                Output::Table | Output::Wide => println!(
                     "saved {} ({} bytes): cluster {}, index {}, {} jobs, {} tokens",
                     file.display(),
                     bytes.len(),
@@ -279,7 +279,7 @@ pub async fn online(
                         "backup_index": response.backup_index,
                     })
                 ),
-                Output::Table => println!(
+                Output::Table | Output::Wide => println!(
                     "restored {} (cluster {}, index {}): {} jobs, {} tokens, in effect at log index {}",
                     file.display(),
                     summary.header.cluster_id,

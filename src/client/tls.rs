@@ -272,7 +272,7 @@ fn print_inspected(cert: &certs::Inspected, output: Output) {
                 "expires_in_secs": cert.expires_in_secs,
             })
         ),
-        Output::Table => {
+        Output::Table | Output::Wide => {
             println!("Subject    = {}", cert.subject);
             println!("Issuer     = {}", cert.issuer);
             println!("Kind       = {}", cert.kind.as_str());

@@ -48,7 +48,7 @@ pub async fn watch(
             return Ok(());
         }
     }
-    if output == Output::Table {
+    if output != Output::Json {
         println!(
             "{:<8}  {:<26}  {:<7}  {:<10}  {:<7}  {:<4}  {:<17}  AT",
             "INDEX", "JOB", "EVENT", "STATE", "ATTEMPT", "NODE", "REASON"
@@ -70,7 +70,7 @@ pub async fn watch(
         };
         match output {
             Output::Json => println!("{}", json::to_value(&json::JobEventJson::from(&event))),
-            Output::Table => {
+            Output::Table | Output::Wide => {
                 let dash = |s: &str| {
                     if s.is_empty() {
                         "-".to_string()

@@ -42,10 +42,43 @@ impl JobId {
         JobId(Ulid::from_bytes(bytes))
     }
 
+    /// The ids whose text starts with `prefix` (case-insensitive), as the
+    /// inclusive range `(first, last)`: ids sort as their text does, so a
+    /// prefix is one range of the job table. `None` when `prefix` is not
+    /// the start of any id (a character outside the ULID alphabet, too long,
+    /// or a first character above 7).
+    pub fn prefix_range(prefix: &str) -> Option<(JobId, JobId)> {
+        const ALPHABET: &str = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+        let prefix = prefix.to_ascii_uppercase();
+        if prefix.is_empty() || prefix.len() > 26 || !prefix.chars().all(|c| ALPHABET.contains(c)) {
+            return None;
+        }
+        let pad = |fill: char| {
+            let text: String = prefix
+                .chars()
+                .chain(std::iter::repeat(fill))
+                .take(26)
+                .collect();
+            text.parse::<JobId>().ok()
+        };
+        Some((pad('0')?, pad('Z')?))
+    }
+
     /// The millisecond timestamp embedded in the id.
     pub fn timestamp_ms(self) -> u64 {
         self.0.timestamp_ms()
     }
+}
+
+/// Which part of the job table a listing walks, and which way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobScan {
+    /// Newest first (ids descending) instead of oldest first.
+    pub newest_first: bool,
+    /// The lowest id included (an id prefix's range), if any.
+    pub first: Option<JobId>,
+    /// The highest id included, if any.
+    pub last: Option<JobId>,
 }
 
 impl fmt::Display for JobId {

@@ -18,7 +18,7 @@ mod spec;
 
 pub use self::applied::Applied;
 pub use self::command::{Assignment, Command, CommandError, MAX_COMMAND_ENCODED_BYTES};
-pub use self::id::{JobId, JobIdGenerator, ParseJobIdError};
+pub use self::id::{JobId, JobIdGenerator, JobScan, ParseJobIdError};
 pub use self::job::{Attempt, EndReason, Job, JobState};
 pub use self::node::{Capacity, Drain, NodeRecord, NodeStatus, Reserved};
 pub use self::output::{OutputChunk, OutputStream};

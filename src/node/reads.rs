@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{Node, RaftError};
 use crate::acl::Token;
-use crate::jobs::{Job, JobId, NodeRecord, OutputChunk, Reserved};
+use crate::jobs::{Job, JobId, JobScan, NodeRecord, OutputChunk, Reserved};
 use crate::raft::{Index, NodeId};
 use crate::store::StoreError;
 
@@ -30,9 +30,15 @@ impl Node {
         self.store.get_job(id).map_err(storage)
     }
 
-    /// Up to `limit` jobs in id (submission) order, after `after`.
-    pub fn jobs_after(&self, after: Option<&JobId>, limit: usize) -> Result<Vec<Job>, RaftError> {
-        self.store.list_jobs(after, limit).map_err(storage)
+    /// Up to `limit` jobs of `scan` (an id range, oldest or newest first),
+    /// after `after`.
+    pub fn jobs_after(
+        &self,
+        scan: &JobScan,
+        after: Option<&JobId>,
+        limit: usize,
+    ) -> Result<Vec<Job>, RaftError> {
+        self.store.list_jobs(scan, after, limit).map_err(storage)
     }
 
     /// The job that claimed an idempotency key, if any.

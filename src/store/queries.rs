@@ -8,7 +8,7 @@ use super::layout::SmMeta;
 use super::layout::{self, id_suffix};
 use super::{Store, StoreError};
 use crate::acl::Token;
-use crate::jobs::{Job, JobId, NodeRecord, Reserved};
+use crate::jobs::{Job, JobId, JobScan, NodeRecord, Reserved};
 use crate::raft::{Index, Membership, NodeId};
 
 /// Upper bound on one read of [`Store::list_jobs`]; larger limits are
@@ -26,17 +26,38 @@ impl Store {
         }
     }
 
-    /// Up to `limit` jobs (clamped to [`MAX_LIST_LIMIT`]) in id order, i.e.
-    /// submission order, starting after `after`: cursor pagination where
-    /// the cursor is the last id of the previous page.
-    pub fn list_jobs(&self, after: Option<&JobId>, limit: usize) -> Result<Vec<Job>, StoreError> {
+    /// Up to `limit` jobs (clamped to [`MAX_LIST_LIMIT`]) of `scan`, in id
+    /// order (submission order) or its reverse, starting after `after`:
+    /// cursor pagination where the cursor is the last id of the previous
+    /// page.
+    pub fn list_jobs(
+        &self,
+        scan: &JobScan,
+        after: Option<&JobId>,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
         let limit = limit.min(MAX_LIST_LIMIT);
-        let start = match after {
-            Some(id) => Bound::Excluded(id.to_bytes()),
+        let bound = |id: Option<JobId>| match id {
+            Some(id) => Bound::Included(id.to_bytes()),
             None => Bound::Unbounded,
         };
+        let (mut low, mut high) = (bound(scan.first), bound(scan.last));
+        if let Some(id) = after {
+            let cursor = Bound::Excluded(id.to_bytes());
+            // Past the cursor, and never outside the scan's range.
+            match scan.newest_first {
+                false if scan.first.is_none_or(|first| *id >= first) => low = cursor,
+                true if scan.last.is_none_or(|last| *id <= last) => high = cursor,
+                _ => {}
+            }
+        }
+        let rows = self.sm.jobs.range((low, high));
+        let rows: Box<dyn Iterator<Item = _>> = match scan.newest_first {
+            true => Box::new(rows.rev()),
+            false => Box::new(rows),
+        };
         let mut jobs = Vec::with_capacity(limit.min(64));
-        for kv in self.sm.jobs.range((start, Bound::Unbounded)).take(limit) {
+        for kv in rows.take(limit) {
             let (key, value) = kv.map_err(|e| self.sled_err(e))?;
             jobs.push(self.decode_job(&key, &value)?);
         }

@@ -13,7 +13,6 @@ pub mod sse;
 pub use agent::free_port;
 
 use drover::proto::v1 as pb;
-use drover::proto::v1::drover_client::DroverClient;
 /// The API client of the tests: every call carries the cluster's token.
 pub type Client = drover::client::Client;
 

@@ -40,6 +40,32 @@ pub(super) fn no_leader() -> Status {
 
 pub(super) const NOT_LEADER_TEXT: &str = "this node is not the leader";
 
+/// A forwarded call that could not even reach the leader (it just died,
+/// say) was not run: say so, so a client may retry it safely once the
+/// cluster has elected another; any other answer is the leader's own.
+fn leader_gone(status: Status, node: &Node) -> Status {
+    let refused = status.code() == tonic::Code::Unavailable
+        && [
+            "tcp connect error",
+            "error trying to connect",
+            "Connection refused",
+        ]
+        .iter()
+        .any(|t| status.message().contains(t));
+    if !refused {
+        return status;
+    }
+    let leader = node
+        .leader()
+        .map_or("the leader".to_string(), |(id, addr)| {
+            format!("the leader (node {id} at {addr})")
+        });
+    Status::unavailable(format!(
+        "{leader} cannot be reached, so the call was not run (the leader may have just \
+         failed: another is elected within seconds); retry shortly"
+    ))
+}
+
 pub(super) fn is_not_leader(status: &Status) -> bool {
     status.message().starts_with(NOT_LEADER_TEXT)
 }
@@ -111,7 +137,9 @@ impl DroverService {
                         .metadata_mut()
                         .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
                     forward_identity(&self.node, request.metadata(), forwarded.metadata_mut());
-                    let response = forward(client, forwarded).await?;
+                    let response = forward(client, forwarded)
+                        .await
+                        .map_err(|status| leader_gone(status, &self.node))?;
                     let applied = response
                         .metadata()
                         .get(APPLIED_INDEX)

@@ -8,7 +8,7 @@ use super::{raft_status, DroverService};
 use crate::acl::Action;
 use crate::api::auth::authorize;
 use crate::api::convert::{job_to_proto, spec_from_proto};
-use crate::jobs::{Command, Job, JobId};
+use crate::jobs::{Command, Job, JobId, JobScan};
 use crate::node::writes::Change;
 use crate::node::{now_ms, Node};
 use crate::proto::v1 as pb;
@@ -32,6 +32,26 @@ pub(super) struct JobFilter {
 }
 
 impl JobFilter {
+    /// The part of the table a request walks, and which way.
+    pub(super) fn scan_of(req: &pb::ListJobsRequest) -> Result<JobScan, Status> {
+        let (first, last) = match req.id_prefix.as_str() {
+            "" => (None, None),
+            prefix => {
+                let (first, last) = JobId::prefix_range(prefix).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "id_prefix `{prefix}` is not the start of a job id (ULID letters, at most 26)"
+                    ))
+                })?;
+                (Some(first), Some(last))
+            }
+        };
+        Ok(JobScan {
+            newest_first: req.newest_first,
+            first,
+            last,
+        })
+    }
+
     pub(super) fn from_request(req: &pb::ListJobsRequest) -> Result<JobFilter, Status> {
         use crate::jobs::JobState;
         let states = req
@@ -79,6 +99,7 @@ impl JobFilter {
 /// One page of a filtered listing, and where the next starts (if anywhere).
 pub(super) fn filtered_page(
     node: &Node,
+    scan: &JobScan,
     mut after: Option<JobId>,
     page_size: usize,
     filter: &JobFilter,
@@ -87,7 +108,7 @@ pub(super) fn filtered_page(
     let mut scanned = 0;
     while scanned < MAX_FILTER_SCAN {
         let batch = node
-            .jobs_after(after.as_ref(), 500)
+            .jobs_after(scan, after.as_ref(), 500)
             .map_err(|e| Status::internal(e.to_string()))?;
         let Some(last) = batch.last().map(|j| j.id) else {
             return Ok((page, None)); // the end of the table
@@ -262,6 +283,7 @@ impl DroverService {
             })?)
         };
         let mut filter = JobFilter::from_request(&req)?;
+        let scan = JobFilter::scan_of(&req)?;
         if let Some(scope) = caller.list_scope() {
             // A submitter sees its own jobs only: asking for another
             // owner's finds none.
@@ -278,7 +300,7 @@ impl DroverService {
         let (jobs, next) = if filter.is_empty() {
             let jobs = self
                 .node
-                .jobs_after(after.as_ref(), page_size + 1)
+                .jobs_after(&scan, after.as_ref(), page_size + 1)
                 .map_err(|e| Status::internal(e.to_string()))?;
             let more = jobs.len() > page_size;
             let jobs: Vec<Job> = jobs.into_iter().take(page_size).collect();
@@ -289,7 +311,7 @@ impl DroverService {
             };
             (jobs, next)
         } else {
-            filtered_page(&self.node, after, page_size, &filter)?
+            filtered_page(&self.node, &scan, after, page_size, &filter)?
         };
         let next_page_token = next.map(|id| id.to_string()).unwrap_or_default();
         Ok(Response::new(pb::ListJobsResponse {

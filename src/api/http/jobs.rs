@@ -38,6 +38,10 @@ pub struct ListQuery {
     /// Only jobs submitted with this token (accessor id). A submitter token
     /// always sees only its own.
     pub owner: String,
+    /// Newest first (default: oldest first, in submission order).
+    pub newest_first: bool,
+    /// Only jobs whose id starts with this (case-insensitive).
+    pub id_prefix: String,
 }
 
 /// Which output to fetch, and whether to follow it live.
@@ -160,6 +164,8 @@ pub(super) async fn list_jobs(
         labels,
         node: query.node,
         owner: query.owner,
+        newest_first: query.newest_first,
+        id_prefix: query.id_prefix,
     };
     let (metadata, message, _) = svc.list_jobs(auth.request(request)).await?.into_parts();
     Ok(respond(
