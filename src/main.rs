@@ -51,6 +51,14 @@ enum Top {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Print the manual page (roff), e.g. `drover man | man -l -`; with
+    /// `--out-dir DIR`, write one page per command there (drover.1,
+    /// drover-job-run.1, …) for `/usr/local/share/man/man1`.
+    Man {
+        /// Write every command's page into this directory instead.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
     /// Access control: bootstrap, tokens.
     Acl {
         #[command(flatten)]
@@ -128,12 +136,15 @@ fn main() -> ExitCode {
         clap_complete::generate(shell, &mut Cli::command(), "drover", &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
+    if let Top::Man { out_dir } = &cli.command {
+        return man(out_dir.as_deref());
+    }
     if let Top::Tls { command } = cli.command {
         return client::tls::tls(command);
     }
     runtime.block_on(async move {
         match cli.command {
-            Top::Completions { .. } | Top::Tls { .. } => ExitCode::SUCCESS,
+            Top::Completions { .. } | Top::Tls { .. } | Top::Man { .. } => ExitCode::SUCCESS,
             Top::Agent(args) => agent(args).await,
             Top::Job { opts, command } => {
                 client::run(opts, |c, o| client::job(c, o, command)).await
@@ -217,6 +228,22 @@ fn nearest_subcommand(error: &clap::Error) -> Option<String> {
         .filter(|(distance, _)| *distance <= 2)
         .min()
         .map(|(_, name)| name.to_string())
+}
+
+/// `drover man`: the manual, generated from the same definition as `--help`.
+fn man(out_dir: Option<&std::path::Path>) -> ExitCode {
+    let written = match out_dir {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .and_then(|()| clap_mangen::generate_to(Cli::command(), dir)),
+        None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("drover: cannot write the manual: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// A CLI whose output is piped into `head` or `grep -q` ends quietly when
@@ -312,8 +339,13 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: a file, a pipe or journald
+    // gets plain text (and NO_COLOR is honoured, as 12-factor tools do).
+    use std::io::IsTerminal as _;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     if config.log.format == "json" {
         builder.json().init();
@@ -328,10 +360,13 @@ async fn shutdown_signal() {
     {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
+                let signal = tokio::select! {
+                    _ = ctrl_c => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                };
+                tracing::info!(
+                    "{signal} received: stopping (leadership handed over first if this node leads)"
+                );
             }
             Err(_) => {
                 let _ = ctrl_c.await;

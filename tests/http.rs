@@ -641,6 +641,14 @@ async fn openapi_document_covers_every_route() {
         doc["openapi"]
     );
     assert!(doc["info"]["title"].is_string());
+    // Generated clients send the token and call this node.
+    assert_eq!(
+        doc["components"]["securitySchemes"]["token"]["scheme"],
+        "bearer"
+    );
+    assert_eq!(doc["security"][0]["token"], json!([]));
+    assert_eq!(doc["servers"][0]["url"], "/");
+    assert_eq!(doc["paths"]["/v1/health"]["get"]["security"], json!([{}]));
 
     let expected: BTreeSet<(String, String)> = [
         ("post", "/v1/jobs"),
@@ -661,6 +669,7 @@ async fn openapi_document_covers_every_route() {
         ("get", "/v1/ready"),
         ("get", "/metrics"),
         ("get", "/v1/openapi.json"),
+        ("get", "/"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

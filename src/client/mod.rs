@@ -78,8 +78,9 @@ fn call<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     request
 }
 
-/// Options every client command takes.
+/// Options every client command takes (listed under "Connection").
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Connection")]
 pub struct ClientOpts {
     /// Node API address(es), comma-separated; the next is tried when one is
     /// down. `unix:///path/drover.sock` is a node's local socket.
@@ -141,21 +142,54 @@ pub enum Output {
 pub enum JobCommand {
     /// Submit a job and print its id. One argument is a shell command
     /// (`/bin/sh -c`); several are an argument vector run without a shell.
+    #[command(after_help = "Examples:
+  drover job submit -- 'echo hello; date'            one shell command
+  drover job submit --image alpine:3 -- ls -l /      an argument vector
+  drover job submit --max-attempts 3 --backoff 2s -- sh -c 'exit $((RANDOM % 2))'
+  drover job submit --idempotency-key nightly-2026-12-03 -- ./backup.sh   # submitting again returns the first job")]
     Submit {
         #[command(flatten)]
         spec: SpecArgs,
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        /// What to run. One argument runs in a shell (`sh -c`, so pipes,
+        /// `;` and `$VAR` work); several run as an argument vector without a
+        /// shell. Put `--` before it so its own flags are not taken for
+        /// drover's. It runs in a container of the job's image: it sees the
+        /// image's files, not this machine's.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
         command: Vec<String>,
     },
     /// Run a job: submit it, stream its output, exit with its exit code
     /// (124 timed out, 125 could not start, 128+N signal N, 130 stopped).
+    #[command(after_help = "Examples:
+  drover job run -- echo hello                       prints hello, exits 0
+  drover job run --timeout 5s -- sleep 60            exits 124 (timed out)
+  drover job run --max-attempts 3 --backoff 1s -- sh -c 'exit $((RANDOM % 2))'
+  drover job run -d -- sleep 300                     prints the id, returns at once
+
+Ctrl-C stops the job and waits for it to end (exit 130); a second Ctrl-C
+leaves it running and prints how to stop it.")]
     Run {
         #[command(flatten)]
         spec: SpecArgs,
         /// Print the job id and return at once.
         #[arg(long, short)]
         detach: bool,
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        /// What to run. One argument runs in a shell (`sh -c`, so pipes,
+        /// `;` and `$VAR` work); several run as an argument vector without a
+        /// shell. Put `--` before it so its own flags are not taken for
+        /// drover's. It runs in a container of the job's image: it sees the
+        /// image's files, not this machine's.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
         command: Vec<String>,
     },
     /// Print a job's output (stdout to stdout, stderr to stderr).

@@ -462,11 +462,20 @@ impl Node {
         if status.role != Role::Leader {
             return None;
         }
+        // Only a voter heard from lately can take over: with the others
+        // gone, stop at once instead of waiting out a transfer.
+        let fresh = self.config.raft.tick * self.config.raft.election_ticks.saturating_mul(2);
         let target = status
             .membership
             .voters
             .keys()
             .filter(|&&id| id != status.node_id)
+            .filter(|id| {
+                status
+                    .last_contact
+                    .get(id)
+                    .is_some_and(|at| at.elapsed() < fresh)
+            })
             .max_by_key(|&&id| {
                 let room = !self.peer_disks.is_low(id);
                 (room, status.progress.get(&id).copied().unwrap_or(0))

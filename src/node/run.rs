@@ -46,6 +46,7 @@ pub async fn run(
             .await;
     }
     let _ = listeners.stop.send(());
+    tracing::info!("listeners closing; running containers are left running for the next start");
     // Open watches would hold the graceful shutdown of the gRPC server
     // forever: end them (UNAVAILABLE; clients resume on another node).
     node.events.close();
@@ -59,6 +60,9 @@ pub async fn run(
     }
     drop(listeners.held_until_stopped);
     node.shutdown();
+    if failure.is_none() {
+        tracing::info!("stopped");
+    }
     match failure {
         None => Ok(()),
         Some(reason) => Err(anyhow::anyhow!("node stopped: {reason}")),

@@ -516,7 +516,9 @@ impl Worker {
             match self.node.report(command).await {
                 Ok(ReportOutcome::Accepted) => return,
                 Ok(ReportOutcome::Refused(reason)) => {
-                    tracing::info!("report refused: {reason}");
+                    // The normal end of a stopped or reassigned attempt: the
+                    // table already holds its fate.
+                    tracing::debug!("report not needed, the cluster already decided: {reason}");
                     return;
                 }
                 Err(e) => {

@@ -114,6 +114,7 @@ async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Probl
                        Errors are application/problem+json (RFC 9457)."
     ),
     components(schemas(Problem)),
+    modifiers(&TokenAuth),
     tags(
         (name = "jobs", description = "Submit, read, list, stop jobs; their output"),
         (name = "cluster", description = "Cluster status and the node table"),
@@ -122,6 +123,33 @@ async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Probl
     )
 )]
 struct ApiDoc;
+
+/// Every operation takes an ACL token as a bearer token (those that need
+/// none say `security(())`), and the server is the node answering, so a
+/// generated client sends the token and calls the node it was fetched from.
+struct TokenAuth;
+
+impl utoipa::Modify for TokenAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "An ACL token's secret (`drover acl token create`); needed when acl.enabled",
+            ))
+            .build();
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("token", SecurityScheme::Http(scheme));
+        doc.security = Some(vec![SecurityRequirement::new(
+            "token",
+            Vec::<String>::new(),
+        )]);
+        doc.servers = Some(vec![utoipa::openapi::Server::new("/")]);
+    }
+}
 
 /// Routes and document from the same annotations: a route cannot be served
 /// without appearing in the document, nor documented without being served.
@@ -143,6 +171,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(ops::ready))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi_json))
+        .routes(routes!(ops::index))
 }
 
 /// The OpenAPI 3 document of every route (served at `/v1/openapi.json`).

@@ -41,8 +41,37 @@ pub struct ReadyJson {
 }
 
 /// Liveness: 200 while the process serves HTTP, whatever the cluster does.
+/// What `GET /` answers: where the API, its document and the health checks
+/// are, for a person or a tool that only knows the node's address.
+#[derive(Serialize, ToSchema)]
+pub struct IndexJson {
+    pub name: String,
+    pub version: String,
+    pub api: String,
+    pub openapi: String,
+    pub health: String,
+    pub ready: String,
+    pub metrics: String,
+}
+
 #[utoipa::path(
-    get, path = "/v1/health", tag = "ops",
+    get, path = "/", tag = "ops", security(()),
+    responses((status = 200, description = "Where everything is", body = IndexJson))
+)]
+pub(super) async fn index() -> Json<IndexJson> {
+    Json(IndexJson {
+        name: "drover".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        api: "/v1".into(),
+        openapi: "/v1/openapi.json".into(),
+        health: "/v1/health".into(),
+        ready: "/v1/ready".into(),
+        metrics: "/metrics".into(),
+    })
+}
+
+#[utoipa::path(
+    get, path = "/v1/health", tag = "ops", security(()),
     responses((status = 200, description = "The process is up", body = HealthJson))
 )]
 pub(super) async fn health() -> Json<HealthJson> {
@@ -55,7 +84,7 @@ pub(super) async fn health() -> Json<HealthJson> {
 /// (within [`READY_MAX_LAG`] entries of its commit index) and its disk is
 /// above its free-space reserve, else 503.
 #[utoipa::path(
-    get, path = "/v1/ready", tag = "ops",
+    get, path = "/v1/ready", tag = "ops", security(()),
     responses(
         (status = 200, description = "Ready to serve", body = ReadyJson),
         (status = 503, description = "No leader known, still catching up, or the disk below its reserve", body = Problem, content_type = "application/problem+json"),
@@ -111,7 +140,7 @@ pub(super) async fn ready(State(svc): State<Svc>) -> Result<Response, Problem> {
 /// authentication, like the probes: scrapers carry no token, and the values
 /// are counts and indexes, never job contents.
 #[utoipa::path(
-    get, path = "/metrics", tag = "ops",
+    get, path = "/metrics", tag = "ops", security(()),
     responses((
         status = 200,
         description = "Every metric of this node (see the README's Observability section)",
@@ -135,7 +164,7 @@ pub(super) async fn metrics(State(svc): State<Svc>) -> Result<Response, Problem>
 
 /// This API's OpenAPI 3 document, generated from the handlers.
 #[utoipa::path(
-    get, path = "/v1/openapi.json", tag = "ops",
+    get, path = "/v1/openapi.json", tag = "ops", security(()),
     responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json", body = Object))
 )]
 pub(super) async fn openapi_json() -> Result<Response, Problem> {
