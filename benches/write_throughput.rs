@@ -418,7 +418,7 @@ impl Cluster {
             })
         } else {
             let status = DroverClient::new(channel)
-                .get_cluster_status(pb::GetClusterStatusRequest {})
+                .get_cluster_status(pb::GetClusterStatusRequest::default())
                 .await
                 .map_err(|s| format!("drover status: {s}"))?
                 .into_inner();

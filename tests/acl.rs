@@ -120,7 +120,7 @@ async fn operations(
         (
             "cluster",
             code(
-                c.get_cluster_status(pb::GetClusterStatusRequest {})
+                c.get_cluster_status(pb::GetClusterStatusRequest::default())
                     .await
                     .map(|_| ()),
             ),
@@ -272,7 +272,7 @@ async fn roles_ownership_revocation_and_cors() {
         .await
         .expect("client");
     let err = forged
-        .get_cluster_status(pb::GetClusterStatusRequest {})
+        .get_cluster_status(pb::GetClusterStatusRequest::default())
         .await
         .expect_err("unknown token");
     assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");

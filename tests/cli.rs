@@ -468,6 +468,39 @@ async fn job_list_is_newest_first_fits_the_terminal_and_ids_can_be_shortened() {
 async fn a_submit_through_a_killed_leader_goes_to_the_next_address() {
     let mut cluster = Cluster::start(3, RaftSettings::default());
     let leader = cluster.wait_leader(ELECTION).await;
+    // Asked through a follower, list-peers shows the leader's view: every
+    // member's progress; `--local` is the follower's own, which knows none.
+    let follower = (0..3).find(|i| *i != leader).expect("a follower");
+    let peers = |extra: &[&str]| {
+        let mut args = vec!["operator", "raft", "list-peers", "-o", "json"];
+        args.extend(extra);
+        let out = cli_at(&cluster, follower, &args);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let view: Value = serde_json::from_slice(&out.stdout).expect("json");
+        view["members"].as_array().expect("members").clone()
+    };
+    wait_for("the leader's view of every member", ELECTION, || async {
+        peers(&[])
+            .iter()
+            .all(|m| m["match_index"].as_u64().is_some_and(|i| i > 0))
+            .then_some(())
+    })
+    .await;
+    assert!(
+        peers(&["--local"])
+            .iter()
+            .all(|m| m["match_index"].is_null()),
+        "a follower knows no one's progress"
+    );
+    let text = cli_at(
+        &cluster,
+        follower,
+        &["operator", "raft", "list-peers", "--local"],
+    );
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("  -  "),
+        "unknown shown as -"
+    );
     // The dead leader first: the CLI must move on by itself.
     let mut order = vec![leader];
     order.extend((0..3).filter(|i| *i != leader));

@@ -107,7 +107,10 @@ impl JobCluster {
     pub(crate) async fn find_leader(&self, last: &mut String) -> Option<usize> {
         for i in 0..self.servers.urls.len() {
             let status = match self.client(i).await {
-                Ok(mut c) => c.get_cluster_status(pb::GetClusterStatusRequest {}).await,
+                Ok(mut c) => {
+                    c.get_cluster_status(pb::GetClusterStatusRequest::default())
+                        .await
+                }
                 Err(e) => {
                     *last = e;
                     continue;

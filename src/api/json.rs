@@ -192,8 +192,9 @@ pub struct MemberJson {
     /// "voter" or "learner".
     pub suffrage: String,
     pub is_leader: bool,
-    /// Highest log index known replicated to it (leader's view only).
-    pub match_index: u64,
+    /// Highest log index known replicated to it; `null` where unknown
+    /// (only the leader tracks replication).
+    pub match_index: Option<u64>,
     /// Milliseconds since the answering node last heard from it; `null`
     /// for the answering node itself or a member not heard from yet.
     pub last_contact_ms: Option<u64>,

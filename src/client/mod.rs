@@ -265,8 +265,14 @@ leaves it running and prints how to stop it.")]
 /// `drover operator raft …`
 #[derive(Subcommand, Debug)]
 pub enum RaftCommand {
-    /// List the members with their role and replication progress.
-    ListPeers,
+    /// List the members with their role and replication progress, as the
+    /// leader sees them (asked through any node).
+    ListPeers {
+        /// The answering node's own view instead (a follower knows only
+        /// the leader's contact and no one's progress).
+        #[arg(long)]
+        local: bool,
+    },
     /// Add a node: as a learner first, promoted to voter once caught up.
     AddPeer {
         #[arg(long)]
@@ -453,9 +459,12 @@ pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Resul
 /// `drover operator raft …`
 pub async fn raft(mut client: Client, opts: ClientOpts, cmd: RaftCommand) -> Result<(), Failure> {
     let members = match cmd {
-        RaftCommand::ListPeers => {
+        RaftCommand::ListPeers { local } => {
+            let request = pb::GetClusterStatusRequest {
+                leader_view: !local,
+            };
             let status = client
-                .get_cluster_status(call(pb::GetClusterStatusRequest {}, CALL_TIMEOUT))
+                .get_cluster_status(call(request, CALL_TIMEOUT))
                 .await?
                 .into_inner();
             if opts.output == Output::Json {
@@ -530,7 +539,13 @@ pub async fn raft(mut client: Client, opts: ClientOpts, cmd: RaftCommand) -> Res
                 }
                 println!(
                     "{:<6}  {:<22}  {:<22}  {:<8}  {:<7}  {:<8}  {}",
-                    m.id, m.raft_addr, m.api_addr, m.suffrage, m.is_leader, m.match_index, contact
+                    m.id,
+                    m.raft_addr,
+                    m.api_addr,
+                    m.suffrage,
+                    m.is_leader,
+                    m.match_index.map_or("-".to_string(), |i| i.to_string()),
+                    contact
                 );
             }
         }

@@ -440,7 +440,7 @@ impl Cluster {
     pub async fn status(&self, i: usize) -> Option<pb::ClusterStatus> {
         let mut client = self.client(i).await?;
         client
-            .get_cluster_status(pb::GetClusterStatusRequest {})
+            .get_cluster_status(pb::GetClusterStatusRequest::default())
             .await
             .ok()
             .map(|r| r.into_inner())

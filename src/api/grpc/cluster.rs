@@ -100,12 +100,19 @@ pub(super) fn members_to_proto(node: &Node, status: &RaftStatus) -> Vec<pb::Memb
         raft_addr: info.raft_addr.clone(),
         api_addr: info.api_addr.clone(),
         suffrage: suffrage.to_string(),
-        match_index: status.progress.get(id).copied().unwrap_or(0),
+        // Known only where it is tracked: the leader's progress table.
+        match_index: match status.role {
+            Role::Leader => status.progress.get(id).copied(),
+            _ => None,
+        },
         is_leader: status.leader == Some(*id),
+        // A follower hears only from the leader: what it remembers of the
+        // others is from an older term, not news of their health.
         last_contact_ms: status
             .last_contact
             .get(id)
             .filter(|_| *id != status.node_id)
+            .filter(|_| status.role == Role::Leader || status.leader == Some(*id))
             .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX)),
     };
     let voters = status
@@ -176,6 +183,22 @@ impl DroverService {
         request: Request<pb::GetClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         authorize(&self.node, &request, Action::ReadCluster)?;
+        let forwarded = request.metadata().contains_key(super::FORWARDED);
+        if request.get_ref().leader_view && !forwarded && !self.node.is_leader() {
+            if let Some(mut client) = self.route(&request).await? {
+                let mut forward = Request::new(pb::GetClusterStatusRequest { leader_view: true });
+                forward.metadata_mut().insert(
+                    super::FORWARDED,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                crate::api::auth::forward_identity(
+                    &self.node,
+                    request.metadata(),
+                    forward.metadata_mut(),
+                );
+                return client.get_cluster_status(forward).await;
+            }
+        }
         Ok(Response::new(self.cluster_status()))
     }
 

@@ -11,9 +11,21 @@ use crate::api::json::{ClusterStatusJson, DrainJson, NodeJson, NodeListJson};
 use crate::proto::v1 as pb;
 use crate::proto::v1::drover_server::Drover as _;
 
-/// This node's view of the cluster: members, role, term, indexes, leader.
+/// Which node's view `/v1/cluster` answers with.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields, default)]
+#[into_params(parameter_in = Query)]
+pub struct ViewQuery {
+    /// The leader's view (asked through this node): every member's
+    /// replication progress and last contact. Default: this node's own.
+    pub leader_view: bool,
+}
+
+/// This node's view of the cluster: members, role, term, indexes, leader
+/// (`?leader_view=true`: the leader's).
 #[utoipa::path(
     get, path = "/v1/cluster", tag = "cluster",
+    params(ViewQuery),
     responses(
         (status = 200, description = "Cluster status", body = ClusterStatusJson),
         (status = "5XX", description = "Internal error", body = Problem, content_type = "application/problem+json"),
@@ -22,9 +34,13 @@ use crate::proto::v1::drover_server::Drover as _;
 pub(super) async fn cluster_status(
     State(svc): State<Svc>,
     auth: Auth,
+    Q(query): Q<ViewQuery>,
 ) -> Result<Response, Problem> {
+    let request = pb::GetClusterStatusRequest {
+        leader_view: query.leader_view,
+    };
     let (metadata, message, _) = svc
-        .get_cluster_status(auth.request(pb::GetClusterStatusRequest {}))
+        .get_cluster_status(auth.request(request))
         .await?
         .into_parts();
     Ok(respond(
