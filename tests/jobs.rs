@@ -337,7 +337,7 @@ async fn a_full_queue_answers_resource_exhausted() {
         4
     );
     let out = cluster.cli(&["job", "list", "--state", "DONE"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unknown state"), "{}", stderr(&out));
 }
 

@@ -34,15 +34,15 @@ pub async fn serve(
     let raft_addr = node.config.listen.raft;
     let api_listener = TcpListener::bind(api_addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {api_addr} (listen.api): {e}"))?;
+        .map_err(|e| cannot_listen(api_addr, "listen.api", e))?;
     let raft_listener = TcpListener::bind(raft_addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {raft_addr} (listen.raft): {e}"))?;
+        .map_err(|e| cannot_listen(raft_addr, "listen.raft", e))?;
     let http_listener = match node.config.listen.http {
         Some(addr) => Some(
             TcpListener::bind(addr)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (listen.http): {e}"))?,
+                .map_err(|e| cannot_listen(addr, "listen.http", e))?,
         ),
         None => None,
     };
@@ -169,6 +169,21 @@ pub async fn serve(
         held_until_stopped: Box::new(socket),
     };
     crate::node::run::run(node, listeners, shutdown).await
+}
+
+/// Why a listener could not be bound, and what to do about a port in use
+/// (most often a node already running there: a dev node on 7700-7702).
+fn cannot_listen(addr: std::net::SocketAddr, key: &str, e: std::io::Error) -> anyhow::Error {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; another process listens there (a Drover node already running? `drover \
+             operator raft list-peers --address` that port tells): stop it, or give this \
+             node other ports"
+        }
+        std::io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges",
+        _ => "",
+    };
+    anyhow::anyhow!("cannot listen on {addr} ({key}): {e}{hint}")
 }
 
 /// Accepted connections with Nagle off: Raft messages and small replies must

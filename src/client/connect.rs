@@ -101,51 +101,50 @@ pub fn unix_socket_path(raw: &str) -> Option<&str> {
         .filter(|p| !p.is_empty())
 }
 
-/// A lazily connected channel over a unix socket (plaintext: the socket's
-/// file mode is the protection, and it never leaves the machine).
-fn unix_channel(path: &str) -> Channel {
-    let path = std::path::PathBuf::from(path);
-    // The URI is required by the API but unused: the connector dials the path.
+/// Dials a node's unix socket whatever the URI (the API needs one; the
+/// path is what counts).
+#[derive(Clone)]
+struct UnixConnector(std::path::PathBuf);
+
+impl tower::Service<tonic::transport::Uri> for UnixConnector {
+    type Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: tonic::transport::Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        })
+    }
+}
+
+/// The endpoint of a unix socket channel (plaintext: the socket's file mode
+/// is the protection, and it never leaves the machine).
+fn unix_endpoint() -> tonic::transport::Endpoint {
     tonic::transport::Endpoint::from_static("http://localhost")
         .connect_timeout(Duration::from_secs(2))
         .timeout(BACKSTOP_TIMEOUT)
-        .connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
+}
+
+/// A lazily connected channel over a unix socket.
+fn unix_channel(path: &str) -> Channel {
+    unix_endpoint().connect_with_connector_lazy(UnixConnector(path.into()))
 }
 
 /// A channel over a unix socket, connected now (the tests' harness).
 pub async fn connect_unix(path: &str) -> Result<Channel, tonic::transport::Error> {
-    let path = std::path::PathBuf::from(path);
-    tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(BACKSTOP_TIMEOUT)
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
+    unix_endpoint()
+        .connect_with_connector(UnixConnector(path.into()))
         .await
-}
-
-/// An error and its causes, in one line.
-pub fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        // Causes often repeat their wrapper's text ("tcp connect error:
-        // tcp connect error: …"): say each once.
-        if !text.ends_with(&next) {
-            text = format!("{text}: {next}");
-        }
-        source = s.source();
-    }
-    text
 }

@@ -20,13 +20,11 @@ use tonic::codegen::http;
 use tonic::transport::Channel;
 use tower::{Service, ServiceExt as _};
 
+use super::failure::{source_chain, UNREACHABLE};
+
 /// How long a call keeps trying the addresses (through an election: a
 /// healthy cluster elects within a few seconds).
 pub const RETRY_FOR: Duration = Duration::from_secs(15);
-
-/// Metadata key marking a status the CLI made itself because no node could
-/// be reached (exit code 3, not 1).
-pub const UNREACHABLE: &str = "x-drover-cli-unreachable";
 
 /// Unavailable answers of a node after which nothing was done: the write
 /// was never proposed, the read never served. Any other answer is final.
@@ -238,7 +236,7 @@ fn classify(error: &(dyn std::error::Error + 'static), tls: bool) -> Fault {
         innermost = e.to_string();
         source = e.source();
     }
-    let text = super::connect::source_chain(error);
+    let text = source_chain(error);
     if let Some(why) = super::tls::explain_failure(&text, tls) {
         return Fault::Explained(why);
     }

@@ -1,7 +1,9 @@
 //! How a CLI command fails: one line saying what failed, where and what to
 //! do, and an exit code that means the same cause in every command.
 
-use super::failover::UNREACHABLE;
+/// Metadata key marking a status the CLI made itself because no node could
+/// be reached (exit code 3, not 1).
+pub const UNREACHABLE: &str = "x-drover-cli-unreachable";
 
 /// 0: success.
 /// 1: the cluster refused or failed the request (no such job, permission
@@ -54,7 +56,7 @@ impl From<tonic::Status> for Failure {
         // connection.
         let cut = matches!(status.code(), Code::Cancelled | Code::Unknown)
             && (status.message().contains("canceled") || status.message().contains("transport"));
-        if let Some(why) = cut.then(super::tls::hint_for_cut_connection).flatten() {
+        if let Some(why) = cut.then(hint_for_cut_connection).flatten() {
             return Failure {
                 message: why,
                 code: EXIT_UNREACHABLE,
@@ -82,4 +84,43 @@ impl From<tonic::Status> for Failure {
         };
         Failure { message, code }
     }
+}
+
+/// Set when this CLI run speaks TLS without a client certificate: a
+/// connection the node then cuts (TLS 1.3 servers check the client
+/// certificate after the handshake) is explained by it.
+static WITHOUT_CLIENT_CERT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Records whether this run speaks TLS without a client certificate.
+pub fn without_client_cert(yes: bool) {
+    WITHOUT_CLIENT_CERT.store(yes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Why a call failed as a cut connection, if this run's TLS explains it.
+fn hint_for_cut_connection() -> Option<String> {
+    WITHOUT_CLIENT_CERT
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .then(|| {
+            "the node closed the connection: it requires a client certificate signed by its CA \
+             (tls.verify_client): pass --client-cert and --client-key (DROVER_CLIENT_CERT, \
+             DROVER_CLIENT_KEY)"
+                .to_string()
+        })
+}
+
+/// An error and its causes, in one line.
+pub fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        // Causes often repeat their wrapper's text ("tcp connect error:
+        // tcp connect error: …"): say each once.
+        if !text.ends_with(&next) {
+            text = format!("{text}: {next}");
+        }
+        source = s.source();
+    }
+    text
 }

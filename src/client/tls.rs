@@ -13,24 +13,6 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use super::{ClientOpts, Failure, Output, EXIT_FAILED, EXIT_USAGE};
 use crate::tls::certs::{self, Subject, CA_DAYS, CERT_DAYS};
 
-/// Set when this CLI run speaks TLS without a client certificate: a
-/// connection the node then cuts (TLS 1.3 servers check the client
-/// certificate after the handshake) is explained by it.
-static WITHOUT_CLIENT_CERT: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
-/// Why a call failed as a cut connection, if this run's TLS explains it.
-pub fn hint_for_cut_connection() -> Option<String> {
-    WITHOUT_CLIENT_CERT
-        .load(std::sync::atomic::Ordering::Relaxed)
-        .then(|| {
-            "the node closed the connection: it requires a client certificate signed by its CA \
-             (tls.verify_client): pass --client-cert and --client-key (DROVER_CLIENT_CERT, \
-             DROVER_CLIENT_KEY)"
-                .to_string()
-        })
-}
-
 /// The CLI's TLS settings, loaded from the files the flags name.
 pub struct ClientTls {
     ca: Certificate,
@@ -74,7 +56,7 @@ impl ClientTls {
             )),
             _ => None,
         };
-        WITHOUT_CLIENT_CERT.store(identity.is_none(), std::sync::atomic::Ordering::Relaxed);
+        super::failure::without_client_cert(identity.is_none());
         Ok(Some(ClientTls { ca, identity }))
     }
 }

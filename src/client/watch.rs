@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{human_time, Client, Failure, Output};
+use super::{Client, Failure, Output};
 use crate::api::json;
 use crate::proto::v1 as pb;
 
@@ -88,7 +88,7 @@ pub async fn watch(
                 let at = if event.at_ms == 0 {
                     "-".to_string()
                 } else {
-                    human_time(event.at_ms)
+                    clock_time(event.at_ms)
                 };
                 println!(
                     "{:<8}  {:<26}  {:<7}  {:<10}  {:<7}  {:<4}  {:<17}  {}",
@@ -111,4 +111,13 @@ pub async fn watch(
             return Ok(());
         }
     }
+}
+
+/// The time of day of `ms` (Unix milliseconds) in UTC, `14:03:27Z`: what
+/// a watch line needs to line events up with logs and each other.
+fn clock_time(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    let text = humantime::format_rfc3339_seconds(at).to_string();
+    // "2026-12-03T14:03:27Z": the date is today's in a live watch.
+    text.get(11..).unwrap_or(&text).to_string()
 }

@@ -53,6 +53,10 @@ impl JobId {
         if prefix.is_empty() || prefix.len() > 26 || !prefix.chars().all(|c| ALPHABET.contains(c)) {
             return None;
         }
+        // 26 characters carry 130 bits: a ULID's first is at most 7.
+        if prefix.as_bytes()[0] > b'7' {
+            return None;
+        }
         let pad = |fill: char| {
             let text: String = prefix
                 .chars()
