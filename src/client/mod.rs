@@ -108,21 +108,11 @@ pub struct ClientOpts {
     #[arg(long, global = true, env = "DROVER_CACERT")]
     pub ca_cert: Option<std::path::PathBuf>,
     /// A client certificate (PEM) from `drover tls cert create --client`,
-    /// for nodes that require one (tls.verify_client).
-    #[arg(
-        long,
-        global = true,
-        env = "DROVER_CLIENT_CERT",
-        requires = "client_key"
-    )]
+    /// for nodes that require one (tls.verify_client); with --client-key.
+    #[arg(long, global = true, env = "DROVER_CLIENT_CERT")]
     pub client_cert: Option<std::path::PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(
-        long,
-        global = true,
-        env = "DROVER_CLIENT_KEY",
-        requires = "client_cert"
-    )]
+    /// The client certificate's private key (PEM); with --client-cert.
+    #[arg(long, global = true, env = "DROVER_CLIENT_KEY")]
     pub client_key: Option<std::path::PathBuf>,
 }
 
@@ -150,18 +140,6 @@ pub enum JobCommand {
     Submit {
         #[command(flatten)]
         spec: SpecArgs,
-        /// What to run. One argument runs in a shell (`sh -c`, so pipes,
-        /// `;` and `$VAR` work); several run as an argument vector without a
-        /// shell. Put `--` before it so its own flags are not taken for
-        /// drover's. It runs in a container of the job's image: it sees the
-        /// image's files, not this machine's.
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "COMMAND"
-        )]
-        command: Vec<String>,
     },
     /// Run a job: submit it, stream its output, exit with its exit code
     /// (124 timed out, 125 could not start, 128+N signal N, 130 stopped).
@@ -179,18 +157,6 @@ leaves it running and prints how to stop it.")]
         /// Print the job id and return at once.
         #[arg(long, short)]
         detach: bool,
-        /// What to run. One argument runs in a shell (`sh -c`, so pipes,
-        /// `;` and `$VAR` work); several run as an argument vector without a
-        /// shell. Put `--` before it so its own flags are not taken for
-        /// drover's. It runs in a container of the job's image: it sees the
-        /// image's files, not this machine's.
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "COMMAND"
-        )]
-        command: Vec<String>,
     },
     /// Print a job's output (stdout to stdout, stderr to stderr).
     Logs {
@@ -217,15 +183,8 @@ leaves it running and prints how to stop it.")]
         /// token self` shows yours).
         #[arg(long)]
         owner: Option<String>,
-        /// Read through the leader (linearizable).
-        #[arg(long)]
-        consistent: bool,
-        /// Jobs per page (at most 1000).
-        #[arg(long, default_value_t = 100)]
-        page_size: u32,
-        /// Continue from this token.
-        #[arg(long, default_value = "")]
-        page_token: String,
+        #[command(flatten)]
+        paging: Paging,
         /// Every page, not just the first.
         #[arg(long)]
         all: bool,
@@ -250,16 +209,23 @@ leaves it running and prints how to stop it.")]
     /// Show one job, or list jobs when no id is given.
     Status {
         id: Option<String>,
-        /// Read through the leader (linearizable) instead of this node's copy.
-        #[arg(long)]
-        consistent: bool,
-        /// Jobs per page when listing.
-        #[arg(long, default_value_t = 100)]
-        page_size: u32,
-        /// Continue a listing from this token.
-        #[arg(long, default_value = "")]
-        page_token: String,
+        #[command(flatten)]
+        paging: Paging,
     },
+}
+
+/// How a job listing reads its page.
+#[derive(Args, Clone, Debug)]
+pub struct Paging {
+    /// Read through the leader (linearizable) instead of this node's copy.
+    #[arg(long)]
+    pub consistent: bool,
+    /// Jobs per page (at most 1000).
+    #[arg(long, default_value_t = 100)]
+    pub page_size: u32,
+    /// Continue a listing from this token.
+    #[arg(long, default_value = "")]
+    pub page_token: String,
 }
 
 /// `drover operator raft …`
@@ -322,12 +288,8 @@ where
 /// `drover job …`
 pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Result<u8, Failure> {
     match cmd {
-        JobCommand::Run {
-            spec,
-            detach,
-            command,
-        } => {
-            let spec = spec.to_spec(command)?;
+        JobCommand::Run { spec, detach } => {
+            let spec = spec.to_spec()?;
             return run::run(&mut client, opts.output, spec, detach).await;
         }
         JobCommand::Logs {
@@ -349,8 +311,8 @@ pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Resul
             };
             watch::watch(&mut client, opts.output, from_index, id).await?
         }
-        JobCommand::Submit { spec, command } => {
-            let job = run::submit(&mut client, spec.to_spec(command)?).await?;
+        JobCommand::Submit { spec } => {
+            let job = run::submit(&mut client, spec.to_spec()?).await?;
             match opts.output {
                 Output::Json => println!("{}", job_json(&job)),
                 Output::Table | Output::Wide => println!("{}", job.id),
@@ -358,8 +320,7 @@ pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Resul
         }
         JobCommand::Status {
             id: Some(id),
-            consistent,
-            ..
+            paging: Paging { consistent, .. },
         } => {
             let id = list::resolve_id(&mut client, &id).await?;
             let job = client
@@ -414,9 +375,12 @@ pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Resul
         }
         JobCommand::Status {
             id: None,
-            consistent,
-            page_size,
-            page_token,
+            paging:
+                Paging {
+                    consistent,
+                    page_size,
+                    page_token,
+                },
         } => {
             let request = pb::ListJobsRequest {
                 page_size,
@@ -432,9 +396,12 @@ pub async fn job(mut client: Client, opts: ClientOpts, cmd: JobCommand) -> Resul
             labels,
             node,
             owner,
-            consistent,
-            page_size,
-            page_token,
+            paging:
+                Paging {
+                    consistent,
+                    page_size,
+                    page_token,
+                },
             all,
             oldest_first,
         } => {

@@ -60,6 +60,18 @@ pub struct SpecArgs {
     /// Give the container a network (none by default).
     #[arg(long)]
     pub network: bool,
+    /// What to run. One argument runs in a shell (`sh -c`, so pipes,
+    /// `;` and `$VAR` work); several run as an argument vector without a
+    /// shell. Put `--` before it so its own flags are not taken for
+    /// drover's. It runs in a container of the job's image: it sees the
+    /// image's files, not this machine's.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
 }
 
 /// Parses repeated `--flag KEY=VALUE` arguments.
@@ -84,7 +96,8 @@ fn millis(d: Option<Duration>) -> u64 {
 impl SpecArgs {
     /// The spec to submit. One word of `command` is a shell command line;
     /// several are an argument vector run without a shell.
-    pub fn to_spec(&self, command: Vec<String>) -> Result<pb::JobSpec, Failure> {
+    pub fn to_spec(&self) -> Result<pb::JobSpec, Failure> {
+        let command = self.command.clone();
         let (command, args) = match command.len() {
             1 => (command.into_iter().next().unwrap_or_default(), Vec::new()),
             _ => (String::new(), command),

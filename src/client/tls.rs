@@ -22,6 +22,14 @@ pub struct ClientTls {
 impl ClientTls {
     /// None without `--ca-cert`; a missing file is a usage error.
     pub fn load(opts: &ClientOpts) -> Result<Option<ClientTls>, Failure> {
+        if opts.client_cert.is_some() != opts.client_key.is_some() {
+            return Err(Failure {
+                message: "give both --client-cert and --client-key (DROVER_CLIENT_CERT, \
+                          DROVER_CLIENT_KEY), or neither"
+                    .into(),
+                code: EXIT_USAGE,
+            });
+        }
         let Some(ca_path) = &opts.ca_cert else {
             return Ok(None);
         };

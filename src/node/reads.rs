@@ -86,13 +86,12 @@ impl Node {
         self.store.acl_bootstrapped().map_err(storage)
     }
 
-    /// An attempt's output stored on this node, after `after_seq`, at most
-    /// about `max_bytes` (see `Store::read_output`).
-    pub fn read_output(
+    /// A page of an attempt's output stored on this node: the chunks after
+    /// `(job, attempt, after_seq)`, at most about `max_bytes` (see
+    /// `Store::read_output`).
+    pub fn output_page(
         &self,
-        job: &JobId,
-        attempt: u32,
-        after_seq: Option<u64>,
+        (job, attempt, after_seq): (&JobId, u32, Option<u64>),
         max_bytes: usize,
     ) -> Result<Vec<OutputChunk>, RaftError> {
         self.store

@@ -275,7 +275,7 @@ impl DroverService {
         }
         let chunks = self
             .node
-            .read_output(&id, attempt.number, req.after_seq, max_bytes)
+            .output_page((&id, attempt.number, req.after_seq), max_bytes)
             .map_err(|e| Status::internal(e.to_string()))?;
         if chunks.is_empty() && !attempt.output_tail.is_empty() && req.after_seq.is_none() {
             // This node ran it but lost the output (e.g. its data dir was

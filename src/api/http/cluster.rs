@@ -34,11 +34,9 @@ pub struct ViewQuery {
 pub(super) async fn cluster_status(
     State(svc): State<Svc>,
     auth: Auth,
-    Q(query): Q<ViewQuery>,
+    Q(ViewQuery { leader_view }): Q<ViewQuery>,
 ) -> Result<Response, Problem> {
-    let request = pb::GetClusterStatusRequest {
-        leader_view: query.leader_view,
-    };
+    let request = pb::GetClusterStatusRequest { leader_view };
     let (metadata, message, _) = svc
         .get_cluster_status(auth.request(request))
         .await?

@@ -41,33 +41,27 @@ pub struct ReadyJson {
 }
 
 /// Liveness: 200 while the process serves HTTP, whatever the cluster does.
-/// What `GET /` answers: where the API, its document and the health checks
-/// are, for a person or a tool that only knows the node's address.
-#[derive(Serialize, ToSchema)]
-pub struct IndexJson {
-    pub name: String,
-    pub version: String,
-    pub api: String,
-    pub openapi: String,
-    pub health: String,
-    pub ready: String,
-    pub metrics: String,
-}
-
+/// `GET /`: where the API, its document and the health checks are, for a
+/// person or a tool that knows only the node's address.
 #[utoipa::path(
     get, path = "/", tag = "ops", security(()),
-    responses((status = 200, description = "Where everything is", body = IndexJson))
+    responses((status = 200, description = "Where everything is", content_type = "application/json", body = Object))
 )]
-pub(super) async fn index() -> Json<IndexJson> {
-    Json(IndexJson {
-        name: "drover".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        api: "/v1".into(),
-        openapi: "/v1/openapi.json".into(),
-        health: "/v1/health".into(),
-        ready: "/v1/ready".into(),
-        metrics: "/metrics".into(),
-    })
+pub(super) async fn index() -> Json<serde_json::Value> {
+    let paths = [
+        ("api", "/v1"),
+        ("openapi", "/v1/openapi.json"),
+        ("health", "/v1/health"),
+        ("ready", "/v1/ready"),
+        ("metrics", "/metrics"),
+    ];
+    let mut index: serde_json::Map<String, serde_json::Value> = paths
+        .into_iter()
+        .map(|(name, path)| (name.to_string(), path.into()))
+        .collect();
+    index.insert("name".into(), "drover".into());
+    index.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+    Json(index.into())
 }
 
 #[utoipa::path(
