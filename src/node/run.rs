@@ -42,8 +42,15 @@ pub async fn run(
     if failure.is_none() {
         // A planned stop (SIGTERM, Ctrl-C): leave no leaderless gap. The
         // listeners still serve meanwhile, so the transfer can complete.
-        node.hand_over_leadership(std::time::Duration::from_secs(5))
-            .await;
+        // A transfer takes a round trip; one the core gives up on (the
+        // target died a moment ago) ends within an election timeout, so
+        // waiting longer than two only delays the stop.
+        let raft = &node.config.raft;
+        let wait = (raft.tick * raft.election_ticks.saturating_mul(2)).clamp(
+            std::time::Duration::from_secs(2),
+            std::time::Duration::from_secs(5),
+        );
+        node.hand_over_leadership(wait).await;
     }
     let _ = listeners.stop.send(());
     tracing::info!("listeners closing; running containers are left running for the next start");
