@@ -184,7 +184,7 @@ fn duration_cell(job: &pb::Job) -> String {
         return "-".into();
     };
     let end = match a.finished_at_ms {
-        0 => super::now_ms(),
+        0 => crate::jobs::now_ms(),
         ms => ms,
     };
     let secs = (end - a.started_at_ms).max(0) as f64 / 1000.0;

@@ -536,16 +536,9 @@ fn truncate(text: &str, max: usize) -> String {
     }
 }
 
-/// This machine's clock, in Unix milliseconds.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// "3s ago", "5m ago", … relative to now.
 pub fn human_time(ms: i64) -> String {
-    let secs = ((now_ms() - ms) / 1000).max(0);
+    let secs = ((crate::jobs::now_ms() - ms) / 1000).max(0);
     match secs {
         0..=59 => format!("{secs}s ago"),
         60..=3599 => format!("{}m ago", secs / 60),

@@ -7,6 +7,7 @@
 //! struct only together with a schema migration (see `migrations/`).
 
 mod applied;
+mod clock;
 mod command;
 mod id;
 mod job;
@@ -17,6 +18,7 @@ mod output;
 mod spec;
 
 pub use self::applied::Applied;
+pub use self::clock::{now_ms, unix_ms};
 pub use self::command::{Assignment, Command, CommandError, MAX_COMMAND_ENCODED_BYTES};
 pub use self::id::{JobId, JobIdGenerator, JobScan, ParseJobIdError};
 pub use self::job::{Attempt, EndReason, Job, JobState};

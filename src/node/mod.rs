@@ -34,21 +34,11 @@ use crate::store::{SpaceGuard, Store, StoreError};
 pub use input::{Input, InputSender, RaftError};
 pub use raft_loop::RaftStatus;
 
-/// Milliseconds since the Unix epoch of `t`: how every timestamp in a
-/// command is written (0 for a clock before 1970).
-pub fn unix_ms(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub use crate::jobs::{now_ms, unix_ms};
 
 /// This node's wall clock in Unix seconds.
 pub fn now_unix_secs() -> i64 {
     now_ms() / 1000
-}
-
-/// This node's wall clock, as [`unix_ms`].
-pub fn now_ms() -> i64 {
-    unix_ms(std::time::SystemTime::now())
 }
 
 /// Why a node could not start.

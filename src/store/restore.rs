@@ -238,10 +238,7 @@ pub fn seed_data_dir(
     let store = Store::open(data_dir, &cluster_id, node_id).map_err(|e| e.to_string())?;
     let mut membership = crate::raft::Membership::default();
     membership.voters.insert(node_id, peer);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    store.seed_from_backup(file, membership, now_ms)
+    store.seed_from_backup(file, membership, crate::jobs::now_ms())
 }
 
 impl Store {
