@@ -202,52 +202,44 @@ fn duration_cell(job: &pb::Job) -> String {
 /// The table, each column as wide as its widest cell, the command cut to
 /// what is left of `width` (never cut with `wide`).
 fn render(jobs: &[pb::Job], wide: bool, width: usize) -> String {
-    let mut columns: Vec<&Column> = COLUMNS.iter().filter(|c| wide || !c.wide_only).collect();
-    let width_of = |c: &Column| {
-        jobs.iter()
-            .map(|j| (c.cell)(j).chars().count())
-            .chain([c.heading.len()])
-            .max()
-            .unwrap_or(0)
-    };
-    let used = |columns: &[&Column]| -> usize {
-        columns[..columns.len() - 1]
-            .iter()
-            .map(|c| width_of(c) + 2)
-            .sum()
+    // Each column with its cells (heading first) and its width, made once.
+    let mut table: Vec<(&Column, Vec<String>, usize)> = COLUMNS
+        .iter()
+        .filter(|c| wide || !c.wide_only)
+        .map(|c| {
+            let cells: Vec<String> = std::iter::once(c.heading.to_string())
+                .chain(jobs.iter().map(c.cell))
+                .collect();
+            let w = cells.iter().map(|t| t.chars().count()).max().unwrap_or(0);
+            (c, cells, w)
+        })
+        .collect();
+    // What the columns before the command (the last) take, with their gaps.
+    let used = |table: &[(&Column, Vec<String>, usize)]| -> usize {
+        table[..table.len() - 1].iter().map(|(_, _, w)| w + 2).sum()
     };
     for heading in DROPPED_WHEN_NARROW {
-        if wide || used(&columns) + MIN_COMMAND <= width {
+        if wide || used(&table) + MIN_COMMAND <= width {
             break;
         }
-        columns.retain(|c| c.heading != heading);
+        table.retain(|(c, _, _)| c.heading != heading);
     }
-    let cells: Vec<Vec<String>> = jobs
-        .iter()
-        .map(|j| columns.iter().map(|c| (c.cell)(j)).collect())
-        .collect();
-    let widths: Vec<usize> = columns.iter().map(|c| width_of(c)).collect();
-    let last = columns.len() - 1;
-    let used = used(&columns);
     let room = match wide {
         true => usize::MAX,
-        false => width.saturating_sub(used).max(1),
+        false => width.saturating_sub(used(&table)).max(1),
     };
+    let last = table.len() - 1;
     let mut out = String::new();
-    let mut line = |row: Vec<String>| {
+    for row in 0..=jobs.len() {
         let mut text = String::new();
-        for (i, cell) in row.into_iter().enumerate() {
+        for (i, (_, cells, w)) in table.iter().enumerate() {
             match i == last {
-                true => text += &truncate(&cell, room),
-                false => text += &format!("{cell:<w$}  ", w = widths[i]),
+                true => text += &truncate(&cells[row], room),
+                false => text += &format!("{:<w$}  ", cells[row]),
             }
         }
         out += text.trim_end();
         out.push('\n');
-    };
-    line(columns.iter().map(|c| c.heading.to_string()).collect());
-    for row in cells {
-        line(row);
     }
     out
 }
