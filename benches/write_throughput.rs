@@ -484,7 +484,7 @@ impl Cluster {
     }
 
     fn sync_calls(&self) -> Vec<Option<SyncCounts>> {
-        self.servers.procs.iter().map(Proc::sync_calls).collect()
+        self.servers.procs.iter().map(common::sync_calls).collect()
     }
 
     /// Copies every log (and strace output) to `dir`, for a post-mortem.

@@ -251,6 +251,9 @@ pub struct Advertise {
     /// so a leader can answer a node it does not know yet. Default: this
     /// node's `initial_members` entry, else `listen.raft`.
     pub raft: Option<String>,
+    /// host:port of the REST API, named by `X-Drover-Leader` in answers of
+    /// other nodes while this one leads. Default: `listen.http`.
+    pub http: Option<String>,
 }
 
 /// One member of the initial cluster.
@@ -444,6 +447,18 @@ impl Config {
             .unwrap_or_else(|| self.listen.api.to_string())
     }
 
+    /// The REST address this node announces (see [`Advertise::http`]);
+    /// None without a REST listener.
+    pub fn advertised_http(&self) -> Option<String> {
+        let listen = self.listen.http?;
+        Some(
+            self.advertise
+                .http
+                .clone()
+                .unwrap_or_else(|| listen.to_string()),
+        )
+    }
+
     /// Where the client API's unix socket lives (see [`Listen::socket`]).
     pub fn socket_path(&self) -> PathBuf {
         self.listen
@@ -588,6 +603,7 @@ impl Config {
         for (key, addr) in [
             ("advertise.api", &self.advertise.api),
             ("advertise.raft", &self.advertise.raft),
+            ("advertise.http", &self.advertise.http),
         ] {
             if let Some(addr) = addr {
                 let port = addr.rsplit_once(':').and_then(|(host, port)| {
@@ -680,6 +696,7 @@ pub const KEYS: &[&str] = &[
     "listen.socket",
     "advertise.api",
     "advertise.raft",
+    "advertise.http",
     "initial_members",
     "raft.tick",
     "raft.heartbeat_ticks",
@@ -738,6 +755,7 @@ const TEXT_KEYS: &[&str] = &[
     "listen.socket",
     "advertise.api",
     "advertise.raft",
+    "advertise.http",
     "executor.docker_host",
     "executor.default_image",
     "log.level",

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::sse::read_sse;
 use common::{wait_for, Cluster, RaftSettings};
+use futures::StreamExt as _;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -145,7 +146,11 @@ async fn submit_get_list_with_pagination_and_stop_a_queued_job() {
     let id = job["id"].as_str().expect("id").to_string();
     assert_eq!(id.len(), 26);
     assert_eq!(headers["location"], format!("/v1/jobs/{id}").as_str());
-    assert_eq!(headers["x-drover-leader"], cluster.nodes[0].api.as_str());
+    assert_eq!(headers["x-drover-leader"], cluster.nodes[0].http.as_str());
+    assert_eq!(
+        headers["x-drover-leader-grpc"],
+        cluster.nodes[0].api.as_str()
+    );
     assert_eq!(job["state"], "QUEUED");
     assert_eq!(job["command"], "echo hi");
     assert_eq!(job["env"], json!({ "GREETING": "hello" }));
@@ -542,8 +547,13 @@ async fn a_write_through_a_follower_reaches_the_leader() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{job}");
+    // The leader's REST address, though only the leader knows it.
     assert_eq!(
         headers["x-drover-leader"],
+        cluster.nodes[leader].http.as_str()
+    );
+    assert_eq!(
+        headers["x-drover-leader-grpc"],
         cluster.nodes[leader].api.as_str()
     );
     let id = job["id"].as_str().expect("id");
@@ -658,6 +668,7 @@ async fn openapi_document_covers_every_route() {
         ("get", "/v1/jobs/{id}/output"),
         ("get", "/v1/events"),
         ("get", "/v1/cluster"),
+        ("get", "/v1/cluster/events"),
         ("get", "/v1/nodes"),
         ("post", "/v1/nodes/{id}/drain"),
         ("post", "/v1/acl/bootstrap"),
@@ -710,6 +721,20 @@ async fn openapi_document_covers_every_route() {
         if path == "/v1/events" {
             // A bad filter answers at once; a good one streams forever.
             url += "?job_id=not-a-job-id";
+        }
+        if path == "/v1/cluster/events" {
+            // Streams forever: its first event is enough.
+            let response = http.get(&url).send().await.expect("cluster stream");
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()["content-type"], "text/event-stream");
+            let mut body = response.bytes_stream();
+            let first = tokio::time::timeout(Duration::from_secs(10), body.next())
+                .await
+                .expect("a first cluster event within 10 s");
+            let text =
+                String::from_utf8_lossy(&first.expect("a chunk").expect("bytes")).to_string();
+            assert!(text.starts_with("event: cluster"), "{text}");
+            continue;
         }
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
         let (content_type, body) = if method == Method::POST && path == "/v1/jobs" {

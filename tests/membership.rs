@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_for, Cluster, RaftSettings};
+use common::{wait_for, Cluster, Proc, RaftSettings};
 use drover::proto::v1 as pb;
 
 const ELECTION: Duration = Duration::from_secs(20);
@@ -61,13 +61,8 @@ async fn dead_node_removed_and_a_replaced_disk_rejoins_only_the_right_way() {
     std::fs::remove_dir_all(&cluster.nodes[replaced].data_dir).expect("wipe");
     cluster.restart(replaced);
     let exit = wait_for("the replaced node to stop", ELECTION, || {
-        let child = cluster.children[replaced].as_mut().map(|c| c.try_wait());
-        async move {
-            match child {
-                Some(Ok(Some(status))) => Some(status),
-                _ => None,
-            }
-        }
+        let status = cluster.children[replaced].as_mut().and_then(Proc::try_wait);
+        async move { status }
     })
     .await;
     assert!(!exit.success());

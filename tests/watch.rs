@@ -402,10 +402,8 @@ async fn open_watches_end_when_the_node_shuts_down() {
         .expect("SSE watch");
     assert_eq!(sse.status(), StatusCode::OK);
 
-    let child = cluster.children[0].as_mut().expect("running");
-    let pid = i32::try_from(child.id()).expect("a pid");
-    // SAFETY: sends SIGTERM to the agent this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert!(cluster.is_running(0));
+    cluster.signal(0, libc::SIGTERM);
     let ended = tokio::time::timeout(Duration::from_secs(15), stream.message())
         .await
         .expect("the watch ends at shutdown");
@@ -420,12 +418,11 @@ async fn open_watches_end_when_the_node_shuts_down() {
     })
     .await;
     assert!(sse_end.is_ok(), "the SSE watch ends at shutdown");
-    let exited = wait_for("the agent to exit", Duration::from_secs(15), || {
-        let status = child.try_wait().ok().flatten();
-        async move { status }
-    })
-    .await;
-    assert!(exited.success(), "a clean exit: {exited:?}");
+    let exited = cluster.wait_exit(0, Duration::from_secs(15));
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "a clean exit within 15 s: {exited:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -115,7 +115,7 @@ impl Servers {
     ) -> Result<(), String> {
         let root = self.root();
         let log_path = root.join(format!("{name}.log"));
-        let trace = strace.map(|s| (s, root.join(format!("{name}.strace"))));
+        let trace = strace.map(|s| super::strace_wrapper(s, root.join(format!("{name}.strace"))));
         self.procs
             .push(Proc::spawn(name, program, args, log_path, trace)?);
         let scheme = if self.tls.is_some() { "https" } else { "http" };

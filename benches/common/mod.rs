@@ -6,8 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
@@ -15,6 +14,13 @@ use tonic::transport::{Channel, Endpoint};
 #[path = "../../tests/common/agent.rs"]
 pub mod agent;
 pub mod cluster;
+/// The test harness's server processes (spawn, signal, SIGKILL), shared.
+#[path = "../../tests/common/process.rs"]
+pub mod process;
+
+// Each bench uses some of these.
+#[allow(unused_imports)]
+pub use process::{cpu_time_of, Proc, Wrapper};
 
 /// Syscalls counted by the fsync probe.
 pub const SYNC_SYSCALLS: [&str; 5] = ["fsync", "fdatasync", "sync_file_range", "syncfs", "msync"];
@@ -71,178 +77,54 @@ pub fn which(name: &str, fallbacks: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// One server process, optionally started under strace.
-pub struct Proc {
-    pub name: String,
-    pub child: Option<Child>,
-    pub log_path: PathBuf,
-    /// strace's output file when the server runs under strace.
-    pub trace_path: Option<PathBuf>,
-    pub exit_note: Option<String>,
-    /// Log length when the cluster became ready: the scan starts there, so
-    /// start-up chatter is not reported as behaviour under load.
-    pub log_offset: usize,
+/// strace counting SYNC_SYSCALLS (with their time) into `output`.
+pub fn strace_wrapper(strace: &Path, output: PathBuf) -> Wrapper {
+    let args = [
+        "-f".to_string(),
+        "-qq".to_string(),
+        "-T".to_string(),
+        "--seccomp-bpf".to_string(),
+        "-e".to_string(),
+        format!("trace={}", SYNC_SYSCALLS.join(",")),
+        "-e".to_string(),
+        "signal=none".to_string(),
+        "-o".to_string(),
+        output.display().to_string(),
+    ];
+    Wrapper {
+        program: strace.to_path_buf(),
+        args: args.to_vec(),
+        output,
+    }
 }
 
-impl Proc {
-    /// CPU time (user + system) the process has used so far, from
-    /// /proc/PID/stat; None once it exited or where /proc is missing. Under
-    /// strace this is strace's own time, so callers skip traced runs.
-    pub fn cpu_time(&self) -> Option<Duration> {
-        let pid = self.child.as_ref()?.id();
-        cpu_time_of(&format!("/proc/{pid}/stat"))
-    }
-
-    pub fn spawn(
-        name: String,
-        program: &Path,
-        args: &[String],
-        log_path: PathBuf,
-        strace: Option<(&Path, PathBuf)>,
-    ) -> Result<Proc, String> {
-        let log = std::fs::File::create(&log_path)
-            .map_err(|e| format!("create {}: {e}", log_path.display()))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| format!("clone log handle: {e}"))?;
-        let mut command = match &strace {
-            Some((strace_bin, trace_path)) => {
-                let mut c = Command::new(strace_bin);
-                c.arg("-f")
-                    .arg("-qq")
-                    .arg("-T")
-                    .arg("--seccomp-bpf")
-                    .arg("-e")
-                    .arg(format!("trace={}", SYNC_SYSCALLS.join(",")))
-                    .arg("-e")
-                    .arg("signal=none")
-                    .arg("-o")
-                    .arg(trace_path)
-                    .arg("--")
-                    .arg(program);
-                c
-            }
-            None => Command::new(program),
+/// Sync syscalls so far, by name, from strace's output file.
+pub fn sync_calls(proc: &Proc) -> Option<SyncCounts> {
+    let text = std::fs::read_to_string(proc.trace_path.as_ref()?).ok()?;
+    let mut counts = SyncCounts::default();
+    for line in text.lines() {
+        // "PID name(args) = ret <secs>", or split across threads as
+        // "PID name(args <unfinished ...>" + "PID <... name resumed>) = ret <secs>".
+        let call = line.split_once(' ').map_or(line, |(_, rest)| rest);
+        let (name, first_half) = match call.strip_prefix("<... ") {
+            Some(rest) => (rest.split(' ').next().unwrap_or_default(), false),
+            None => (call.split('(').next().unwrap_or_default(), true),
         };
-        command
-            .args(args)
-            .env("NO_COLOR", "1")
-            // A panic's message, not 40 frames of backtrace, in the log tail.
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err);
-        let child = command
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", program.display()))?;
-        Ok(Proc {
-            name,
-            child: Some(child),
-            log_path,
-            trace_path: strace.map(|(_, p)| p),
-            exit_note: None,
-            log_offset: 0,
-        })
-    }
-
-    /// The server's pid: the child itself, or strace's child when traced.
-    pub fn server_pid(&self) -> Option<u32> {
-        let pid = self.child.as_ref()?.id();
-        if self.trace_path.is_none() {
-            return Some(pid);
-        }
-        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-        children.split_whitespace().next()?.parse().ok()
-    }
-
-    /// `Some(description)` once the process has exited (remembered).
-    pub fn exited(&mut self) -> Option<String> {
-        if self.exit_note.is_none() {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.exit_note = Some(format!("{} exited: {status}", self.name));
-                }
-            }
-        }
-        self.exit_note.clone()
-    }
-
-    /// Sync syscalls so far, by name, from strace's output file.
-    pub fn sync_calls(&self) -> Option<SyncCounts> {
-        let text = std::fs::read_to_string(self.trace_path.as_ref()?).ok()?;
-        let mut counts = SyncCounts::default();
-        for line in text.lines() {
-            // "PID name(args) = ret <secs>", or split across threads as
-            // "PID name(args <unfinished ...>" + "PID <... name resumed>) = ret <secs>".
-            let call = line.split_once(' ').map_or(line, |(_, rest)| rest);
-            let (name, first_half) = match call.strip_prefix("<... ") {
-                Some(rest) => (rest.split(' ').next().unwrap_or_default(), false),
-                None => (call.split('(').next().unwrap_or_default(), true),
-            };
-            let Some(i) = SYNC_SYSCALLS.iter().position(|s| *s == name.trim()) else {
-                continue;
-            };
-            if first_half {
-                counts.calls[i] += 1;
-            }
-            let secs = line
-                .rsplit_once('<')
-                .and_then(|(_, t)| t.strip_suffix('>'))
-                .and_then(|t| t.parse::<f64>().ok());
-            if let Some(secs) = secs {
-                counts.micros[i] += (secs * 1e6) as u64;
-            }
-        }
-        Some(counts)
-    }
-
-    pub fn stop(&mut self) {
-        let inner = if self.trace_path.is_some() {
-            self.server_pid()
-        } else {
-            None
+        let Some(i) = SYNC_SYSCALLS.iter().position(|s| *s == name.trim()) else {
+            continue;
         };
-        if let Some(pid) = inner {
-            // The server is strace's child: kill it by pid, strace then exits.
-            sigkill(pid);
+        if first_half {
+            counts.calls[i] += 1;
         }
-        if let Some(mut child) = self.child.take() {
-            if inner.is_some() {
-                let deadline = Instant::now() + Duration::from_secs(3);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        let secs = line
+            .rsplit_once('<')
+            .and_then(|(_, t)| t.strip_suffix('>'))
+            .and_then(|t| t.parse::<f64>().ok());
+        if let Some(secs) = secs {
+            counts.micros[i] += (secs * 1e6) as u64;
         }
     }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// SIGKILL to `pid`, a process of this bench's (or its child's) that has
-/// not been reaped, so the pid cannot be another's.
-pub fn sigkill(pid: u32) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) shares no memory; the caller vouches for the pid.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        }
-    }
+    Some(counts)
 }
 
 /// The anomaly line of one server's log for a report, or `None` when it
@@ -352,24 +234,6 @@ pub fn scan_log(proc: &Proc) -> LogScan {
         }
     }
     scan
-}
-
-/// User + system CPU time from a /proc/.../stat file (fields 14 and 15, in
-/// clock ticks of `sysconf(_SC_CLK_TCK)`).
-pub fn cpu_time_of(stat_path: &str) -> Option<Duration> {
-    let text = std::fs::read_to_string(stat_path).ok()?;
-    // The command name (field 2) may hold spaces: count from after its ')'.
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf reads a constant of the C library; no memory is shared.
-    let ticks_per_sec = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .ok()
-        .filter(|&t| t > 0)?;
-    Some(Duration::from_secs_f64(
-        (utime + stime) as f64 / ticks_per_sec as f64,
-    ))
 }
 
 /// A TLS channel to `url` with the CA and `client-bench` of `dir`.

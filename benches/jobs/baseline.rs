@@ -97,7 +97,7 @@ pub(crate) async fn run_process(
             Err(_) => {
                 // Not reaped yet (the waiter has not returned), so the pid
                 // is still this child's.
-                common::sigkill(pid);
+                common::process::send(pid, libc::SIGKILL);
                 let _ = tokio::time::timeout(Duration::from_secs(10), waiter).await;
                 return Err(format!("{what} did not end within {limit:?}; killed"));
             }

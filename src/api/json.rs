@@ -240,6 +240,22 @@ pub struct ClusterStatusJson {
     pub storage: StorageJson,
     /// "tls", "plaintext" (loopback only) or "insecure-plaintext".
     pub transport_security: String,
+    /// The job table by phase, as the answering node has applied it.
+    pub jobs: JobCountsJson,
+}
+
+/// Rows of the job table by phase.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct JobCountsJson {
+    pub total: u64,
+    /// QUEUED.
+    pub queued: u64,
+    /// ASSIGNED or RUNNING.
+    pub active: u64,
+    /// In a terminal state.
+    pub finished: u64,
+    /// `scheduler.queue_capacity`: the bound on `queued`.
+    pub queue_capacity: u64,
 }
 
 /// A node of the node table with its use.
@@ -438,6 +454,17 @@ impl From<&pb::ClusterStatus> for ClusterStatusJson {
                 })
                 .unwrap_or_default(),
             transport_security: s.transport_security.clone(),
+            jobs: s
+                .jobs
+                .as_ref()
+                .map(|j| JobCountsJson {
+                    total: j.total,
+                    queued: j.queued,
+                    active: j.active,
+                    finished: j.finished,
+                    queue_capacity: j.queue_capacity,
+                })
+                .unwrap_or_default(),
         }
     }
 }

@@ -31,6 +31,8 @@ use crate::raft::{self, ConfChange, Index, NodeId, Role};
 use crate::scheduler::Liveness;
 use crate::store::{SpaceGuard, Store, StoreError};
 
+/// The data disk's reading (the store's space guard) as status shows it.
+pub use crate::store::SpaceReport as StorageReport;
 pub use input::{Input, InputSender, RaftError};
 pub use raft_loop::RaftStatus;
 
@@ -257,16 +259,27 @@ impl Node {
         self.status.borrow().clone()
     }
 
-    /// Every metric in the Prometheus (OpenMetrics) text format, the
-    /// state-derived gauges read now. O(1) in the size of the job table.
-    pub fn render_metrics(&self) -> Result<String, std::fmt::Error> {
-        let jobs = metrics::JobCounts {
+    /// The job table by phase, from counters the store keeps (O(1)).
+    pub fn job_counts(&self) -> metrics::JobCounts {
+        metrics::JobCounts {
             total: self.store.job_count(),
             queued: self.store.queued_count(),
             finished: self.store.finished_count(),
             queue_capacity: self.config.scheduler.queue_capacity,
-        };
-        self.metrics.refresh(&self.status.borrow(), jobs);
+        }
+    }
+
+    /// How full the data directory's disk is, as the writes see it now:
+    /// status pages show it so an operator sees a full disk coming.
+    pub fn storage_report(&self) -> StorageReport {
+        self.space.report()
+    }
+
+    /// Every metric in the Prometheus (OpenMetrics) text format, the
+    /// state-derived gauges read now. O(1) in the size of the job table.
+    pub fn render_metrics(&self) -> Result<String, std::fmt::Error> {
+        self.metrics
+            .refresh(&self.status.borrow(), self.job_counts());
         self.metrics
             .refresh_storage(&self.space.report(), self.space.refused());
         if let Some(tls) = &self.tls {

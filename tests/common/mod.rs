@@ -3,14 +3,17 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 pub mod agent;
+pub mod browser;
+pub mod process;
 pub mod small_fs;
 pub mod sse;
 
 pub use agent::free_port;
+pub use process::Proc;
 
 use drover::proto::v1 as pb;
 /// The API client of the tests: every call carries the cluster's token.
@@ -140,7 +143,7 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub cluster_id: String,
     pub nodes: Vec<NodeSpec>,
-    pub children: Vec<Option<Child>>,
+    pub children: Vec<Option<Proc>>,
     pub settings: RaftSettings,
     /// Token secret the helpers (`client`, `cli`) send; set it after
     /// bootstrapping a cluster with ACLs.
@@ -261,85 +264,44 @@ impl Cluster {
     /// (Re)starts node `i` from its config and data dir.
     pub fn restart(&mut self, i: usize) {
         let spec = &self.nodes[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log_path)
-            .expect("open node log");
-        let child = Command::new(drover_bin())
-            .arg("agent")
-            .arg("--config")
-            .arg(&spec.config_path)
-            .args(&self.settings.agent_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
+        let mut args = vec![
+            "agent".to_string(),
+            "--config".to_string(),
+            spec.config_path.display().to_string(),
+        ];
+        args.extend(self.settings.agent_args.iter().cloned());
+        let name = format!("node{}", spec.id);
+        let proc = Proc::spawn(name, &drover_bin(), &args, spec.log_path.clone(), None)
             .expect("spawn drover agent");
-        self.children[i] = Some(child);
+        self.children[i] = Some(proc);
     }
 
     /// Sends `signal` (e.g. `libc::SIGHUP`) to node `i`, if it runs.
     pub fn signal(&self, i: usize, signal: i32) {
-        if let Some(child) = &self.children[i] {
-            let pid = libc::pid_t::try_from(child.id()).expect("pid");
-            // SAFETY: kill(2) on our own child, not yet waited for, so the
-            // pid cannot have been reused.
-            unsafe {
-                libc::kill(pid, signal);
-            }
+        if let Some(proc) = &self.children[i] {
+            proc.signal(signal);
         }
     }
 
     /// SIGKILL: no shutdown path runs, unflushed writes are lost.
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut proc) = self.children[i].take() {
+            proc.stop();
         }
     }
 
     /// Waits (bounded) for node `i` to exit by itself; its exit status, or
     /// None if it still runs after `timeout` (it is left running).
     pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let child = self.children[i].as_mut()?;
-            if let Ok(Some(status)) = child.try_wait() {
-                self.children[i] = None;
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = self.children[i].as_mut()?.wait_exit(timeout)?;
+        self.children[i] = None;
+        Some(status)
     }
 
     /// SIGTERM, as `systemctl stop` does, and waits (bounded) for the exit;
     /// the exit status, or None if it had to be killed after 30 s.
     pub fn terminate(&mut self, i: usize) -> Option<std::process::ExitStatus> {
-        let mut child = self.children[i].take()?;
-        let pid = libc::pid_t::try_from(child.id()).expect("pid");
-        // SAFETY: kill(2) on our own child's pid, which it still is: the
-        // child has not been waited for, so the pid cannot be reused.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return None;
-                }
-            }
-        }
+        self.children[i].take()?.terminate(Duration::from_secs(30))
     }
 
     pub fn is_running(&self, i: usize) -> bool {
@@ -489,9 +451,7 @@ impl Cluster {
 
     /// The tail of a node's log, for failure messages.
     pub fn log_tail(&self, i: usize) -> String {
-        let text = std::fs::read_to_string(&self.nodes[i].log_path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        process::log_tail(&self.nodes[i].log_path, 30)
     }
 }
 

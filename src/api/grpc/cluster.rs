@@ -11,11 +11,12 @@ use crate::acl::Action;
 use crate::api::auth::authorize;
 use crate::api::convert::node_to_proto;
 use crate::jobs::{Command, Drain};
+use crate::node::metrics::JobCounts;
 use crate::node::writes::Change;
+use crate::node::StorageReport;
 use crate::node::{now_ms, Node, RaftStatus};
 use crate::proto::v1 as pb;
 use crate::raft::{ConfChange, Membership, NodeId, PeerInfo, Role};
-use crate::store::SpaceReport;
 
 /// How long AddPeer waits for a learner to catch up before promoting it.
 pub const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
@@ -128,13 +129,23 @@ pub(super) fn members_to_proto(node: &Node, status: &RaftStatus) -> Vec<pb::Memb
     voters.chain(learners).collect()
 }
 
-pub(super) fn storage_to_proto(report: &SpaceReport) -> pb::StorageStatus {
+pub(super) fn storage_to_proto(report: &StorageReport) -> pb::StorageStatus {
     pb::StorageStatus {
         state: report.level.as_str().to_string(),
         free_bytes: report.free_bytes,
         reserve_bytes: report.reserve_bytes,
         total_bytes: report.total_bytes,
         path: report.path.display().to_string(),
+    }
+}
+
+pub(super) fn job_counts_to_proto(counts: &JobCounts) -> pb::JobCounts {
+    pb::JobCounts {
+        total: counts.total,
+        queued: counts.queued,
+        active: counts.total.saturating_sub(counts.queued + counts.finished),
+        finished: counts.finished,
+        queue_capacity: counts.queue_capacity,
     }
 }
 

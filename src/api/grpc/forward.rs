@@ -22,6 +22,11 @@ pub(super) const FORWARDED: &str = "x-drover-forwarded";
 /// Metadata key carrying the leader's API address in every write response.
 pub(crate) const LEADER_ADDR: &str = "x-drover-leader";
 
+/// Metadata key carrying the leader's REST address (`advertise.http`) in
+/// every write response, when it has a REST listener; the REST adapter
+/// names it in `X-Drover-Leader`.
+pub(crate) const LEADER_HTTP: &str = "x-drover-leader-http";
+
 /// Metadata key carrying, in a write's response, the index the leader had
 /// applied when it answered: a follower that forwarded the write waits until
 /// it has applied that far too, so the caller's next read on it (say, the
@@ -140,6 +145,7 @@ impl DroverService {
                     let response = forward(client, forwarded)
                         .await
                         .map_err(|status| leader_gone(status, &self.node))?;
+                    self.learn_leader_http(response.metadata());
                     let applied = response
                         .metadata()
                         .get(APPLIED_INDEX)
@@ -162,9 +168,17 @@ impl DroverService {
     /// index. A direct client does not get the index: a value new in every
     /// response costs HPACK a table insert and eviction each time.
     pub(super) fn with_leader<T>(&self, mut response: Response<T>, forwarded: bool) -> Response<T> {
-        if let Some((_, addr)) = self.node.leader() {
+        if let Some((leader, addr)) = self.node.leader() {
             if let Ok(value) = addr.parse() {
                 response.metadata_mut().insert(LEADER_ADDR, value);
+            }
+            let http = if self.node.is_leader() {
+                self.node.config.advertised_http()
+            } else {
+                self.known_leader_http(leader)
+            };
+            if let Some(value) = http.and_then(|a| a.parse().ok()) {
+                response.metadata_mut().insert(LEADER_HTTP, value);
             }
         }
         if forwarded {
@@ -174,6 +188,26 @@ impl DroverService {
             }
         }
         response
+    }
+
+    /// Remembers the REST address a leader's answer named (a lock poisoned
+    /// by a panic elsewhere only costs the header).
+    fn learn_leader_http(&self, metadata: &tonic::metadata::MetadataMap) {
+        let addr = metadata.get(LEADER_HTTP).and_then(|v| v.to_str().ok());
+        let leader = self.node.leader().map(|(id, _)| id);
+        if let (Some(addr), Some(leader), Ok(mut known)) = (addr, leader, self.leader_http.lock()) {
+            *known = Some((leader, addr.to_string()));
+        }
+    }
+
+    /// The REST address learned for `leader`, if that is still whom it was
+    /// learned from.
+    fn known_leader_http(&self, leader: NodeId) -> Option<String> {
+        let known = self.leader_http.lock().ok()?;
+        known
+            .as_ref()
+            .filter(|(id, _)| *id == leader)
+            .map(|(_, addr)| addr.clone())
     }
 
     /// A client for the node that holds an attempt's output.

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::node::{Node, RaftError};
 use crate::proto::v1 as pb;
+use crate::raft::NodeId;
 
 mod acl;
 mod backup;
@@ -18,11 +19,11 @@ mod jobs;
 mod output;
 
 use acl::{mint_token_with_hash, propose_acl};
-use cluster::{members_to_proto, storage_to_proto};
+use cluster::{job_counts_to_proto, members_to_proto, storage_to_proto};
 pub use cluster::{role_name, CATCH_UP_WAIT};
-pub(crate) use forward::LEADER_ADDR;
 use forward::NOT_LEADER_TEXT;
 use forward::{no_leader, FORWARDED};
+pub(crate) use forward::{LEADER_ADDR, LEADER_HTTP};
 
 pub use bootstrap::read_bootstrap_secret;
 
@@ -33,12 +34,18 @@ const LEADER_WAIT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct DroverService {
     node: Arc<Node>,
+    /// The leader's REST address as its last forwarded answer named it
+    /// (nodes do not replicate their REST addresses), with its id.
+    leader_http: Arc<std::sync::Mutex<Option<(NodeId, String)>>>,
 }
 
 impl DroverService {
     /// Wraps a running node.
     pub fn new(node: Arc<Node>) -> Self {
-        DroverService { node }
+        DroverService {
+            node,
+            leader_http: Arc::new(std::sync::Mutex::new(None)),
+        }
     }
 
     /// This node's metrics in the Prometheus text format, for the
@@ -69,8 +76,9 @@ impl DroverService {
             snapshots_installed: status.snapshots_installed,
             fsyncs,
             max_fsync_micros: u64::try_from(max_fsync.as_micros()).unwrap_or(u64::MAX),
-            storage: Some(storage_to_proto(&self.node.space.report())),
+            storage: Some(storage_to_proto(&self.node.storage_report())),
             transport_security: self.node.transport_security().to_string(),
+            jobs: Some(job_counts_to_proto(&self.node.job_counts())),
         }
     }
 }

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use futures::StreamExt as _;
 
 use super::extract::{Auth, OptionalBody, ReadQuery, P, Q};
 use super::problem::Problem;
@@ -81,7 +82,7 @@ pub(super) async fn list_nodes(
     request_body(content = DrainJson, content_type = "application/json", description = "Optional"),
     responses(
         (status = 200, description = "The node after the change was committed", body = NodeJson,
-            headers(("X-Drover-Leader" = String, description = "The leader's API address"))),
+            headers(("X-Drover-Leader" = String, description = "The leader's REST address (host:port), once this node knows it"), ("X-Drover-Leader-Grpc" = String, description = "The leader's gRPC API address"))),
         (status = "4XX", description = "Bad id, unknown node", body = Problem, content_type = "application/problem+json"),
         (status = "5XX", description = "No leader, timeout, …", body = Problem, content_type = "application/problem+json"),
     )
@@ -102,4 +103,114 @@ pub(super) async fn drain_node(
         .node
         .ok_or_else(|| Problem::internal("the service answered without the node"))?;
     Ok(respond(StatusCode::OK, &metadata, &NodeJson::from(&node)))
+}
+
+/// How often the cluster stream looks at the cluster.
+const CLUSTER_PUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long the stream waits for the leader's view before it sends this
+/// node's own (a leader that just died must not stall the stream).
+const LEADER_VIEW_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// One `cluster` event of [`cluster_events`].
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ClusterEventJson {
+    /// True when `status` is the leader's view (match indexes and last
+    /// contacts of every member); false when no leader answered and this
+    /// is the streaming node's own view.
+    pub leader_view: bool,
+    pub status: ClusterStatusJson,
+    /// The node table as the streaming node has applied it.
+    pub nodes: Vec<NodeJson>,
+}
+
+/// The cluster as Server-Sent Events: one `cluster` event at once, then
+/// another whenever it changed, looked at every second: the leader's view
+/// of every member (or, while no leader answers, this node's own, marked
+/// `leader_view: false`) and the node table. The dashboard's overview
+/// follows it instead of polling. An `error` event (a problem) ends it.
+#[utoipa::path(
+    get, path = "/v1/cluster/events", tag = "cluster",
+    responses(
+        (status = 200, description = "A live SSE stream of `cluster` events (data: ClusterEventJson)", content_type = "text/event-stream", body = String),
+        (status = "4XX", description = "Not allowed to read the cluster", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(super) async fn cluster_events(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+    auth: Auth,
+) -> Result<Response, Problem> {
+    use axum::response::sse::{KeepAlive, Sse};
+    use axum::response::IntoResponse;
+    let svc: Svc = axum::extract::FromRef::from_ref(&state);
+    // Refused callers get a problem, not a stream.
+    let first = cluster_event(&svc, &auth).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(super::jobs::SSE_BUFFER);
+    let mut closing = state.closing.clone();
+    tokio::spawn(async move {
+        let pump = async {
+            let mut last = String::new();
+            let mut next = Ok(first);
+            loop {
+                match next {
+                    Ok(event) => {
+                        let text = serde_json::to_string(&event).unwrap_or_default();
+                        if text != last {
+                            let sse = axum::response::sse::Event::default()
+                                .event("cluster")
+                                .data(text.clone());
+                            if tx.send(sse).await.is_err() {
+                                return;
+                            }
+                            last = text;
+                        }
+                    }
+                    Err(problem) => {
+                        let _ = tx.send(super::events::event_json("error", &problem)).await;
+                        return;
+                    }
+                }
+                tokio::time::sleep(CLUSTER_PUSH_EVERY).await;
+                next = cluster_event(&svc, &auth).await;
+            }
+        };
+        tokio::select! {
+            _ = pump => {}
+            _ = tx.closed() => {}
+            _ = closing.wait_for(|closing| *closing) => {}
+        }
+    });
+    let events =
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The leader's view if it answers in time, else this node's own; with
+/// the node table.
+async fn cluster_event(svc: &Svc, auth: &Auth) -> Result<ClusterEventJson, Problem> {
+    let leader = pb::GetClusterStatusRequest { leader_view: true };
+    let asked = tokio::time::timeout(
+        LEADER_VIEW_WAIT,
+        svc.get_cluster_status(auth.request(leader)),
+    )
+    .await;
+    let (leader_view, status) = match asked {
+        Ok(Ok(response)) if response.get_ref().role == "leader" => (true, response.into_inner()),
+        Ok(Err(status)) if status.code() != tonic::Code::Unavailable => return Err(status.into()),
+        _ => {
+            let local = pb::GetClusterStatusRequest { leader_view: false };
+            let response = svc.get_cluster_status(auth.request(local)).await?;
+            (false, response.into_inner())
+        }
+    };
+    let nodes = svc
+        .list_nodes(auth.request(pb::ListNodesRequest { consistent: false }))
+        .await?
+        .into_inner();
+    Ok(ClusterEventJson {
+        leader_view,
+        status: ClusterStatusJson::from(&status),
+        nodes: nodes.nodes.iter().map(NodeJson::from).collect(),
+    })
 }

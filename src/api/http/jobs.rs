@@ -71,7 +71,7 @@ pub(super) fn job_of(job: Option<pb::Job>) -> Result<pb::Job, Problem> {
     request_body(content = SubmitJobJson, content_type = "application/json"),
     responses(
         (status = 201, description = "The job, committed", body = JobJson,
-            headers(("X-Drover-Leader" = String, description = "The leader's API address"),
+            headers(("X-Drover-Leader" = String, description = "The leader's REST address (host:port), once this node knows it"), ("X-Drover-Leader-Grpc" = String, description = "The leader's gRPC API address"),
                     ("Location" = String, description = "/v1/jobs/{id}"))),
         (status = "4XX", description = "Invalid input, full queue, …", body = Problem, content_type = "application/problem+json"),
         (status = "5XX", description = "No leader, timeout, the disk below its reserve (507 insufficient-storage), …", body = Problem, content_type = "application/problem+json"),
@@ -182,7 +182,7 @@ pub(super) async fn list_jobs(
     params(("id" = String, Path, description = "Job id (ULID)")),
     responses(
         (status = 200, description = "The job after the stop was committed", body = JobJson,
-            headers(("X-Drover-Leader" = String, description = "The leader's API address"))),
+            headers(("X-Drover-Leader" = String, description = "The leader's REST address (host:port), once this node knows it"), ("X-Drover-Leader-Grpc" = String, description = "The leader's gRPC API address"))),
         (status = "4XX", description = "Bad id, unknown job", body = Problem, content_type = "application/problem+json"),
         (status = "5XX", description = "No leader, timeout, …", body = Problem, content_type = "application/problem+json"),
     )

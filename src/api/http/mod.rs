@@ -25,7 +25,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::grpc::{DroverService, LEADER_ADDR};
+use super::grpc::{DroverService, LEADER_ADDR, LEADER_HTTP};
 
 mod acl;
 mod cluster;
@@ -34,6 +34,7 @@ mod extract;
 mod jobs;
 mod ops;
 mod problem;
+mod ui;
 
 use extract::*;
 pub use problem::{problem_for_code, Problem, PROBLEM_BASE};
@@ -49,9 +50,12 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests (open SSE streams never
 /// finish on their own) before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// Response header carrying the leader's API address (from the gRPC
-/// response metadata `x-drover-leader`).
+/// Response header carrying the leader's REST address (`advertise.http`,
+/// from the gRPC response metadata `x-drover-leader-http`); absent while
+/// this node has not learned it.
 pub const LEADER_HEADER: &str = "x-drover-leader";
+/// Response header carrying the leader's gRPC API address.
+pub const LEADER_GRPC_HEADER: &str = "x-drover-leader-grpc";
 
 /// The one gRPC service instance every route calls.
 type Svc = Arc<DroverService>;
@@ -77,12 +81,17 @@ fn respond<T: Serialize>(
     body: &T,
 ) -> Response {
     let mut response = (status, Json(body)).into_response();
-    let leader = metadata
-        .get(LEADER_ADDR)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| HeaderValue::from_str(v).ok());
-    if let Some(leader) = leader {
-        response.headers_mut().insert(LEADER_HEADER, leader);
+    for (key, header) in [
+        (LEADER_HTTP, LEADER_HEADER),
+        (LEADER_ADDR, LEADER_GRPC_HEADER),
+    ] {
+        let value = metadata
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| HeaderValue::from_str(v).ok());
+        if let Some(value) = value {
+            response.headers_mut().insert(header, value);
+        }
     }
     response
 }
@@ -161,6 +170,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::job_output))
         .routes(routes!(events::job_events))
         .routes(routes!(cluster::cluster_status))
+        .routes(routes!(cluster::cluster_events))
         .routes(routes!(cluster::list_nodes))
         .routes(routes!(cluster::drain_node))
         .routes(routes!(acl::acl_bootstrap))
@@ -201,9 +211,13 @@ pub fn router(
             axum::http::Method::DELETE,
         ])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
-        .expose_headers([axum::http::HeaderName::from_static(LEADER_HEADER)])
+        .expose_headers([
+            axum::http::HeaderName::from_static(LEADER_HEADER),
+            axum::http::HeaderName::from_static(LEADER_GRPC_HEADER),
+        ])
         .max_age(Duration::from_secs(600));
     router
+        .merge(ui::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

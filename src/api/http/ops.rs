@@ -40,15 +40,16 @@ pub struct ReadyJson {
     pub applied_index: u64,
 }
 
-/// Liveness: 200 while the process serves HTTP, whatever the cluster does.
-/// `GET /`: where the API, its document and the health checks are, for a
-/// person or a tool that knows only the node's address.
+/// `GET /`: a browser is sent on to the dashboard (302 to `/ui/`); the
+/// body says where everything is, for a person or a tool that knows only
+/// the node's address and does not follow redirects.
 #[utoipa::path(
     get, path = "/", tag = "ops", security(()),
-    responses((status = 200, description = "Where everything is", content_type = "application/json", body = Object))
+    responses((status = 302, description = "To the dashboard (`Location: /ui/`); the body says where everything is", content_type = "application/json", body = Object))
 )]
-pub(super) async fn index() -> Json<serde_json::Value> {
+pub(super) async fn index() -> Response {
     let paths = [
+        ("ui", super::ui::UI_PATH),
         ("api", "/v1"),
         ("openapi", "/v1/openapi.json"),
         ("health", "/v1/health"),
@@ -61,9 +62,18 @@ pub(super) async fn index() -> Json<serde_json::Value> {
         .collect();
     index.insert("name".into(), "drover".into());
     index.insert("version".into(), env!("CARGO_PKG_VERSION").into());
-    Json(index.into())
+    (
+        StatusCode::FOUND,
+        [(
+            header::LOCATION,
+            HeaderValue::from_static(super::ui::UI_PATH),
+        )],
+        Json(serde_json::Value::from(index)),
+    )
+        .into_response()
 }
 
+/// Liveness: 200 while the process serves HTTP, whatever the cluster does.
 #[utoipa::path(
     get, path = "/v1/health", tag = "ops", security(()),
     responses((status = 200, description = "The process is up", body = HealthJson))

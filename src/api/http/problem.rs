@@ -24,6 +24,10 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong in this case (the gRPC status message).
     pub detail: String,
+    /// For invalid input: the request field at fault, as the spec names it
+    /// (`resources.cpu_millis`, `env`), so a form can mark that field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl Problem {
@@ -39,6 +43,7 @@ impl Problem {
             title: title.to_string(),
             status: status.as_u16(),
             detail: detail.into(),
+            field: None,
         }
     }
 
@@ -158,8 +163,26 @@ impl From<tonic::Status> for Problem {
             );
         }
         let (http, slug, title) = problem_for_code(status.code());
-        Problem::new(http, slug, title, status.message())
+        let mut problem = Problem::new(http, slug, title, status.message());
+        if status.code() == tonic::Code::InvalidArgument {
+            problem.field = field_named(status.message());
+        }
+        problem
     }
+}
+
+/// The field a validation message is about: every message of the spec's
+/// checks names it first, in backticks (`` `resources.pids` 0 is outside
+/// … ``); `args[2]` names `args`.
+fn field_named(message: &str) -> Option<String> {
+    let rest = message.strip_prefix('`')?;
+    let name = &rest[..rest.find('`')?];
+    let name = name.split('[').next().unwrap_or(name);
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c == '_' || c == '.');
+    plain.then(|| name.to_string())
 }
 
 impl IntoResponse for Problem {
@@ -190,5 +213,28 @@ impl IntoResponse for Problem {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_named;
+
+    #[test]
+    fn a_validation_message_names_its_field() {
+        let cases = [
+            (
+                "`resources.cpu_millis` 0 is outside 1..=64000",
+                Some("resources.cpu_millis"),
+            ),
+            ("`args[2]` contains a NUL byte", Some("args")),
+            ("`env` name \"1A\" must be letters", Some("env")),
+            ("`01ABC` is not a job id", None),
+            ("no leader elected", None),
+            ("`unterminated", None),
+        ];
+        for (message, field) in cases {
+            assert_eq!(field_named(message).as_deref(), field, "{message}");
+        }
     }
 }
