@@ -894,6 +894,7 @@ listen = { api = "127.0.0.1:1", raft = "127.0.0.1:2" }
         let mut config = Config::dev().expect("dev config");
         config.advertise.api = Some("a:1".into());
         config.advertise.raft = Some("a:2".into());
+        config.advertise.http = Some("a:3".into());
         config.executor.labels.insert("zone".into(), "a".into());
         config.tls.ca_file = Some("ca.pem".into());
         config.tls.cert_file = Some("node-1.pem".into());

@@ -3,7 +3,7 @@
 // pushed by /v1/cluster/events; each view subscribes to it.
 
 import { get, post, stream, setToken, token, onRefusal, ApiError } from "./api.js";
-import { el, fill, badge, ago, num, Chart } from "./views.js";
+import { el, fill, badge, ago, clock, num, Chart } from "./views.js";
 import { jobsView, jobView, submitView } from "./jobs.js";
 
 /** A member not heard from for this long (leader's view) counts as down. */
@@ -233,13 +233,18 @@ function nodesTable(tbody) {
 }
 
 function fillNodes(tbody, nodes, controls) {
+  if (!nodes.length) {
+    fill(tbody, el("tr", {}, el("td", { colspan: 8, class: "empty" },
+      "No node runs jobs: a node joins this table once its executor is on (executor.enabled).")));
+    return;
+  }
   fill(tbody, nodes.map((n) => el("tr", { class: n.status === "DOWN" ? "down" : "", dataset: { node: n.id } },
     el("td", {}, `node ${n.id}`),
     el("td", {}, badge(n.status)),
     el("td", {}, `${num(n.used_cpu_millis)} / ${num(n.cpu_millis)} m`),
     el("td", {}, `${num(n.used_memory_mib)} / ${num(n.memory_mib)}`),
     el("td", {}, String(n.active_jobs)),
-    el("td", {}, n.draining ? badge(n.drain_deadline_ms ? `draining until ${new Date(n.drain_deadline_ms).toLocaleTimeString()}` : "draining", "draining") : "–"),
+    el("td", {}, n.draining ? badge(n.drain_deadline_ms ? `draining until ${clock(n.drain_deadline_ms)}` : "draining", "draining") : "–"),
     el("td", { class: "mono" }, Object.entries(n.labels).map(([k, v]) => `${k}=${v}`).join(" ")),
     el("td", {}, controls && ctx.can("drain") ? drainControls(n) : null))));
 }
