@@ -257,6 +257,29 @@ async fn a_job_from_the_form_runs_live_in_the_list_and_its_output_streams_and_do
 
     assert!(browser.same_page().await, "the page was never reloaded");
     assert_same_origin(&browser, &base).await;
+
+    // On a phone's width nothing runs off the screen: wide tables scroll
+    // inside their own box.
+    browser
+        .client
+        .set_window_size(390, 844)
+        .await
+        .expect("phone width");
+    for view in ["overview", "jobs", "submit"] {
+        browser.goto(&format!("{base}/ui/#/{view}")).await;
+        let overflow = browser
+            .wait_js(
+                "the view laid out",
+                ELECTION,
+                "return document.querySelector('main h1') ? [document.documentElement.scrollWidth, innerWidth] : null",
+            )
+            .await;
+        assert!(
+            overflow[0].as_u64() <= overflow[1].as_u64(),
+            "{view} is wider than the screen: {overflow}"
+        );
+        browser.screenshot(&format!("phone-{view}")).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -492,6 +515,26 @@ async fn after_kill_9_of_the_leader_the_overview_shows_the_new_leader_and_the_de
     let new_leader = cluster.wait_leader(ELECTION).await;
     assert_eq!(shown, format!("node {}", cluster.nodes[new_leader].id));
     browser.screenshot("overview-after-failover").await;
+
+    // Without a quorum there is no leader: a banner says writes are
+    // paused, and reads (the job list) keep working.
+    cluster.kill(new_leader);
+    browser
+        .wait_js(
+            "the no-leader banner",
+            ELECTION,
+            "const b = document.querySelector('#banner'); return !b.hidden && b.textContent.includes('No leader')",
+        )
+        .await;
+    browser.click("nav a[data-view=jobs]").await;
+    browser
+        .wait_js(
+            "the job list without a leader",
+            ELECTION,
+            "return document.querySelector('#jobs-table td.empty')?.textContent.includes('No jobs yet')",
+        )
+        .await;
+    browser.screenshot("no-leader").await;
     assert!(browser.same_page().await, "no reload");
 }
 

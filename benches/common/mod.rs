@@ -13,6 +13,9 @@ use tonic::transport::{Channel, Endpoint};
 /// The test harness's node layout (ports, config, certificates), shared.
 #[path = "../../tests/common/agent.rs"]
 pub mod agent;
+/// The test harness's headless Chromium (the dashboard bench).
+#[path = "../../tests/common/browser.rs"]
+pub mod browser;
 pub mod cluster;
 /// The test harness's server processes (spawn, signal, SIGKILL), shared.
 #[path = "../../tests/common/process.rs"]

@@ -1,5 +1,5 @@
 //! `drover operator snapshot save|inspect|restore`: backups of the job
-//! table and the tokens (format: `store::backup`).
+//! table and the tokens (through `node::backup`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use super::{call, Client, Failure, Output, EXIT_FAILED, EXIT_USAGE};
+use crate::node::backup::{self, BackupSummary};
 use crate::proto::v1 as pb;
-use crate::store::backup;
 
 /// A backup may take long to build and move: a generous deadline.
 const BACKUP_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -75,22 +75,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Failure> {
     })
 }
 
-/// Writes `bytes` to `path` as the store writes its snapshot files (temp
-/// file, fsync, rename, directory fsync): a crash never leaves half a
-/// backup under the final name.
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| std::io::Error::other("the backup file needs a UTF-8 file name"))?;
-    crate::store::write_file_durably(dir, name, bytes)
-}
-
-fn print_summary(output: Output, summary: &backup::Summary) {
+fn print_summary(output: Output, summary: &BackupSummary) {
     match output {
         Output::Json => println!("{}", crate::api::json::to_value(summary)),
         Output::Table | Output::Wide => {
@@ -116,8 +101,8 @@ fn print_summary(output: Output, summary: &backup::Summary) {
 pub fn offline(output: Output, cmd: SnapshotCommand) -> ExitCode {
     let outcome = match cmd {
         SnapshotCommand::Inspect { file } => read_file(&file).and_then(|bytes| {
-            let summary = backup::summarize(&bytes)
-                .map_err(|e| failed(format!("{}: {e}", file.display())))?;
+            let summary =
+                backup::inspect(&bytes).map_err(|e| failed(format!("{}: {e}", file.display())))?;
             print_summary(output, &summary);
             Ok(())
         }),
@@ -165,7 +150,7 @@ fn seed(
         raft_addr: raft_addr.clone(),
         api_addr: api_addr.clone(),
     };
-    let seeded = crate::store::seed_data_dir(&bytes, data_dir, node_id, cluster_id, peer)
+    let seeded = backup::seed_data_dir(&bytes, data_dir, node_id, cluster_id, peer)
         .map_err(|e| failed(format!("{}: {e}", file.display())))?;
     let cluster_id = seeded.cluster_id.clone();
     match output {
@@ -236,9 +221,9 @@ pub async fn online(
                 b.finish_and_clear();
             }
             // Checked before it is written: what lands on disk verifies.
-            let summary = backup::summarize(&bytes)
+            let summary = backup::inspect(&bytes)
                 .map_err(|e| failed(format!("the cluster sent a bad backup: {e}")))?;
-            write_durably(&file, &bytes)
+            backup::write_backup_file(&file, &bytes)
                 .map_err(|e| failed(format!("cannot write {}: {e}", file.display())))?;
             match output {
                 Output::Json => println!("{}", crate::api::json::to_value(&summary)),
@@ -256,8 +241,8 @@ pub async fn online(
         SnapshotCommand::Restore { file, .. } => {
             let bytes = read_file(&file)?;
             // Refuse a damaged or foreign file before touching the cluster.
-            let summary = backup::summarize(&bytes)
-                .map_err(|e| failed(format!("{}: {e}", file.display())))?;
+            let summary =
+                backup::inspect(&bytes).map_err(|e| failed(format!("{}: {e}", file.display())))?;
             let chunks: Vec<pb::SnapshotChunk> = bytes
                 .chunks(1 << 20)
                 .map(|c| pb::SnapshotChunk {

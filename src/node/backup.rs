@@ -29,6 +29,47 @@ pub enum RestoreError {
     Raft(#[from] RaftError),
 }
 
+// ---- Offline: what the CLI does with backup files, without a node ----
+
+/// A verified backup's header and its contents by state.
+pub use crate::store::backup::Summary as BackupSummary;
+/// What seeding a data directory from a backup put there.
+pub use crate::store::Seeded;
+
+/// Reads and verifies a backup file's bytes (`drover operator snapshot
+/// inspect`): its header and what it holds.
+pub fn inspect(file: &[u8]) -> Result<BackupSummary, String> {
+    backup::summarize(file).map_err(|e| e.to_string())
+}
+
+/// Seeds the empty `data_dir` from a backup as the only member of a new
+/// cluster (`drover operator snapshot restore --data-dir`), so disaster
+/// recovery is one call.
+pub fn seed_data_dir(
+    file: &[u8],
+    data_dir: &std::path::Path,
+    node_id: crate::raft::NodeId,
+    cluster_id: Option<String>,
+    peer: crate::raft::PeerInfo,
+) -> Result<Seeded, String> {
+    crate::store::seed_data_dir(file, data_dir, node_id, cluster_id, peer)
+}
+
+/// Writes a backup to `path` as the store writes its snapshot files (temp
+/// file, fsync, rename, directory fsync): a crash never leaves half a
+/// backup under the final name.
+pub fn write_backup_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| std::io::Error::other("the backup file needs a UTF-8 file name"))?;
+    crate::store::write_file_durably(dir, name, bytes)
+}
+
 /// What a restore replaced the table with, and where the backup came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restored {

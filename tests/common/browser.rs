@@ -40,7 +40,7 @@ impl Browser {
         let dir = tempfile::tempdir().expect("browser temp dir");
         let downloads = dir.path().join("downloads");
         std::fs::create_dir_all(&downloads).expect("download dir");
-        let port = super::free_port();
+        let port = super::agent::free_port();
         let log = std::fs::File::create(dir.path().join("chromedriver.log")).expect("driver log");
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
