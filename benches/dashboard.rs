@@ -110,6 +110,7 @@ async fn first_renders(browser: &Browser, base: &str, runs: usize) -> Vec<f64> {
 
 /// Stamps, in the page, when each job row appeared and each state changed.
 const OBSERVE: &str = "
+  performance.setResourceTimingBufferSize(1000000);
   window.seen = { rows: {}, states: {}, built: 0, removed: 0 };
   const body = document.querySelector('#jobs-table tbody');
   new MutationObserver((records) => {
@@ -319,7 +320,7 @@ async fn run() -> Result<String, String> {
          | submit acknowledged (gRPC, for reference) | {} |\n\
          | submit to its row on screen | {} |\n\
          | stop to CANCELLED on screen | {} |\n\
-         | burst: {} submits from {CLIENTS} clients | {:.1} s |\n\
+         | burst: {} submits from {CLIENTS} clients | {:.0} ms |\n\
          | burst: last acknowledgement to the newest row at the top | {:.0} ms |\n\
          | burst: rows the page built / removed | {} / {} |\n\
          | burst: requests the page made | {} |\n",
@@ -329,7 +330,7 @@ async fn run() -> Result<String, String> {
         summary(&rows),
         summary(&stops),
         burst.jobs,
-        burst.submit.as_secs_f64(),
+        burst.submit.as_secs_f64() * 1000.0,
         burst.after_last_ack_ms,
         burst.built,
         burst.removed,

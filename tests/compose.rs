@@ -243,7 +243,7 @@ async fn compose_cluster_runs_jobs_while_a_node_is_stopped_and_after_it_restarts
     project.compose(&["start", &format!("node{victim}")]);
     wait_ready(&http, &base(victim)).await;
     wait_for("the restarted node to catch up", READY, || async {
-        let status = get_opt(&http, &format!("{}/v1/cluster", base(victim))).await?;
+        let status = get_opt(&http, &format!("{}/v1/cluster?local=true", base(victim))).await?;
         (status["applied_index"].as_u64()? >= commit).then_some(())
     })
     .await;

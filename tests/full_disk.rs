@@ -240,7 +240,7 @@ async fn a_node_whose_disk_fills_refuses_writes_then_loses_nothing_across_kill_9
                     .contains("disk"),
                 "{ready}"
             );
-            let (_, view) = rest.get(&format!("{base}/v1/cluster")).await;
+            let (_, view) = rest.get(&format!("{base}/v1/cluster?local=true")).await;
             assert_eq!(view["storage"]["state"], "low", "{view}");
             assert_eq!(view["storage"]["reserve_bytes"], RESERVE, "{view}");
             assert!(view["members"][0]["disk_low"] == true, "{view}");

@@ -524,7 +524,7 @@ async fn bad_inputs_get_typed_problems_and_write_nothing() {
 /// The node's last log index: unchanged means nothing was proposed.
 async fn cluster_index(http: &Client, base: &str) -> u64 {
     let (status, _, cluster) =
-        call(http, Method::GET, &format!("{base}/v1/cluster"), None, None).await;
+        call(http, Method::GET, &format!("{base}/v1/cluster?local=true"), None, None).await;
     assert_eq!(status, StatusCode::OK, "{cluster}");
     cluster["last_log_index"].as_u64().expect("last_log_index")
 }
@@ -583,6 +583,20 @@ async fn a_write_through_a_follower_reaches_the_leader() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(view["leader_id"], cluster.nodes[leader].id);
         assert_eq!(view["members"].as_array().map(Vec::len), Some(3));
+        // By default the leader's view, asked through this node; with
+        // ?local=true the node's own.
+        assert_eq!(view["node_id"], cluster.nodes[leader].id, "{view}");
+        assert_eq!(view["role"], "leader", "{view}");
+        let (status, _, own) = call(
+            &http,
+            Method::GET,
+            &format!("{}/v1/cluster?local=true", cluster.http_url(i)),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(own["node_id"], cluster.nodes[i].id, "{own}");
     }
     // The node table is empty with the executor off (no heartbeats).
     let (status, _, nodes) = call(

@@ -17,13 +17,18 @@ use crate::proto::v1::drover_server::Drover as _;
 #[serde(deny_unknown_fields, default)]
 #[into_params(parameter_in = Query)]
 pub struct ViewQuery {
-    /// The leader's view (asked through this node): every member's
-    /// replication progress and last contact. Default: this node's own.
+    /// This node's own view (its role, its indexes, its disk, what it
+    /// knows of the others) instead of the leader's.
+    pub local: bool,
+    /// The leader's view: the default; kept so older callers still work.
     pub leader_view: bool,
 }
 
-/// This node's view of the cluster: members, role, term, indexes, leader
-/// (`?leader_view=true`: the leader's).
+/// The cluster as the leader sees it (asked through this node): members
+/// with their replication progress and last contact, term, indexes. While
+/// no leader answers, and with `?local=true`, this node's own view (a
+/// follower leaves `match_index` null and knows only the leader's last
+/// contact); `node_id` and `role` say whose view it is.
 #[utoipa::path(
     get, path = "/v1/cluster", tag = "cluster",
     params(ViewQuery),
@@ -35,13 +40,21 @@ pub struct ViewQuery {
 pub(super) async fn cluster_status(
     State(svc): State<Svc>,
     auth: Auth,
-    Q(ViewQuery { leader_view }): Q<ViewQuery>,
+    Q(ViewQuery { local, .. }): Q<ViewQuery>,
 ) -> Result<Response, Problem> {
-    let request = pb::GetClusterStatusRequest { leader_view };
-    let (metadata, message, _) = svc
-        .get_cluster_status(auth.request(request))
-        .await?
-        .into_parts();
+    let ask = |leader_view| svc.get_cluster_status(auth.request(pb::GetClusterStatusRequest { leader_view }));
+    let asked = tokio::time::timeout(LEADER_VIEW_WAIT, ask(!local)).await;
+    let answer = match asked {
+        // No leader to ask (an election, no quorum, it just died) or it
+        // does not answer in time: what this node knows is still worth
+        // showing.
+        Err(_) => ask(false).await?,
+        Ok(Err(status)) if !local && status.code() == tonic::Code::Unavailable => {
+            ask(false).await?
+        }
+        Ok(other) => other?,
+    };
+    let (metadata, message, _) = answer.into_parts();
     Ok(respond(
         StatusCode::OK,
         &metadata,

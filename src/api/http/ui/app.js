@@ -143,6 +143,15 @@ function route() {
   document.title = `Drover · ${view}`;
 }
 window.addEventListener("hashchange", route);
+// Leaving the page (a reload, another site, the back-forward cache) ends
+// its streams at once: over plain HTTP a browser keeps at most six
+// connections to a node, and a frozen page must not hold any of them.
+window.addEventListener("pagehide", () => {
+  state.leave();
+  state.leave = () => {};
+  state.stopCluster();
+});
+window.addEventListener("pageshow", (e) => { if (e.persisted) { followCluster(); route(); } });
 
 function denied(what) {
   fill(main, el("h1", {}, "Not allowed"), el("p", {}, `Your token's role (${state.me.role}) may not ${what}.`));

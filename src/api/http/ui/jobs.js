@@ -49,7 +49,7 @@ export function jobsView(main, ctx, params) {
 
   const stateSelect = el("select", { name: "state", "aria-label": "State" },
     el("option", { value: "" }, "any state"),
-    el("option", { value: ACTIVE.join(",") }, "active (queued, assigned, running)"),
+    el("option", { value: ACTIVE.join(",") }, "active"),
     STATES.map((s) => el("option", { value: s }, s)));
   stateSelect.value = filters.state;
   const input = (name, label, placeholder) =>
@@ -110,12 +110,12 @@ export function jobsView(main, ctx, params) {
 
   // Events arrive in bursts. They are applied once per frame, each to its
   // own row: the state badge at once, the rest from a re-read of the job.
-  // A new job (or many changed ones) costs one re-read of the first page,
+  // A new job (or many changed ones) costs a re-read of the first page,
   // merged row by row: a row is redrawn only when its job changed, so a
   // burst never re-renders the table.
   const pending = new Map();
   let frame = 0;
-  let pageReload = 0;
+  let left = false;
   const applyPending = () => {
     frame = 0;
     const changed = [];
@@ -138,8 +138,7 @@ export function jobsView(main, ctx, params) {
     }
     pending.clear();
     if (!pageToken && (created || changed.length > 5)) {
-      // Coalesced: at most one page read in flight per 250 ms.
-      if (!pageReload) pageReload = setTimeout(refreshPage, 250);
+      refreshPage();
       return;
     }
     for (const id of changed) {
@@ -156,12 +155,21 @@ export function jobsView(main, ctx, params) {
     row.job = job;
     render(row.tr, job);
   };
+  // One page read in flight at a time; events that arrive meanwhile ask
+  // for exactly one more once it is done.
+  let reading = false;
+  let readAgain = false;
   const refreshPage = async () => {
-    try {
-      const page = await get(`/v1/jobs${query({ newest_first: true, page_size: PAGE_SIZE, ...filters })}`);
-      merge(page.jobs);
-    } catch { /* the next event or reconnect tries again */ }
-    pageReload = 0;
+    if (reading) { readAgain = true; return; }
+    reading = true;
+    do {
+      readAgain = false;
+      try {
+        const page = await get(`/v1/jobs${query({ newest_first: true, page_size: PAGE_SIZE, ...filters })}`);
+        merge(page.jobs);
+      } catch { /* the next event or reconnect tries again */ }
+    } while (readAgain && !left);
+    reading = false;
   };
   const merge = (jobs) => {
     const keep = new Set(jobs.map((j) => j.id));
@@ -194,7 +202,7 @@ export function jobsView(main, ctx, params) {
       page.jobs.forEach((job) => add(job, false));
       // For the browser bench: when the first page was on screen.
       performance.mark("drover:jobs-first-page");
-      status.textContent = page.jobs.length ? "" : "No jobs match.";
+      status.textContent = "";
       if (!page.jobs.length) tbody.append(el("tr", {}, el("td", { colspan: 8, class: "empty" },
         filters.state || filters.owner || filters.label || filters.node ? "No job matches these filters."
           : "No jobs yet. Submit one from the Submit view or with `drover job run`.")));
@@ -227,7 +235,7 @@ export function jobsView(main, ctx, params) {
     stopEvents();
     unwatch();
     if (frame) cancelAnimationFrame(frame);
-    if (pageReload) clearTimeout(pageReload);
+    left = true;
   };
 }
 
