@@ -523,8 +523,14 @@ async fn bad_inputs_get_typed_problems_and_write_nothing() {
 
 /// The node's last log index: unchanged means nothing was proposed.
 async fn cluster_index(http: &Client, base: &str) -> u64 {
-    let (status, _, cluster) =
-        call(http, Method::GET, &format!("{base}/v1/cluster?local=true"), None, None).await;
+    let (status, _, cluster) = call(
+        http,
+        Method::GET,
+        &format!("{base}/v1/cluster?local=true"),
+        None,
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{cluster}");
     cluster["last_log_index"].as_u64().expect("last_log_index")
 }

@@ -155,12 +155,20 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no element {css} within 15 s: {e}"))
     }
 
+    /// Clicks the element matching `css`; found again if the page redrew
+    /// it between the lookup and the click (a live view does).
     pub async fn click(&self, css: &str) {
-        self.element(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let element = self.element(css).await;
+            match element.click().await {
+                Ok(()) => return,
+                Err(e) if e.to_string().contains("stale element") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
     }
 
     /// Replaces the value of the input matching `css` by typing `text`.

@@ -42,7 +42,9 @@ pub(super) async fn cluster_status(
     auth: Auth,
     Q(ViewQuery { local, .. }): Q<ViewQuery>,
 ) -> Result<Response, Problem> {
-    let ask = |leader_view| svc.get_cluster_status(auth.request(pb::GetClusterStatusRequest { leader_view }));
+    let ask = |leader_view| {
+        svc.get_cluster_status(auth.request(pb::GetClusterStatusRequest { leader_view }))
+    };
     let asked = tokio::time::timeout(LEADER_VIEW_WAIT, ask(!local)).await;
     let answer = match asked {
         // No leader to ask (an election, no quorum, it just died) or it

@@ -393,7 +393,12 @@ export function jobView(main, ctx, id) {
     }
   };
 
-  const refresh = () => get(`/v1/jobs/${id}`).then(showJob).catch((e) => {
+  let shownText = "";
+  const refresh = () => get(`/v1/jobs/${id}`).then((fresh) => {
+    // Redrawn only when the job changed: controls stay put under the pointer.
+    const text = JSON.stringify(fresh);
+    if (text !== shownText) { shownText = text; showJob(fresh); }
+  }).catch((e) => {
     if (!job) fill(main, el("h1", {}, "Job"), el("p", { class: "error" }, e.message), el("a", { href: "#/jobs" }, "All jobs"));
   });
   refresh();
