@@ -210,6 +210,7 @@ async fn roles_ownership_revocation_and_cors() {
     }
     let rest = reqwest::Client::new()
         .post(format!("{}/v1/acl/bootstrap", cluster.http_url(1)))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .expect("REST bootstrap");

@@ -364,6 +364,34 @@ async fn bad_input_gets_typed_errors() {
             },
         ),
         (
+            "image outside the reference grammar",
+            pb::JobSpec {
+                image: "UPPER::bad@@".into(),
+                ..base()
+            },
+        ),
+        (
+            "image digest of the wrong length",
+            pb::JobSpec {
+                image: "busybox@sha256:zz".into(),
+                ..base()
+            },
+        ),
+        (
+            "NUL in a constraint key",
+            pb::JobSpec {
+                constraints: [("zo\0ne".to_string(), "a".to_string())].into(),
+                ..base()
+            },
+        ),
+        (
+            "NUL in a label value",
+            pb::JobSpec {
+                labels: [("team".to_string(), "a\0".to_string())].into(),
+                ..base()
+            },
+        ),
+        (
             "memory below Docker's minimum",
             pb::JobSpec {
                 resources: Some(pb::Resources {

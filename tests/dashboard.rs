@@ -587,6 +587,34 @@ async fn the_dashboard_is_embedded_and_served_under_a_same_origin_policy() {
         missing.headers()["content-type"],
         "application/problem+json"
     );
+    // Bound to loopback, a node answers only for loopback names: a page
+    // whose DNS name was rebound to 127.0.0.1 gets nothing.
+    let port = cluster.nodes[0].http.rsplit(':').next().expect("port");
+    let rebound = http
+        .get(format!("{base}/v1/jobs"))
+        .header("host", format!("evil.example:{port}"))
+        .send()
+        .await
+        .expect("rebound request");
+    assert_eq!(rebound.status(), reqwest::StatusCode::MISDIRECTED_REQUEST);
+    let problem: Value = rebound.json().await.expect("problem");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("DNS rebinding"),
+        "{problem}"
+    );
+    let by_name = http
+        .get(format!("{base}/v1/jobs"))
+        .header("host", format!("localhost:{port}"))
+        .send()
+        .await
+        .expect("request by name");
+    assert_eq!(by_name.status(), reqwest::StatusCode::OK);
+    assert_eq!(by_name.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(by_name.headers()["x-frame-options"], "DENY");
+
     // The form's errors name their field.
     let bad = http
         .post(format!("{base}/v1/jobs"))

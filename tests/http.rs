@@ -219,8 +219,8 @@ async fn submit_get_list_with_pagination_and_stop_a_queued_job() {
             &http,
             Method::POST,
             &format!("{base}/v1/jobs/{id}/stop"),
-            None,
-            None,
+            Some("application/json"),
+            Some("{}".into()),
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{stopped}");
@@ -309,6 +309,60 @@ async fn bad_inputs_get_typed_problems_and_write_nothing() {
             "/v1/jobs".into(),
             json_ct,
             Some(r#"{"command": "true", "image": "bad image!"}"#.into()),
+            &[400],
+            "invalid-argument",
+        ),
+        (
+            "image outside the reference grammar",
+            Method::POST,
+            "/v1/jobs".into(),
+            json_ct,
+            Some(r#"{"command": "true", "image": "UPPER::bad@@"}"#.into()),
+            &[400],
+            "invalid-argument",
+        ),
+        (
+            "image digest of the wrong length",
+            Method::POST,
+            "/v1/jobs".into(),
+            json_ct,
+            Some(r#"{"command": "true", "image": "busybox@sha256:zz"}"#.into()),
+            &[400],
+            "invalid-argument",
+        ),
+        (
+            "NUL in a constraint key",
+            Method::POST,
+            "/v1/jobs".into(),
+            json_ct,
+            Some(r#"{"command": "true", "constraints": {"zo\u0000ne": "a"}}"#.into()),
+            &[400],
+            "invalid-argument",
+        ),
+        (
+            "NUL in a label value",
+            Method::POST,
+            "/v1/jobs".into(),
+            json_ct,
+            Some(r#"{"command": "true", "labels": {"team": "a\u0000"}}"#.into()),
+            &[400],
+            "invalid-argument",
+        ),
+        (
+            "NUL in an env value",
+            Method::POST,
+            "/v1/jobs".into(),
+            json_ct,
+            Some(r#"{"command": "true", "env": {"A": "x\u0000"}}"#.into()),
+            &[400],
+            "invalid-argument",
+        ),
+        (
+            "NUL in the idempotency key",
+            Method::POST,
+            "/v1/jobs".into(),
+            json_ct,
+            Some(r#"{"command": "true", "idempotency_key": "k\u0000"}"#.into()),
             &[400],
             "invalid-argument",
         ),
@@ -424,10 +478,37 @@ async fn bad_inputs_get_typed_problems_and_write_nothing() {
             "stop of a bad id",
             Method::POST,
             "/v1/jobs/nope/stop".into(),
-            None,
-            None,
+            json_ct,
+            Some("{}".into()),
             &[400],
             "invalid-argument",
+        ),
+        (
+            "a POST without a content type (a cross-origin page could send it)",
+            Method::POST,
+            format!("/v1/jobs/{UNKNOWN_ID}/stop"),
+            None,
+            None,
+            &[415],
+            "unsupported-media-type",
+        ),
+        (
+            "a form-encoded POST",
+            Method::POST,
+            "/v1/nodes/1/drain".into(),
+            Some("application/x-www-form-urlencoded"),
+            Some("disable=true".into()),
+            &[415],
+            "unsupported-media-type",
+        ),
+        (
+            "a text/plain submit",
+            Method::POST,
+            "/v1/jobs".into(),
+            Some("text/plain"),
+            Some(r#"{"command": "true"}"#.into()),
+            &[415],
+            "unsupported-media-type",
         ),
         (
             "bad page token",
@@ -469,8 +550,8 @@ async fn bad_inputs_get_typed_problems_and_write_nothing() {
             "node id not a number",
             Method::POST,
             "/v1/nodes/abc/drain".into(),
-            None,
-            None,
+            json_ct,
+            Some("{}".into()),
             &[400],
             "invalid-argument",
         ),
@@ -572,7 +653,14 @@ async fn a_write_through_a_follower_reaches_the_leader() {
 
     // A stop through a follower too.
     let url = format!("{}/v1/jobs/{id}/stop", cluster.http_url(other));
-    let (status, _, stopped) = call(&http, Method::POST, &url, None, None).await;
+    let (status, _, stopped) = call(
+        &http,
+        Method::POST,
+        &url,
+        Some("application/json; charset=utf-8"),
+        Some("{}".into()),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{stopped}");
     assert_eq!(stopped["state"], "CANCELLED");
 

@@ -128,6 +128,7 @@ pub async fn serve(
             node.tls.clone(),
             service.clone(),
             node.config.acl.cors_origins.clone(),
+            node.config.advertise.http.clone(),
             stop_tx.subscribe(),
         );
         tokio::spawn(async move {

@@ -161,6 +161,29 @@ pub enum SpecError {
     Invalid(String),
 }
 
+/// Why `image` is not a reference Docker could pull or find, by the
+/// distribution grammar (`name[:tag][@digest]`, lower-case name, a digest of
+/// the right length); None when it is one, or empty (the node's default).
+fn image_error(image: &str) -> Option<String> {
+    use limits::MAX_IMAGE_BYTES;
+    if image.is_empty() {
+        return None;
+    }
+    if image.len() > MAX_IMAGE_BYTES {
+        return Some(format!(
+            "`image` is {} bytes; the limit is {MAX_IMAGE_BYTES}",
+            image.len()
+        ));
+    }
+    match oci_spec::distribution::Reference::try_from(image) {
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "`image` {image:?} is not a valid image reference: {e} \
+             (NAME[:TAG][@DIGEST], e.g. drover-job:latest or registry.internal/team/app@sha256:<64 hex>)"
+        )),
+    }
+}
+
 impl JobSpec {
     /// A spec that runs `command` through `/bin/sh -c`.
     pub fn shell(command: impl Into<String>) -> JobSpec {
@@ -192,17 +215,8 @@ impl JobSpec {
 
     fn validate_settings(&self) -> Result<(), String> {
         use limits::*;
-        if self.image.len() > MAX_IMAGE_BYTES
-            || !self
-                .image
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
-            || self.image.starts_with(['-', '.', '/', ':', '@'])
-        {
-            return Err(format!(
-                "`image` {:?} is not a valid image reference (letters, digits and ._-/:@, at most {MAX_IMAGE_BYTES} bytes)",
-                self.image
-            ));
+        if let Some(reason) = image_error(&self.image) {
+            return Err(reason);
         }
         if self.env.len() > MAX_ENV_VARS {
             return Err(format!(
@@ -281,12 +295,23 @@ impl JobSpec {
             }
             if let Some((k, _)) = map
                 .iter()
+                .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+            {
+                return Err(format!(
+                    "`{what}` key {k:?}: keys and values cannot hold a NUL byte"
+                ));
+            }
+            if let Some((k, _)) = map
+                .iter()
                 .find(|(k, v)| k.is_empty() || k.len() > MAX_KEY_BYTES || v.len() > MAX_KEY_BYTES)
             {
                 return Err(format!("`{what}` key {k:?}: keys must be 1 to {MAX_KEY_BYTES} bytes, values at most {MAX_KEY_BYTES}"));
             }
         }
         if let Some(key) = &self.idempotency_key {
+            if key.contains('\0') {
+                return Err("`idempotency_key` cannot hold a NUL byte".into());
+            }
             if key.is_empty() || key.len() > MAX_KEY_BYTES {
                 return Err(format!(
                     "`idempotency_key` must be 1 to {MAX_KEY_BYTES} bytes"
@@ -394,6 +419,78 @@ mod tests {
             JobSpec::argv(many).validate(),
             Err(SpecError::ArgsTooLong { .. })
         ));
+    }
+
+    #[test]
+    fn images_follow_the_reference_grammar() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for good in [
+            "busybox".to_string(),
+            "drover-job:latest".to_string(),
+            "registry.internal:5000/team/app:v1.2".to_string(),
+            format!("busybox@{digest}"),
+            format!("localhost/app:1@{digest}"),
+        ] {
+            let spec = JobSpec {
+                image: good.clone(),
+                ..JobSpec::shell("true")
+            };
+            assert_eq!(spec.validate(), Ok(()), "{good}");
+        }
+        for bad in [
+            "UPPER::bad@@",
+            "busybox@sha256:zz",
+            "Busybox",
+            "app:",
+            "app:tag with space",
+            "-app",
+            "app@md5:00",
+            "a\0b",
+        ] {
+            let spec = JobSpec {
+                image: bad.into(),
+                ..JobSpec::shell("true")
+            };
+            let err = spec.validate().expect_err(bad).to_string();
+            assert!(err.starts_with("`image`"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn no_string_field_holds_a_nul_byte() {
+        let ok = JobSpec::shell("true");
+        let label = |k: &str, v: &str| [(k.to_string(), v.to_string())].into_iter().collect();
+        let bad = [
+            JobSpec::shell("a\0b"),
+            JobSpec::argv(["prog", "a\0"]),
+            JobSpec {
+                env: vec![("A".into(), "x\0".into())],
+                ..ok.clone()
+            },
+            JobSpec {
+                labels: label("team\0", "a"),
+                ..ok.clone()
+            },
+            JobSpec {
+                labels: label("team", "a\0"),
+                ..ok.clone()
+            },
+            JobSpec {
+                constraints: label("zone\0", "a"),
+                ..ok.clone()
+            },
+            JobSpec {
+                idempotency_key: Some("k\0".into()),
+                ..ok.clone()
+            },
+        ];
+        for spec in bad {
+            let err = spec
+                .validate()
+                .expect_err("a NUL byte is refused")
+                .to_string();
+            assert!(err.contains("NUL"), "{err}");
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod acl;
 mod cluster;
 mod events;
 mod extract;
+mod guard;
 mod jobs;
 mod ops;
 mod problem;
@@ -195,6 +196,7 @@ pub fn router(
     service: Arc<DroverService>,
     closing: tokio::sync::watch::Receiver<bool>,
     cors_origins: &[String],
+    hosts: guard::AllowedHosts,
 ) -> Router {
     let (router, _) = api_router().split_for_parts();
     let origins: Vec<HeaderValue> = cors_origins
@@ -221,6 +223,12 @@ pub fn router(
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(guard::require_json))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(hosts),
+            guard::check_host,
+        ))
+        .layer(axum::middleware::from_fn(guard::security_headers))
         .layer(cors)
         // A bug that panics in a handler answers 500 problem+json instead
         // of dropping the connection; the node keeps serving.
@@ -259,6 +267,7 @@ pub async fn serve(
     tls: Option<Arc<crate::tls::TlsIdentity>>,
     service: Arc<DroverService>,
     cors_origins: Vec<String>,
+    advertised: Option<String>,
     mut stop: tokio::sync::broadcast::Receiver<()>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -276,7 +285,9 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
-    let router = router(service, closing, &cors_origins);
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let hosts = guard::AllowedHosts::for_listener(loopback, advertised.as_deref());
+    let router = router(service, closing, &cors_origins, hosts);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // One stream of connections, plaintext or TLS (handshakes done off the
     // accept loop by `tls_incoming`), served the same way.
