@@ -62,6 +62,22 @@ async fn submit(client: &mut Client, command: &str) -> Result<pb::Job, tonic::St
         .map(|r| r.into_inner().job.unwrap_or_default())
 }
 
+async fn submit_keyed(
+    client: &mut Client,
+    command: &str,
+    key: &str,
+) -> Result<pb::Job, tonic::Status> {
+    let spec = pb::JobSpec {
+        command: command.into(),
+        idempotency_key: key.into(),
+        ..Default::default()
+    };
+    client
+        .submit_job(pb::SubmitJobRequest { spec: Some(spec) })
+        .await
+        .map(|r| r.into_inner().job.unwrap_or_default())
+}
+
 /// Every operation once, as `token`, against node `node`: the gRPC code of
 /// each (Ok or the error). Operations that would change the cluster are
 /// aimed at things that do not exist, so an allowed call answers NOT_FOUND
@@ -296,6 +312,28 @@ async fn roles_ownership_revocation_and_cors() {
         .await
         .expect("bob submits");
     assert_ne!(bob_job.owner, alice_id);
+
+    // Idempotency keys are per owner: Bob's "nightly" is his own job, not
+    // Alice's (nor a refusal naming hers); each resubmission finds its own.
+    let alice_nightly = submit_keyed(&mut alice_client, "echo alice nightly", "nightly")
+        .await
+        .expect("alice's key");
+    let bob_nightly = submit_keyed(&mut bob_client, "echo bob nightly", "nightly")
+        .await
+        .expect("bob's key is his own");
+    assert_ne!(bob_nightly.id, alice_nightly.id);
+    assert_ne!(bob_nightly.owner, alice_id);
+    let again = submit_keyed(&mut alice_client, "echo alice again", "nightly")
+        .await
+        .expect("alice resubmits");
+    assert_eq!(
+        again.id, alice_nightly.id,
+        "the first job answers a resubmission"
+    );
+    let again = submit_keyed(&mut bob_client, "echo bob again", "nightly")
+        .await
+        .expect("bob resubmits");
+    assert_eq!(again.id, bob_nightly.id);
 
     // The matrix: each role against each operation, via a follower.
     let roles: [(&str, Option<&str>); 5] = [

@@ -1457,7 +1457,7 @@ fn a_data_dir_written_by_the_schema_2_release_upgrades_on_open() {
     assert_eq!(keyed.spec.labels.get("team").map(String::as_str), Some("a"));
     assert_eq!(
         store
-            .job_by_idempotency_key("fixture-key")
+            .job_by_idempotency_key(None, "fixture-key")
             .unwrap()
             .map(|j| j.id),
         Some(keyed.id)

@@ -41,9 +41,17 @@ impl Node {
         self.store.list_jobs(scan, after, limit).map_err(storage)
     }
 
-    /// The job that claimed an idempotency key, if any.
-    pub fn job_by_idempotency_key(&self, key: &str) -> Result<Option<Job>, RaftError> {
-        self.store.job_by_idempotency_key(key).map_err(storage)
+    /// The job `owner` first submitted with an idempotency key, if any
+    /// (keys are per owner: another owner's key is neither found nor
+    /// revealed).
+    pub fn job_by_idempotency_key(
+        &self,
+        owner: Option<&str>,
+        key: &str,
+    ) -> Result<Option<Job>, RaftError> {
+        self.store
+            .job_by_idempotency_key(owner, key)
+            .map_err(storage)
     }
 
     /// Jobs waiting for a node (the submit queue's depth). O(1).

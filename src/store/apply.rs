@@ -476,7 +476,8 @@ impl Store {
         })
     }
 
-    /// A new job, unless its id or idempotency key exists already.
+    /// A new job, unless its id, or its idempotency key among its owner's,
+    /// exists already.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn submit(
         &self,
@@ -492,7 +493,8 @@ impl Store {
             return Ok(Applied::DuplicateJob(existing));
         }
         if let Some(key) = &spec.idempotency_key {
-            if let Some(bytes) = tx.idempotency.get(key.as_bytes())? {
+            let scoped = layout::idempotency_key(owner.as_deref(), key);
+            if let Some(bytes) = tx.idempotency.get(scoped)? {
                 let first = id_suffix(&bytes).map_err(|d| self.corrupt(d))?;
                 if let Some(existing) = self.load_job(&tx.jobs, &first)? {
                     return Ok(Applied::DuplicateJob(existing));

@@ -5,7 +5,8 @@
 
 use super::codec;
 use super::layout::{
-    acl_hash_key, acl_token_key, active_key, finished_key, queue_key, CountDelta, ACL_BOOTSTRAP_KEY,
+    acl_hash_key, acl_token_key, active_key, finished_key, idempotency_key, queue_key, CountDelta,
+    ACL_BOOTSTRAP_KEY,
 };
 pub(crate) use super::staged::{SmTx, StagedTree, Tx};
 use crate::acl::Token;
@@ -41,7 +42,8 @@ impl SmTx<'_> {
         self.jobs.remove(job.id.to_bytes());
         self.remove_index_entries(job);
         if let Some(key) = &job.spec.idempotency_key {
-            self.idempotency.remove(key.as_bytes());
+            self.idempotency
+                .remove(idempotency_key(job.owner.as_deref(), key));
         }
         CountDelta::of(job, -1)
     }
@@ -61,8 +63,10 @@ impl SmTx<'_> {
             self.finished.insert(finished_key(at, &job.id), &[][..]);
         }
         if let Some(key) = &job.spec.idempotency_key {
-            self.idempotency
-                .insert(key.as_bytes(), &job.id.to_bytes()[..]);
+            self.idempotency.insert(
+                idempotency_key(job.owner.as_deref(), key),
+                &job.id.to_bytes()[..],
+            );
         }
     }
 

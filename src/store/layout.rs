@@ -13,7 +13,9 @@
 //!   jobs by node: what a node must run, what the leader counts as used.
 //! - `job_finished`: finished_at_ms u64 ++ job id -> (). Terminal jobs,
 //!   oldest first, for garbage collection.
-//! - `job_idempotency`: key bytes -> job id.
+//! - `job_idempotency`: owner ++ 0x00 ++ key -> job id (schema 5; the
+//!   owner is the submitting token's accessor, empty without one), so one
+//!   owner's keys never meet another's.
 //! - `nodes`: node u64 -> bincode `NodeRecord`.
 //! - `acl` (schema 3): `t/` ++ accessor -> bincode `acl::Token`;
 //!   `h/` ++ sha256(secret) -> accessor (the lookup every call makes);
@@ -87,6 +89,17 @@ pub(crate) fn finished_key(finished_at_ms: i64, id: &JobId) -> [u8; 24] {
     key[..8].copy_from_slice(&(finished_at_ms.max(0) as u64).to_be_bytes());
     key[8..].copy_from_slice(&id.to_bytes());
     key
+}
+
+/// Key of an idempotency key in the scope of its owner (see the module
+/// docs). Accessors never hold a NUL, so the split is unambiguous.
+pub(crate) fn idempotency_key(owner: Option<&str>, key: &str) -> Vec<u8> {
+    let owner = owner.unwrap_or_default();
+    let mut out = Vec::with_capacity(owner.len() + 1 + key.len());
+    out.extend_from_slice(owner.as_bytes());
+    out.push(0);
+    out.extend_from_slice(key.as_bytes());
+    out
 }
 
 /// The job id in the last 16 bytes of an index key.

@@ -29,6 +29,8 @@ mod m0002_job_lifecycle;
 mod m0003_acl;
 #[path = "../../migrations/m0004_apply_journal.rs"]
 mod m0004_apply_journal;
+#[path = "../../migrations/m0005_idempotency_per_owner.rs"]
+mod m0005_idempotency_per_owner;
 
 /// One schema migration.
 #[derive(Clone, Copy, Debug)]
@@ -47,10 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
     m0002_job_lifecycle::MIGRATION,
     m0003_acl::MIGRATION,
     m0004_apply_journal::MIGRATION,
+    m0005_idempotency_per_owner::MIGRATION,
 ];
 
 /// The schema version this binary writes: the last migration's.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Reads the schema version (0 if none is recorded).
 pub fn read_schema_version(meta: &sled::Tree) -> Result<u32, String> {

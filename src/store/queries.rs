@@ -206,12 +206,17 @@ impl Store {
             .map_err(|e| self.sled_err(e))
     }
 
-    /// The job first submitted with this idempotency key, if any.
-    pub fn job_by_idempotency_key(&self, key: &str) -> Result<Option<Job>, StoreError> {
+    /// The job `owner` (a token's accessor; None without a token) first
+    /// submitted with this idempotency key, if any: keys are per owner.
+    pub fn job_by_idempotency_key(
+        &self,
+        owner: Option<&str>,
+        key: &str,
+    ) -> Result<Option<Job>, StoreError> {
         match self
             .sm
             .idempotency
-            .get(key.as_bytes())
+            .get(super::layout::idempotency_key(owner, key))
             .map_err(|e| self.sled_err(e))?
         {
             Some(v) => {

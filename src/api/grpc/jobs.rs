@@ -198,7 +198,7 @@ impl DroverService {
                     // log entry (the state machine checks again on apply).
                     if let Some(key) = &spec.idempotency_key {
                         if let Some(job) = node
-                            .job_by_idempotency_key(key)
+                            .job_by_idempotency_key(caller.owner(), key)
                             .map_err(|e| Status::internal(e.to_string()))?
                         {
                             caller.check_job(&job)?;
