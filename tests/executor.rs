@@ -444,3 +444,129 @@ async fn reattach_by_label_then_stop_and_wait() {
     assert_eq!(outcome.reason, Reason::Cancelled);
     assert_eq!(containers_of(&d, &job).await, 0);
 }
+
+/// A driver under a given sandbox policy.
+async fn driver_with(policy: drover::jobs::policy::SandboxPolicy) -> Option<DockerDriver> {
+    driver().await?;
+    let config = DockerConfig {
+        timeout_grace: Duration::from_millis(500),
+        pull_timeout: Duration::from_secs(20),
+        policy,
+        ..DockerConfig::default()
+    };
+    Some(DockerDriver::connect(config).await.expect("driver"))
+}
+
+/// Hostile and careless jobs against the default sandbox policy: each
+/// stays inside its limits, and says so in its output.
+#[tokio::test]
+async fn hostile_jobs_stay_inside_the_sandbox() {
+    let Some(d) = driver_with(Default::default()).await else {
+        return;
+    };
+    // (what, command, what its output must contain)
+    let table = [
+        ("not root", "id -u; id -g", "65534\n65534\n"),
+        (
+            // busybox's shell cannot open fds past 9, so the proof is the
+            // limit itself: set hard and soft, and not raisable from inside.
+            "an fd bomb meets a hard open-files limit it cannot raise",
+            "grep 'Max open files' /proc/self/limits | tr -s ' '; \
+             ulimit -n 4096 2>/dev/null && echo raised || echo refused",
+            "Max open files 1024 1024 files \nrefused\n",
+        ),
+        (
+            "a fork bomb stops at the pids limit",
+            // A fork that fails ends the shell: the bomb runs in a
+            // subshell that notes how many it started.
+            "( n=0; while [ $n -lt 500 ]; do sleep 30 & n=$((n+1)); echo $n >/tmp/n; done ) 2>/dev/null; \
+             echo started $(cat /tmp/n); killall sleep 2>/dev/null; true",
+            "started ",
+        ),
+        (
+            "no Docker socket or host path",
+            "ls /var/run/docker.sock /run/docker.sock 2>&1; grep -c ' /work\\| /root\\| /home' /proc/mounts || true",
+            "No such file",
+        ),
+    ];
+    for (what, command, expected) in table {
+        let job = job_id("hostile");
+        let (outcome, out, err) = run(&d, &spec(&job, command)).await;
+        cleanup(&d, &job).await;
+        assert!(
+            out.contains(expected),
+            "{what}: {outcome:?}\nstdout: {out}\nstderr: {err}"
+        );
+        if what.starts_with("a fork bomb") {
+            let started: u32 = out
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(u32::MAX);
+            assert!(
+                started < 64,
+                "{what}: {started} processes under a pids limit of 64"
+            );
+        }
+        if what.starts_with("no Docker") {
+            assert!(
+                out.trim_end().ends_with('0'),
+                "{what}: host paths mounted: {out}"
+            );
+        }
+    }
+}
+
+/// `allowed_images` and `pull` are enforced by the executor too, whatever
+/// the submitting node let through.
+#[tokio::test]
+async fn the_image_policy_is_enforced_where_the_job_runs() {
+    let allow_only_registry = drover::jobs::policy::SandboxPolicy {
+        allowed_images: vec!["registry.internal/*".into()],
+        ..Default::default()
+    };
+    let Some(d) = driver_with(allow_only_registry).await else {
+        return;
+    };
+    let job = job_id("policy");
+    let started = d.start(&spec(&job, "true"), None).await;
+    cleanup(&d, &job).await;
+    match started {
+        Ok(Started::Finished(o)) => match o.reason {
+            Reason::ImageUnavailable(msg) => {
+                assert!(msg.contains("allowed_images"), "{msg}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        },
+        other => panic!("expected a finished outcome, got {other:?}"),
+    }
+
+    // pull = "never": a missing image fails at once, no registry asked.
+    let never = drover::jobs::policy::SandboxPolicy {
+        pull: drover::jobs::policy::PullPolicy::Never,
+        ..Default::default()
+    };
+    let d = driver_with(never).await.expect("driver");
+    let job = job_id("never");
+    let missing = RunSpec {
+        image: "registry.invalid/drover-missing:none".into(),
+        ..spec(&job, "true")
+    };
+    let t0 = Instant::now();
+    let started = d.start(&missing, None).await;
+    cleanup(&d, &job).await;
+    match started {
+        Ok(Started::Finished(o)) => match o.reason {
+            Reason::ImageUnavailable(msg) => assert!(msg.contains("pull = \"never\""), "{msg}"),
+            other => panic!("expected ImageUnavailable, got {other:?}"),
+        },
+        other => panic!("expected a finished outcome, got {other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(5), "no pull was tried");
+    // The local image still runs.
+    let job = job_id("never-local");
+    let (outcome, out, _) = run(&d, &spec(&job, "echo local")).await;
+    cleanup(&d, &job).await;
+    assert_eq!(outcome.reason, Reason::Exited(0));
+    assert_eq!(out, "local\n");
+}

@@ -941,3 +941,37 @@ async fn output_is_followed_over_sse_until_the_end_event() {
         .collect();
     assert_eq!(text, "a\nb\n", "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_outside_the_policy_is_refused_at_submit_naming_the_key() {
+    let settings = RaftSettings {
+        extra_config: "\n[executor.policy]\nallowed_images = [\"drover-job:*\"]\n".into(),
+        ..RaftSettings::default()
+    };
+    let cluster = Cluster::start(1, settings);
+    let http = client();
+    let base = cluster.http_url(0);
+    wait_ready(&http, &base).await;
+    let index_before = cluster_index(&http, &base).await;
+    let (status, _, problem) = submit(
+        &http,
+        &base,
+        json!({ "command": "true", "image": "busybox:latest" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(problem["field"], "image", "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("executor.policy.allowed_images"),
+        "{detail}"
+    );
+    assert_eq!(
+        cluster_index(&http, &base).await,
+        index_before,
+        "nothing written"
+    );
+    // The default image matches the policy: a job without one is taken.
+    let (status, _, job) = submit(&http, &base, json!({ "command": "true" })).await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+}

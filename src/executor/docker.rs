@@ -12,13 +12,17 @@ use std::time::{Duration, SystemTime};
 
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, ContainerState, HostConfig, HostConfigLogConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerState, HostConfig, HostConfigLogConfig, ResourcesUlimits,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
+
+use crate::jobs::policy::{PullPolicy, SandboxPolicy};
 use tokio::time::Instant;
 
 use super::{
@@ -51,6 +55,9 @@ pub struct DockerConfig {
     /// so that nodes sharing one engine never reattach to, or remove as
     /// orphans, each other's containers.
     pub owner_labels: Vec<(String, String)>,
+    /// Who containers run as, which images they may use and how those are
+    /// fetched, their ulimits (`[executor.policy]`).
+    pub policy: SandboxPolicy,
 }
 
 impl Default for DockerConfig {
@@ -63,6 +70,7 @@ impl Default for DockerConfig {
             docker_host: String::new(),
             log_max_bytes: 128 << 20,
             owner_labels: Vec::new(),
+            policy: SandboxPolicy::default(),
         }
     }
 }
@@ -143,10 +151,21 @@ impl DockerDriver {
     /// Makes sure the image is present, pulling it if needed. `Ok(Err(msg))`
     /// means the image is unavailable (an outcome, not a driver error).
     async fn ensure_image(&self, image: &str) -> Result<Result<(), String>, ExecError> {
-        match self.docker.inspect_image(image).await {
-            Ok(_) => return Ok(Ok(())),
-            Err(e) if status_of(&e) == Some(404) => {}
-            Err(e) => return Err(engine("inspect image", e)),
+        let policy = &self.config.policy;
+        if let Some(refusal) = policy.image_refusal(image) {
+            return Ok(Err(refusal));
+        }
+        if policy.pull != PullPolicy::Always {
+            match self.docker.inspect_image(image).await {
+                Ok(_) => return Ok(Ok(())),
+                Err(e) if status_of(&e) == Some(404) => {}
+                Err(e) => return Err(engine("inspect image", e)),
+            }
+            if policy.pull == PullPolicy::Never {
+                return Ok(Err(format!(
+                    "image {image} is not on this node and executor.policy.pull = \"never\""
+                )));
+            }
         }
         let options = CreateImageOptionsBuilder::default()
             .from_image(image)
@@ -179,6 +198,20 @@ impl DockerDriver {
         }
     }
 
+    fn ulimits(&self) -> Vec<ResourcesUlimits> {
+        let policy = &self.config.policy;
+        let limit = |name: &str, n: u64| ResourcesUlimits {
+            name: Some(name.to_string()),
+            soft: Some(i64::try_from(n).unwrap_or(i64::MAX)),
+            hard: Some(i64::try_from(n).unwrap_or(i64::MAX)),
+        };
+        let mut out = vec![limit("nofile", policy.ulimit_nofile)];
+        if policy.ulimit_nproc > 0 {
+            out.push(limit("nproc", policy.ulimit_nproc));
+        }
+        out
+    }
+
     fn create_body(&self, spec: &RunSpec, argv: Vec<String>) -> ContainerCreateBody {
         let mut env: Vec<String> = spec
             .env
@@ -202,7 +235,12 @@ impl DockerDriver {
                 "/tmp".to_string(),
                 format!("rw,nosuid,nodev,size={}", self.config.tmp_size),
             )])),
+            // Docker's default seccomp profile stays on (no `seccomp=` here).
             security_opt: Some(vec!["no-new-privileges".to_string()]),
+            ulimits: Some(self.ulimits()),
+            // No binds, no volumes, no devices: a job sees no host path,
+            // the engine's socket least of all.
+            binds: None,
             memory: Some(memory),
             memory_swap: Some(memory),
             nano_cpus: Some(i64::from(spec.cpu_millis) * 1_000_000),
@@ -230,6 +268,7 @@ impl DockerDriver {
         };
         ContainerCreateBody {
             image: Some(spec.image.clone()),
+            user: Some(self.config.policy.user.clone()),
             cmd: Some(argv),
             // The image's entrypoint must not wrap our argv.
             entrypoint: Some(vec![]),

@@ -15,6 +15,7 @@ pub mod legacy;
 pub mod lifecycle;
 mod node;
 mod output;
+pub mod policy;
 mod spec;
 
 pub use self::applied::Applied;

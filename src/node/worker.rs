@@ -63,6 +63,7 @@ pub async fn run(node: Arc<Node>) {
             .executor
             .output_cap_bytes
             .saturating_add(16 << 20),
+        policy: node.config.executor.policy.clone(),
         ..DockerConfig::default()
     };
     let mut backoff = BACKOFF_MIN;

@@ -187,6 +187,11 @@ impl DroverService {
         )?;
         spec.validate()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // The receiving node's sandbox policy; the node that runs the job
+        // applies its own again.
+        if let Some(refusal) = self.node.config.executor.policy.image_refusal(&spec.image) {
+            return Err(Status::invalid_argument(refusal));
+        }
         self.node.admit_new_work().map_err(raft_status)?;
         self.write(
             request,

@@ -10,8 +10,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::raft::{Membership, NodeId, PeerInfo};
 
+mod keys;
+
+use keys::{env_value, set_path};
+pub use keys::{env_var_of, KEYS};
+
 /// The embedded defaults of `drover agent --dev`: one node on 127.0.0.1.
-pub const DEV_CONFIG: &str = include_str!("../config/dev.toml");
+pub const DEV_CONFIG: &str = include_str!("../../config/dev.toml");
 
 /// Everything a node needs to run. Unknown keys are errors, so a typo never
 /// silently falls back to a default.
@@ -169,6 +174,8 @@ pub struct ExecutorConfig {
     /// Between SIGTERM and SIGKILL when a job is stopped.
     #[serde(with = "humantime_serde")]
     pub stop_grace: Duration,
+    /// What a job's container may be and do (`[executor.policy]`).
+    pub policy: crate::jobs::policy::SandboxPolicy,
 }
 
 impl Default for ExecutorConfig {
@@ -183,6 +190,7 @@ impl Default for ExecutorConfig {
             output_cap_bytes: 64 << 20,
             output_tail_bytes: 64 << 10,
             stop_grace: Duration::from_secs(10),
+            policy: Default::default(),
         }
     }
 }
@@ -600,6 +608,10 @@ impl Config {
         if sc.queue_capacity == 0 {
             return Err(bad("scheduler.queue_capacity", "must be positive".into()));
         }
+        let executor = &self.executor;
+        if let Some((key, message)) = executor.policy.problem(&executor.default_image) {
+            return Err(bad(key, message));
+        }
         for (key, addr) in [
             ("advertise.api", &self.advertise.api),
             ("advertise.raft", &self.advertise.raft),
@@ -680,121 +692,6 @@ impl Config {
         }
         membership
     }
-}
-
-/// Every configuration key, dotted (`raft.tick`). Each can be overridden
-/// by the environment variable `DROVER_` + the key upper-cased with `.`
-/// turned into `_` (`DROVER_RAFT_TICK`), and each is documented in
-/// `config/drover.toml` (a test checks both lists against the code).
-pub const KEYS: &[&str] = &[
-    "node_id",
-    "cluster_id",
-    "data_dir",
-    "listen.api",
-    "listen.raft",
-    "listen.http",
-    "listen.socket",
-    "advertise.api",
-    "advertise.raft",
-    "advertise.http",
-    "initial_members",
-    "raft.tick",
-    "raft.heartbeat_ticks",
-    "raft.election_ticks",
-    "raft.snapshot_threshold",
-    "raft.snapshot_interval",
-    "raft.trailing_entries",
-    "raft.max_inflight",
-    "raft.snapshot_chunk_bytes",
-    "raft.propose_timeout",
-    "executor.enabled",
-    "executor.docker_host",
-    "executor.default_image",
-    "executor.cpu_millis",
-    "executor.memory_mib",
-    "executor.labels",
-    "executor.output_cap_bytes",
-    "executor.output_tail_bytes",
-    "executor.stop_grace",
-    "scheduler.heartbeat_interval",
-    "scheduler.node_down_after",
-    "scheduler.retention",
-    "scheduler.retain_max",
-    "scheduler.queue_capacity",
-    "log.level",
-    "log.format",
-    "acl.enabled",
-    "acl.cors_origins",
-    "acl.bootstrap_token_file",
-    "storage.min_free_bytes",
-    "storage.min_free_percent",
-    "tls.ca_file",
-    "tls.cert_file",
-    "tls.key_file",
-    "tls.verify_client",
-    "tls.verify_https_client",
-    "tls.insecure_plaintext",
-];
-
-/// The environment variable overriding `key`.
-pub fn env_var_of(key: &str) -> String {
-    format!("DROVER_{}", key.replace('.', "_").to_uppercase())
-}
-
-/// Keys whose values are text even when they look like a number or a
-/// boolean (a cluster named `1`), so the environment's raw string is taken
-/// as is. Every other key's value is read as a TOML value (`true`, `8192`,
-/// `["a", "b"]`, `{ zone = "a" }`), and taken as a string when it is not one
-/// (`100ms`, `127.0.0.1:7700`).
-const TEXT_KEYS: &[&str] = &[
-    "cluster_id",
-    "data_dir",
-    "listen.api",
-    "listen.raft",
-    "listen.http",
-    "listen.socket",
-    "advertise.api",
-    "advertise.raft",
-    "advertise.http",
-    "executor.docker_host",
-    "executor.default_image",
-    "log.level",
-    "log.format",
-    "tls.ca_file",
-    "tls.cert_file",
-    "tls.key_file",
-    "acl.bootstrap_token_file",
-];
-
-fn env_value(key: &str, raw: &str) -> toml::Value {
-    if TEXT_KEYS.contains(&key) {
-        return toml::Value::String(raw.to_string());
-    }
-    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
-        Ok(mut table) => table
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
-        Err(_) => toml::Value::String(raw.to_string()),
-    }
-}
-
-/// Sets a dotted key in a TOML document, creating tables on the way.
-fn set_path(document: &mut toml::Table, key: &str, value: toml::Value) -> Result<(), String> {
-    let mut table = document;
-    let mut parts = key.split('.').peekable();
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            table.insert(part.to_string(), value);
-            return Ok(());
-        }
-        let entry = table
-            .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("`{part}` is not a table in the file"))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -912,7 +809,7 @@ listen = { api = "127.0.0.1:1", raft = "127.0.0.1:2" }
 
     #[test]
     fn the_annotated_file_is_valid_and_documents_every_key() {
-        let text = include_str!("../config/drover.toml");
+        let text = include_str!("../../config/drover.toml");
         Config::from_toml(text, "config/drover.toml").expect("config/drover.toml is valid");
         for key in KEYS {
             let (section, leaf) = match key.rsplit_once('.') {
