@@ -102,6 +102,11 @@ const EROFS: i32 = 30;
 /// case in which another process really holds the data directory.
 const SLED_LOCKED: &str = "could not acquire lock";
 
+/// Whether sled failed to open because the directory's lock is held.
+pub(super) fn is_locked(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(io) if io.to_string().contains(SLED_LOCKED))
+}
+
 /// An I/O error named by its cause, with what the operator should do.
 pub fn explain_io(error: &std::io::Error) -> String {
     let Some(code) = os_code(error) else {

@@ -111,6 +111,11 @@ use crate::jobs::Job;
 use crate::raft::NodeId;
 
 pub use self::error::StoreError;
+
+/// How long an open waits for a lock this process's last store of the same
+/// directory may still hold, and how often it looks.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 pub use self::outputs::AppendOutcome;
 
 /// A snapshot's metadata and its bytes (the format of `store::snapshot`),
@@ -244,15 +249,26 @@ impl Store {
                 source,
             },
         };
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&db_path)
             .cache_capacity(SLED_CACHE_BYTES)
             // No background flusher: every fsync is ours (counted, and
             // never competing with the persist path). Unflushed applies are
             // made durable by the next persist's flush, or re-applied.
-            .flush_every_ms(None)
-            .open()
-            .map_err(sled_err)?;
+            .flush_every_ms(None);
+        // A store of this process dropped a moment ago may still hold the
+        // file lock until sled's I/O threads let go of it: wait a little
+        // for it. Another process holding the directory is reported after.
+        let mut waited = std::time::Duration::ZERO;
+        let db = loop {
+            match config.open() {
+                Err(e) if error::is_locked(&e) && waited < LOCK_WAIT => {
+                    std::thread::sleep(LOCK_POLL);
+                    waited += LOCK_POLL;
+                }
+                other => break other.map_err(sled_err)?,
+            }
+        };
         // sled's flush() ends in sync_file_range(2) on Linux, which neither
         // flushes the device's write cache nor persists file metadata (the
         // log file grows). We fdatasync sled's log file after each flush to
