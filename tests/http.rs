@@ -52,6 +52,13 @@ async fn call(
     (status, headers, value)
 }
 
+/// A GET that must answer 200; its JSON.
+async fn get_ok(http: &Client, url: &str) -> Value {
+    let (status, _, body) = call(http, Method::GET, url, None, None).await;
+    assert_eq!(status, StatusCode::OK, "{url}: {body}");
+    body
+}
+
 async fn submit(
     http: &Client,
     base: &str,
@@ -666,30 +673,15 @@ async fn a_write_through_a_follower_reaches_the_leader() {
 
     // Every node's view of the cluster names the same leader and 3 voters.
     for i in 0..3 {
-        let (status, _, view) = call(
-            &http,
-            Method::GET,
-            &format!("{}/v1/cluster", cluster.http_url(i)),
-            None,
-            None,
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK);
+        let view = get_ok(&http, &format!("{}/v1/cluster", cluster.http_url(i))).await;
         assert_eq!(view["leader_id"], cluster.nodes[leader].id);
         assert_eq!(view["members"].as_array().map(Vec::len), Some(3));
         // By default the leader's view, asked through this node; with
         // ?local=true the node's own.
         assert_eq!(view["node_id"], cluster.nodes[leader].id, "{view}");
         assert_eq!(view["role"], "leader", "{view}");
-        let (status, _, own) = call(
-            &http,
-            Method::GET,
-            &format!("{}/v1/cluster?local=true", cluster.http_url(i)),
-            None,
-            None,
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK);
+        let url = format!("{}/v1/cluster?local=true", cluster.http_url(i));
+        let own = get_ok(&http, &url).await;
         assert_eq!(own["node_id"], cluster.nodes[i].id, "{own}");
     }
     // The node table is empty with the executor off (no heartbeats).

@@ -33,26 +33,15 @@ pub enum RestoreError {
 
 /// A verified backup's header and its contents by state.
 pub use crate::store::backup::Summary as BackupSummary;
-/// What seeding a data directory from a backup put there.
-pub use crate::store::Seeded;
+/// Seeds an empty data directory from a backup as the only member of a
+/// new cluster (`drover operator snapshot restore --data-dir`): disaster
+/// recovery is this one call; [`Seeded`] says what it put there.
+pub use crate::store::{seed_data_dir, Seeded};
 
 /// Reads and verifies a backup file's bytes (`drover operator snapshot
 /// inspect`): its header and what it holds.
 pub fn inspect(file: &[u8]) -> Result<BackupSummary, String> {
     backup::summarize(file).map_err(|e| e.to_string())
-}
-
-/// Seeds the empty `data_dir` from a backup as the only member of a new
-/// cluster (`drover operator snapshot restore --data-dir`), so disaster
-/// recovery is one call.
-pub fn seed_data_dir(
-    file: &[u8],
-    data_dir: &std::path::Path,
-    node_id: crate::raft::NodeId,
-    cluster_id: Option<String>,
-    peer: crate::raft::PeerInfo,
-) -> Result<Seeded, String> {
-    crate::store::seed_data_dir(file, data_dir, node_id, cluster_id, peer)
 }
 
 /// Writes a backup to `path` as the store writes its snapshot files (temp

@@ -42,20 +42,7 @@ pub(super) async fn cluster_status(
     auth: Auth,
     Q(ViewQuery { local, .. }): Q<ViewQuery>,
 ) -> Result<Response, Problem> {
-    let ask = |leader_view| {
-        svc.get_cluster_status(auth.request(pb::GetClusterStatusRequest { leader_view }))
-    };
-    let asked = tokio::time::timeout(LEADER_VIEW_WAIT, ask(!local)).await;
-    let answer = match asked {
-        // No leader to ask (an election, no quorum, it just died) or it
-        // does not answer in time: what this node knows is still worth
-        // showing.
-        Err(_) => ask(false).await?,
-        Ok(Err(status)) if !local && status.code() == tonic::Code::Unavailable => {
-            ask(false).await?
-        }
-        Ok(other) => other?,
-    };
+    let (_, answer) = view(&svc, &auth, local).await?;
     let (metadata, message, _) = answer.into_parts();
     Ok(respond(
         StatusCode::OK,
@@ -201,31 +188,41 @@ pub(super) async fn cluster_events(
         .into_response())
 }
 
+/// The leader's view (asked through this node) unless `local`; this
+/// node's own when no leader answers within [`LEADER_VIEW_WAIT`] (an
+/// election, no quorum, a leader that just died). True when it is the
+/// leader's.
+async fn view(
+    svc: &Svc,
+    auth: &Auth,
+    local: bool,
+) -> Result<(bool, tonic::Response<pb::ClusterStatus>), Problem> {
+    let ask = |leader_view| {
+        svc.get_cluster_status(auth.request(pb::GetClusterStatusRequest { leader_view }))
+    };
+    if !local {
+        match tokio::time::timeout(LEADER_VIEW_WAIT, ask(true)).await {
+            Ok(Ok(answer)) if answer.get_ref().role == "leader" => return Ok((true, answer)),
+            Ok(Err(status)) if status.code() != tonic::Code::Unavailable => {
+                return Err(status.into())
+            }
+            _ => {}
+        }
+    }
+    Ok((false, ask(false).await?))
+}
+
 /// The leader's view if it answers in time, else this node's own; with
 /// the node table.
 async fn cluster_event(svc: &Svc, auth: &Auth) -> Result<ClusterEventJson, Problem> {
-    let leader = pb::GetClusterStatusRequest { leader_view: true };
-    let asked = tokio::time::timeout(
-        LEADER_VIEW_WAIT,
-        svc.get_cluster_status(auth.request(leader)),
-    )
-    .await;
-    let (leader_view, status) = match asked {
-        Ok(Ok(response)) if response.get_ref().role == "leader" => (true, response.into_inner()),
-        Ok(Err(status)) if status.code() != tonic::Code::Unavailable => return Err(status.into()),
-        _ => {
-            let local = pb::GetClusterStatusRequest { leader_view: false };
-            let response = svc.get_cluster_status(auth.request(local)).await?;
-            (false, response.into_inner())
-        }
-    };
+    let (leader_view, status) = view(svc, auth, false).await?;
     let nodes = svc
         .list_nodes(auth.request(pb::ListNodesRequest { consistent: false }))
         .await?
         .into_inner();
     Ok(ClusterEventJson {
         leader_view,
-        status: ClusterStatusJson::from(&status),
+        status: ClusterStatusJson::from(status.get_ref()),
         nodes: nodes.nodes.iter().map(NodeJson::from).collect(),
     })
 }
