@@ -932,6 +932,26 @@ async fn output_is_followed_over_sse_until_the_end_event() {
         .map(|c| c["text"].as_str().unwrap_or_default())
         .collect();
     assert_eq!(text, "a\nb\n", "{output}");
+
+    // The committed tail comes with the job, never with a list (a page of
+    // 1,000 jobs would carry up to 64 KiB of each).
+    let finished = wait_for("the result committed", Duration::from_secs(30), || async {
+        let job = get_ok(&http, &format!("{base}/v1/jobs/{id}")).await;
+        (job["state"] == "SUCCEEDED").then_some(job)
+    })
+    .await;
+    assert_eq!(
+        finished["attempts"][0]["output_tail"], "a\nb\n",
+        "{finished}"
+    );
+    let page = get_ok(&http, &format!("{base}/v1/jobs")).await;
+    let listed = page["jobs"]
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|j| j["id"] == id))
+        .cloned()
+        .expect("the job in the list");
+    assert_eq!(listed["attempts"][0]["output_tail"], "", "{listed}");
+    assert_eq!(listed["attempts"][0]["exit_code"], 0, "{listed}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

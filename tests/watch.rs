@@ -484,3 +484,67 @@ async fn a_retried_job_is_watched_through_every_attempt() {
         ]
     );
 }
+
+/// One token cannot take every watch slot of a node: past its own cap it
+/// gets RESOURCE_EXHAUSTED, another token still watches, and a closed
+/// watch gives its slot back.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_token_holds_at_most_its_share_of_watches() {
+    const PER_TOKEN: usize = 64; // api::caps::WATCHES_PER_TOKEN
+    let settings = RaftSettings {
+        acl: true,
+        ..RaftSettings::default()
+    };
+    let mut cluster = Cluster::start(1, settings);
+    cluster.bootstrap_over_socket(ELECTION).await;
+    let token = |name: &str| {
+        let out = cluster.cli(&[
+            "acl", "token", "create", "--name", name, "--role", "viewer", "--output", "json",
+        ]);
+        common::json_of(&out, "token create")["secret"]
+            .as_str()
+            .expect("secret")
+            .to_string()
+    };
+    let (greedy, other) = (token("greedy"), token("other"));
+    let mut greedy_client = cluster.client_with(0, Some(&greedy)).await.expect("client");
+    let mut held = Vec::new();
+    for _ in 0..PER_TOKEN {
+        let stream = greedy_client
+            .watch_jobs(pb::WatchJobsRequest::default())
+            .await
+            .expect("a watch within the cap")
+            .into_inner();
+        held.push(stream);
+    }
+    let refused = greedy_client
+        .watch_jobs(pb::WatchJobsRequest::default())
+        .await
+        .expect_err("one watch too many");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("this token"), "{refused:?}");
+
+    let mut other_client = cluster.client_with(0, Some(&other)).await.expect("client");
+    other_client
+        .watch_jobs(pb::WatchJobsRequest::default())
+        .await
+        .expect("another token still watches");
+
+    // Closing one gives its slot back (the server notices the reset).
+    drop(held.pop());
+    wait_for("a slot back", ELECTION, || {
+        let mut client = greedy_client.clone();
+        async move {
+            client
+                .watch_jobs(pb::WatchJobsRequest::default())
+                .await
+                .ok()
+                .map(|_| ())
+        }
+    })
+    .await;
+}

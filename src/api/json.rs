@@ -65,7 +65,8 @@ pub struct AttemptJson {
     pub signal: Option<i64>,
     pub message: String,
     /// The last bytes of output committed with the result, as UTF-8 (invalid
-    /// sequences replaced by U+FFFD).
+    /// sequences replaced by U+FFFD). Empty in lists: `GET /v1/jobs/{id}`
+    /// has it.
     pub output_tail: String,
 }
 

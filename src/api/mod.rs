@@ -5,6 +5,7 @@
 //! the CLI share.
 
 pub mod auth;
+mod caps;
 mod convert;
 pub mod grpc;
 pub mod http;

@@ -612,6 +612,10 @@ impl Config {
         if let Some((key, message)) = executor.policy.problem(&executor.default_image) {
             return Err(bad(key, message));
         }
+        // Bounded as a job's labels are: the leader refuses heartbeats
+        // beyond them, so a node configured so would never run anything.
+        crate::jobs::check_map("executor.labels", &executor.labels)
+            .map_err(|message| bad("executor.labels", message))?;
         for (key, addr) in [
             ("advertise.api", &self.advertise.api),
             ("advertise.raft", &self.advertise.raft),
@@ -716,6 +720,20 @@ mod tests {
             assert_eq!(config.initial_members.len(), 3);
             assert!(config.tls.enabled(), "the shipped cluster is a TLS one");
         }
+    }
+
+    #[test]
+    fn node_labels_are_bounded_like_a_jobs() {
+        let mut config = Config::dev().expect("dev config");
+        for i in 0..=crate::jobs::limits::MAX_LABELS {
+            config.executor.labels.insert(format!("k{i}"), "v".into());
+        }
+        let err = config.validate("x.toml").unwrap_err().to_string();
+        assert!(err.contains("executor.labels"), "{err}");
+        let mut config = Config::dev().expect("dev config");
+        config.executor.labels.insert("zone".into(), "a\0b".into());
+        let err = config.validate("x.toml").unwrap_err().to_string();
+        assert!(err.contains("NUL"), "{err}");
     }
 
     #[test]

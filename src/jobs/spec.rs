@@ -161,6 +161,40 @@ pub enum SpecError {
     Invalid(String),
 }
 
+/// Bounds of a label or constraint map, wherever one comes from (a job, a
+/// node's `executor.labels`, a peer's heartbeat): at most
+/// `limits::MAX_LABELS` entries, keys of 1 to `limits::MAX_KEY_BYTES`
+/// bytes, values at most that, no NUL byte. The error names `what`.
+pub fn check_map(
+    what: &str,
+    map: &std::collections::BTreeMap<String, String>,
+) -> Result<(), String> {
+    use limits::{MAX_KEY_BYTES, MAX_LABELS};
+    if map.len() > MAX_LABELS {
+        return Err(format!(
+            "`{what}` has {} entries; the limit is {MAX_LABELS}",
+            map.len()
+        ));
+    }
+    if let Some((k, _)) = map
+        .iter()
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err(format!(
+            "`{what}` key {k:?}: keys and values cannot hold a NUL byte"
+        ));
+    }
+    if let Some((k, _)) = map
+        .iter()
+        .find(|(k, v)| k.is_empty() || k.len() > MAX_KEY_BYTES || v.len() > MAX_KEY_BYTES)
+    {
+        return Err(format!(
+            "`{what}` key {k:?}: keys must be 1 to {MAX_KEY_BYTES} bytes, values at most {MAX_KEY_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
 /// Why `image` is not a reference Docker could pull or find, by the
 /// distribution grammar (`name[:tag][@digest]`, lower-case name, a digest of
 /// the right length); None when it is one, or empty (the node's default).
@@ -287,26 +321,7 @@ impl JobSpec {
             ));
         }
         for (what, map) in [("constraints", &self.constraints), ("labels", &self.labels)] {
-            if map.len() > MAX_LABELS {
-                return Err(format!(
-                    "`{what}` has {} entries; the limit is {MAX_LABELS}",
-                    map.len()
-                ));
-            }
-            if let Some((k, _)) = map
-                .iter()
-                .find(|(k, v)| k.contains('\0') || v.contains('\0'))
-            {
-                return Err(format!(
-                    "`{what}` key {k:?}: keys and values cannot hold a NUL byte"
-                ));
-            }
-            if let Some((k, _)) = map
-                .iter()
-                .find(|(k, v)| k.is_empty() || k.len() > MAX_KEY_BYTES || v.len() > MAX_KEY_BYTES)
-            {
-                return Err(format!("`{what}` key {k:?}: keys must be 1 to {MAX_KEY_BYTES} bytes, values at most {MAX_KEY_BYTES}"));
-            }
+            check_map(what, map)?;
         }
         if let Some(key) = &self.idempotency_key {
             if key.contains('\0') {

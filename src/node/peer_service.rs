@@ -253,9 +253,11 @@ impl RaftPeer for PeerService {
             cpu_millis: beat.cpu_millis,
             memory_mib: beat.memory_mib,
         };
-        self.node
-            .liveness
-            .heartbeat(beat.node_id, beat.labels.into_iter().collect(), capacity);
+        // Even a member's heartbeat is bounded like a job's labels: it ends
+        // up in the replicated node table.
+        let labels: std::collections::BTreeMap<String, String> = beat.labels.into_iter().collect();
+        crate::jobs::check_map("labels", &labels).map_err(Status::invalid_argument)?;
+        self.node.liveness.heartbeat(beat.node_id, labels, capacity);
         Ok(Response::new(HeartbeatReply {}))
     }
 

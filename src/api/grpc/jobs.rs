@@ -320,7 +320,7 @@ impl DroverService {
         };
         let next_page_token = next.map(|id| id.to_string()).unwrap_or_default();
         Ok(Response::new(pb::ListJobsResponse {
-            jobs: jobs.iter().map(job_to_proto).collect(),
+            jobs: jobs.iter().map(listed).collect(),
             next_page_token,
             index,
         }))
@@ -396,6 +396,8 @@ impl DroverService {
             }
         }
         let scope = caller.list_scope().map(str::to_string);
+        // One token may not take every watch slot of the node.
+        let slot = self.watches.take(caller.owner())?;
         // Served from this node's own applies: any node, no forwarding.
         let from = (req.from_index > 0).then_some(req.from_index);
         let subscription = self
@@ -403,10 +405,23 @@ impl DroverService {
             .events
             .subscribe(from)
             .map_err(crate::api::watch::watch_status)?;
-        Ok(Response::new(Box::pin(crate::api::watch::event_stream(
-            subscription,
-            job,
-            scope,
-        ))))
+        let events = crate::api::watch::event_stream(subscription, job, scope);
+        // The slot lives as long as the stream.
+        let events = futures::StreamExt::map(events, move |event| {
+            let _held = &slot;
+            event
+        });
+        Ok(Response::new(Box::pin(events)))
     }
+}
+
+/// A job as a list shows it: its attempts without their output tails
+/// (up to 64 KiB each, so a page of 1,000 jobs could carry 64 MiB of
+/// them); GetJob and the output calls give them, per job.
+fn listed(job: &Job) -> pb::Job {
+    let mut shown = job_to_proto(job);
+    for attempt in &mut shown.attempts {
+        attempt.output_tail.clear();
+    }
+    shown
 }

@@ -37,6 +37,8 @@ pub struct DroverService {
     /// The leader's REST address as its last forwarded answer named it
     /// (nodes do not replicate their REST addresses), with its id.
     leader_http: Arc<std::sync::Mutex<Option<(NodeId, String)>>>,
+    /// Job watches open per token (see `api::caps`).
+    watches: Arc<crate::api::caps::PerCaller>,
 }
 
 impl DroverService {
@@ -45,6 +47,10 @@ impl DroverService {
         DroverService {
             node,
             leader_http: Arc::new(std::sync::Mutex::new(None)),
+            watches: crate::api::caps::PerCaller::new(
+                "job watches",
+                crate::api::caps::WATCHES_PER_TOKEN,
+            ),
         }
     }
 
