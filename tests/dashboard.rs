@@ -176,6 +176,14 @@ async fn a_job_from_the_form_runs_live_in_the_list_and_its_output_streams_and_do
     }
     assert_in_order(&seen, &["QUEUED", "ASSIGNED", "RUNNING", "SUCCEEDED"]);
     assert!(seen.iter().any(|s| s == "RUNNING"), "{seen:?}");
+    // The counts by state are pushed too.
+    browser
+        .wait_js(
+            "one SUCCEEDED in the counts",
+            ELECTION,
+            "const c = document.querySelector('[data-count-state=SUCCEEDED] .value'); return c && c.textContent === '1'",
+        )
+        .await;
     browser.screenshot("jobs").await;
 
     // "Submit again" opens the form filled from the job; submitted, its

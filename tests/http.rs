@@ -944,6 +944,9 @@ async fn output_is_followed_over_sse_until_the_end_event() {
         finished["attempts"][0]["output_tail"], "a\nb\n",
         "{finished}"
     );
+    let cluster = get_ok(&http, &format!("{base}/v1/cluster?local=true")).await;
+    assert_eq!(cluster["jobs"]["by_state"]["SUCCEEDED"], 1, "{cluster}");
+    assert_eq!(cluster["jobs"]["by_state"]["QUEUED"], 0, "{cluster}");
     let page = get_ok(&http, &format!("{base}/v1/jobs")).await;
     let listed = page["jobs"]
         .as_array()

@@ -1484,3 +1484,29 @@ fn a_data_dir_written_by_the_schema_2_release_upgrades_on_open() {
         jobs
     );
 }
+
+/// Jobs by state move with every apply, and are counted again from the
+/// table when the store reopens.
+#[test]
+fn jobs_by_state_follow_applies_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let queued = |store: &Store| {
+        store
+            .jobs_by_state()
+            .into_iter()
+            .find(|(s, _)| *s == JobState::Queued)
+            .map(|(_, n)| n)
+    };
+    {
+        let store = open(dir.path());
+        assert_eq!(store.jobs_by_state().len(), JobState::ALL.len());
+        assert_eq!(queued(&store), Some(0));
+        append(&store, submits(1, 5, 1), Some(hs(1, 1, 5)));
+        store.apply(&submits(1, 5, 1)).unwrap();
+        assert_eq!(queued(&store), Some(5));
+        let total: u64 = store.jobs_by_state().iter().map(|(_, n)| n).sum();
+        assert_eq!(total, store.job_count());
+    }
+    let store = open(dir.path());
+    assert_eq!(queued(&store), Some(5), "counted again at open");
+}

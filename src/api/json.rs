@@ -257,6 +257,8 @@ pub struct JobCountsJson {
     pub finished: u64,
     /// `scheduler.queue_capacity`: the bound on `queued`.
     pub queue_capacity: u64,
+    /// Jobs in each state (`QUEUED`, `ASSIGNED`, `RUNNING`, `SUCCEEDED`, …).
+    pub by_state: BTreeMap<String, u64>,
 }
 
 /// A node of the node table with its use.
@@ -464,6 +466,7 @@ impl From<&pb::ClusterStatus> for ClusterStatusJson {
                     active: j.active,
                     finished: j.finished,
                     queue_capacity: j.queue_capacity,
+                    by_state: j.by_state.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                 })
                 .unwrap_or_default(),
         }

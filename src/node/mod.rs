@@ -269,6 +269,11 @@ impl Node {
         }
     }
 
+    /// Jobs in each state, as of the latest apply (O(1)).
+    pub fn jobs_by_state(&self) -> Vec<(crate::jobs::JobState, u64)> {
+        self.store.jobs_by_state()
+    }
+
     /// How full the data directory's disk is, as the writes see it now:
     /// status pages show it so an operator sees a full disk coming.
     pub fn storage_report(&self) -> StorageReport {

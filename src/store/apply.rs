@@ -6,6 +6,7 @@ use super::codec;
 use super::indexes::{SmTx, StagedTree, Tx};
 use super::layout::{self, id_suffix, CountDelta, SmMeta};
 use super::restore::PreparedRestore;
+use super::tally::Tally;
 use super::{lock, Store, StoreError};
 use crate::acl::Token;
 use crate::jobs::{lifecycle, Applied, Command, EndReason, Job, JobId, NodeRecord, NodeStatus};
@@ -137,11 +138,12 @@ impl Store {
         restore: Option<&Result<PreparedRestore, String>>,
     ) -> Result<Vec<Applied>, StoreError> {
         let tx = self.stage();
-        let (results, sm) = self
+        let (results, sm, tally) = self
             .apply_staged(&tx, entries, decoded, scanned, restore)
             .map_err(|e| self.staged_err(e))?;
         self.commit_staged(tx.into_writes(), sm.applied_index)?;
         // Publish only after the change committed (see `applied`).
+        self.publish_tally(tally)?;
         self.publish_counts(&sm);
         Ok(results)
     }
@@ -155,11 +157,12 @@ impl Store {
         decoded: &[Decoded],
         scanned: &[(JobId, u32)],
         restore: Option<&Result<PreparedRestore, String>>,
-    ) -> Tx<(Vec<Applied>, SmMeta)> {
+    ) -> Tx<(Vec<Applied>, SmMeta, Tally)> {
         let mut sm: SmMeta = match tx.sm_meta.get(layout::KEY_SM_META)? {
             Some(bytes) => self.decode("sm_meta", &bytes)?,
             None => SmMeta::default(),
         };
+        let mut tally = Tally::By(Default::default());
         let mut results = Vec::with_capacity(entries.len());
         for (entry, decoded) in entries.iter().zip(decoded) {
             if entry.index <= sm.applied_index {
@@ -190,6 +193,7 @@ impl Store {
                             sm.queued_count = 0;
                             sm.finished_count = 0;
                             sm.count(prepared.counts());
+                            tally = Tally::Recount;
                             applied
                         }
                         Some(Err(reason)) => Applied::Refused {
@@ -205,6 +209,7 @@ impl Store {
                     let applied =
                         self.apply_command(tx, entry.index, command, scanned, &mut delta)?;
                     sm.count(delta);
+                    tally.add(&delta);
                     applied
                 }
             };
@@ -214,7 +219,7 @@ impl Store {
         }
         tx.sm_meta
             .insert(layout::KEY_SM_META, codec::encode("sm_meta", &sm)?);
-        Ok((results, sm))
+        Ok((results, sm, tally))
     }
 
     pub(super) fn load_job(&self, jobs: &StagedTree<'_>, id: &JobId) -> Tx<Option<Job>> {

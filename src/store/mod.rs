@@ -93,6 +93,7 @@ mod restore;
 mod snapshot;
 pub mod space;
 mod staged;
+mod tally;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -446,6 +447,7 @@ impl Store {
             }
         }
         snapshot::remove_stale_files(&self.snapshot_dir, record.as_ref().map(|r| r.file.as_str()));
+        self.recount_states()?;
         self.publish_counts(&sm);
         Ok(())
     }
@@ -706,6 +708,7 @@ struct Counts {
     jobs: AtomicU64,
     queued: AtomicU64,
     finished: AtomicU64,
+    by_state: tally::StateCounts,
 }
 
 /// The writes that replace the state machine with a snapshot's.

@@ -139,13 +139,20 @@ pub(super) fn storage_to_proto(report: &StorageReport) -> pb::StorageStatus {
     }
 }
 
-pub(super) fn job_counts_to_proto(counts: &JobCounts) -> pb::JobCounts {
+pub(super) fn job_counts_to_proto(
+    counts: &JobCounts,
+    by_state: &[(crate::jobs::JobState, u64)],
+) -> pb::JobCounts {
     pb::JobCounts {
         total: counts.total,
         queued: counts.queued,
         active: counts.total.saturating_sub(counts.queued + counts.finished),
         finished: counts.finished,
         queue_capacity: counts.queue_capacity,
+        by_state: by_state
+            .iter()
+            .map(|(state, n)| (state.as_str().to_string(), *n))
+            .collect(),
     }
 }
 

@@ -84,7 +84,10 @@ impl DroverService {
             max_fsync_micros: u64::try_from(max_fsync.as_micros()).unwrap_or(u64::MAX),
             storage: Some(storage_to_proto(&self.node.storage_report())),
             transport_security: self.node.transport_security().to_string(),
-            jobs: Some(job_counts_to_proto(&self.node.job_counts())),
+            jobs: Some(job_counts_to_proto(
+                &self.node.job_counts(),
+                &self.node.jobs_by_state(),
+            )),
         }
     }
 }

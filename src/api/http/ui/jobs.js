@@ -78,12 +78,16 @@ export function jobsView(main, ctx, params) {
       tbody)),
     pager, status);
 
+  // Jobs in each state, pushed with the cluster; each card filters by it.
   const showCounts = (cluster) => {
     const j = cluster && cluster.status.jobs;
     if (!j) return;
-    fill(counts, [["Queued", j.queued], ["Active", j.active], ["Finished", j.finished], ["In the table", j.total]]
-      .map(([label, value]) => el("div", { class: "card" }, el("div", { class: "label" }, label),
-        el("div", { class: "value", dataset: { count: label.toLowerCase() } }, num(value)))));
+    const by = j.by_state || {};
+    fill(counts, STATES.map((state) => el("a", {
+      class: "card", href: `#/jobs${query({ state })}`, dataset: { countState: state },
+      "aria-label": `${by[state] || 0} jobs ${state}, show them`,
+    }, el("div", { class: "label" }, state), el("div", { class: "value" }, num(by[state] || 0)))),
+    el("div", { class: "card" }, el("div", { class: "label" }, "In the table"), el("div", { class: "value" }, num(j.total))));
   };
   showCounts(ctx.cluster());
   const unwatch = ctx.onCluster(showCounts);
