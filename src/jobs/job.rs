@@ -47,6 +47,14 @@ impl JobState {
         JobState::Lost,
     ];
 
+    /// Its position in [`JobState::ALL`] (an index into per-state tables).
+    pub fn index(self) -> usize {
+        JobState::ALL
+            .iter()
+            .position(|s| *s == self)
+            .unwrap_or_default()
+    }
+
     /// The state named `name` (case-insensitive), as the API spells it.
     pub fn parse(name: &str) -> Option<JobState> {
         JobState::ALL

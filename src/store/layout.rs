@@ -135,7 +135,7 @@ impl CountDelta {
     /// What adding (`sign` 1) or removing (-1) `job` does to the counters.
     pub(crate) fn of(job: &Job, sign: i64) -> CountDelta {
         let mut by_state = [0; JobState::ALL.len()];
-        by_state[super::tally::slot(job.state)] = sign;
+        by_state[job.state.index()] = sign;
         CountDelta {
             jobs: sign,
             queued: sign * i64::from(job.state == JobState::Queued),

@@ -21,14 +21,6 @@ pub(super) enum Tally {
     Recount,
 }
 
-/// The position of `state` in [`JobState::ALL`].
-pub(super) fn slot(state: JobState) -> usize {
-    JobState::ALL
-        .iter()
-        .position(|s| *s == state)
-        .unwrap_or_default()
-}
-
 impl Tally {
     pub(super) fn add(&mut self, delta: &CountDelta) {
         if let Tally::By(by) = self {
@@ -70,7 +62,7 @@ impl Store {
         for row in self.sm.jobs.iter() {
             let (key, value) = row.map_err(|e| self.sled_err(e))?;
             let job = self.decode_job(&key, &value)?;
-            counts[slot(job.state)] += 1;
+            counts[job.state.index()] += 1;
         }
         for (counter, n) in self.counts.by_state.0.iter().zip(counts) {
             counter.store(n, Ordering::Release);
