@@ -534,6 +534,34 @@ async fn one_token_holds_at_most_its_share_of_watches() {
         .await
         .expect("another token still watches");
 
+    // Followed output is capped the same way (a queued job: the streams
+    // wait for it to start, each holding its slot).
+    let mut admin = cluster.client(0).await.expect("admin client");
+    let job = common::submit(&mut admin, "true").await.expect("submit");
+    let follow = || pb::StreamJobOutputRequest {
+        id: job.clone(),
+        follow: true,
+        ..Default::default()
+    };
+    let mut followed = Vec::new();
+    for _ in 0..PER_TOKEN {
+        let stream = greedy_client
+            .stream_job_output(follow())
+            .await
+            .expect("a followed output within the cap")
+            .into_inner();
+        followed.push(stream);
+    }
+    let refused = greedy_client
+        .stream_job_output(follow())
+        .await
+        .expect_err("one followed output too many");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+
     // Closing one gives its slot back (the server notices the reset).
     drop(held.pop());
     wait_for("a slot back", ELECTION, || {

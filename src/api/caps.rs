@@ -1,4 +1,5 @@
-//! Caps per caller on what a caller holds open (job watches), so one token
+//! Caps per caller on what a caller holds open (job watches, followed
+//! output), so one token
 //! cannot take every slot a node has and shut every other token out. The
 //! node-wide bound stays in `node::events`; this one is per token.
 
@@ -9,6 +10,8 @@ use tonic::Status;
 
 /// Watches one token may hold open on one node.
 pub const WATCHES_PER_TOKEN: usize = 64;
+/// Live output streams (followed logs) one token may hold open on one node.
+pub const OUTPUT_STREAMS_PER_TOKEN: usize = 64;
 
 /// Open slots by caller (a token's accessor).
 #[derive(Debug)]

@@ -39,6 +39,8 @@ pub struct DroverService {
     leader_http: Arc<std::sync::Mutex<Option<(NodeId, String)>>>,
     /// Job watches open per token (see `api::caps`).
     watches: Arc<crate::api::caps::PerCaller>,
+    /// Live output streams open per token.
+    output_streams: Arc<crate::api::caps::PerCaller>,
 }
 
 impl DroverService {
@@ -50,6 +52,10 @@ impl DroverService {
             watches: crate::api::caps::PerCaller::new(
                 "job watches",
                 crate::api::caps::WATCHES_PER_TOKEN,
+            ),
+            output_streams: crate::api::caps::PerCaller::new(
+                "live output streams",
+                crate::api::caps::OUTPUT_STREAMS_PER_TOKEN,
             ),
         }
     }

@@ -302,12 +302,20 @@ impl DroverService {
         let id = parse_job_id(&req.id)?;
         let job = self.known_job(&id).await?;
         caller.check_job(&job)?;
+        // A live stream holds a slot of its token's share for its life.
+        let slot = match req.follow {
+            true => self.output_streams.take(caller.owner())?,
+            false => None,
+        };
         if req.follow && req.attempt == 0 && !forwarded {
             // Follow the job, not one attempt: each attempt's output in
             // turn, through its retries, until the job ends.
             let (tx, rx) = tokio::sync::mpsc::channel(16);
             let service = self.clone();
-            tokio::spawn(async move { service.follow_job(id, req.after_seq, metadata, tx).await });
+            tokio::spawn(async move {
+                let _held = slot;
+                service.follow_job(id, req.after_seq, metadata, tx).await
+            });
             return Ok(Response::new(Box::pin(
                 tokio_stream::wrappers::ReceiverStream::new(rx),
             )));
@@ -320,8 +328,8 @@ impl DroverService {
         let Some(attempt) = pick_attempt(&job, req.attempt)?.cloned() else {
             return Ok(Response::new(Box::pin(futures::stream::empty())));
         };
-        Ok(Response::new(
-            self.attempt_output(
+        let chunks = self
+            .attempt_output(
                 id,
                 &attempt,
                 req.after_seq,
@@ -329,7 +337,13 @@ impl DroverService {
                 forwarded,
                 &metadata,
             )
-            .await,
-        ))
+            .await;
+        Ok(Response::new(Box::pin(futures::StreamExt::map(
+            chunks,
+            move |chunk| {
+                let _held = &slot;
+                chunk
+            },
+        ))))
     }
 }
