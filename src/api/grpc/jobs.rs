@@ -320,7 +320,7 @@ impl DroverService {
         };
         let next_page_token = next.map(|id| id.to_string()).unwrap_or_default();
         Ok(Response::new(pb::ListJobsResponse {
-            jobs: jobs.iter().map(listed).collect(),
+            jobs: jobs.into_iter().map(listed).collect(),
             next_page_token,
             index,
         }))
@@ -418,10 +418,10 @@ impl DroverService {
 /// A job as a list shows it: its attempts without their output tails
 /// (up to 64 KiB each, so a page of 1,000 jobs could carry 64 MiB of
 /// them); GetJob and the output calls give them, per job.
-fn listed(job: &Job) -> pb::Job {
-    let mut shown = job_to_proto(job);
-    for attempt in &mut shown.attempts {
-        attempt.output_tail.clear();
+fn listed(mut job: Job) -> pb::Job {
+    // Dropped before the conversion, so no tail is copied only to go.
+    for attempt in &mut job.attempts {
+        attempt.output_tail = Vec::new();
     }
-    shown
+    job_to_proto(&job)
 }

@@ -86,21 +86,12 @@ fn asset_response(file: &str) -> Response {
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // A new binary may serve new files under the same names: revalidate.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    secure(&mut headers);
+    // The page's own policy; `guard::security_headers` adds the others.
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
     (StatusCode::OK, headers, *body).into_response()
-}
-
-/// The headers every dashboard response carries.
-pub(super) fn secure(headers: &mut HeaderMap) {
-    let fixed = [
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-    ];
-    for (name, value) in fixed {
-        headers.insert(name, HeaderValue::from_static(value));
-    }
 }
 
 #[cfg(test)]
