@@ -30,27 +30,6 @@ async fn bootstrap(cluster: &mut Cluster) -> String {
     cluster.bootstrap_over_socket(ELECTION).await
 }
 
-/// Creates a token with the CLI (JSON output) and returns (accessor, secret).
-fn create_token(cluster: &Cluster, name: &str, role: &str) -> (String, String) {
-    let out = cluster.cli(&[
-        "acl", "token", "create", "--name", name, "--role", role, "--output", "json",
-    ]);
-    assert!(
-        out.status.success(),
-        "create {role}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("token JSON");
-    let accessor = v["token"]["accessor"]
-        .as_str()
-        .expect("accessor")
-        .to_string();
-    let secret = v["secret"].as_str().expect("secret").to_string();
-    assert!(secret.starts_with("drv_"), "{v}");
-    assert_eq!(v["token"]["role"], role);
-    (accessor, secret)
-}
-
 async fn submit(client: &mut Client, command: &str) -> Result<pb::Job, tonic::Status> {
     let spec = pb::JobSpec {
         command: command.into(),
@@ -261,10 +240,10 @@ async fn roles_ownership_revocation_and_cors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already bootstrapped"));
 
-    let (_, operator) = create_token(&cluster, "ops", "operator");
-    let (alice_id, alice) = create_token(&cluster, "alice", "submitter");
-    let (_, bob) = create_token(&cluster, "bob", "submitter");
-    let (_, viewer) = create_token(&cluster, "dash", "viewer");
+    let (_, operator) = cluster.create_token("ops", "operator");
+    let (alice_id, alice) = cluster.create_token("alice", "submitter");
+    let (_, bob) = cluster.create_token("bob", "submitter");
+    let (_, viewer) = cluster.create_token("dash", "viewer");
 
     // Every token is listed (never with its secret), on any node.
     let out = cluster.cli(&["acl", "token", "list", "--output", "json"]);

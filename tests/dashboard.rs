@@ -346,15 +346,6 @@ async fn a_running_job_stopped_from_the_page_ends_cancelled() {
     assert!(browser.same_page().await, "no reload");
 }
 
-/// Creates a token with the CLI; its secret.
-fn token(cluster: &Cluster, name: &str, role: &str) -> String {
-    let out = cluster.cli(&[
-        "acl", "token", "create", "--name", name, "--role", role, "--output", "json",
-    ]);
-    let v = common::json_of(&out, "token create");
-    v["secret"].as_str().expect("secret").to_string()
-}
-
 async fn sign_in(browser: &Browser, secret: &str) {
     browser
         .wait_js(
@@ -375,8 +366,8 @@ async fn with_acls_the_page_asks_for_a_token_and_offers_only_what_its_role_may_d
     };
     let mut cluster = Cluster::start(1, settings);
     cluster.bootstrap_over_socket(ELECTION).await;
-    let admin = token(&cluster, "ops", "admin");
-    let viewer = token(&cluster, "dash", "viewer");
+    let admin = cluster.create_token("ops", "admin").1;
+    let viewer = cluster.create_token("dash", "viewer").1;
     let base = cluster.http_url(0);
     let http = reqwest::Client::new();
     let job: Value = http

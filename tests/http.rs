@@ -509,15 +509,6 @@ async fn bad_inputs_get_typed_problems_and_write_nothing() {
             "unsupported-media-type",
         ),
         (
-            "a text/plain submit",
-            Method::POST,
-            "/v1/jobs".into(),
-            Some("text/plain"),
-            Some(r#"{"command": "true"}"#.into()),
-            &[415],
-            "unsupported-media-type",
-        ),
-        (
             "bad page token",
             Method::GET,
             "/v1/jobs?page_token=garbage".into(),

@@ -497,15 +497,7 @@ async fn one_token_holds_at_most_its_share_of_watches() {
     };
     let mut cluster = Cluster::start(1, settings);
     cluster.bootstrap_over_socket(ELECTION).await;
-    let token = |name: &str| {
-        let out = cluster.cli(&[
-            "acl", "token", "create", "--name", name, "--role", "viewer", "--output", "json",
-        ]);
-        common::json_of(&out, "token create")["secret"]
-            .as_str()
-            .expect("secret")
-            .to_string()
-    };
+    let token = |name: &str| cluster.create_token(name, "viewer").1;
     let (greedy, other) = (token("greedy"), token("other"));
     let mut greedy_client = cluster.client_with(0, Some(&greedy)).await.expect("client");
     let mut held = Vec::new();

@@ -449,6 +449,20 @@ impl Cluster {
         command.output().expect("run drover CLI")
     }
 
+    /// Creates a token with the CLI (`acl token create --output json`, as
+    /// the cluster's token); returns (accessor, secret).
+    pub fn create_token(&self, name: &str, role: &str) -> (String, String) {
+        let out = self.cli(&[
+            "acl", "token", "create", "--name", name, "--role", role, "--output", "json",
+        ]);
+        let v = json_of(&out, &format!("create a {role} token"));
+        let field = |key: &str| v["token"][key].as_str().unwrap_or_default().to_string();
+        assert_eq!(field("role"), role, "{v}");
+        let secret = v["secret"].as_str().expect("secret").to_string();
+        assert!(secret.starts_with("drv_"), "{v}");
+        (field("accessor"), secret)
+    }
+
     /// The tail of a node's log, for failure messages.
     pub fn log_tail(&self, i: usize) -> String {
         process::log_tail(&self.nodes[i].log_path, 30)
