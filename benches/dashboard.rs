@@ -263,7 +263,7 @@ async fn run() -> Result<String, String> {
     let http = common::agent::free_port();
     let sections = format!(
         "[log]\nlevel = \"warn\"\n\n[executor]\nenabled = false\n\n\
-         [scheduler]\nqueue_capacity = {}\n",
+         [scheduler]\nqueue_capacity = {}\n\n[limits]\nrate = 0\n",
         jobs + burst_jobs + 10 * runs + 100
     );
     let config = servers.write_agent_config("bench-ui", 0, &ports, Some(http), &sections)?;

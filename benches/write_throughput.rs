@@ -503,10 +503,14 @@ impl Cluster {
 /// we measure. No executor: this measures the replicated table, not running
 /// thousands of containers, so every job stays queued: the queue bound
 /// (100,000 by default, a guard for real clusters) is lifted, or a fast run
-/// would hit it mid-cell.
+/// would hit it mid-cell; so are the per-client rate and connection limits
+/// and the state cap (admission guards against hostile clients, not costs:
+/// every bench client calls from 127.0.0.1 without a token).
 const DROVER_SECTIONS: &str =
     "[log]\nlevel = \"info\"\nformat = \"text\"\n\n[executor]\nenabled = false\n\n\
-                               [scheduler]\nqueue_capacity = 100000000\n";
+                               [scheduler]\nqueue_capacity = 100000000\n\n\
+                               [limits]\nrate = 0\nmax_connections_per_address = 4096\n\n\
+                               [quotas]\nmax_state_bytes = 536870912\n";
 
 fn etcd_args(root: &Path, i: usize, ports: &[(u16, u16)]) -> Vec<String> {
     let name = |j: usize| format!("etcd{}", j + 1);

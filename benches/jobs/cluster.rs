@@ -39,10 +39,12 @@ impl JobCluster {
                 .make_certs(&settings.drover_bin, &cluster.id, nodes)?;
         }
         // No [raft] or [scheduler] section: the defaults are what we measure.
+        // The per-client rate limit is lifted: every bench client calls from
+        // 127.0.0.1 without a token.
         let sections = format!(
             "[log]\nlevel = \"info\"\nformat = \"text\"\n\n\
              [executor]\nenabled = true\ndefault_image = \"{}\"\ncpu_millis = {}\n\
-             memory_mib = {}\noutput_cap_bytes = {}\n",
+             memory_mib = {}\noutput_cap_bytes = {}\n\n[limits]\nrate = 0\n",
             settings.image, executor.cpu_millis, executor.memory_mib, executor.output_cap_bytes
         );
         for (i, (api, _)) in ports.iter().enumerate() {

@@ -6,6 +6,7 @@
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
+use super::rate::ClientKey;
 use crate::acl::{self, Action, Role, Token};
 use crate::jobs::Job;
 use crate::node::Node;
@@ -28,6 +29,10 @@ pub struct Caller {
     pub role: Role,
     /// The token they presented, if it is valid.
     pub token: Option<Token>,
+    /// Whose share of this node's rate and stream caps the call takes
+    /// (see `api::rate`); None over the local socket and for calls a member
+    /// node forwards.
+    pub client: Option<ClientKey>,
 }
 
 impl Caller {
@@ -87,6 +92,7 @@ pub fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
 /// ([`FORWARDED_CALLER`]) instead of carrying the secret.
 pub fn authorize<T>(node: &Node, request: &Request<T>, action: Action) -> Result<Caller, Status> {
     let enabled = node.config.acl.enabled;
+    let forwarded = calling_node(node, request).is_some();
     let (presented, token) = match forwarded_caller(node, request)? {
         Some(token) => (true, token),
         None => {
@@ -104,10 +110,16 @@ pub fn authorize<T>(node: &Node, request: &Request<T>, action: Action) -> Result
             (secret.is_some(), token)
         }
     };
+    let client = match (&token, forwarded) {
+        (_, true) => None,
+        (Some(token), false) => Some(ClientKey::Token(token.accessor.clone())),
+        (None, false) => request.remote_addr().map(|a| ClientKey::Address(a.ip())),
+    };
     if !enabled {
         return Ok(Caller {
             role: Role::Admin,
             token,
+            client,
         });
     }
     let Some(token) = token else {
@@ -130,6 +142,7 @@ pub fn authorize<T>(node: &Node, request: &Request<T>, action: Action) -> Result
     Ok(Caller {
         role: token.role,
         token: Some(token),
+        client,
     })
 }
 

@@ -1,31 +1,34 @@
-//! Caps per caller on what a caller holds open (job watches, followed
-//! output), so one token
-//! cannot take every slot a node has and shut every other token out. The
-//! node-wide bound stays in `node::events`; this one is per token.
+//! Caps per client on what a client holds open (job watches, followed
+//! output), so one token (or one address, for calls without a token)
+//! cannot take every slot a node has and shut every other client out. The
+//! node-wide bound stays in `node::events`; this one is per client.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tonic::Status;
 
-/// Watches one token may hold open on one node.
+use super::rate::ClientKey;
+
+/// Watches one client (a token, or an address without one) may hold open
+/// on one node.
 pub const WATCHES_PER_TOKEN: usize = 64;
-/// Live output streams (followed logs) one token may hold open on one node.
+/// Live output streams (followed logs) one client may hold open on one node.
 pub const OUTPUT_STREAMS_PER_TOKEN: usize = 64;
 
-/// Open slots by caller (a token's accessor).
+/// Open slots by client.
 #[derive(Debug)]
 pub struct PerCaller {
     what: &'static str,
     limit: usize,
-    open: Mutex<HashMap<String, usize>>,
+    open: Mutex<HashMap<ClientKey, usize>>,
 }
 
 /// One slot; dropping it gives it back.
 #[derive(Debug)]
 pub struct Slot {
     caps: Arc<PerCaller>,
-    caller: String,
+    caller: ClientKey,
 }
 
 impl PerCaller {
@@ -38,17 +41,17 @@ impl PerCaller {
         })
     }
 
-    /// A slot for `caller` (None: no token, capped only node-wide), or
-    /// RESOURCE_EXHAUSTED once it holds `limit`.
-    pub fn take(self: &Arc<Self>, caller: Option<&str>) -> Result<Option<Slot>, Status> {
+    /// A slot for `caller` (None: the local socket or a member node,
+    /// capped only node-wide), or RESOURCE_EXHAUSTED once it holds `limit`.
+    pub fn take(self: &Arc<Self>, caller: Option<&ClientKey>) -> Result<Option<Slot>, Status> {
         let Some(caller) = caller else {
             return Ok(None);
         };
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let held = open.entry(caller.to_string()).or_insert(0);
+        let held = open.entry(caller.clone()).or_insert(0);
         if *held >= self.limit {
             return Err(Status::resource_exhausted(format!(
-                "this token holds {} {} on this node already, the most one token may; \
+                "{caller} hold {} {} on this node already, the most one client may; \
                  close one (or use another node) and retry",
                 self.limit, self.what
             )));
@@ -56,13 +59,13 @@ impl PerCaller {
         *held += 1;
         Ok(Some(Slot {
             caps: self.clone(),
-            caller: caller.to_string(),
+            caller: caller.clone(),
         }))
     }
 
     /// Slots `caller` holds now.
     #[cfg(test)]
-    fn held(&self, caller: &str) -> usize {
+    fn held(&self, caller: &ClientKey) -> usize {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         open.get(caller).copied().unwrap_or(0)
     }
@@ -87,16 +90,21 @@ mod tests {
     #[test]
     fn one_caller_cannot_take_every_slot_and_slots_come_back() {
         let caps = PerCaller::new("watches", 2);
-        let a1 = caps.take(Some("alice")).expect("first");
-        let _a2 = caps.take(Some("alice")).expect("second");
-        let refused = caps.take(Some("alice")).expect_err("third");
+        let alice = ClientKey::Token("alice".into());
+        let a1 = caps.take(Some(&alice)).expect("first");
+        let _a2 = caps.take(Some(&alice)).expect("second");
+        let refused = caps.take(Some(&alice)).expect_err("third");
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(refused.message().contains("2 watches"), "{refused:?}");
-        // Another token is not affected.
-        let _b = caps.take(Some("bob")).expect("bob");
+        // Another token is not affected, nor an address without a token.
+        let _b = caps
+            .take(Some(&ClientKey::Token("bob".into())))
+            .expect("bob");
+        let address = ClientKey::Address("127.0.0.1".parse().expect("ip"));
+        let _c = caps.take(Some(&address)).expect("an address");
         drop(a1);
-        assert_eq!(caps.held("alice"), 1);
-        caps.take(Some("alice")).expect("a slot came back");
-        assert!(caps.take(None).expect("no token").is_none());
+        assert_eq!(caps.held(&alice), 1);
+        caps.take(Some(&alice)).expect("a slot came back");
+        assert!(caps.take(None).expect("local").is_none());
     }
 }

@@ -259,6 +259,13 @@ pub struct JobCountsJson {
     pub queue_capacity: u64,
     /// Jobs in each state (`QUEUED`, `ASSIGNED`, `RUNNING`, `SUCCEEDED`, …).
     pub by_state: BTreeMap<String, u64>,
+    /// The job table's footprint in bytes (specs, attempts, output tails).
+    #[serde(default)]
+    pub state_bytes: u64,
+    /// `quotas.max_state_bytes`: submits are refused once `state_bytes`
+    /// reaches it.
+    #[serde(default)]
+    pub max_state_bytes: u64,
 }
 
 /// A node of the node table with its use.
@@ -467,6 +474,8 @@ impl From<&pb::ClusterStatus> for ClusterStatusJson {
                     finished: j.finished,
                     queue_capacity: j.queue_capacity,
                     by_state: j.by_state.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    state_bytes: j.state_bytes,
+                    max_state_bytes: j.max_state_bytes,
                 })
                 .unwrap_or_default(),
         }

@@ -4,6 +4,7 @@
 //! service methods in process. `json` holds the JSON shapes the REST API and
 //! the CLI share.
 
+pub mod accept;
 pub mod auth;
 mod caps;
 mod convert;
@@ -11,6 +12,7 @@ pub mod grpc;
 pub mod http;
 pub mod json;
 mod local_socket;
+pub mod rate;
 mod server;
 mod watch;
 

@@ -5,9 +5,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
+use super::accept::{accept, ConnectionLimit, Limited};
 use super::grpc::DroverService;
 use crate::node::peer_service::PeerService;
 use crate::node::run::Listeners;
@@ -70,7 +71,17 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(crate::proto::v1::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| anyhow::anyhow!("cannot build the gRPC reflection service: {e}"))?;
+    let limits = &node.config.limits;
+    let limit = |what| {
+        ConnectionLimit::new(
+            what,
+            limits.max_connections,
+            limits.max_connections_per_address,
+        )
+    };
+    let streams = Some(limits.max_streams_per_connection);
     let api_router = tonic::transport::Server::builder()
+        .max_concurrent_streams(streams)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(
@@ -79,12 +90,13 @@ pub async fn serve(
     let api_stop = async move {
         let _ = stop_api.recv().await;
     };
+    let api_accepted = accept(api_listener, limit("client API"));
     let api: Serving = match &node.tls {
         Some(tls) => Box::pin(api_router.serve_with_incoming_shutdown(
-            tls_incoming(api_listener, tls.clone(), Listener::Api, "client API"),
+            tls_incoming(api_accepted, tls.clone(), Listener::Api, "client API"),
             api_stop,
         )),
-        None => Box::pin(api_router.serve_with_incoming_shutdown(incoming(api_listener), api_stop)),
+        None => Box::pin(api_router.serve_with_incoming_shutdown(plain(api_accepted), api_stop)),
     };
     let socket_task = socket
         .as_mut()
@@ -105,26 +117,28 @@ pub async fn serve(
                 let _ = serving.await;
             })
         });
-    let raft_router = tonic::transport::Server::builder().add_service(
-        RaftPeerServer::new(peer)
-            .max_decoding_message_size(MAX_RPC_BYTES)
-            .max_encoding_message_size(MAX_RPC_BYTES),
-    );
+    let raft_router = tonic::transport::Server::builder()
+        .max_concurrent_streams(streams)
+        .add_service(
+            RaftPeerServer::new(peer)
+                .max_decoding_message_size(MAX_RPC_BYTES)
+                .max_encoding_message_size(MAX_RPC_BYTES),
+        );
     let raft_stop = async move {
         let _ = stop_raft.recv().await;
     };
+    let raft_accepted = accept(raft_listener, limit("peer port"));
     let raft: Serving = match &node.tls {
         Some(tls) => Box::pin(raft_router.serve_with_incoming_shutdown(
-            tls_incoming(raft_listener, tls.clone(), Listener::Peer, "peer port"),
+            tls_incoming(raft_accepted, tls.clone(), Listener::Peer, "peer port"),
             raft_stop,
         )),
-        None => {
-            Box::pin(raft_router.serve_with_incoming_shutdown(incoming(raft_listener), raft_stop))
-        }
+        None => Box::pin(raft_router.serve_with_incoming_shutdown(plain(raft_accepted), raft_stop)),
     };
     let http_task = http_listener.map(|listener| {
         let serving = super::http::serve(
             listener,
+            limits.clone(),
             node.tls.clone(),
             service.clone(),
             node.config.acl.cors_origins.clone(),
@@ -187,8 +201,10 @@ fn cannot_listen(addr: std::net::SocketAddr, key: &str, e: std::io::Error) -> an
     anyhow::anyhow!("cannot listen on {addr} ({key}): {e}{hint}")
 }
 
-/// Accepted connections with Nagle off: Raft messages and small replies must
-/// not wait for delayed ACKs (a 40 ms stall per round trip otherwise).
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// Admitted plaintext connections as tonic's `serve_with_incoming` takes
+/// them.
+fn plain(
+    accepted: tokio_stream::wrappers::ReceiverStream<Limited>,
+) -> impl futures::Stream<Item = std::io::Result<Limited>> {
+    accepted.map(Ok)
 }

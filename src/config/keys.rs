@@ -59,6 +59,16 @@ pub const KEYS: &[&str] = &[
     "tls.verify_client",
     "tls.verify_https_client",
     "tls.insecure_plaintext",
+    "quotas.max_queued_per_owner",
+    "quotas.max_active_per_owner",
+    "quotas.max_output_bytes_per_owner",
+    "quotas.max_state_bytes",
+    "limits.max_connections",
+    "limits.max_connections_per_address",
+    "limits.max_streams_per_connection",
+    "limits.read_timeout",
+    "limits.rate",
+    "limits.burst",
 ];
 
 /// The environment variable overriding `key`.

@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::raft::{Membership, NodeId, PeerInfo};
 
 mod keys;
+mod limits;
 
 use keys::{env_value, set_path};
 pub use keys::{env_var_of, KEYS};
+pub use limits::{LimitsConfig, QuotaConfig, MAX_STATE_BYTES_CEILING};
 
 /// The embedded defaults of `drover agent --dev`: one node on 127.0.0.1.
 pub const DEV_CONFIG: &str = include_str!("../../config/dev.toml");
@@ -64,6 +66,12 @@ pub struct Config {
     /// TLS on every listener and channel (see `tls`).
     #[serde(default)]
     pub tls: TlsConfig,
+    /// What one owner may hold in the job table, and the table in all.
+    #[serde(default)]
+    pub quotas: QuotaConfig,
+    /// What one client may take of this node's listeners.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// TLS of every listener and every channel between nodes (see `tls`).
@@ -610,6 +618,9 @@ impl Config {
         }
         let executor = &self.executor;
         if let Some((key, message)) = executor.policy.problem(&executor.default_image) {
+            return Err(bad(key, message));
+        }
+        if let Some((key, message)) = self.quotas.problem().or_else(|| self.limits.problem()) {
             return Err(bad(key, message));
         }
         // Bounded as a job's labels are: the leader refuses heartbeats

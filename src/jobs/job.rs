@@ -246,6 +246,52 @@ impl Job {
         self.attempts.last()
     }
 
+    /// Bytes of output tails this job holds in the table (every attempt's),
+    /// what an owner's `quotas.max_output_bytes_per_owner` counts.
+    pub fn output_bytes(&self) -> u64 {
+        self.attempts
+            .iter()
+            .map(|a| a.output_tail.len() as u64)
+            .sum()
+    }
+
+    /// About how many bytes this row takes in every replica's table and in
+    /// every snapshot: its strings, maps and tails plus a fixed allowance
+    /// for the numbers. Pure and cheap (no encoding), so every replica
+    /// counts the same figure on every apply; `quotas.max_state_bytes`
+    /// bounds the sum.
+    pub fn footprint(&self) -> u64 {
+        const FIXED: u64 = 160;
+        const PER_ATTEMPT: u64 = 64;
+        let spec = &self.spec;
+        let strings = spec.command.as_ref().map_or(0, String::len)
+            + spec.args.iter().map(|a| a.len() + 1).sum::<usize>()
+            + spec.image.len()
+            + spec
+                .env
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>()
+            + spec
+                .constraints
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>()
+            + spec
+                .labels
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>()
+            + spec.idempotency_key.as_ref().map_or(0, String::len)
+            + self.owner.as_ref().map_or(0, String::len);
+        let attempts: u64 = self
+            .attempts
+            .iter()
+            .map(|a| PER_ATTEMPT + a.message.len() as u64 + a.output_tail.len() as u64)
+            .sum();
+        FIXED + strings as u64 + attempts
+    }
+
     /// The node and attempt number a job in ASSIGNED or RUNNING occupies.
     pub fn active_on(&self) -> Option<(NodeId, u32)> {
         match self.state {

@@ -119,6 +119,10 @@ pub struct JobCounts {
     pub finished: u64,
     /// `scheduler.queue_capacity`: the bound on `queued`.
     pub queue_capacity: u64,
+    /// The job table's footprint in bytes (`Job::footprint` summed).
+    pub state_bytes: u64,
+    /// `quotas.max_state_bytes`: the bound on `state_bytes`.
+    pub max_state_bytes: u64,
 }
 
 /// Every metric of one node. Cheap to share (`Arc`); every method takes
@@ -140,6 +144,8 @@ pub struct Metrics {
     jobs: Family<StateLabel, Count>,
     queue_depth: Count,
     queue_capacity: Count,
+    state_bytes: Count,
+    max_state_bytes: Count,
     running_containers: Count,
     executor_errors: Family<OpLabel, Counter>,
     storage_free: Count,
@@ -185,6 +191,8 @@ impl Metrics {
         let jobs = Family::<StateLabel, Count>::default();
         let queue_depth = Count::default();
         let queue_capacity = Count::default();
+        let state_bytes = Count::default();
+        let max_state_bytes = Count::default();
         let running_containers = Count::default();
         let executor_errors = Family::<OpLabel, Counter>::default();
         let storage_free = Count::default();
@@ -265,6 +273,16 @@ impl Metrics {
             queue_capacity.clone(),
         );
         registry.register(
+            "state_bytes",
+            "The job table's footprint in bytes (specs, attempts, output tails), the figure quotas.max_state_bytes bounds",
+            state_bytes.clone(),
+        );
+        registry.register(
+            "max_state_bytes",
+            "quotas.max_state_bytes: submits are refused once state_bytes reaches it",
+            max_state_bytes.clone(),
+        );
+        registry.register(
             "executor_running_containers",
             "Job containers this node's executor supervises (starting, running, or reporting their end)",
             running_containers.clone(),
@@ -326,6 +344,8 @@ impl Metrics {
             jobs,
             queue_depth,
             queue_capacity,
+            state_bytes,
+            max_state_bytes,
             running_containers,
             executor_errors,
             storage_free,
@@ -402,6 +422,8 @@ impl Metrics {
         }
         self.queue_depth.set(jobs.queued);
         self.queue_capacity.set(jobs.queue_capacity);
+        self.state_bytes.set(jobs.state_bytes);
+        self.max_state_bytes.set(jobs.max_state_bytes);
     }
 
     /// Every metric in the OpenMetrics text format ([`CONTENT_TYPE`]).
@@ -481,6 +503,8 @@ mod tests {
             queued: 3,
             finished: 5,
             queue_capacity: 100,
+            state_bytes: 4096,
+            max_state_bytes: 1 << 20,
         };
         m.refresh(&status(Role::Leader, 12, 9), jobs);
         m.leader_changed();

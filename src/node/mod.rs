@@ -8,6 +8,7 @@ pub mod input;
 pub mod metrics;
 pub mod output_hub;
 pub mod peer_service;
+mod quotas;
 pub mod raft_loop;
 mod reads;
 pub mod reports;
@@ -26,7 +27,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
 use crate::jobs::Applied;
-use crate::jobs::Command;
+use crate::jobs::{Command, MAX_COMMAND_ENCODED_BYTES};
 use crate::raft::{self, ConfChange, Index, NodeId, Role};
 use crate::scheduler::Liveness;
 use crate::store::{SpaceGuard, Store, StoreError};
@@ -266,6 +267,8 @@ impl Node {
             queued: self.store.queued_count(),
             finished: self.store.finished_count(),
             queue_capacity: self.config.scheduler.queue_capacity,
+            state_bytes: self.store.state_bytes(),
+            max_state_bytes: self.config.quotas.max_state_bytes,
         }
     }
 
@@ -394,6 +397,15 @@ impl Node {
         let bytes = command
             .encode()
             .map_err(|e| RaftError::Rejected(format!("cannot encode the command: {e}")))?;
+        // Refused before it reaches the log, whoever proposes it: an entry
+        // beyond the bound no replica could decode (and the honest ones, a
+        // restore chunk or a result with the largest tail, are far below).
+        if bytes.len() > MAX_COMMAND_ENCODED_BYTES {
+            return Err(RaftError::Rejected(format!(
+                "the entry would be {} bytes; one log entry holds at most {MAX_COMMAND_ENCODED_BYTES}",
+                bytes.len()
+            )));
+        }
         self.space
             .admit(command.is_new_work(), bytes.len() as u64)
             .map_err(|report| RaftError::NoSpace(report.refusal()))?;

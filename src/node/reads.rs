@@ -54,11 +54,6 @@ impl Node {
             .map_err(storage)
     }
 
-    /// Jobs waiting for a node (the submit queue's depth). O(1).
-    pub fn queued_count(&self) -> u64 {
-        self.store.queued_count()
-    }
-
     /// Every node that has heartbeated, as the table holds it.
     pub fn node_records(&self) -> Result<Vec<NodeRecord>, RaftError> {
         self.store.nodes().map_err(storage)

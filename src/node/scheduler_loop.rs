@@ -157,6 +157,10 @@ async fn pass(node: &Node, last_gc: &mut Instant) -> Result<Option<Instant>, Str
             NodeLoad::new(r, reserved.get(&r.id).copied().unwrap_or_default(), alive)
         })
         .collect();
+    let mut quota = scheduler::ActiveQuota::new(
+        node.config.quotas.max_active_per_owner,
+        store.active_by_owner(),
+    );
     let mut assignments = Vec::new();
     for entry in store.queued_jobs().take(MAX_QUEUE_SCAN) {
         if assignments.len() >= MAX_ASSIGN_BATCH || scheduler::cluster_full(&loads) {
@@ -170,7 +174,11 @@ async fn pass(node: &Node, last_gc: &mut Instant) -> Result<Option<Instant>, Str
         let Some(job) = store.get_job(&id).map_err(|e| e.to_string())? else {
             continue;
         };
+        if !quota.allows(job.owner.as_deref()) {
+            continue;
+        }
         if let Some(on) = scheduler::place(&mut loads, &job.spec.resources, &job.spec.constraints) {
+            quota.placed(job.owner.as_deref());
             let attempt = u32::try_from(job.attempts.len() + 1).unwrap_or(u32::MAX);
             assignments.push(Assignment {
                 job: id,

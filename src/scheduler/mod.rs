@@ -96,6 +96,34 @@ pub fn place(
     Some(best.id)
 }
 
+/// `quotas.max_active_per_owner` during one placement pass: each owner's
+/// active jobs, counted up as the pass places more. Jobs without an owner
+/// (submitted without a token) are not bound.
+#[derive(Clone, Debug)]
+pub struct ActiveQuota {
+    max: u64,
+    active: std::collections::HashMap<String, u64>,
+}
+
+impl ActiveQuota {
+    /// At most `max` active jobs per owner; `active` is what each holds now.
+    pub fn new(max: u64, active: std::collections::HashMap<String, u64>) -> ActiveQuota {
+        ActiveQuota { max, active }
+    }
+
+    /// Whether a job of `owner` may be placed now.
+    pub fn allows(&self, owner: Option<&str>) -> bool {
+        owner.is_none_or(|o| self.active.get(o).copied().unwrap_or(0) < self.max)
+    }
+
+    /// Counts a job of `owner` placed in this pass.
+    pub fn placed(&mut self, owner: Option<&str>) {
+        if let Some(owner) = owner {
+            *self.active.entry(owner.to_string()).or_default() += 1;
+        }
+    }
+}
+
 /// True if no eligible node could take even the smallest possible job: the
 /// pass can stop reading the queue.
 pub fn cluster_full(nodes: &[NodeLoad]) -> bool {
@@ -183,6 +211,17 @@ mod tests {
         assert!(!cluster_full(&nodes));
         place(&mut nodes, &job(50), &BTreeMap::new());
         assert!(cluster_full(&nodes));
+    }
+
+    #[test]
+    fn an_owner_at_its_active_quota_waits_while_others_are_placed() {
+        let mut quota = ActiveQuota::new(2, [("alice".to_string(), 1)].into());
+        assert!(quota.allows(Some("alice")));
+        quota.placed(Some("alice"));
+        assert!(!quota.allows(Some("alice")));
+        assert!(quota.allows(Some("bob")));
+        quota.placed(None);
+        assert!(quota.allows(None), "jobs without an owner are not bound");
     }
 
     #[test]

@@ -141,9 +141,10 @@ impl Store {
         let (results, sm, tally) = self
             .apply_staged(&tx, entries, decoded, scanned, restore)
             .map_err(|e| self.staged_err(e))?;
+        let usage = tx.usage.take();
         self.commit_staged(tx.into_writes(), sm.applied_index)?;
         // Publish only after the change committed (see `applied`).
-        self.publish_tally(tally)?;
+        self.publish_tally(tally, usage)?;
         self.publish_counts(&sm);
         Ok(results)
     }

@@ -29,11 +29,13 @@ impl SmTx<'_> {
         if let Some(old) = old {
             self.remove_index_entries(old);
             delta.add(CountDelta::of(old, -1));
+            self.usage.borrow_mut().job(old, -1);
         }
         self.jobs
             .insert(new.id.to_bytes(), codec::encode("job", new)?);
         self.insert_index_entries(new);
         delta.add(CountDelta::of(new, 1));
+        self.usage.borrow_mut().job(new, 1);
         Ok(delta)
     }
 
@@ -45,6 +47,7 @@ impl SmTx<'_> {
             self.idempotency
                 .remove(idempotency_key(job.owner.as_deref(), key));
         }
+        self.usage.borrow_mut().job(job, -1);
         CountDelta::of(job, -1)
     }
 

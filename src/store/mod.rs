@@ -94,6 +94,7 @@ mod snapshot;
 pub mod space;
 mod staged;
 mod tally;
+mod usage;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -129,6 +130,7 @@ pub use self::snapshot::check_received as check_received_snapshot;
 /// file, fsync, rename, directory fsync): snapshot files and backups.
 pub(crate) use self::snapshot::write_file as write_file_durably;
 pub use self::space::{SpaceGuard, SpaceLevel, SpaceReport};
+pub use self::usage::OwnerUsage;
 
 /// Directory names inside `data_dir`.
 const DB_DIR: &str = "db";
@@ -175,6 +177,8 @@ pub struct Store {
     /// reader that sees index `i` applied also sees its effects.
     applied: AtomicU64,
     counts: Counts,
+    /// Per owner and in all (`usage`), in memory.
+    usage: usage::Usage,
     fsyncs: AtomicU64,
     last_fsync_nanos: AtomicU64,
     max_fsync_nanos: AtomicU64,
@@ -409,6 +413,7 @@ impl Store {
             capture: Mutex::new(None),
             applied: AtomicU64::new(0),
             counts: Counts::default(),
+            usage: usage::Usage::default(),
             fsyncs: AtomicU64::new(0),
             last_fsync_nanos: AtomicU64::new(0),
             max_fsync_nanos: AtomicU64::new(0),

@@ -92,6 +92,8 @@ pub(crate) struct SmTx<'a> {
     pub restore: StagedTree<'a>,
     /// `sm_meta`: the applied index and counters (`state`).
     pub sm_meta: StagedTree<'a>,
+    /// What the staged job rows do to the usage figures (`store::usage`).
+    pub usage: std::cell::RefCell<super::usage::UsageDelta>,
 }
 
 impl SmTx<'_> {
@@ -167,6 +169,7 @@ impl Store {
             acl: StagedTree::new(&t.acl),
             restore: StagedTree::new(&t.restore),
             sm_meta: StagedTree::new(&t.sm_meta),
+            usage: Default::default(),
         }
     }
 

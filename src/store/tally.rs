@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::layout::CountDelta;
+use super::usage::UsageDelta;
 use super::{Store, StoreError};
 use crate::jobs::JobState;
 
@@ -41,10 +42,11 @@ impl Store {
             .collect()
     }
 
-    /// Applies a committed run's [`Tally`].
-    pub(super) fn publish_tally(&self, tally: Tally) -> Result<(), StoreError> {
+    /// Applies a committed run's [`Tally`] and its usage change.
+    pub(super) fn publish_tally(&self, tally: Tally, usage: UsageDelta) -> Result<(), StoreError> {
         match tally {
             Tally::By(by) => {
+                self.usage.publish(usage);
                 for (counter, d) in self.counts.by_state.0.iter().zip(by) {
                     let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                         Some(n.saturating_add_signed(d))
@@ -56,14 +58,18 @@ impl Store {
         }
     }
 
-    /// Counts the table's jobs by state (O(n): at open, after an install).
+    /// Counts the table's jobs by state, and its usage (O(n): at open,
+    /// after an install).
     pub(super) fn recount_states(&self) -> Result<(), StoreError> {
         let mut counts = [0u64; JobState::ALL.len()];
+        let mut usage = UsageDelta::default();
         for row in self.sm.jobs.iter() {
             let (key, value) = row.map_err(|e| self.sled_err(e))?;
             let job = self.decode_job(&key, &value)?;
             counts[job.state.index()] += 1;
+            usage.job(&job, 1);
         }
+        self.usage.replace(usage);
         for (counter, n) in self.counts.by_state.0.iter().zip(counts) {
             counter.store(n, Ordering::Release);
         }

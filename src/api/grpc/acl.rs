@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::{raft_status, DroverService};
 
 use crate::acl::{self, Action, Token};
-use crate::api::auth::{authorize, Caller};
+use crate::api::auth::Caller;
 use crate::api::convert::token_to_proto;
 use crate::jobs::Command;
 use crate::node::writes::Change;
@@ -61,7 +61,7 @@ impl DroverService {
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::AclTokenSecret>, Status> {
-        authorize(&self.node, &request, Action::ManageTokens)?;
+        self.authorize(&request, Action::ManageTokens)?;
         let req = request.get_ref();
         acl::validate_name(&req.name).map_err(Status::invalid_argument)?;
         let role: acl::Role = req.role.parse().map_err(Status::invalid_argument)?;
@@ -90,7 +90,7 @@ impl DroverService {
         &self,
         request: Request<pb::ListTokensRequest>,
     ) -> Result<Response<pb::ListTokensResponse>, Status> {
-        authorize(&self.node, &request, Action::ManageTokens)?;
+        self.authorize(&request, Action::ManageTokens)?;
         let tokens = self
             .node
             .tokens()
@@ -104,7 +104,7 @@ impl DroverService {
         &self,
         request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
-        authorize(&self.node, &request, Action::ManageTokens)?;
+        self.authorize(&request, Action::ManageTokens)?;
         if request.get_ref().accessor.is_empty() {
             return Err(Status::invalid_argument(
                 "name the token by its accessor id",
@@ -149,7 +149,7 @@ impl DroverService {
         &self,
         request: Request<pb::WhoAmIRequest>,
     ) -> Result<Response<pb::AclToken>, Status> {
-        let caller: Caller = authorize(&self.node, &request, Action::ReadCluster)?;
+        let caller: Caller = self.authorize(&request, Action::ReadCluster)?;
         Ok(Response::new(match &caller.token {
             Some(token) => token_to_proto(token),
             None => pb::AclToken {

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::{no_leader, raft_status, DroverService, FORWARDED, LEADER_WAIT};
 use crate::acl::Action;
-use crate::api::auth::{authorize, forward_identity};
+use crate::api::auth::forward_identity;
 use crate::node::backup::RestoreError;
 use crate::proto::v1 as pb;
 
@@ -45,7 +45,7 @@ impl DroverService {
         &self,
         request: Request<pb::SaveSnapshotRequest>,
     ) -> Result<Response<SaveStream>, Status> {
-        authorize(&self.node, &request, Action::OperateRaft)?;
+        self.authorize(&request, Action::OperateRaft)?;
         if let Some(mut client) = self.route(&request).await? {
             let mut forward = Request::new(pb::SaveSnapshotRequest {});
             forward
@@ -69,7 +69,7 @@ impl DroverService {
         &self,
         request: Request<tonic::Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::RestoreSnapshotResponse>, Status> {
-        authorize(&self.node, &request, Action::ManageTokens)?;
+        self.authorize(&request, Action::ManageTokens)?;
         let metadata = request.metadata().clone();
         let mut stream = request.into_inner();
         let mut file = Vec::new();

@@ -8,7 +8,6 @@ use tonic::{Request, Response, Status};
 use super::{raft_status, DroverService, LEADER_WAIT};
 
 use crate::acl::Action;
-use crate::api::auth::authorize;
 use crate::api::convert::node_to_proto;
 use crate::jobs::{Command, Drain};
 use crate::node::metrics::JobCounts;
@@ -149,6 +148,8 @@ pub(super) fn job_counts_to_proto(
         active: counts.total.saturating_sub(counts.queued + counts.finished),
         finished: counts.finished,
         queue_capacity: counts.queue_capacity,
+        state_bytes: counts.state_bytes,
+        max_state_bytes: counts.max_state_bytes,
         by_state: by_state
             .iter()
             .map(|(state, n)| (state.as_str().to_string(), *n))
@@ -200,7 +201,7 @@ impl DroverService {
         &self,
         request: Request<pb::GetClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
-        authorize(&self.node, &request, Action::ReadCluster)?;
+        self.authorize(&request, Action::ReadCluster)?;
         let forwarded = request.metadata().contains_key(super::FORWARDED);
         if request.get_ref().leader_view && !forwarded && !self.node.is_leader() {
             if let Some(mut client) = self.route(&request).await? {
@@ -224,7 +225,7 @@ impl DroverService {
         &self,
         request: Request<pb::AddPeerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        authorize(&self.node, &request, Action::OperateRaft)?;
+        self.authorize(&request, Action::OperateRaft)?;
         let req = request.get_ref().clone();
         if req.id == 0 {
             return Err(Status::invalid_argument("id must be a positive integer"));
@@ -248,7 +249,7 @@ impl DroverService {
         &self,
         request: Request<pb::RemovePeerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
-        authorize(&self.node, &request, Action::OperateRaft)?;
+        self.authorize(&request, Action::OperateRaft)?;
         self.write(
             request,
             move |node, req| {
@@ -277,7 +278,7 @@ impl DroverService {
         &self,
         request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        authorize(&self.node, &request, Action::ReadCluster)?;
+        self.authorize(&request, Action::ReadCluster)?;
         self.consistent_read(request.get_ref().consistent).await?;
         let nodes = node_infos(&self.node)?;
         Ok(Response::new(pb::ListNodesResponse { nodes }))
@@ -287,7 +288,7 @@ impl DroverService {
         &self,
         request: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::DrainNodeResponse>, Status> {
-        authorize(&self.node, &request, Action::OperateNodes)?;
+        self.authorize(&request, Action::OperateNodes)?;
         self.write(
             request,
             move |node, req| async move {
@@ -338,7 +339,7 @@ impl DroverService {
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
-        authorize(&self.node, &request, Action::OperateRaft)?;
+        self.authorize(&request, Action::OperateRaft)?;
         let to = request.get_ref().to;
         if !self.node.status().membership.is_voter(to) {
             return Err(Status::invalid_argument(format!(

@@ -6,7 +6,6 @@ use tonic::{Request, Response, Status};
 use super::{raft_status, DroverService};
 
 use crate::acl::Action;
-use crate::api::auth::authorize;
 use crate::api::convert::{job_to_proto, spec_from_proto};
 use crate::jobs::{Command, Job, JobId, JobScan};
 use crate::node::writes::Change;
@@ -180,7 +179,7 @@ impl DroverService {
         &self,
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
-        let caller = authorize(&self.node, &request, Action::SubmitJob)?;
+        let caller = self.authorize(&request, Action::SubmitJob)?;
         let spec = spec_from_proto(
             request.get_ref().spec.as_ref(),
             &self.node.config.executor.default_image,
@@ -212,11 +211,8 @@ impl DroverService {
                             });
                         }
                     }
-                    let capacity = node.config.scheduler.queue_capacity;
-                    if node.queued_count() >= capacity {
-                        return Err(Status::resource_exhausted(format!(
-                            "the queue is full ({capacity} jobs waiting, scheduler.queue_capacity); retry later"
-                        )));
+                    if let Some(refusal) = node.quota_refusal(caller.owner(), &spec) {
+                        return Err(Status::resource_exhausted(refusal));
                     }
                     let (id, submitted_at_ms) = (node.next_job_id(), now_ms());
                     let command = match caller.owner() {
@@ -248,7 +244,7 @@ impl DroverService {
         &self,
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::GetJobResponse>, Status> {
-        let caller = authorize(&self.node, &request, Action::ReadJobs)?;
+        let caller = self.authorize(&request, Action::ReadJobs)?;
         let req = request.into_inner();
         let id = parse_job_id(&req.id)?;
         self.consistent_read(req.consistent).await?;
@@ -267,7 +263,7 @@ impl DroverService {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let caller = authorize(&self.node, &request, Action::ReadJobs)?;
+        let caller = self.authorize(&request, Action::ReadJobs)?;
         let req = request.into_inner();
         let page_size = match req.page_size as usize {
             0 => DEFAULT_PAGE,
@@ -330,7 +326,7 @@ impl DroverService {
         &self,
         request: Request<pb::StopJobRequest>,
     ) -> Result<Response<pb::StopJobResponse>, Status> {
-        let caller = authorize(&self.node, &request, Action::StopJob)?;
+        let caller = self.authorize(&request, Action::StopJob)?;
         let id = parse_job_id(&request.get_ref().id)?;
         // Checked here too, so a follower refuses without a round trip
         // (the leader checks again against its own table).
@@ -380,7 +376,7 @@ impl DroverService {
         &self,
         request: Request<pb::WatchJobsRequest>,
     ) -> Result<Response<<Self as pb::drover_server::Drover>::WatchJobsStream>, Status> {
-        let caller = authorize(&self.node, &request, Action::ReadJobs)?;
+        let caller = self.authorize(&request, Action::ReadJobs)?;
         let req = request.into_inner();
         let job = match req.job_id.as_str() {
             "" => None,
@@ -397,7 +393,7 @@ impl DroverService {
         }
         let scope = caller.list_scope().map(str::to_string);
         // One token may not take every watch slot of the node.
-        let slot = self.watches.take(caller.owner())?;
+        let slot = self.watches.take(caller.client.as_ref())?;
         // Served from this node's own applies: any node, no forwarding.
         let from = (req.from_index > 0).then_some(req.from_index);
         let subscription = self

@@ -41,12 +41,17 @@ pub struct DroverService {
     watches: Arc<crate::api::caps::PerCaller>,
     /// Live output streams open per token.
     output_streams: Arc<crate::api::caps::PerCaller>,
+    /// Calls per second per client (`limits.rate`).
+    rate: Arc<crate::api::rate::RateLimits>,
 }
 
 impl DroverService {
     /// Wraps a running node.
     pub fn new(node: Arc<Node>) -> Self {
+        let limits = &node.config.limits;
+        let rate = Arc::new(crate::api::rate::RateLimits::new(limits.rate, limits.burst));
         DroverService {
+            rate,
             node,
             leader_http: Arc::new(std::sync::Mutex::new(None)),
             watches: crate::api::caps::PerCaller::new(
@@ -58,6 +63,19 @@ impl DroverService {
                 crate::api::caps::OUTPUT_STREAMS_PER_TOKEN,
             ),
         }
+    }
+
+    /// The check every call makes first: who calls and may they (see
+    /// `api::auth`), then whether their share of this node's calls per
+    /// second has room (`api::rate`).
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        action: crate::acl::Action,
+    ) -> Result<crate::api::auth::Caller, Status> {
+        let caller = crate::api::auth::authorize(&self.node, request, action)?;
+        self.rate.check(caller.client.as_ref())?;
+        Ok(caller)
     }
 
     /// This node's metrics in the Prometheus text format, for the

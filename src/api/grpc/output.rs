@@ -11,7 +11,7 @@ use super::jobs::parse_job_id;
 use super::DroverService;
 
 use crate::acl::Action;
-use crate::api::auth::{authorize, forward_identity};
+use crate::api::auth::forward_identity;
 use crate::jobs::{Job, JobId};
 use crate::node::Node;
 use crate::proto::v1 as pb;
@@ -232,7 +232,7 @@ impl DroverService {
         &self,
         request: Request<pb::GetJobOutputRequest>,
     ) -> Result<Response<pb::GetJobOutputResponse>, Status> {
-        let caller = authorize(&self.node, &request, Action::ReadJobs)?;
+        let caller = self.authorize(&request, Action::ReadJobs)?;
         let forwarded = request.metadata().get(FORWARDED).is_some();
         let (metadata, _, mut req) = request.into_parts();
         let id = parse_job_id(&req.id)?;
@@ -296,7 +296,7 @@ impl DroverService {
         &self,
         request: Request<pb::StreamJobOutputRequest>,
     ) -> Result<Response<<Self as pb::drover_server::Drover>::StreamJobOutputStream>, Status> {
-        let caller = authorize(&self.node, &request, Action::ReadJobs)?;
+        let caller = self.authorize(&request, Action::ReadJobs)?;
         let forwarded = request.metadata().get(FORWARDED).is_some();
         let (metadata, _, req) = request.into_parts();
         let id = parse_job_id(&req.id)?;
@@ -304,7 +304,7 @@ impl DroverService {
         caller.check_job(&job)?;
         // A live stream holds a slot of its token's share for its life.
         let slot = match req.follow {
-            true => self.output_streams.take(caller.owner())?,
+            true => self.output_streams.take(caller.client.as_ref())?,
             false => None,
         };
         if req.follow && req.attempt == 0 && !forwarded {

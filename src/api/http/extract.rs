@@ -90,34 +90,51 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for P<T> {
     }
 }
 
-/// The caller's `Authorization` header, handed to the gRPC method as
-/// metadata so REST and gRPC make the same access check.
+/// The address a REST request came from, put on every request by the
+/// server's connection loop.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ClientAddr(pub std::net::SocketAddr);
+
+/// The caller's `Authorization` header and address, handed to the gRPC
+/// method as metadata and connection info so REST and gRPC make the same
+/// access check and count against the same per-client limits.
 #[derive(Clone, Default)]
-pub struct Auth(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+pub struct Auth {
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    client: Option<std::net::SocketAddr>,
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Auth {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Infallible> {
-        Ok(Auth(parts.headers.get(header::AUTHORIZATION).map(
-            |value| {
-                // Not representable as metadata (non-visible bytes): passed on
-                // as a value the check refuses with a clear message.
-                tonic::metadata::MetadataValue::try_from(value.as_bytes())
-                    .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static("invalid"))
-            },
-        )))
+        let token = parts.headers.get(header::AUTHORIZATION).map(|value| {
+            // Not representable as metadata (non-visible bytes): passed on
+            // as a value the check refuses with a clear message.
+            tonic::metadata::MetadataValue::try_from(value.as_bytes())
+                .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static("invalid"))
+        });
+        let client = parts.extensions.get::<ClientAddr>().map(|a| a.0);
+        Ok(Auth { token, client })
     }
 }
 
 impl Auth {
-    /// The gRPC request carrying this caller's token.
+    /// The gRPC request carrying this caller's token and address.
     pub(super) fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        if let Some(value) = &self.0 {
+        if let Some(value) = &self.token {
             request
                 .metadata_mut()
                 .insert(crate::api::auth::AUTHORIZATION, value.clone());
+        }
+        if let Some(addr) = self.client {
+            request
+                .extensions_mut()
+                .insert(tonic::transport::server::TcpConnectInfo {
+                    local_addr: None,
+                    remote_addr: Some(addr),
+                });
         }
         request
     }

@@ -46,8 +46,6 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Bound on a request's header block (HTTP/1 read buffer, HTTP/2 header
 /// list). hyper answers 431 beyond it.
 pub const MAX_HEADER_BYTES: usize = 64 << 10;
-/// A client that has not sent its headers within this time is dropped.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests (open SSE streams never
 /// finish on their own) before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -254,16 +252,19 @@ fn panic_problem(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
-/// The accepted connections of the REST listener.
+/// The accepted connections of the REST listener, with the client's
+/// address.
 type Connections =
-    std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<Box<dyn Io>>> + Send>>;
+    std::pin::Pin<Box<dyn futures::Stream<Item = (Box<dyn Io>, std::net::SocketAddr)> + Send>>;
 
-/// Serves the REST API over `service` on `listener` (already bound, so a
-/// port in use failed before) until `stop` fires; then ends live streams
-/// and lets in-flight requests finish for up to [`SHUTDOWN_GRACE`]. Header
-/// size and header read time are bounded.
+/// Serves the REST API over `service` on the admitted connections of its
+/// listener (already bound, so a port in use failed before) until `stop`
+/// fires; then ends live streams and lets in-flight requests finish for up
+/// to [`SHUTDOWN_GRACE`]. Header size, header and body read time and
+/// HTTP/2 streams per connection are bounded (`[limits]`).
 pub async fn serve(
     listener: TcpListener,
+    limits: crate::config::LimitsConfig,
     tls: Option<Arc<crate::tls::TlsIdentity>>,
     service: Arc<DroverService>,
     cors_origins: Vec<String>,
@@ -278,51 +279,59 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.read_timeout)
         .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams_per_connection)
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let limit = crate::api::accept::ConnectionLimit::new(
+        "REST API",
+        limits.max_connections,
+        limits.max_connections_per_address,
+    );
+    let accepted = crate::api::accept::accept(listener, limit);
     let hosts = guard::AllowedHosts::for_listener(loopback, advertised.as_deref());
-    let router = router(service, closing, &cors_origins, hosts);
+    let router = router(service, closing, &cors_origins, hosts).layer(
+        tower_http::timeout::RequestBodyTimeoutLayer::new(limits.read_timeout),
+    );
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // One stream of connections, plaintext or TLS (handshakes done off the
     // accept loop by `tls_incoming`), served the same way.
     let mut incoming: Connections = match tls {
         Some(identity) => Box::pin(
-            crate::tls::tls_incoming(listener, identity, crate::tls::Listener::Https, "https")
-                .map(|r| r.map(|s| Box::new(s) as Box<dyn Io>)),
+            crate::tls::tls_incoming(accepted, identity, crate::tls::Listener::Https, "https")
+                .filter_map(|r| async move {
+                    let tls = r.ok()?;
+                    let peer = tls.get_ref().0.peer();
+                    Some((Box::new(tls) as Box<dyn Io>, peer))
+                }),
         ),
-        None => Box::pin(
-            tokio_stream::wrappers::TcpListenerStream::new(listener).map(|r| {
-                r.map(|s| {
-                    let _ = s.set_nodelay(true);
-                    Box::new(s) as Box<dyn Io>
-                })
-            }),
-        ),
+        None => Box::pin(accepted.map(|s| {
+            let peer = s.peer();
+            (Box::new(s) as Box<dyn Io>, peer)
+        })),
     };
     loop {
         let next = tokio::select! {
             next = incoming.next() => next,
             _ = stop.recv() => break,
         };
-        let io = match next {
-            Some(Ok(io)) => io,
-            Some(Err(e)) => {
-                // Out of file descriptors and the like: back off, go on.
-                tracing::warn!("http accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-            None => break,
+        let Some((io, peer)) = next else {
+            break;
         };
-        let service = TowerToHyperService::new(router.clone());
+        // Every request knows its client (rate limits, caps per address).
+        let service = tower::ServiceBuilder::new()
+            .map_request(move |mut request: axum::http::Request<_>| {
+                request.extensions_mut().insert(ClientAddr(peer));
+                request
+            })
+            .service(router.clone());
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

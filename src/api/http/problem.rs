@@ -28,6 +28,10 @@ pub struct Problem {
     /// (`resources.cpu_millis`, `env`), so a form can mark that field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Seconds to wait before retrying, sent as `Retry-After` (not in the
+    /// body); 1 for an unavailable or exhausted answer that names none.
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -44,6 +48,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -164,6 +169,7 @@ impl From<tonic::Status> for Problem {
         }
         let (http, slug, title) = problem_for_code(status.code());
         let mut problem = Problem::new(http, slug, title, status.message());
+        problem.retry_after = crate::api::rate::retry_after(&status);
         if status.code() == tonic::Code::InvalidArgument {
             problem.field = field_named(status.message());
         }
@@ -208,9 +214,8 @@ impl IntoResponse for Problem {
             status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
         ) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let seconds = HeaderValue::from(self.retry_after.unwrap_or(1));
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
         }
         response
     }

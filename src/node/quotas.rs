@@ -1,0 +1,54 @@
+//! The leader's admission of new jobs: the queue's bound, the submitting
+//! owner's quotas and the cap on the whole replicated state
+//! (`scheduler.queue_capacity`, `[quotas]`). Checked before a submit is
+//! proposed, against the table as of the latest apply, so a refusal costs
+//! no log entry. Submits in flight at the same moment may each pass: a
+//! quota can be overshot by at most the proposals in flight, never by an
+//! owner's steady stream.
+
+use super::Node;
+use crate::jobs::{Job, JobId, JobSpec};
+
+impl Node {
+    /// Why one more job like `spec` from `owner` cannot be taken now, as
+    /// the submitting user should read it (naming the key and what to do);
+    /// `None` when it can.
+    pub fn quota_refusal(&self, owner: Option<&str>, spec: &JobSpec) -> Option<String> {
+        let capacity = self.config.scheduler.queue_capacity;
+        if self.store.queued_count() >= capacity {
+            return Some(format!(
+                "the queue is full ({capacity} jobs waiting, scheduler.queue_capacity); retry later"
+            ));
+        }
+        let quotas = &self.config.quotas;
+        let mut job = Job::new(JobId::from_parts(0, 0), spec.clone(), 0, 0);
+        job.owner = owner.map(str::to_string);
+        let state = self.store.state_bytes();
+        if state.saturating_add(job.footprint()) > quotas.max_state_bytes {
+            return Some(format!(
+                "the cluster's job table is full: it holds {state} bytes of jobs, specs and \
+                 output tails, and quotas.max_state_bytes is {}; finished jobs free room as \
+                 they are collected (scheduler.retention, scheduler.retain_max): retry later",
+                quotas.max_state_bytes
+            ));
+        }
+        let owner = owner?;
+        let usage = self.store.owner_usage(owner);
+        if usage.queued >= quotas.max_queued_per_owner {
+            return Some(format!(
+                "this token has {} jobs waiting, its quota (quotas.max_queued_per_owner); \
+                 retry once some have started, or stop some",
+                usage.queued
+            ));
+        }
+        if usage.output_bytes >= quotas.max_output_bytes_per_owner {
+            return Some(format!(
+                "this token's jobs hold {} bytes of output tails in the job table, its quota \
+                 (quotas.max_output_bytes_per_owner is {}); finished jobs free it as they are \
+                 collected (scheduler.retention, scheduler.retain_max)",
+                usage.output_bytes, quotas.max_output_bytes_per_owner
+            ));
+        }
+        None
+    }
+}

@@ -1,0 +1,171 @@
+//! What the job table holds per owner (queued and active jobs, output tail
+//! bytes) and in all (the replicated state's footprint): the figures the
+//! leader's quota checks read on every submit and the scheduler on every
+//! pass. Like `tally`, kept in memory only: counted from the table when the
+//! store opens and after an install or a restore, moved by every committed
+//! apply, so no stored counter can drift from the table.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use crate::jobs::{Job, JobState};
+
+/// One owner's share of the job table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OwnerUsage {
+    /// Jobs in the table, in any state.
+    pub jobs: u64,
+    /// Jobs waiting in QUEUED.
+    pub queued: u64,
+    /// Jobs ASSIGNED or RUNNING.
+    pub active: u64,
+    /// Output tail bytes its jobs' attempts hold (replicated to every node).
+    pub output_bytes: u64,
+}
+
+/// A staged change's effect on the usage, published once it committed.
+#[derive(Debug, Default)]
+pub(crate) struct UsageDelta {
+    /// Per owner: jobs, queued, active, output bytes.
+    owners: HashMap<String, [i64; 4]>,
+    /// The table's footprint ([`Job::footprint`]).
+    state_bytes: i64,
+}
+
+impl UsageDelta {
+    /// Counts adding (`sign` 1) or removing (-1) `job`.
+    pub(crate) fn job(&mut self, job: &Job, sign: i64) {
+        self.state_bytes += sign * job.footprint() as i64;
+        let Some(owner) = &job.owner else {
+            return;
+        };
+        let queued = i64::from(job.state == JobState::Queued);
+        let active = i64::from(job.active_on().is_some());
+        let row = self.owners.entry(owner.clone()).or_default();
+        for (sum, d) in row
+            .iter_mut()
+            .zip([1, queued, active, job.output_bytes() as i64])
+        {
+            *sum += sign * d;
+        }
+    }
+}
+
+/// The live figures, as of the latest committed apply.
+#[derive(Debug, Default)]
+pub(crate) struct Usage {
+    owners: Mutex<HashMap<String, OwnerUsage>>,
+    state_bytes: AtomicU64,
+}
+
+impl Usage {
+    /// One owner's usage (zero for an owner with no job).
+    pub(crate) fn owner(&self, owner: &str) -> OwnerUsage {
+        let owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        owners.get(owner).copied().unwrap_or_default()
+    }
+
+    /// Every owner's active job count (for a scheduling pass).
+    pub(crate) fn active_by_owner(&self) -> HashMap<String, u64> {
+        let owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        owners
+            .iter()
+            .filter(|(_, u)| u.active > 0)
+            .map(|(o, u)| (o.clone(), u.active))
+            .collect()
+    }
+
+    /// The table's footprint in bytes.
+    pub(crate) fn state_bytes(&self) -> u64 {
+        self.state_bytes.load(Ordering::Acquire)
+    }
+
+    /// Moves the figures by a committed change.
+    pub(crate) fn publish(&self, delta: UsageDelta) {
+        let _ = self
+            .state_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_add_signed(delta.state_bytes))
+            });
+        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        for (owner, [jobs, queued, active, output]) in delta.owners {
+            let usage = owners.entry(owner.clone()).or_default();
+            usage.jobs = usage.jobs.saturating_add_signed(jobs);
+            usage.queued = usage.queued.saturating_add_signed(queued);
+            usage.active = usage.active.saturating_add_signed(active);
+            usage.output_bytes = usage.output_bytes.saturating_add_signed(output);
+            if usage.jobs == 0 {
+                owners.remove(&owner);
+            }
+        }
+    }
+
+    /// Replaces the figures with those of a whole table (a recount).
+    pub(crate) fn replace(&self, delta: UsageDelta) {
+        self.owners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.state_bytes.store(0, Ordering::Release);
+        self.publish(delta);
+    }
+}
+
+impl super::Store {
+    /// What `owner`'s jobs hold in the table, as of the latest apply. O(1).
+    pub fn owner_usage(&self, owner: &str) -> OwnerUsage {
+        self.usage.owner(owner)
+    }
+
+    /// Active (ASSIGNED or RUNNING) jobs per owner that has any.
+    pub fn active_by_owner(&self) -> HashMap<String, u64> {
+        self.usage.active_by_owner()
+    }
+
+    /// The job table's footprint ([`Job::footprint`] summed), what
+    /// `quotas.max_state_bytes` bounds. O(1).
+    pub fn state_bytes(&self) -> u64 {
+        self.usage.state_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::{JobId, JobSpec};
+
+    fn job(owner: Option<&str>, n: u128) -> Job {
+        let mut job = Job::new(JobId::from_parts(1, n), JobSpec::default(), 0, 1);
+        job.owner = owner.map(str::to_string);
+        job
+    }
+
+    #[test]
+    fn follows_each_owner_and_the_whole_table() {
+        let usage = Usage::default();
+        let mut delta = UsageDelta::default();
+        delta.job(&job(Some("alice"), 1), 1);
+        delta.job(&job(Some("alice"), 2), 1);
+        delta.job(&job(None, 3), 1);
+        usage.publish(delta);
+        assert_eq!(usage.owner("alice").queued, 2);
+        assert_eq!(usage.owner("bob"), OwnerUsage::default());
+        let three = usage.state_bytes();
+        assert_eq!(
+            three,
+            3 * job(None, 3).footprint() + 2 * "alice".len() as u64
+        );
+
+        // One of alice's jobs is removed: her row shrinks, then goes.
+        let mut delta = UsageDelta::default();
+        delta.job(&job(Some("alice"), 1), -1);
+        usage.publish(delta);
+        assert_eq!(usage.owner("alice").jobs, 1);
+        let mut delta = UsageDelta::default();
+        delta.job(&job(Some("alice"), 2), -1);
+        usage.publish(delta);
+        assert!(usage.owners.lock().unwrap().is_empty());
+        assert_eq!(usage.state_bytes(), job(None, 3).footprint());
+    }
+}
