@@ -209,16 +209,24 @@ async fn no_network_by_default() {
     assert_eq!(out, "lo\n");
     assert_ne!(outcome.exit_code, Some(0), "{outcome:?}");
 
-    // Control: with the network allowed, an interface besides lo exists.
+    // A job that asks for a network on a node whose policy gives none is
+    // refused where it would run, whatever let it in (the granted network
+    // is tests/network.rs's).
     let job2 = job_id("net-on");
     let s = RunSpec {
         network: true,
         ..spec(&job2, "ls /sys/class/net")
     };
-    let (outcome, out, _) = run(&d, &s).await;
+    let started = d.start(&s, None).await;
     cleanup(&d, &job2).await;
-    assert_eq!(outcome.reason, Reason::Exited(0));
-    assert!(out.lines().any(|l| l != "lo"), "{out:?}");
+    match started {
+        Ok(Started::Finished(o)) => match o.reason {
+            Reason::Refused(msg) => assert!(msg.contains("allow_network"), "{msg}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        },
+        other => panic!("expected a finished outcome, got {other:?}"),
+    }
+    assert_eq!(containers_of(&d, &job2).await, 0);
 }
 
 #[tokio::test]

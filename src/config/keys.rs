@@ -41,6 +41,8 @@ pub const KEYS: &[&str] = &[
     "executor.policy.pull",
     "executor.policy.ulimit_nofile",
     "executor.policy.ulimit_nproc",
+    "executor.policy.allow_network",
+    "executor.policy.network_roles",
     "scheduler.heartbeat_interval",
     "scheduler.node_down_after",
     "scheduler.retention",

@@ -1,7 +1,8 @@
 //! The Docker driver (bollard).
 //!
 //! Every container is locked down: network mode `none` unless the spec asks
-//! for a network, all capabilities dropped, read-only root fs with a tmpfs at
+//! for a network and the policy allows one (then the node's job network,
+//! see `network`), all capabilities dropped, read-only root fs with a tmpfs at
 //! `/tmp`, `no-new-privileges`, memory (swap equal to it, so no swap), CPU and
 //! pids limits, labels `drover.job` / `drover.attempt`, and the environment
 //! variables `DROVER_JOB_ID` / `DROVER_ATTEMPT`.
@@ -25,6 +26,7 @@ use futures::StreamExt;
 use crate::jobs::policy::{PullPolicy, SandboxPolicy};
 use tokio::time::Instant;
 
+use super::network::JobNetwork;
 use super::{
     container_name, ContainerInfo, Driver, ExecError, Handle, Outcome, OutputChunk, OutputSink,
     OutputStream, Reason, RunSpec, Started, LABEL_ATTEMPT, LABEL_JOB,
@@ -137,11 +139,36 @@ impl DockerDriver {
         .map_err(unreachable)?;
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
         docker.ping().await.map_err(unreachable)?;
-        Ok(DockerDriver {
+        let driver = DockerDriver {
             docker,
             config,
             cancelled: Arc::new(Mutex::new(HashSet::new())),
-        })
+        };
+        if driver.config.policy.allow_network {
+            // Up front, so a problem shows at start; checked again per job.
+            match driver.job_network().await {
+                Ok(network) => {
+                    tracing::info!(network = %network.name, bridge = %network.bridge, "job network ready, kept off this host")
+                }
+                Err(why) => tracing::error!("jobs that ask for a network will be refused: {why}"),
+            }
+        }
+        Ok(driver)
+    }
+
+    /// The node's job network, made and fenced off from the host if need
+    /// be (see `network`); Err says why a job cannot have a network here.
+    async fn job_network(&self) -> Result<JobNetwork, String> {
+        if !self.config.policy.allow_network {
+            return Err(
+                "this node gives jobs no network (executor.policy.allow_network is false)".into(),
+            );
+        }
+        let network = JobNetwork::for_owner(&self.config.owner_labels);
+        network
+            .ensure(&self.docker, &self.config.owner_labels)
+            .await?;
+        Ok(network)
     }
 
     fn cancelled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -212,7 +239,12 @@ impl DockerDriver {
         out
     }
 
-    fn create_body(&self, spec: &RunSpec, argv: Vec<String>) -> ContainerCreateBody {
+    fn create_body(
+        &self,
+        spec: &RunSpec,
+        argv: Vec<String>,
+        network: Option<&JobNetwork>,
+    ) -> ContainerCreateBody {
         let mut env: Vec<String> = spec
             .env
             .iter()
@@ -228,7 +260,7 @@ impl DockerDriver {
         labels.extend(self.config.owner_labels.iter().cloned());
         let memory = i64::from(spec.memory_mib) * 1024 * 1024;
         let host_config = HostConfig {
-            network_mode: Some(if spec.network { "bridge" } else { "none" }.to_string()),
+            network_mode: Some(network.map_or("none", |n| n.name.as_str()).to_string()),
             cap_drop: Some(vec!["ALL".to_string()]),
             readonly_rootfs: Some(true),
             tmpfs: Some(HashMap::from([(
@@ -274,7 +306,7 @@ impl DockerDriver {
             entrypoint: Some(vec![]),
             env: Some(env),
             labels: Some(labels),
-            network_disabled: Some(!spec.network),
+            network_disabled: Some(network.is_none()),
             attach_stdin: Some(false),
             attach_stdout: Some(false),
             attach_stderr: Some(false),
@@ -444,13 +476,24 @@ impl Driver for DockerDriver {
                 finished_at: SystemTime::now(),
             }));
         }
+        let network = match spec.network {
+            true => match self.job_network().await {
+                Ok(network) => Some(network),
+                Err(why) => {
+                    return Ok(Started::Finished(Outcome {
+                        exit_code: None,
+                        reason: Reason::Refused(why),
+                        started_at: began,
+                        finished_at: SystemTime::now(),
+                    }))
+                }
+            },
+            false => None,
+        };
         let name = container_name(&spec.job_id, spec.attempt);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = match self
-            .docker
-            .create_container(Some(options), self.create_body(spec, argv))
-            .await
-        {
+        let body = self.create_body(spec, argv, network.as_ref());
+        let created = match self.docker.create_container(Some(options), body).await {
             Ok(created) => created,
             Err(e) if status_of(&e) == Some(409) => return Err(ExecError::AlreadyExists(name)),
             Err(e) if status_of(&e) == Some(404) => {

@@ -14,6 +14,7 @@
 //! Drover labels so a restarted node can reattach or remove orphans.
 
 pub mod docker;
+pub mod network;
 mod output;
 
 use std::future::Future;
@@ -73,6 +74,10 @@ pub enum Reason {
     TimedOut,
     /// The image is not present and could not be pulled.
     ImageUnavailable(String),
+    /// This node's sandbox policy does not let the attempt run as asked
+    /// (e.g. a network where `executor.policy.allow_network` is off); the
+    /// message says which key.
+    Refused(String),
     /// The attempt was stopped through [`Driver::stop`].
     Cancelled,
 }

@@ -39,6 +39,14 @@ pub struct SandboxPolicy {
     /// container running as `user` together; a job's own `resources.pids`
     /// (the cgroup's limit) bounds one container.
     pub ulimit_nproc: u64,
+    /// Whether a job may ask for a network (`network: true`) at all. Off:
+    /// every job runs with no network interface but loopback. On: such jobs
+    /// join the node's own job network, which cannot reach the host (see
+    /// `executor::network`).
+    pub allow_network: bool,
+    /// The token roles that may ask for a network when it is allowed (with
+    /// ACLs off every caller is `admin`).
+    pub network_roles: Vec<String>,
 }
 
 impl Default for SandboxPolicy {
@@ -49,6 +57,8 @@ impl Default for SandboxPolicy {
             pull: PullPolicy::Missing,
             ulimit_nofile: 1024,
             ulimit_nproc: 0,
+            allow_network: false,
+            network_roles: vec!["admin".into(), "operator".into()],
         }
     }
 }
@@ -77,6 +87,16 @@ impl SandboxPolicy {
                     format!("pattern {pattern:?}: {e}"),
                 ));
             }
+        }
+        if let Some(role) = self
+            .network_roles
+            .iter()
+            .find(|r| r.parse::<crate::acl::Role>().is_err())
+        {
+            return Some((
+                "executor.policy.network_roles",
+                format!("`{role}` is not a role (admin, operator, submitter, viewer)"),
+            ));
         }
         if self.ulimit_nofile == 0 {
             return Some(("executor.policy.ulimit_nofile", "must be positive".into()));
@@ -107,6 +127,36 @@ impl SandboxPolicy {
                 self.allowed_images.join(", ")
             )
         })
+    }
+}
+
+impl SandboxPolicy {
+    /// Why a job of a caller with `role` may not have the network it asks
+    /// for, naming the key: the refusal and whether it is the caller's role
+    /// (PERMISSION_DENIED) rather than the job (INVALID_ARGUMENT).
+    pub fn network_refusal(&self, role: crate::acl::Role) -> Option<(String, bool)> {
+        if !self.allow_network {
+            return Some((
+                "`network`: jobs get no network here (executor.policy.allow_network is false)"
+                    .into(),
+                false,
+            ));
+        }
+        if !self
+            .network_roles
+            .iter()
+            .any(|r| r.parse::<crate::acl::Role>() == Ok(role))
+        {
+            return Some((
+                format!(
+                    "`network`: a {role} token may not ask for a network \
+                     (executor.policy.network_roles is [{}])",
+                    self.network_roles.join(", ")
+                ),
+                true,
+            ));
+        }
+        None
     }
 }
 
@@ -157,6 +207,31 @@ mod tests {
         assert_eq!(
             broken.problem("").map(|p| p.0),
             Some("executor.policy.allowed_images")
+        );
+    }
+
+    #[test]
+    fn a_network_needs_the_policy_and_a_role_it_names() {
+        use crate::acl::Role;
+        let closed = SandboxPolicy::default();
+        let (why, by_role) = closed.network_refusal(Role::Admin).expect("off by default");
+        assert!(why.contains("executor.policy.allow_network"), "{why}");
+        assert!(!by_role);
+        let open = SandboxPolicy {
+            allow_network: true,
+            ..SandboxPolicy::default()
+        };
+        assert_eq!(open.network_refusal(Role::Operator), None);
+        let (why, by_role) = open.network_refusal(Role::Submitter).expect("not its role");
+        assert!(why.contains("executor.policy.network_roles"), "{why}");
+        assert!(by_role);
+        let typo = SandboxPolicy {
+            network_roles: vec!["admins".into()],
+            ..SandboxPolicy::default()
+        };
+        assert_eq!(
+            typo.problem("").map(|p| p.0),
+            Some("executor.policy.network_roles")
         );
     }
 

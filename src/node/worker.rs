@@ -560,6 +560,7 @@ impl End {
             Reason::OomKilled => (EndReason::OomKilled, "killed at its memory limit".into()),
             Reason::TimedOut => (EndReason::TimedOut, "killed at its timeout".into()),
             Reason::ImageUnavailable(message) => (EndReason::ImageUnavailable, message),
+            Reason::Refused(message) => (EndReason::StartFailed, message),
             Reason::Cancelled => (EndReason::Cancelled, "stopped".into()),
         };
         End {

@@ -188,8 +188,16 @@ impl DroverService {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         // The receiving node's sandbox policy; the node that runs the job
         // applies its own again.
-        if let Some(refusal) = self.node.config.executor.policy.image_refusal(&spec.image) {
+        let policy = &self.node.config.executor.policy;
+        if let Some(refusal) = policy.image_refusal(&spec.image) {
             return Err(Status::invalid_argument(refusal));
+        }
+        if spec.network {
+            match policy.network_refusal(caller.role) {
+                Some((refusal, true)) => return Err(Status::permission_denied(refusal)),
+                Some((refusal, false)) => return Err(Status::invalid_argument(refusal)),
+                None => {}
+            }
         }
         self.node.admit_new_work().map_err(raft_status)?;
         self.write(
