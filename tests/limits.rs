@@ -1,6 +1,7 @@
 //! Limits on every listener, through real `drover agent` processes and
-//! real sockets: calls per second per token and per client address
-//! (RESOURCE_EXHAUSTED / 429 with a retry hint, others still served),
+//! real sockets: calls per second per token and, for calls that fail the
+//! access check, per client address (RESOURCE_EXHAUSTED / 429 with a retry
+//! hint, others still served, admins not limited),
 //! connections per client address (the next one is closed at once, another
 //! address still connects), and header and body read timeouts on REST.
 //! Client addresses other than 127.0.0.1 are other loopback addresses.
@@ -90,37 +91,49 @@ async fn one_token_over_its_rate_is_refused_with_a_hint_while_another_is_served(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn calls_without_a_token_are_limited_per_client_address() {
-    let cluster = Cluster::start(
+async fn calls_that_fail_the_access_check_are_limited_per_client_address() {
+    let mut cluster = Cluster::start(
         1,
         RaftSettings {
+            acl: true,
             extra_config: "\n[limits]\nrate = 5\nburst = 5\n".into(),
             ..RaftSettings::default()
         },
     );
-    cluster.wait_leader(ELECTION).await;
+    cluster.bootstrap_over_socket(ELECTION).await;
+    // Guessing tokens from 127.0.0.1: 401 until the address's share is
+    // spent, then 429.
     let url = format!("{}/v1/jobs", cluster.http_url(0));
     let from_here = reqwest::Client::new();
     let mut limited = false;
     for _ in 0..20 {
-        let response = from_here.get(&url).send().await.expect("GET");
+        let response = from_here
+            .get(&url)
+            .bearer_auth("drv_guessed")
+            .send()
+            .await
+            .expect("GET");
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
             limited = true;
             break;
         }
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
     assert!(limited, "127.0.0.1 was never limited");
+    // Another address has its own share.
     let from_elsewhere = reqwest::Client::builder()
         .local_address(other_client())
         .build()
         .expect("client");
     let response = from_elsewhere.get(&url).send().await.expect("GET");
-    assert_eq!(
-        response.status(),
-        StatusCode::OK,
-        "another address has its own share"
-    );
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // The admin's token runs the cluster and is not limited.
+    let mut admin = cluster.client(0).await.expect("admin client");
+    for _ in 0..20 {
+        list(&mut admin)
+            .await
+            .expect("an admin is not rate limited");
+    }
 }
 
 /// A TCP connection from `from` to `to`.

@@ -60,7 +60,8 @@ impl ConnectionLimit {
 
     /// A place for a connection from `peer`, or None when a bound is met.
     pub fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<Permit> {
-        let address = peer.ip();
+        // One host is one address, however it writes it (see `rate`).
+        let address = super::rate::client_block(peer.ip());
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let from_address = open.by_address.get(&address).copied().unwrap_or(0);
         if open.total >= self.max_total || from_address >= self.max_per_address {

@@ -113,7 +113,7 @@ pub fn authorize<T>(node: &Node, request: &Request<T>, action: Action) -> Result
     let client = match (&token, forwarded) {
         (_, true) => None,
         (Some(token), false) => Some(ClientKey::Token(token.accessor.clone())),
-        (None, false) => request.remote_addr().map(|a| ClientKey::Address(a.ip())),
+        (None, false) => request.remote_addr().map(|a| ClientKey::address(a.ip())),
     };
     if !enabled {
         return Ok(Caller {

@@ -51,8 +51,8 @@ impl PerCaller {
         let held = open.entry(caller.clone()).or_insert(0);
         if *held >= self.limit {
             return Err(Status::resource_exhausted(format!(
-                "{caller} hold {} {} on this node already, the most one client may; \
-                 close one (or use another node) and retry",
+                "{caller}: {} {} are open on this node already, the most one client may \
+                 hold; close one (or use another node) and retry",
                 self.limit, self.what
             )));
         }

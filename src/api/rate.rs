@@ -1,10 +1,13 @@
-//! Calls per second per client (`limits.rate`, `limits.burst`): a token is
-//! one client, and so is a client address for calls without a token. A
-//! flood from one client is answered RESOURCE_EXHAUSTED (HTTP 429) with a
-//! retry hint at the cost of a hash lookup, before it reaches the store or
-//! the log, so other clients' calls are still served. The buckets are
-//! `governor`'s (GCRA); this module only picks the key and says when to
-//! come back.
+//! Calls per second per client (`limits.rate`, `limits.burst`), for the
+//! clients that share a cluster as tenants: `submitter` and `viewer`
+//! tokens, one bucket each, and calls that fail their access check (no
+//! token, a guessed one), one bucket per client address. A flood from one
+//! client is answered RESOURCE_EXHAUSTED (HTTP 429) with a retry hint at
+//! the cost of a hash lookup, before it reaches the log, so other clients'
+//! calls are still served. `admin` and `operator` tokens, and everyone
+//! with ACLs off (all callers are `admin` then), run the cluster and its
+//! bulk work and are not limited. The buckets are `governor`'s (GCRA); this
+//! module only picks the key and says when to come back.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -12,9 +15,11 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tonic::Status;
+
+use crate::acl::Role;
 
 /// Metadata key (and, over REST, the `Retry-After` header) of a refusal
 /// that says when to try again, in whole seconds.
@@ -29,6 +34,32 @@ pub enum ClientKey {
     Token(String),
     /// A client address, for calls without a token.
     Address(IpAddr),
+}
+
+impl ClientKey {
+    /// The key of a client address: IPv4-mapped IPv6 as IPv4, and an IPv6
+    /// address by its /64, the block one host is given (so one host cannot
+    /// rotate through its addresses to get fresh buckets).
+    pub fn address(ip: IpAddr) -> ClientKey {
+        ClientKey::Address(client_block(ip))
+    }
+}
+
+/// The address a per-address bound counts: see [`ClientKey::address`].
+pub fn client_block(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
+/// Whether calls of a token with `role` are rate limited (see the module
+/// docs).
+pub fn limits_role(role: Role) -> bool {
+    matches!(role, Role::Submitter | Role::Viewer)
 }
 
 impl fmt::Display for ClientKey {
@@ -78,7 +109,7 @@ impl RateLimits {
         let Err(not_until) = limiter.check_key(client) else {
             return Ok(());
         };
-        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let wait = not_until.wait_time_from(limiter.clock().now());
         Err(refusal(client, wait))
     }
 }
@@ -121,13 +152,29 @@ mod tests {
         assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
         assert!(refused.message().contains("retry in"), "{refused:?}");
         assert_eq!(retry_after(&refused), Some(1));
-        let address = ClientKey::Address("127.0.0.2".parse().expect("ip"));
+        let address = ClientKey::address("127.0.0.2".parse().expect("ip"));
         limits.check(Some(&address)).expect("another client");
+        assert!(limits_role(Role::Submitter) && limits_role(Role::Viewer));
+        assert!(!limits_role(Role::Admin) && !limits_role(Role::Operator));
         limits
             .check(None)
             .expect("calls without a key are not limited");
         RateLimits::new(0, 0)
             .check(Some(&alice))
             .expect("rate 0 turns the limit off");
+    }
+
+    #[test]
+    fn one_host_is_one_address_whatever_form_it_uses() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(client_block(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(
+            client_block(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            client_block(ip("2001:db8:1:2::1"))
+        );
+        assert_ne!(
+            client_block(ip("2001:db8:1:2::1")),
+            client_block(ip("2001:db8:1:3::1"))
+        );
     }
 }

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 /// `[quotas]`: checked by the leader (its own values: set them alike on
 /// every node) at every submit, and by its scheduler at every placement.
-/// They bind jobs submitted with a token (their owner is the token); with
-/// ACLs off there is one anonymous owner and only `max_state_bytes` binds.
+/// The per-owner ones bind the tenants, jobs of `submitter` tokens (see
+/// `node::quotas`); `max_state_bytes` binds every job.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuotaConfig {
@@ -86,15 +86,20 @@ pub struct LimitsConfig {
     /// Open connections per listener from one client address (Nomad's
     /// `http_max_conns_per_client` is 100).
     pub max_connections_per_address: usize,
-    /// Concurrent HTTP/2 streams (calls) per connection.
+    /// Concurrent HTTP/2 streams (calls) per connection. Nodes share one
+    /// connection per peer for forwarded calls and followed output, so this
+    /// is well above what one client holds (64 watches, 64 followed outputs).
     pub max_streams_per_connection: u32,
-    /// How long a client may take to send a request's headers, and at most
-    /// between two pieces of its body.
+    /// How long a REST client may take to send a request's headers (over
+    /// HTTP/1.1), and at most between two pieces of its body. The gRPC
+    /// listeners have no such timeout: an idle connection there is bounded
+    /// by the connection caps only.
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
-    /// Calls per second one token may make to this node (per client address
-    /// for calls without a token); beyond it, RESOURCE_EXHAUSTED / 429 with
-    /// a retry hint. 0 = no rate limit.
+    /// Calls per second one `submitter` or `viewer` token may make to this
+    /// node, and one client address whose calls fail the access check;
+    /// beyond it, RESOURCE_EXHAUSTED / 429 with a retry hint (see
+    /// `api::rate`). 0 = no rate limit.
     pub rate: u32,
     /// Calls a token may make at once above `rate` after a quiet spell.
     pub burst: u32,
@@ -105,7 +110,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_connections: 4096,
             max_connections_per_address: 256,
-            max_streams_per_connection: 256,
+            max_streams_per_connection: 1024,
             read_timeout: Duration::from_secs(10),
             rate: 500,
             burst: 1000,

@@ -89,6 +89,9 @@ pub struct DockerDriver {
     config: DockerConfig,
     /// Names of containers a `stop` was asked for, so `wait` reports Cancelled.
     cancelled: Arc<Mutex<HashSet<String>>>,
+    /// Held while the job network is checked or made, so two jobs starting
+    /// at once neither both create it nor both insert its rules.
+    network_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn unreachable(e: DockerError) -> ExecError {
@@ -143,6 +146,7 @@ impl DockerDriver {
             docker,
             config,
             cancelled: Arc::new(Mutex::new(HashSet::new())),
+            network_lock: Arc::new(tokio::sync::Mutex::new(())),
         };
         if driver.config.policy.allow_network {
             // Up front, so a problem shows at start; checked again per job.
@@ -165,6 +169,7 @@ impl DockerDriver {
             );
         }
         let network = JobNetwork::for_owner(&self.config.owner_labels);
+        let _one_at_a_time = self.network_lock.lock().await;
         network
             .ensure(&self.docker, &self.config.owner_labels)
             .await?;

@@ -6,8 +6,11 @@
 //! - not this host: a firewall rule drops every packet that arrives from
 //!   the bridge for the host itself (`INPUT -i <bridge> -j DROP`), so the
 //!   node's peer and API ports, the engine's TCP port, sshd, anything
-//!   listening on any of the host's addresses are out of reach, and so is
-//!   the link-local range where cloud metadata services answer
+//!   listening on any of the host's addresses are out of reach; another the
+//!   ports Docker publishes on the host (`DOCKER-USER -i <bridge> -m
+//!   conntrack --ctstate DNAT -j DROP`: those are forwarded, not input, so
+//!   a containerized node's published API would be reachable otherwise);
+//!   and a third the link-local range where cloud metadata services answer
 //!   (`DOCKER-USER -i <bridge> -d 169.254.0.0/16 -j DROP`).
 //!
 //! Both are put in place when the executor connects, before any job runs,
@@ -67,7 +70,11 @@ impl JobNetwork {
             r.extend(["-j".into(), "DROP".into()]);
             r
         };
-        vec![rule("INPUT", &[]), rule("DOCKER-USER", &["-d", LINK_LOCAL])]
+        vec![
+            rule("INPUT", &[]),
+            rule("DOCKER-USER", &["-m", "conntrack", "--ctstate", "DNAT"]),
+            rule("DOCKER-USER", &["-d", LINK_LOCAL]),
+        ]
     }
 
     /// Creates the network if the engine does not have it, then puts the
@@ -79,7 +86,23 @@ impl JobNetwork {
         owner_labels: &[(String, String)],
     ) -> Result<(), String> {
         match docker.inspect_network(&self.name, None).await {
-            Ok(_) => {}
+            // Made by someone else under our name: its options decide
+            // whether the rules below (which match our bridge) fence it.
+            Ok(found) => {
+                let options = found.options.unwrap_or_default();
+                let ours = options.get("com.docker.network.bridge.name") == Some(&self.bridge)
+                    && options
+                        .get("com.docker.network.bridge.enable_icc")
+                        .is_some_and(|v| v == "false");
+                if !ours {
+                    return Err(format!(
+                        "a network named {} exists but is not this node's fenced job network \
+                         (bridge {}, inter-container traffic off); remove it \
+                         (`docker network rm {}`) and the node makes its own",
+                        self.name, self.bridge, self.name
+                    ));
+                }
+            }
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => {
@@ -112,6 +135,17 @@ impl JobNetwork {
                     .map_err(|e| format!("cannot create the job network {}: {e}", self.name))?;
             }
             Err(e) => return Err(format!("cannot inspect the job network {}: {e}", self.name)),
+        }
+        // The rules name the bridge; they fence nothing unless it is an
+        // interface of the namespace iptables runs in (not so when this
+        // node runs in a container of its own).
+        let interface = std::path::Path::new("/sys/class/net").join(&self.bridge);
+        if !interface.exists() {
+            return Err(format!(
+                "the job network's bridge {} is not an interface here (is this node in a \
+                 container?), so no rule could keep its jobs off the host",
+                self.bridge
+            ));
         }
         for rule in self.rules() {
             if iptables("-C", &rule).await.is_ok() {
@@ -164,6 +198,7 @@ mod tests {
         assert!(one.name.starts_with("drover-jobs-"));
         let rules = one.rules();
         assert_eq!(rules[0], ["INPUT", "-i", &one.bridge, "-j", "DROP"]);
-        assert!(rules[1].contains(&LINK_LOCAL.to_string()));
+        assert!(rules[1].contains(&"DNAT".to_string()));
+        assert!(rules[2].contains(&LINK_LOCAL.to_string()));
     }
 }

@@ -5,15 +5,26 @@
 //! no log entry. Submits in flight at the same moment may each pass: a
 //! quota can be overshot by at most the proposals in flight, never by an
 //! owner's steady stream.
+//!
+//! The per-owner quotas bind the tenants: jobs of `submitter` tokens.
+//! `admin` and `operator` tokens run the cluster and its bulk work (a
+//! backfill, a restore), and with ACLs off every caller is `admin`; the
+//! queue bound and the state cap bind everyone.
 
 use super::Node;
+use crate::acl::Role;
 use crate::jobs::{Job, JobId, JobSpec};
 
+/// Whether a token of `role` is bound by the per-owner quotas.
+pub fn quotas_bind(role: Role) -> bool {
+    role == Role::Submitter
+}
+
 impl Node {
-    /// Why one more job like `spec` from `owner` cannot be taken now, as
-    /// the submitting user should read it (naming the key and what to do);
-    /// `None` when it can.
-    pub fn quota_refusal(&self, owner: Option<&str>, spec: &JobSpec) -> Option<String> {
+    /// Why one more job like `spec` from `owner`, a token of `role`, cannot
+    /// be taken now, as the submitting user should read it (naming the key
+    /// and what to do); `None` when it can.
+    pub fn quota_refusal(&self, owner: Option<&str>, role: Role, spec: &JobSpec) -> Option<String> {
         let capacity = self.config.scheduler.queue_capacity;
         if self.store.queued_count() >= capacity {
             return Some(format!(
@@ -32,7 +43,7 @@ impl Node {
                 quotas.max_state_bytes
             ));
         }
-        let owner = owner?;
+        let owner = owner.filter(|_| quotas_bind(role))?;
         let usage = self.store.owner_usage(owner);
         if usage.queued >= quotas.max_queued_per_owner {
             return Some(format!(
@@ -50,5 +61,15 @@ impl Node {
             ));
         }
         None
+    }
+
+    /// Whether the jobs of `owner` (a token's accessor) are bound by the
+    /// per-owner quotas: its token is a submitter's, or is gone (revoked:
+    /// nobody vouches for it any more).
+    pub fn owner_is_bound(&self, owner: &str) -> bool {
+        match self.token(owner) {
+            Ok(Some(token)) => quotas_bind(token.role),
+            Ok(None) | Err(_) => true,
+        }
     }
 }

@@ -161,6 +161,7 @@ async fn pass(node: &Node, last_gc: &mut Instant) -> Result<Option<Instant>, Str
         node.config.quotas.max_active_per_owner,
         store.active_by_owner(),
     );
+    let mut bound: std::collections::HashMap<String, bool> = Default::default();
     let mut assignments = Vec::new();
     for entry in store.queued_jobs().take(MAX_QUEUE_SCAN) {
         if assignments.len() >= MAX_ASSIGN_BATCH || scheduler::cluster_full(&loads) {
@@ -174,11 +175,18 @@ async fn pass(node: &Node, last_gc: &mut Instant) -> Result<Option<Instant>, Str
         let Some(job) = store.get_job(&id).map_err(|e| e.to_string())? else {
             continue;
         };
-        if !quota.allows(job.owner.as_deref()) {
+        // Only a tenant's jobs (a submitter token's) count against its
+        // active quota; whose token is whose is looked up once per pass.
+        let owner = job.owner.as_deref().filter(|o| {
+            *bound
+                .entry(o.to_string())
+                .or_insert_with(|| node.owner_is_bound(o))
+        });
+        if !quota.allows(owner) {
             continue;
         }
         if let Some(on) = scheduler::place(&mut loads, &job.spec.resources, &job.spec.constraints) {
-            quota.placed(job.owner.as_deref());
+            quota.placed(owner);
             let attempt = u32::try_from(job.attempts.len() + 1).unwrap_or(u32::MAX);
             assignments.push(Assignment {
                 job: id,

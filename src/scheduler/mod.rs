@@ -97,8 +97,8 @@ pub fn place(
 }
 
 /// `quotas.max_active_per_owner` during one placement pass: each owner's
-/// active jobs, counted up as the pass places more. Jobs without an owner
-/// (submitted without a token) are not bound.
+/// active jobs, counted up as the pass places more. The caller passes the
+/// owners the quota binds (submitter tokens) and `None` for the rest.
 #[derive(Clone, Debug)]
 pub struct ActiveQuota {
     max: u64,

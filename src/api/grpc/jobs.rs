@@ -219,7 +219,7 @@ impl DroverService {
                             });
                         }
                     }
-                    if let Some(refusal) = node.quota_refusal(caller.owner(), &spec) {
+                    if let Some(refusal) = node.quota_refusal(caller.owner(), caller.role, &spec) {
                         return Err(Status::resource_exhausted(refusal));
                     }
                     let (id, submitted_at_ms) = (node.next_job_id(), now_ms());

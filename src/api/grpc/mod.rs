@@ -67,15 +67,30 @@ impl DroverService {
 
     /// The check every call makes first: who calls and may they (see
     /// `api::auth`), then whether their share of this node's calls per
-    /// second has room (`api::rate`).
+    /// second has room (`api::rate`). Calls refused by the access check
+    /// take from their address's share first, so guessing tokens is as
+    /// slow as any other flood.
     fn authorize<T>(
         &self,
         request: &Request<T>,
         action: crate::acl::Action,
     ) -> Result<crate::api::auth::Caller, Status> {
-        let caller = crate::api::auth::authorize(&self.node, request, action)?;
-        self.rate.check(caller.client.as_ref())?;
-        Ok(caller)
+        use crate::api::rate::{limits_role, ClientKey};
+        match crate::api::auth::authorize(&self.node, request, action) {
+            Ok(caller) => {
+                if limits_role(caller.role) {
+                    self.rate.check(caller.client.as_ref())?;
+                }
+                Ok(caller)
+            }
+            Err(refused) => {
+                if crate::api::auth::calling_node(&self.node, request).is_none() {
+                    let address = request.remote_addr().map(|a| ClientKey::address(a.ip()));
+                    self.rate.check(address.as_ref())?;
+                }
+                Err(refused)
+            }
+        }
     }
 
     /// This node's metrics in the Prometheus text format, for the
