@@ -339,28 +339,9 @@ async fn run() -> Result<String, String> {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` would too.
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("dashboard bench: no runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    match runtime.block_on(run()) {
-        Ok(report) => {
-            println!("{report}");
-            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/DASHBOARD_RESULTS.md");
-            if let Err(e) = std::fs::write(path, &report) {
-                eprintln!("cannot write {path}: {e}");
-            }
-        }
-        Err(e) => {
-            eprintln!("dashboard bench failed: {e}");
-            std::process::exit(1);
-        }
-    }
+    common::report_main(
+        "dashboard",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/benches/DASHBOARD_RESULTS.md"),
+        run,
+    );
 }

@@ -15,8 +15,6 @@ use drover::executor::{
     Started,
 };
 
-const IMAGE: &str = "drover-job:latest";
-
 /// The driver, or `None` (with a notice) when Docker is unavailable and not required.
 async fn driver() -> Option<DockerDriver> {
     let required = std::env::var("DROVER_REQUIRE_DOCKER").is_ok_and(|v| v == "1");
@@ -40,19 +38,7 @@ async fn driver() -> Option<DockerDriver> {
 }
 
 fn spec(job_id: &str, command: &str) -> RunSpec {
-    RunSpec {
-        job_id: job_id.to_string(),
-        attempt: 1,
-        command: Some(command.to_string()),
-        args: vec![],
-        image: IMAGE.to_string(),
-        env: vec![],
-        cpu_millis: 500,
-        memory_mib: 64,
-        pids: 64,
-        timeout: None,
-        network: false,
-    }
+    common::run_spec(job_id, command)
 }
 
 /// A job id unique to this test run.

@@ -13,18 +13,6 @@ use drover::proto::v1 as pb;
 const ELECTION: Duration = Duration::from_secs(20);
 const JOB_WAIT: Duration = Duration::from_secs(60);
 
-async fn get(client: &mut common::Client, id: &str) -> Option<pb::Job> {
-    client
-        .get_job(pb::GetJobRequest {
-            id: id.to_string(),
-            consistent: false,
-        })
-        .await
-        .ok()?
-        .into_inner()
-        .job
-}
-
 /// Waits until job `id` satisfies `pred` (read from node `i`), returns it.
 async fn wait_job(
     cluster: &Cluster,
@@ -37,7 +25,7 @@ async fn wait_job(
     let mut last = None;
     loop {
         if let Some(mut client) = cluster.client(i).await {
-            last = get(&mut client, id).await;
+            last = common::get_job(&mut client, id).await;
             if let Some(job) = last.as_ref().filter(|j| pred(j)) {
                 return job.clone();
             }

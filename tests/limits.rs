@@ -26,6 +26,18 @@ fn other_client() -> IpAddr {
     IpAddr::from(OTHER_CLIENT)
 }
 
+/// One node with ACLs on or off and `limits` in its `[limits]` section.
+fn one_node(acl: bool, limits: &str) -> Cluster {
+    Cluster::start(
+        1,
+        RaftSettings {
+            acl,
+            extra_config: format!("\n[limits]\n{limits}\n"),
+            ..RaftSettings::default()
+        },
+    )
+}
+
 /// A list call as the client's token; its gRPC code.
 async fn list(client: &mut common::Client) -> Result<(), tonic::Status> {
     client
@@ -36,14 +48,7 @@ async fn list(client: &mut common::Client) -> Result<(), tonic::Status> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_token_over_its_rate_is_refused_with_a_hint_while_another_is_served() {
-    let mut cluster = Cluster::start(
-        1,
-        RaftSettings {
-            acl: true,
-            extra_config: "\n[limits]\nrate = 5\nburst = 5\n".into(),
-            ..RaftSettings::default()
-        },
-    );
+    let mut cluster = one_node(true, "rate = 5\nburst = 5");
     cluster.bootstrap_over_socket(ELECTION).await;
     let (_, alice) = cluster.create_token("alice", "submitter");
     let (_, bob) = cluster.create_token("bob", "submitter");
@@ -92,14 +97,7 @@ async fn one_token_over_its_rate_is_refused_with_a_hint_while_another_is_served(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_that_fail_the_access_check_are_limited_per_client_address() {
-    let mut cluster = Cluster::start(
-        1,
-        RaftSettings {
-            acl: true,
-            extra_config: "\n[limits]\nrate = 5\nburst = 5\n".into(),
-            ..RaftSettings::default()
-        },
-    );
+    let mut cluster = one_node(true, "rate = 5\nburst = 5");
     cluster.bootstrap_over_socket(ELECTION).await;
     // Guessing tokens from 127.0.0.1: 401 until the address's share is
     // spent, then 429.
@@ -162,13 +160,7 @@ async fn speaks_http2(stream: &mut TcpStream) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connections_are_bounded_per_client_address_and_others_still_connect() {
-    let cluster = Cluster::start(
-        1,
-        RaftSettings {
-            extra_config: "\n[limits]\nmax_connections_per_address = 4\n".into(),
-            ..RaftSettings::default()
-        },
-    );
+    let cluster = one_node(false, "max_connections_per_address = 4");
     cluster.wait_leader(ELECTION).await;
     let api: SocketAddr = cluster.nodes[0].api.parse().expect("api address");
 
@@ -200,13 +192,7 @@ async fn connections_are_bounded_per_client_address_and_others_still_connect() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_headers_and_slow_bodies_are_cut_off_and_write_nothing() {
-    let cluster = Cluster::start(
-        1,
-        RaftSettings {
-            extra_config: "\n[limits]\nread_timeout = \"1s\"\n".into(),
-            ..RaftSettings::default()
-        },
-    );
+    let cluster = one_node(false, "read_timeout = \"1s\"");
     cluster.wait_leader(ELECTION).await;
     let http: SocketAddr = cluster.nodes[0].http.parse().expect("http address");
 

@@ -158,19 +158,12 @@ fn can_fence() -> bool {
     true
 }
 
+/// A job that asks for a network, bounded in time.
 fn spec(job: &str, command: &str) -> RunSpec {
     RunSpec {
-        job_id: job.to_string(),
-        attempt: 1,
-        command: Some(command.to_string()),
-        args: vec![],
-        image: IMAGE.to_string(),
-        env: vec![],
-        cpu_millis: 500,
-        memory_mib: 64,
-        pids: 64,
         timeout: Some(Duration::from_secs(30)),
         network: true,
+        ..common::run_spec(job, command)
     }
 }
 

@@ -27,16 +27,7 @@ fn with_acl(extra: &str) -> RaftSettings {
 }
 
 async fn state_of(client: &mut common::Client, id: &str) -> Option<String> {
-    let job = client
-        .get_job(pb::GetJobRequest {
-            id: id.to_string(),
-            consistent: false,
-        })
-        .await
-        .ok()?
-        .into_inner()
-        .job?;
-    Some(job.state)
+    common::get_job(client, id).await.map(|job| job.state)
 }
 
 #[tokio::test(flavor = "multi_thread")]

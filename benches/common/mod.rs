@@ -25,6 +25,38 @@ pub mod process;
 #[allow(unused_imports)]
 pub use process::{cpu_time_of, Proc, Wrapper};
 
+/// The `main` of a bench that makes one report: `run` on a fresh runtime;
+/// the report printed and written to `results` (a path in the repository),
+/// or the error printed and exit 1. `cargo test --benches --list` runs
+/// nothing.
+pub fn report_main<F>(name: &str, results: &str, run: impl FnOnce() -> F)
+where
+    F: std::future::Future<Output = Result<String, String>>,
+{
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name} bench: no runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    match runtime.block_on(run()) {
+        Ok(report) => {
+            println!("{report}");
+            if let Err(e) = std::fs::write(results, &report) {
+                eprintln!("cannot write {results}: {e}");
+            }
+        }
+        Err(e) => {
+            eprintln!("{name} bench failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 /// Syscalls counted by the fsync probe.
 pub const SYNC_SYSCALLS: [&str; 5] = ["fsync", "fdatasync", "sync_file_range", "syncfs", "msync"];
 /// Calls of, and microseconds spent in, each of SYNC_SYSCALLS (same order).

@@ -639,6 +639,38 @@ pub async fn all_jobs(
     }
 }
 
+/// The job `id` as `client`'s node has it now (not linearizable), or None
+/// when it cannot say.
+pub async fn get_job(client: &mut Client, id: &str) -> Option<pb::Job> {
+    client
+        .get_job(pb::GetJobRequest {
+            id: id.to_string(),
+            consistent: false,
+        })
+        .await
+        .ok()?
+        .into_inner()
+        .job
+}
+
+/// A job spec for the executor's driver as the tests run it: `command` in
+/// the job image, small limits, no timeout, no network.
+pub fn run_spec(job_id: &str, command: &str) -> drover::executor::RunSpec {
+    drover::executor::RunSpec {
+        job_id: job_id.to_string(),
+        attempt: 1,
+        command: Some(command.to_string()),
+        args: vec![],
+        image: "drover-job:latest".to_string(),
+        env: vec![],
+        cpu_millis: 500,
+        memory_mib: 64,
+        pids: 64,
+        timeout: None,
+        network: false,
+    }
+}
+
 /// All job ids a node has, walking every page.
 pub async fn all_job_ids(client: &mut Client) -> Result<Vec<String>, tonic::Status> {
     let jobs = all_jobs(client, false).await?;
