@@ -3,7 +3,9 @@
 //! access check, per client address (RESOURCE_EXHAUSTED / 429 with a retry
 //! hint, others still served, admins not limited),
 //! connections per client address (the next one is closed at once, another
-//! address still connects), and header and body read timeouts on REST.
+//! address still connects), a silent connection closed after
+//! `limits.read_timeout` on every listener, and header and body read
+//! timeouts on REST.
 //! Client addresses other than 127.0.0.1 are other loopback addresses.
 
 mod common;
@@ -191,7 +193,7 @@ async fn connections_are_bounded_per_client_address_and_others_still_connect() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn slow_headers_and_slow_bodies_are_cut_off_and_write_nothing() {
+async fn silent_connections_slow_headers_and_slow_bodies_are_cut_off_and_write_nothing() {
     let cluster = one_node(false, "read_timeout = \"1s\"");
     cluster.wait_leader(ELECTION).await;
     let http: SocketAddr = cluster.nodes[0].http.parse().expect("http address");
@@ -206,6 +208,20 @@ async fn slow_headers_and_slow_bodies_are_cut_off_and_write_nothing() {
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "the connection was not closed within 10 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout: {:?}",
+        started.elapsed()
+    );
+
+    // A connection to the gRPC API that never says anything is closed too.
+    let api: SocketAddr = cluster.nodes[0].api.parse().expect("api address");
+    let mut silent = TcpStream::connect(api).await.expect("connect");
+    let started = Instant::now();
+    let mut nothing = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut nothing)).await;
+    assert!(read.is_ok(), "a silent gRPC connection was kept over 10 s");
     assert!(
         started.elapsed() >= Duration::from_millis(900),
         "closed before the timeout: {:?}",

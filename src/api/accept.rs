@@ -3,9 +3,13 @@
 //! over either bound is closed as soon as it is accepted (the client sees a
 //! reset, not a hang), so idle or slow connections from one client cannot
 //! use up the file descriptors and memory every other client needs. Each
-//! admitted connection holds a [`Permit`] for its life.
+//! admitted connection holds a [`Permit`] for its life, and must send its
+//! first bytes (a TLS hello, an HTTP/2 preface, a request) within
+//! `limits.read_timeout`, or it is closed: a silent connection cannot hold
+//! its place for ever.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -117,6 +121,8 @@ pub struct Limited {
     stream: TcpStream,
     peer: SocketAddr,
     _permit: Permit,
+    /// Until the client has sent something: when it must have.
+    first_bytes_by: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Limited {
@@ -132,7 +138,22 @@ impl AsyncRead for Limited {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let this = &mut *self;
+        if let Some(deadline) = this.first_bytes_by.as_mut() {
+            match &read {
+                Poll::Ready(Ok(())) if buf.filled().len() > before => this.first_bytes_by = None,
+                Poll::Pending if deadline.as_mut().poll(cx).is_ready() => {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client sent nothing within limits.read_timeout",
+                    )));
+                }
+                _ => {}
+            }
+        }
+        read
     }
 }
 
@@ -177,9 +198,14 @@ impl Connected for Limited {
 }
 
 /// The admitted connections of `listener` (Nagle off: small replies must
-/// not wait for delayed ACKs), accepted on a task of their own until the
-/// stream is dropped.
-pub fn accept(listener: TcpListener, limit: Arc<ConnectionLimit>) -> ReceiverStream<Limited> {
+/// not wait for delayed ACKs), each to send its first bytes within
+/// `first_bytes`, accepted on a task of their own until the stream is
+/// dropped.
+pub fn accept(
+    listener: TcpListener,
+    limit: Arc<ConnectionLimit>,
+    first_bytes: Duration,
+) -> ReceiverStream<Limited> {
     let (tx, rx) = mpsc::channel(READY_QUEUE);
     tokio::spawn(async move {
         loop {
@@ -205,6 +231,7 @@ pub fn accept(listener: TcpListener, limit: Arc<ConnectionLimit>) -> ReceiverStr
                 stream,
                 peer,
                 _permit: permit,
+                first_bytes_by: Some(Box::pin(tokio::time::sleep(first_bytes))),
             };
             if tx.send(limited).await.is_err() {
                 return;

@@ -90,7 +90,7 @@ pub async fn serve(
     let api_stop = async move {
         let _ = stop_api.recv().await;
     };
-    let api_accepted = accept(api_listener, limit("client API"));
+    let api_accepted = accept(api_listener, limit("client API"), limits.read_timeout);
     let api: Serving = match &node.tls {
         Some(tls) => Box::pin(api_router.serve_with_incoming_shutdown(
             tls_incoming(api_accepted, tls.clone(), Listener::Api, "client API"),
@@ -127,7 +127,7 @@ pub async fn serve(
     let raft_stop = async move {
         let _ = stop_raft.recv().await;
     };
-    let raft_accepted = accept(raft_listener, limit("peer port"));
+    let raft_accepted = accept(raft_listener, limit("peer port"), limits.read_timeout);
     let raft: Serving = match &node.tls {
         Some(tls) => Box::pin(raft_router.serve_with_incoming_shutdown(
             tls_incoming(raft_accepted, tls.clone(), Listener::Peer, "peer port"),

@@ -90,10 +90,11 @@ pub struct LimitsConfig {
     /// connection per peer for forwarded calls and followed output, so this
     /// is well above what one client holds (64 watches, 64 followed outputs).
     pub max_streams_per_connection: u32,
-    /// How long a REST client may take to send a request's headers (over
-    /// HTTP/1.1), and at most between two pieces of its body. The gRPC
-    /// listeners have no such timeout: an idle connection there is bounded
-    /// by the connection caps only.
+    /// How long a new connection (any listener) may stay silent before its
+    /// first bytes; how long a REST client may take to send a request's
+    /// headers (over HTTP/1.1), and at most between two pieces of its body.
+    /// A gRPC connection that spoke once may then idle (a client's channel):
+    /// the connection caps bound those.
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
     /// Calls per second one `submitter` or `viewer` token may make to this

@@ -293,7 +293,7 @@ pub async fn serve(
         limits.max_connections,
         limits.max_connections_per_address,
     );
-    let accepted = crate::api::accept::accept(listener, limit);
+    let accepted = crate::api::accept::accept(listener, limit, limits.read_timeout);
     let hosts = guard::AllowedHosts::for_listener(loopback, advertised.as_deref());
     let router = router(service, closing, &cors_origins, hosts).layer(
         tower_http::timeout::RequestBodyTimeoutLayer::new(limits.read_timeout),
