@@ -96,7 +96,7 @@ impl ConnectionLimit {
         })
     }
 
-    /// Connections open now (for tests and metrics).
+    /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).total
     }
