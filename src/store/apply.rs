@@ -6,7 +6,6 @@ use super::codec;
 use super::indexes::{SmTx, StagedTree, Tx};
 use super::layout::{self, id_suffix, CountDelta, SmMeta};
 use super::restore::PreparedRestore;
-use super::tally::Tally;
 use super::{lock, Store, StoreError};
 use crate::acl::Token;
 use crate::jobs::{lifecycle, Applied, Command, EndReason, Job, JobId, NodeRecord, NodeStatus};
@@ -138,19 +137,20 @@ impl Store {
         restore: Option<&Result<PreparedRestore, String>>,
     ) -> Result<Vec<Applied>, StoreError> {
         let tx = self.stage();
-        let (results, sm, tally) = self
+        let (results, sm, recount) = self
             .apply_staged(&tx, entries, decoded, scanned, restore)
             .map_err(|e| self.staged_err(e))?;
         let usage = tx.usage.take();
         self.commit_staged(tx.into_writes(), sm.applied_index)?;
         // Publish only after the change committed (see `applied`).
-        self.publish_tally(tally, usage)?;
+        self.publish_usage(usage, recount)?;
         self.publish_counts(&sm);
         Ok(results)
     }
 
     /// Stages the changes of a run of entries and the `sm_meta` that
-    /// follows them; returns each entry's outcome and that `sm_meta`.
+    /// follows them; returns each entry's outcome, that `sm_meta`, and
+    /// whether the run replaced the table (a restore: count it again).
     pub(super) fn apply_staged(
         &self,
         tx: &SmTx<'_>,
@@ -158,12 +158,12 @@ impl Store {
         decoded: &[Decoded],
         scanned: &[(JobId, u32)],
         restore: Option<&Result<PreparedRestore, String>>,
-    ) -> Tx<(Vec<Applied>, SmMeta, Tally)> {
+    ) -> Tx<(Vec<Applied>, SmMeta, bool)> {
         let mut sm: SmMeta = match tx.sm_meta.get(layout::KEY_SM_META)? {
             Some(bytes) => self.decode("sm_meta", &bytes)?,
             None => SmMeta::default(),
         };
-        let mut tally = Tally::By(Default::default());
+        let mut recount = false;
         let mut results = Vec::with_capacity(entries.len());
         for (entry, decoded) in entries.iter().zip(decoded) {
             if entry.index <= sm.applied_index {
@@ -194,7 +194,7 @@ impl Store {
                             sm.queued_count = 0;
                             sm.finished_count = 0;
                             sm.count(prepared.counts());
-                            tally = Tally::Recount;
+                            recount = true;
                             applied
                         }
                         Some(Err(reason)) => Applied::Refused {
@@ -210,7 +210,6 @@ impl Store {
                     let applied =
                         self.apply_command(tx, entry.index, command, scanned, &mut delta)?;
                     sm.count(delta);
-                    tally.add(&delta);
                     applied
                 }
             };
@@ -220,7 +219,7 @@ impl Store {
         }
         tx.sm_meta
             .insert(layout::KEY_SM_META, codec::encode("sm_meta", &sm)?);
-        Ok((results, sm, tally))
+        Ok((results, sm, recount))
     }
 
     pub(super) fn load_job(&self, jobs: &StagedTree<'_>, id: &JobId) -> Tx<Option<Job>> {

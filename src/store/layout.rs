@@ -117,8 +117,6 @@ pub(crate) struct CountDelta {
     pub jobs: i64,
     pub queued: i64,
     pub finished: i64,
-    /// By state, in `JobState::ALL` order (in memory only: `store::tally`).
-    pub by_state: [i64; JobState::ALL.len()],
 }
 
 /// The counters of a whole job table, as `sm_meta` holds them after the
@@ -134,13 +132,10 @@ pub(crate) fn counts_of(jobs: &[Job]) -> CountDelta {
 impl CountDelta {
     /// What adding (`sign` 1) or removing (-1) `job` does to the counters.
     pub(crate) fn of(job: &Job, sign: i64) -> CountDelta {
-        let mut by_state = [0; JobState::ALL.len()];
-        by_state[job.state.index()] = sign;
         CountDelta {
             jobs: sign,
             queued: sign * i64::from(job.state == JobState::Queued),
             finished: sign * i64::from(job.finished_at_ms.is_some()),
-            by_state,
         }
     }
 
@@ -148,9 +143,6 @@ impl CountDelta {
         self.jobs += other.jobs;
         self.queued += other.queued;
         self.finished += other.finished;
-        for (sum, d) in self.by_state.iter_mut().zip(other.by_state) {
-            *sum += d;
-        }
     }
 }
 

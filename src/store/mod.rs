@@ -93,7 +93,6 @@ mod restore;
 mod snapshot;
 pub mod space;
 mod staged;
-mod tally;
 mod usage;
 
 use std::fs;
@@ -452,7 +451,7 @@ impl Store {
             }
         }
         snapshot::remove_stale_files(&self.snapshot_dir, record.as_ref().map(|r| r.file.as_str()));
-        self.recount_states()?;
+        self.recount_usage()?;
         self.publish_counts(&sm);
         Ok(())
     }
@@ -713,7 +712,6 @@ struct Counts {
     jobs: AtomicU64,
     queued: AtomicU64,
     finished: AtomicU64,
-    by_state: tally::StateCounts,
 }
 
 /// The writes that replace the state machine with a snapshot's.

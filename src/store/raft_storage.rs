@@ -263,7 +263,7 @@ impl Store {
             .map_err(|e| self.tx_err(e))?;
         self.capture_replaced();
         self.flush()?;
-        self.recount_states()?;
+        self.recount_usage()?;
         self.publish_counts(&install.sm);
         // 4. Only now is the previous snapshot unreferenced on disk.
         snapshot::remove_stale_files(&self.snapshot_dir, Some(&record.file));

@@ -1,14 +1,17 @@
-//! What the job table holds per owner (queued and active jobs, output tail
-//! bytes) and in all (the replicated state's footprint): the figures the
-//! leader's quota checks read on every submit and the scheduler on every
-//! pass. Like `tally`, kept in memory only: counted from the table when the
-//! store opens and after an install or a restore, moved by every committed
-//! apply, so no stored counter can drift from the table.
+//! Figures counted from the job table and kept in memory only: jobs by
+//! state (status pages), what each owner holds (queued and active jobs,
+//! output tail bytes) and the table's footprint (the replicated state),
+//! which the leader's quota checks read on every submit and the scheduler
+//! on every pass. Counted from the table when the store opens and after an
+//! install or a restore, moved by every committed apply (each staged job
+//! row adds to a [`UsageDelta`]); the table is the truth, and counting it
+//! again at open means no stored counter can drift from it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use super::{Store, StoreError};
 use crate::jobs::{Job, JobState};
 
 /// One owner's share of the job table.
@@ -24,9 +27,11 @@ pub struct OwnerUsage {
     pub output_bytes: u64,
 }
 
-/// A staged change's effect on the usage, published once it committed.
+/// A staged change's effect on the figures, published once it committed.
 #[derive(Debug, Default)]
 pub(crate) struct UsageDelta {
+    /// Jobs by state, in [`JobState::ALL`] order.
+    by_state: [i64; JobState::ALL.len()],
     /// Per owner: jobs, queued, active, output bytes.
     owners: HashMap<String, [i64; 4]>,
     /// The table's footprint ([`Job::footprint`]).
@@ -36,6 +41,7 @@ pub(crate) struct UsageDelta {
 impl UsageDelta {
     /// Counts adding (`sign` 1) or removing (-1) `job`.
     pub(crate) fn job(&mut self, job: &Job, sign: i64) {
+        self.by_state[job.state.index()] += sign;
         self.state_bytes += sign * job.footprint() as i64;
         let Some(owner) = &job.owner else {
             return;
@@ -55,11 +61,28 @@ impl UsageDelta {
 /// The live figures, as of the latest committed apply.
 #[derive(Debug, Default)]
 pub(crate) struct Usage {
+    by_state: [AtomicU64; JobState::ALL.len()],
     owners: Mutex<HashMap<String, OwnerUsage>>,
     state_bytes: AtomicU64,
 }
 
+/// `n` moved by `d`, never below zero.
+fn add(n: &AtomicU64, d: i64) {
+    let _ = n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+        Some(n.saturating_add_signed(d))
+    });
+}
+
 impl Usage {
+    /// Jobs in each state.
+    pub(crate) fn by_state(&self) -> Vec<(JobState, u64)> {
+        JobState::ALL
+            .iter()
+            .zip(&self.by_state)
+            .map(|(state, n)| (*state, n.load(Ordering::Acquire)))
+            .collect()
+    }
+
     /// One owner's usage (zero for an owner with no job).
     pub(crate) fn owner(&self, owner: &str) -> OwnerUsage {
         let owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
@@ -83,11 +106,10 @@ impl Usage {
 
     /// Moves the figures by a committed change.
     pub(crate) fn publish(&self, delta: UsageDelta) {
-        let _ = self
-            .state_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                Some(n.saturating_add_signed(delta.state_bytes))
-            });
+        for (counter, d) in self.by_state.iter().zip(delta.by_state) {
+            add(counter, d);
+        }
+        add(&self.state_bytes, delta.state_bytes);
         let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         for (owner, [jobs, queued, active, output]) in delta.owners {
             let usage = owners.entry(owner.clone()).or_default();
@@ -107,12 +129,41 @@ impl Usage {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        self.state_bytes.store(0, Ordering::Release);
+        for counter in self.by_state.iter().chain([&self.state_bytes]) {
+            counter.store(0, Ordering::Release);
+        }
         self.publish(delta);
     }
 }
 
-impl super::Store {
+impl Store {
+    /// Jobs in each state, as of the latest apply. O(1).
+    pub fn jobs_by_state(&self) -> Vec<(JobState, u64)> {
+        self.usage.by_state()
+    }
+
+    /// Publishes a committed run's figures: its delta, or a count of the
+    /// whole table when the run replaced it (a restore).
+    pub(super) fn publish_usage(&self, delta: UsageDelta, recount: bool) -> Result<(), StoreError> {
+        if recount {
+            return self.recount_usage();
+        }
+        self.usage.publish(delta);
+        Ok(())
+    }
+
+    /// Counts every figure from the table (O(n): at open, after an
+    /// install or a restore).
+    pub(super) fn recount_usage(&self) -> Result<(), StoreError> {
+        let mut usage = UsageDelta::default();
+        for row in self.sm.jobs.iter() {
+            let (key, value) = row.map_err(|e| self.sled_err(e))?;
+            usage.job(&self.decode_job(&key, &value)?, 1);
+        }
+        self.usage.replace(usage);
+        Ok(())
+    }
+
     /// What `owner`'s jobs hold in the table, as of the latest apply. O(1).
     pub fn owner_usage(&self, owner: &str) -> OwnerUsage {
         self.usage.owner(owner)
@@ -150,6 +201,7 @@ mod tests {
         delta.job(&job(None, 3), 1);
         usage.publish(delta);
         assert_eq!(usage.owner("alice").queued, 2);
+        assert_eq!(usage.by_state()[JobState::Queued.index()].1, 3);
         assert_eq!(usage.owner("bob"), OwnerUsage::default());
         let three = usage.state_bytes();
         assert_eq!(
