@@ -261,35 +261,20 @@ impl Job {
     /// counts the same figure on every apply; `quotas.max_state_bytes`
     /// bounds the sum.
     pub fn footprint(&self) -> u64 {
-        const FIXED: u64 = 160;
         const PER_ATTEMPT: u64 = 64;
-        let spec = &self.spec;
-        let strings = spec.command.as_ref().map_or(0, String::len)
-            + spec.args.iter().map(|a| a.len() + 1).sum::<usize>()
-            + spec.image.len()
-            + spec
-                .env
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 2)
-                .sum::<usize>()
-            + spec
-                .constraints
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 2)
-                .sum::<usize>()
-            + spec
-                .labels
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 2)
-                .sum::<usize>()
-            + spec.idempotency_key.as_ref().map_or(0, String::len)
-            + self.owner.as_ref().map_or(0, String::len);
         let attempts: u64 = self
             .attempts
             .iter()
             .map(|a| PER_ATTEMPT + a.message.len() as u64 + a.output_tail.len() as u64)
             .sum();
-        FIXED + strings as u64 + attempts
+        Job::footprint_of(&self.spec, self.owner.as_deref()) + attempts
+    }
+
+    /// The footprint of a new job of `spec` submitted by `owner`, before
+    /// any attempt: what a submit would add to the table.
+    pub fn footprint_of(spec: &JobSpec, owner: Option<&str>) -> u64 {
+        const FIXED: u64 = 160;
+        FIXED + spec.footprint() + owner.map_or(0, str::len) as u64
     }
 
     /// The node and attempt number a job in ASSIGNED or RUNNING occupies.

@@ -218,6 +218,12 @@ fn image_error(image: &str) -> Option<String> {
     }
 }
 
+/// Bytes of name/value pairs, each counted with two separators (`=` and
+/// the terminator of an environment entry).
+fn pairs_bytes<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> usize {
+    pairs.into_iter().map(|(k, v)| k.len() + v.len() + 2).sum()
+}
+
 impl JobSpec {
     /// A spec that runs `command` through `/bin/sh -c`.
     pub fn shell(command: impl Into<String>) -> JobSpec {
@@ -239,6 +245,20 @@ impl JobSpec {
         }
     }
 
+    /// Bytes of the spec's strings and maps (each argument, name and value
+    /// with one byte of separator): what it adds to every replica's table
+    /// beyond its fixed-size fields (see `Job::footprint`).
+    pub fn footprint(&self) -> u64 {
+        let strings = self.command.as_ref().map_or(0, String::len)
+            + self.args.iter().map(|a| a.len() + 1).sum::<usize>()
+            + self.image.len()
+            + pairs_bytes(self.env.iter().map(|(k, v)| (k, v)))
+            + pairs_bytes(&self.constraints)
+            + pairs_bytes(&self.labels)
+            + self.idempotency_key.as_ref().map_or(0, String::len);
+        strings as u64
+    }
+
     /// Checks the spec before it is proposed. Called by the API layer only:
     /// the state machine applies whatever was committed, so that changing
     /// these rules in a new release can never make replicas diverge.
@@ -258,7 +278,7 @@ impl JobSpec {
                 self.env.len()
             ));
         }
-        let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        let env_bytes = pairs_bytes(self.env.iter().map(|(k, v)| (k, v)));
         if env_bytes > MAX_ENV_BYTES {
             return Err(format!(
                 "`env` takes {env_bytes} bytes; the limit is {MAX_ENV_BYTES}"

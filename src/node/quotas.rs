@@ -13,7 +13,7 @@
 
 use super::Node;
 use crate::acl::Role;
-use crate::jobs::{Job, JobId, JobSpec};
+use crate::jobs::{Job, JobSpec};
 
 /// Whether a token of `role` is bound by the per-owner quotas.
 pub fn quotas_bind(role: Role) -> bool {
@@ -32,10 +32,8 @@ impl Node {
             ));
         }
         let quotas = &self.config.quotas;
-        let mut job = Job::new(JobId::from_parts(0, 0), spec.clone(), 0, 0);
-        job.owner = owner.map(str::to_string);
         let state = self.store.state_bytes();
-        if state.saturating_add(job.footprint()) > quotas.max_state_bytes {
+        if state.saturating_add(Job::footprint_of(spec, owner)) > quotas.max_state_bytes {
             return Some(format!(
                 "the cluster's job table is full: it holds {state} bytes of jobs, specs and \
                  output tails, and quotas.max_state_bytes is {}; finished jobs free room as \
