@@ -29,21 +29,26 @@ use tonic::Code;
 const ELECTION: Duration = Duration::from_secs(20);
 const IMAGE: &str = "drover-job:latest";
 
+/// Submits `true` asking for a network.
+async fn submit_with_network(client: &mut common::Client) -> Result<(), tonic::Status> {
+    let spec = drover::proto::v1::JobSpec {
+        command: "true".into(),
+        network: true,
+        ..Default::default()
+    };
+    client
+        .submit_job(drover::proto::v1::SubmitJobRequest { spec: Some(spec) })
+        .await
+        .map(|_| ())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_network_is_refused_at_submit_unless_the_policy_and_the_role_allow_it() {
     // The default policy: no job gets a network.
     let cluster = Cluster::start(1, RaftSettings::default());
     cluster.wait_leader(ELECTION).await;
     let mut client = cluster.client(0).await.expect("client");
-    let spec = drover::proto::v1::JobSpec {
-        command: "true".into(),
-        network: true,
-        ..Default::default()
-    };
-    let refused = client
-        .submit_job(drover::proto::v1::SubmitJobRequest {
-            spec: Some(spec.clone()),
-        })
+    let refused = submit_with_network(&mut client)
         .await
         .expect_err("no network by default");
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
@@ -67,7 +72,7 @@ async fn a_network_is_refused_at_submit_unless_the_policy_and_the_role_allow_it(
         .is_empty());
     drop(cluster);
 
-    // Allowed, for operators only: a submitter is refused, an admin not.
+    // Allowed, for operators only: a submitter is refused, an operator not.
     let mut cluster = Cluster::start(
         1,
         RaftSettings {
@@ -84,10 +89,7 @@ async fn a_network_is_refused_at_submit_unless_the_policy_and_the_role_allow_it(
         .client_with(0, Some(&submitter))
         .await
         .expect("client");
-    let refused = as_submitter
-        .submit_job(drover::proto::v1::SubmitJobRequest {
-            spec: Some(spec.clone()),
-        })
+    let refused = submit_with_network(&mut as_submitter)
         .await
         .expect_err("not the submitter's role");
     assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
@@ -99,8 +101,7 @@ async fn a_network_is_refused_at_submit_unless_the_policy_and_the_role_allow_it(
         .client_with(0, Some(&operator))
         .await
         .expect("client");
-    as_operator
-        .submit_job(drover::proto::v1::SubmitJobRequest { spec: Some(spec) })
+    submit_with_network(&mut as_operator)
         .await
         .expect("an operator may");
     submit_job(&mut as_submitter, "true")

@@ -22,6 +22,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use crate::config::LimitsConfig;
+
 /// Accepted connections waiting for the server to take them.
 const READY_QUEUE: usize = 64;
 /// Least time between two warnings about refused connections.
@@ -197,15 +199,22 @@ impl Connected for Limited {
     }
 }
 
-/// The admitted connections of `listener` (Nagle off: small replies must
-/// not wait for delayed ACKs), each to send its first bytes within
-/// `first_bytes`, accepted on a task of their own until the stream is
+/// The admitted connections of `listener`, called `what` in the log, within
+/// `limits` (connections per listener and per address, first bytes within
+/// `read_timeout`), with Nagle off (small replies must not wait for
+/// delayed ACKs); accepted on a task of their own until the stream is
 /// dropped.
 pub fn accept(
     listener: TcpListener,
-    limit: Arc<ConnectionLimit>,
-    first_bytes: Duration,
+    what: &'static str,
+    limits: &LimitsConfig,
 ) -> ReceiverStream<Limited> {
+    let limit = ConnectionLimit::new(
+        what,
+        limits.max_connections,
+        limits.max_connections_per_address,
+    );
+    let first_bytes = limits.read_timeout;
     let (tx, rx) = mpsc::channel(READY_QUEUE);
     tokio::spawn(async move {
         loop {

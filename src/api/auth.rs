@@ -93,7 +93,7 @@ pub fn bearer(metadata: &MetadataMap) -> Result<Option<&str>, Status> {
 pub fn authorize<T>(node: &Node, request: &Request<T>, action: Action) -> Result<Caller, Status> {
     let enabled = node.config.acl.enabled;
     let forwarded = calling_node(node, request).is_some();
-    let (presented, token) = match forwarded_caller(node, request)? {
+    let (presented, token) = match forwarded_caller(node, request, forwarded)? {
         Some(token) => (true, token),
         None => {
             let secret = match bearer(request.metadata()) {
@@ -149,12 +149,16 @@ pub fn authorize<T>(node: &Node, request: &Request<T>, action: Action) -> Result
 /// The caller a member node forwarded this call for: `Ok(None)` when the
 /// call carries no [`FORWARDED_CALLER`], `Ok(Some(None))` when the named
 /// token no longer exists here, PERMISSION_DENIED when anyone but a member
-/// node (over mutual TLS) claims to speak for someone.
-fn forwarded_caller<T>(node: &Node, request: &Request<T>) -> Result<Option<Option<Token>>, Status> {
+/// node (over mutual TLS, `from_member`) claims to speak for someone.
+fn forwarded_caller<T>(
+    node: &Node,
+    request: &Request<T>,
+    from_member: bool,
+) -> Result<Option<Option<Token>>, Status> {
     let Some(value) = request.metadata().get(FORWARDED_CALLER) else {
         return Ok(None);
     };
-    if calling_node(node, request).is_none() {
+    if !from_member {
         tracing::warn!(
             remote = ?request.remote_addr(),
             "a call naming its caller ({FORWARDED_CALLER}) without a member node's certificate refused"

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use tokio::net::TcpListener;
 
-use super::accept::{accept, ConnectionLimit, Limited};
+use super::accept::{accept, Limited};
 use super::grpc::DroverService;
 use crate::node::peer_service::PeerService;
 use crate::node::run::Listeners;
@@ -72,13 +72,6 @@ pub async fn serve(
         .build_v1alpha()
         .map_err(|e| anyhow::anyhow!("cannot build the gRPC reflection service: {e}"))?;
     let limits = &node.config.limits;
-    let limit = |what| {
-        ConnectionLimit::new(
-            what,
-            limits.max_connections,
-            limits.max_connections_per_address,
-        )
-    };
     let streams = Some(limits.max_streams_per_connection);
     let api_router = tonic::transport::Server::builder()
         .max_concurrent_streams(streams)
@@ -90,7 +83,7 @@ pub async fn serve(
     let api_stop = async move {
         let _ = stop_api.recv().await;
     };
-    let api_accepted = accept(api_listener, limit("client API"), limits.read_timeout);
+    let api_accepted = accept(api_listener, "client API", limits);
     let api: Serving = match &node.tls {
         Some(tls) => Box::pin(api_router.serve_with_incoming_shutdown(
             tls_incoming(api_accepted, tls.clone(), Listener::Api, "client API"),
@@ -127,7 +120,7 @@ pub async fn serve(
     let raft_stop = async move {
         let _ = stop_raft.recv().await;
     };
-    let raft_accepted = accept(raft_listener, limit("peer port"), limits.read_timeout);
+    let raft_accepted = accept(raft_listener, "peer port", limits);
     let raft: Serving = match &node.tls {
         Some(tls) => Box::pin(raft_router.serve_with_incoming_shutdown(
             tls_incoming(raft_accepted, tls.clone(), Listener::Peer, "peer port"),

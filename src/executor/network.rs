@@ -162,10 +162,14 @@ impl JobNetwork {
     }
 }
 
-/// Runs `iptables -w <op> <rule>`; Err holds what it said.
+/// How long `iptables` waits for the xtables lock another program holds
+/// (without a bound, `-w` waits for ever and the job's start with it).
+const IPTABLES_LOCK_WAIT_SECS: &str = "5";
+
+/// Runs `iptables -w 5 <op> <rule>`; Err holds what it said.
 async fn iptables(op: &str, rule: &[String]) -> Result<(), String> {
     let output = tokio::process::Command::new("iptables")
-        .arg("-w")
+        .args(["-w", IPTABLES_LOCK_WAIT_SECS])
         .arg(op)
         .args(rule)
         .stdin(Stdio::null())

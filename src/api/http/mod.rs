@@ -288,12 +288,7 @@ pub async fn serve(
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
-    let limit = crate::api::accept::ConnectionLimit::new(
-        "REST API",
-        limits.max_connections,
-        limits.max_connections_per_address,
-    );
-    let accepted = crate::api::accept::accept(listener, limit, limits.read_timeout);
+    let accepted = crate::api::accept::accept(listener, "REST API", &limits);
     let hosts = guard::AllowedHosts::for_listener(loopback, advertised.as_deref());
     let router = router(service, closing, &cors_origins, hosts).layer(
         tower_http::timeout::RequestBodyTimeoutLayer::new(limits.read_timeout),
