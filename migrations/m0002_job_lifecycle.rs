@@ -67,14 +67,14 @@ fn up(db: &sled::Db) -> Result<(), String> {
     let mut rows = Vec::new();
     for kv in jobs.iter() {
         let (key, value) = kv.map_err(|e| e.to_string())?;
-        let job = codec::decode::<JobV1>("version-1 job", &value)?.upgrade();
+        let job: JobV2 = codec::decode::<JobV1>("version-1 job", &value)?.upgrade();
         if job.id.to_bytes().as_slice() != key.as_ref() {
             return Err(format!("job {} is stored under another key", job.id));
         }
         let queued = job.state == JobState::Queued;
-        let encoded =
-            codec::encode("job", &JobV2::downgrade(job.clone())).map_err(|e| e.to_string())?;
-        let queue_key = layout::queue_key(job.spec.priority, &job.id);
+        let encoded = codec::encode("job", &job).map_err(|e| e.to_string())?;
+        // Version-1 jobs all had priority 0 (the field did not exist).
+        let queue_key = layout::queue_key(0, &job.id);
         rows.push((key, encoded, queued.then_some(queue_key)));
     }
     let sm = match sm_meta

@@ -9,9 +9,8 @@
 //!   before the transaction (nobody else has the store open yet) and
 //!   rewritten, with the version bump, in ONE transaction.
 //!
-//! Frozen-format note: rows are written with today's `Job`, which IS the
-//! version-3 format. The next change to `Job` must first copy that struct
-//! into `jobs::legacy` as `JobV3` and make this migration write it.
+//! Frozen-format note: rows are written as `jobs::legacy::JobV5`, the row
+//! format of versions 3 to 5 (m0006 upgrades them to today's `Job`).
 
 use sled::Transactional;
 
@@ -38,8 +37,9 @@ fn up(db: &sled::Db) -> Result<(), String> {
     for kv in jobs.iter() {
         let (key, value) = kv.map_err(|e| e.to_string())?;
         let job = codec::decode::<JobV2>("version-2 job", &value)?.upgrade();
-        if job.id.to_bytes().as_slice() != key.as_ref() {
-            return Err(format!("job {} is stored under another key", job.id));
+        let (id, _, _) = job.key_fields();
+        if id.to_bytes().as_slice() != key.as_ref() {
+            return Err(format!("job {id} is stored under another key"));
         }
         rows.push((key, codec::encode("job", &job).map_err(|e| e.to_string())?));
     }

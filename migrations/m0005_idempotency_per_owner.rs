@@ -7,13 +7,14 @@
 //! entry and its job before the transaction (nobody else has the store open
 //! yet), then swaps the keys and bumps the version in ONE transaction.
 //!
-//! Frozen format: jobs are read as the version-4 `Job`, which is today's;
-//! the key layout written here is spelled out below, not borrowed.
+//! Frozen format: jobs are read as `jobs::legacy::JobV5`, the row format
+//! of versions 3 to 5; the key layout written here is spelled out below,
+//! not borrowed.
 
 use sled::Transactional;
 
 use super::{read_schema_version_tx, write_schema_version_tx, Migration};
-use crate::jobs::Job;
+use crate::jobs::legacy::JobV5;
 use crate::store::codec;
 
 pub(super) const MIGRATION: Migration = Migration {
@@ -46,8 +47,9 @@ fn up(db: &sled::Db) -> Result<(), String> {
             moves.push((key, None));
             continue;
         };
-        let job = codec::decode::<Job>("version-4 job", &row)?;
-        moves.push((key.clone(), Some((scoped(job.owner.as_deref(), &key), id))));
+        let job = codec::decode::<JobV5>("version-4 job", &row)?;
+        let (_, _, owner) = job.key_fields();
+        moves.push((key.clone(), Some((scoped(owner, &key), id))));
     }
     let result = (&keys, &meta).transaction(|(keys, meta)| {
         match read_schema_version_tx(meta)? {

@@ -564,3 +564,124 @@ async fn the_image_policy_is_enforced_where_the_job_runs() {
     assert_eq!(outcome.reason, Reason::Exited(0));
     assert_eq!(out, "local\n");
 }
+
+/// A job runs as the `UID:GID` it asks for only where
+/// `executor.policy.allowed_users` lists it; anything else, root first of
+/// all, is refused where it would run, naming the key.
+#[tokio::test]
+async fn a_job_chooses_its_user_only_where_the_policy_allows() {
+    let policy = drover::jobs::policy::SandboxPolicy {
+        allowed_users: vec!["1000:*".into()],
+        ..Default::default()
+    };
+    let Some(d) = driver_with(policy).await else {
+        return;
+    };
+    let job = job_id("user");
+    let chosen = RunSpec {
+        user: Some("1000:2000".into()),
+        ..spec(&job, "id -u; id -g")
+    };
+    let (outcome, out, err) = run(&d, &chosen).await;
+    cleanup(&d, &job).await;
+    assert_eq!(outcome.reason, Reason::Exited(0), "{err}");
+    assert_eq!(out, "1000\n2000\n");
+    for refused in ["0", "0:0", "1001:1001"] {
+        let job = job_id("user-refused");
+        let asked = RunSpec {
+            user: Some(refused.into()),
+            ..spec(&job, "id -u")
+        };
+        let started = d.start(&asked, None).await;
+        let left = containers_of(&d, &job).await;
+        cleanup(&d, &job).await;
+        match started {
+            Ok(Started::Finished(Outcome {
+                reason: Reason::Refused(msg),
+                ..
+            })) => assert!(msg.contains("executor.policy.allowed_users"), "{msg}"),
+            other => panic!("{refused}: expected a refusal, got {other:?}"),
+        }
+        assert_eq!(left, 0, "{refused}: no container was made");
+    }
+}
+
+/// Seconds a job's `dd` of `mib` MiB with direct I/O to `/scratch` took,
+/// timed inside the container (busybox's `date` has no sub-second field;
+/// `/proc/uptime` counts hundredths).
+async fn timed_scratch_write(d: &DockerDriver, job: &str, mib: u32) -> f64 {
+    let command = format!(
+        "read s _ </proc/uptime; \
+         dd if=/dev/zero of=/scratch/f bs=1M count={mib} oflag=direct 2>/dev/null || exit 3; \
+         read e _ </proc/uptime; echo $s $e; ls -ln /scratch"
+    );
+    let (outcome, out, err) = run(d, &spec(job, &command)).await;
+    cleanup(d, job).await;
+    assert_eq!(outcome.reason, Reason::Exited(0), "{out}\n{err}");
+    let mut lines = out.lines();
+    let times: Vec<f64> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    assert_eq!(times.len(), 2, "start and end: {out}");
+    // The file belongs to the container's user (65534), not root.
+    let owner: Vec<&str> = lines
+        .find(|l| l.ends_with(" f"))
+        .map(|l| l.split_whitespace().skip(2).take(2).collect())
+        .unwrap_or_default();
+    assert_eq!(owner, ["65534", "65534"], "owner of /scratch/f: {out}");
+    times[1] - times[0]
+}
+
+/// With `executor.scratch_dir` each attempt gets its own writable
+/// `/scratch` on disk, and `io_write_bps` holds its writes to that rate: a
+/// direct-I/O `dd` under a 10 MiB/s limit runs within 20 % of it, while the
+/// same `dd` without the limit is faster than that band. The directory is
+/// gone with the container.
+#[tokio::test]
+async fn scratch_writes_are_held_to_the_io_limit() {
+    let Some(fs) = common::small_fs::SmallFs::create_or_skip(256) else {
+        return;
+    };
+    if driver().await.is_none() {
+        return;
+    }
+    let scratch = fs.path().join("scratch");
+    let connect = |io_write_bps: u64| {
+        DockerDriver::connect(DockerConfig {
+            scratch_dir: Some(scratch.clone()),
+            policy: drover::jobs::policy::SandboxPolicy {
+                io_write_bps,
+                ..Default::default()
+            },
+            ..DockerConfig::default()
+        })
+    };
+    const LIMIT: u64 = 10 << 20;
+    const MIB: u32 = 32;
+    let limited = connect(LIMIT).await.expect("driver");
+    let job = job_id("io-limited");
+    let seconds = timed_scratch_write(&limited, &job, MIB).await;
+    let rate = f64::from(MIB) * f64::from(1u32 << 20) / seconds;
+    let limit = LIMIT as f64;
+    assert!(
+        (0.8 * limit..=1.2 * limit).contains(&rate),
+        "{MIB} MiB in {seconds:.2} s = {:.1} MiB/s under a 10 MiB/s limit",
+        rate / f64::from(1u32 << 20)
+    );
+    let free = connect(0).await.expect("driver");
+    let job = job_id("io-free");
+    let seconds = timed_scratch_write(&free, &job, MIB).await;
+    let rate = f64::from(MIB) * f64::from(1u32 << 20) / seconds.max(0.01);
+    assert!(
+        rate > 1.2 * limit,
+        "without a limit the same write ran at only {:.1} MiB/s: the bound above proves nothing",
+        rate / f64::from(1u32 << 20)
+    );
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "scratch directories left: {left:?}");
+}

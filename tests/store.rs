@@ -809,7 +809,8 @@ fn a_version_2_store_with_jobs_gains_owners_and_an_acl_tree() {
         let db = sled::open(dir.path().join("db")).unwrap();
         let row = drover::jobs::legacy::JobV2 {
             id,
-            spec: drover::jobs::JobSpec::shell("echo old"),
+            spec: drover::jobs::legacy::SpecV5::from_spec(drover::jobs::JobSpec::shell("echo old"))
+                .expect("no user"),
             state: drover::jobs::JobState::Succeeded,
             submitted_at_ms: 1000,
             index: 3,

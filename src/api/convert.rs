@@ -60,6 +60,7 @@ pub fn spec_from_proto(spec: Option<&pb::JobSpec>, default_image: &str) -> Resul
         idempotency_key: (!spec.idempotency_key.is_empty()).then(|| spec.idempotency_key.clone()),
         network: spec.network,
         labels: spec.labels.clone().into_iter().collect(),
+        user: (!spec.user.is_empty()).then(|| spec.user.clone()),
     })
 }
 
@@ -96,6 +97,7 @@ pub fn job_to_proto(job: &Job) -> pb::Job {
             idempotency_key: spec.idempotency_key.clone().unwrap_or_default(),
             network: spec.network,
             labels: spec.labels.clone().into_iter().collect(),
+            user: spec.user.clone().unwrap_or_default(),
         }),
         state: job.state.as_str().to_string(),
         submitted_at_ms: job.submitted_at_ms,

@@ -36,6 +36,9 @@ pub struct JobJson {
     pub labels: BTreeMap<String, String>,
     pub idempotency_key: Option<String>,
     pub network: bool,
+    /// UID or UID:GID the container runs as; `null`: the node's
+    /// `executor.policy.user`.
+    pub user: Option<String>,
     /// Unix milliseconds (leader's clock) when the job was proposed.
     pub submitted_at_ms: i64,
     pub finished_at_ms: Option<i64>,
@@ -116,6 +119,10 @@ pub struct SubmitJobJson {
     /// Give the container a network (none by default).
     pub network: bool,
     pub labels: BTreeMap<String, String>,
+    /// Run as this UID or UID:GID instead of the node's
+    /// `executor.policy.user`; only what `executor.policy.allowed_users`
+    /// lists is accepted.
+    pub user: Option<String>,
 }
 
 /// One page of jobs, in submission order.
@@ -330,6 +337,7 @@ impl From<&pb::Job> for JobJson {
             labels: spec.labels.into_iter().collect(),
             idempotency_key: (!spec.idempotency_key.is_empty()).then_some(spec.idempotency_key),
             network: spec.network,
+            user: (!spec.user.is_empty()).then_some(spec.user),
             submitted_at_ms: job.submitted_at_ms,
             finished_at_ms: (job.finished_at_ms != 0).then_some(job.finished_at_ms),
             not_before_ms: job.not_before_ms,
@@ -384,6 +392,7 @@ impl From<SubmitJobJson> for pb::JobSpec {
             idempotency_key: s.idempotency_key.unwrap_or_default(),
             network: s.network,
             labels: s.labels.into_iter().collect(),
+            user: s.user.unwrap_or_default(),
         }
     }
 }

@@ -60,6 +60,11 @@ pub struct SpecArgs {
     /// Give the container a network (none by default).
     #[arg(long)]
     pub network: bool,
+    /// Run as this UID or UID:GID instead of the node's
+    /// `executor.policy.user` (only what `executor.policy.allowed_users`
+    /// lists is accepted).
+    #[arg(long, value_name = "UID[:GID]")]
+    pub user: Option<String>,
     /// What to run. One argument runs in a shell (`sh -c`, so pipes,
     /// `;` and `$VAR` work); several run as an argument vector without a
     /// shell. Put `--` before it so its own flags are not taken for
@@ -135,6 +140,7 @@ impl SpecArgs {
             idempotency_key: self.idempotency_key.clone().unwrap_or_default(),
             network: self.network,
             labels: pairs(&self.labels, "label")?.into_iter().collect(),
+            user: self.user.clone().unwrap_or_default(),
         })
     }
 }

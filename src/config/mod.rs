@@ -182,6 +182,12 @@ pub struct ExecutorConfig {
     /// Between SIGTERM and SIGKILL when a job is stopped.
     #[serde(with = "humantime_serde")]
     pub stop_grace: Duration,
+    /// A directory on a disk-backed filesystem where each attempt gets a
+    /// fresh, empty directory mounted at `/scratch` (its only writable
+    /// place on disk; `/tmp` is memory), removed with the container. None:
+    /// jobs get no `/scratch`. Put it on its own filesystem: a job can fill
+    /// it, and must not fill the one holding the data directory.
+    pub scratch_dir: Option<PathBuf>,
     /// What a job's container may be and do (`[executor.policy]`).
     pub policy: crate::jobs::policy::SandboxPolicy,
 }
@@ -198,6 +204,7 @@ impl Default for ExecutorConfig {
             output_cap_bytes: 64 << 20,
             output_tail_bytes: 64 << 10,
             stop_grace: Duration::from_secs(10),
+            scratch_dir: None,
             policy: Default::default(),
         }
     }
@@ -620,6 +627,14 @@ impl Config {
         if let Some((key, message)) = executor.policy.problem(&executor.default_image) {
             return Err(bad(key, message));
         }
+        if let Some(dir) = &executor.scratch_dir {
+            if !dir.is_absolute() {
+                return Err(bad(
+                    "executor.scratch_dir",
+                    format!("`{}` must be an absolute path", dir.display()),
+                ));
+            }
+        }
         if let Some((key, message)) = self.quotas.problem().or_else(|| self.limits.problem()) {
             return Err(bad(key, message));
         }
@@ -827,6 +842,7 @@ listen = { api = "127.0.0.1:1", raft = "127.0.0.1:2" }
         config.tls.key_file = Some("node-1-key.pem".into());
         config.listen.socket = Some("drover.sock".into());
         config.acl.bootstrap_token_file = Some("bootstrap.token".into());
+        config.executor.scratch_dir = Some("/srv/scratch".into());
         let table: toml::Table = toml::from_str(&config.to_toml().expect("to toml")).expect("toml");
         let mut found = Vec::new();
         leaf_keys(&table, "", &mut found);

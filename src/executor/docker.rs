@@ -4,10 +4,12 @@
 //! for a network and the policy allows one (then the node's job network,
 //! see `network`), all capabilities dropped, read-only root fs with a tmpfs at
 //! `/tmp`, `no-new-privileges`, memory (swap equal to it, so no swap), CPU and
-//! pids limits, labels `drover.job` / `drover.attempt`, and the environment
+//! pids limits, block-I/O rates and a `/scratch` of its own (see `disk`), a
+//! non-root user, labels `drover.job` / `drover.attempt`, and the environment
 //! variables `DROVER_JOB_ID` / `DROVER_ATTEMPT`.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +17,7 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, ContainerState, HostConfig, HostConfigLogConfig, ResourcesUlimits,
+    ThrottleDevice,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
@@ -26,6 +29,7 @@ use futures::StreamExt;
 use crate::jobs::policy::{PullPolicy, SandboxPolicy};
 use tokio::time::Instant;
 
+use super::disk::JobDisk;
 use super::network::JobNetwork;
 use super::{
     container_name, ContainerInfo, Driver, ExecError, Handle, Outcome, OutputChunk, OutputSink,
@@ -58,8 +62,11 @@ pub struct DockerConfig {
     /// orphans, each other's containers.
     pub owner_labels: Vec<(String, String)>,
     /// Who containers run as, which images they may use and how those are
-    /// fetched, their ulimits (`[executor.policy]`).
+    /// fetched, their ulimits and I/O rates (`[executor.policy]`).
     pub policy: SandboxPolicy,
+    /// Where attempts get their `/scratch` (`executor.scratch_dir`); None:
+    /// jobs get none.
+    pub scratch_dir: Option<PathBuf>,
 }
 
 impl Default for DockerConfig {
@@ -73,6 +80,7 @@ impl Default for DockerConfig {
             log_max_bytes: 128 << 20,
             owner_labels: Vec::new(),
             policy: SandboxPolicy::default(),
+            scratch_dir: None,
         }
     }
 }
@@ -92,6 +100,16 @@ pub struct DockerDriver {
     /// Held while the job network is checked or made, so two jobs starting
     /// at once neither both create it nor both insert its rules.
     network_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Scratch directories and the disks I/O limits apply to.
+    disk: JobDisk,
+}
+
+/// What a container is made with beyond its spec: who it runs as, its
+/// network, its scratch bind.
+struct Placement<'a> {
+    user: String,
+    network: Option<&'a JobNetwork>,
+    scratch: Option<String>,
 }
 
 fn unreachable(e: DockerError) -> ExecError {
@@ -142,12 +160,40 @@ impl DockerDriver {
         .map_err(unreachable)?;
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
         docker.ping().await.map_err(unreachable)?;
+        // The engine's data root is a path on this machine only when the
+        // engine is local (a socket); a remote engine's disks are not ours
+        // to look up.
+        let engine_root = match host.is_empty() || host.starts_with("unix://") {
+            true => docker
+                .info()
+                .await
+                .ok()
+                .and_then(|info| info.docker_root_dir)
+                .map(PathBuf::from),
+            false => None,
+        };
+        let disk =
+            JobDisk::new(config.scratch_dir.clone(), engine_root.as_deref()).map_err(|e| {
+                ExecError::Engine {
+                    op: "make executor.scratch_dir",
+                    message: e.to_string(),
+                }
+            })?;
+        let policy = &config.policy;
+        if (policy.io_read_bps > 0 || policy.io_write_bps > 0) && disk.devices().is_empty() {
+            tracing::warn!("executor.policy.io_read_bps/io_write_bps are set, but no block device was found under the engine's data root or executor.scratch_dir: job I/O is not throttled");
+        }
         let driver = DockerDriver {
             docker,
             config,
             cancelled: Arc::new(Mutex::new(HashSet::new())),
             network_lock: Arc::new(tokio::sync::Mutex::new(())),
+            disk,
         };
+        if driver.config.scratch_dir.is_some() {
+            let live: HashSet<String> = driver.list().await?.into_iter().map(|c| c.name).collect();
+            driver.disk.sweep(&live);
+        }
         if driver.config.policy.allow_network {
             // Up front, so a problem shows at start; checked again per job.
             match driver.job_network().await {
@@ -174,6 +220,28 @@ impl DockerDriver {
             .ensure(&self.docker, &self.config.owner_labels)
             .await?;
         Ok(network)
+    }
+
+    /// A fresh scratch directory for container `name`, owned by `user`
+    /// (`UID:GID`), as a bind; None when this node gives jobs none. A
+    /// container of that name already there (a duplicate attempt) keeps
+    /// its own directory: the start is refused as AlreadyExists.
+    async fn scratch_for(&self, name: &str, user: &str) -> Result<Option<String>, ExecError> {
+        if self.config.scratch_dir.is_none() {
+            return Ok(None);
+        }
+        match self.docker.inspect_container(name, None).await {
+            Ok(_) => return Err(ExecError::AlreadyExists(name.to_string())),
+            Err(e) if status_of(&e) == Some(404) => {}
+            Err(e) => return Err(engine("inspect", e)),
+        }
+        let (uid, gid) = crate::jobs::user_ids(user).map_err(ExecError::InvalidSpec)?;
+        self.disk
+            .prepare(name, uid, gid)
+            .map_err(|e| ExecError::Engine {
+                op: "make the scratch directory",
+                message: e.to_string(),
+            })
     }
 
     fn cancelled(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -244,12 +312,27 @@ impl DockerDriver {
         out
     }
 
+    /// The I/O limits of `[executor.policy]` on every disk jobs touch.
+    fn throttles(&self, rate: u64) -> Option<Vec<ThrottleDevice>> {
+        (rate > 0).then(|| {
+            self.disk
+                .devices()
+                .iter()
+                .map(|device| ThrottleDevice {
+                    path: Some(device.clone()),
+                    rate: Some(i64::try_from(rate).unwrap_or(i64::MAX)),
+                })
+                .collect()
+        })
+    }
+
     fn create_body(
         &self,
         spec: &RunSpec,
         argv: Vec<String>,
-        network: Option<&JobNetwork>,
+        placement: Placement<'_>,
     ) -> ContainerCreateBody {
+        let network = placement.network;
         let mut env: Vec<String> = spec
             .env
             .iter()
@@ -275,9 +358,12 @@ impl DockerDriver {
             // Docker's default seccomp profile stays on (no `seccomp=` here).
             security_opt: Some(vec!["no-new-privileges".to_string()]),
             ulimits: Some(self.ulimits()),
-            // No binds, no volumes, no devices: a job sees no host path,
-            // the engine's socket least of all.
-            binds: None,
+            // No volumes, no devices and no bind but its own empty scratch
+            // directory: a job sees no host path, the engine's socket
+            // least of all.
+            binds: placement.scratch.map(|bind| vec![bind]),
+            blkio_device_read_bps: self.throttles(self.config.policy.io_read_bps),
+            blkio_device_write_bps: self.throttles(self.config.policy.io_write_bps),
             memory: Some(memory),
             memory_swap: Some(memory),
             nano_cpus: Some(i64::from(spec.cpu_millis) * 1_000_000),
@@ -305,7 +391,7 @@ impl DockerDriver {
         };
         ContainerCreateBody {
             image: Some(spec.image.clone()),
-            user: Some(self.config.policy.user.clone()),
+            user: Some(placement.user),
             cmd: Some(argv),
             // The image's entrypoint must not wrap our argv.
             entrypoint: Some(vec![]),
@@ -481,27 +567,40 @@ impl Driver for DockerDriver {
                 finished_at: SystemTime::now(),
             }));
         }
+        let refused = |why: String| {
+            Ok(Started::Finished(Outcome {
+                exit_code: None,
+                reason: Reason::Refused(why),
+                started_at: began,
+                finished_at: SystemTime::now(),
+            }))
+        };
+        let user = match self.config.policy.run_as(spec.user.as_deref()) {
+            Ok(user) => user,
+            Err(why) => return refused(why),
+        };
         let network = match spec.network {
             true => match self.job_network().await {
                 Ok(network) => Some(network),
-                Err(why) => {
-                    return Ok(Started::Finished(Outcome {
-                        exit_code: None,
-                        reason: Reason::Refused(why),
-                        started_at: began,
-                        finished_at: SystemTime::now(),
-                    }))
-                }
+                Err(why) => return refused(why),
             },
             false => None,
         };
         let name = container_name(&spec.job_id, spec.attempt);
+        let scratch = self.scratch_for(&name, &user).await?;
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let body = self.create_body(spec, argv, network.as_ref());
+        let placement = Placement {
+            user,
+            network: network.as_ref(),
+            scratch,
+        };
+        let body = self.create_body(spec, argv, placement);
         let created = match self.docker.create_container(Some(options), body).await {
             Ok(created) => created,
+            // Its scratch directory is the other container's now: kept.
             Err(e) if status_of(&e) == Some(409) => return Err(ExecError::AlreadyExists(name)),
             Err(e) if status_of(&e) == Some(404) => {
+                self.disk.release(&name);
                 // The image vanished between the check and the create.
                 return Ok(Started::Finished(Outcome {
                     exit_code: None,
@@ -510,7 +609,10 @@ impl Driver for DockerDriver {
                     finished_at: SystemTime::now(),
                 }));
             }
-            Err(e) => return Err(engine("create", e)),
+            Err(e) => {
+                self.disk.release(&name);
+                return Err(engine("create", e));
+            }
         };
         let deadline = spec.timeout.map(|t| Instant::now() + t);
         if let Err(e) = self.docker.start_container(&created.id, None).await {
@@ -637,16 +739,28 @@ impl Driver for DockerDriver {
     }
 
     async fn remove(&self, container: &str) -> Result<(), ExecError> {
+        // `container` may be an id; the scratch directory goes by name.
+        let name = match self.config.scratch_dir.is_some() {
+            true => match self.docker.inspect_container(container, None).await {
+                Ok(info) => info.name.map(|n| n.trim_start_matches('/').to_string()),
+                Err(_) => Some(container.to_string()),
+            },
+            false => None,
+        };
         let options = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
             .build();
         match self.docker.remove_container(container, Some(options)).await {
-            Ok(()) => Ok(()),
             // 404: already gone; 409: removal already in progress.
-            Err(e) if matches!(status_of(&e), Some(404 | 409)) => Ok(()),
-            Err(e) => Err(engine("remove", e)),
+            Ok(()) => {}
+            Err(e) if matches!(status_of(&e), Some(404 | 409)) => {}
+            Err(e) => return Err(engine("remove", e)),
         }
+        if let Some(name) = name {
+            self.disk.release(&name);
+        }
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@
 //! reports [`Reason::Cancelled`]. [`Driver::list`] finds containers by their
 //! Drover labels so a restarted node can reattach or remove orphans.
 
+pub mod disk;
 pub mod docker;
 pub mod network;
 mod output;
@@ -56,8 +57,11 @@ pub struct RunSpec {
     pub pids: u32,
     /// Wall-clock limit counted from the container start.
     pub timeout: Option<Duration>,
-    /// Whether the container gets the default bridge network instead of none.
+    /// Whether the container gets the node's job network instead of none.
     pub network: bool,
+    /// The job's own `UID[:GID]`; None: `executor.policy.user`. Checked
+    /// against this node's `executor.policy.allowed_users` at start.
+    pub user: Option<String>,
 }
 
 /// Why an attempt ended.
@@ -296,6 +300,7 @@ mod tests {
             pids: 64,
             timeout: None,
             network: false,
+            user: None,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::legacy::CommandV1;
+use super::legacy::{CommandV1, SpecV5};
 use super::{Capacity, Drain, EndReason, JobId, JobSpec};
 use crate::acl::Token;
 use crate::raft::NodeId;
@@ -12,8 +12,36 @@ use crate::raft::NodeId;
 /// change the encoding and still read entries already in the log. Version 1
 /// (schema 1) had only `Submit` with a bare spec; see [`super::legacy`].
 const COMMAND_FORMAT_V1: u8 = 1;
-/// Today's format.
+/// Schemas 2 to 5: today's commands, but the spec of `Submit` and
+/// `SubmitAs` is a `legacy::SpecV5` (no `user`). Still written for every
+/// command that needs nothing more, so that during a rolling upgrade the
+/// nodes of the previous release apply what a new leader proposes.
 const COMMAND_FORMAT_V2: u8 = 2;
+/// Today's format, written only for a submit whose spec sets `user`.
+const COMMAND_FORMAT_V3: u8 = 3;
+
+/// The bincode variant indexes of `Submit` and `SubmitAs` (declaration
+/// order; one varint byte each), the only variants whose encoding differs
+/// between formats 2 and 3.
+const VARIANT_SUBMIT: u8 = 0;
+const VARIANT_SUBMIT_AS: u8 = 10;
+
+/// Format 2's `Submit` body (after its variant index).
+#[derive(Serialize, Deserialize)]
+struct SubmitV2 {
+    id: JobId,
+    spec: SpecV5,
+    submitted_at_ms: i64,
+}
+
+/// Format 2's `SubmitAs` body (after its variant index).
+#[derive(Serialize, Deserialize)]
+struct SubmitAsV2 {
+    id: JobId,
+    spec: SpecV5,
+    owner: String,
+    submitted_at_ms: i64,
+}
 
 /// Upper bound on an encoded command. Far above what a valid spec needs; it
 /// stops a corrupt length prefix from making the decoder allocate gigabytes.
@@ -254,10 +282,52 @@ impl Command {
         }
     }
 
-    /// The bytes to propose: a format byte, then the command in bincode.
+    /// The bytes to propose: a format byte, then the command in bincode
+    /// (format 2 unless the command needs format 3, see there).
     pub fn encode(&self) -> Result<Vec<u8>, CommandError> {
-        let mut out = vec![COMMAND_FORMAT_V2];
-        out.extend(bincode::serde::encode_to_vec(self, codec())?);
+        let v2_spec = |spec: &JobSpec| SpecV5::from_spec(spec.clone());
+        let (format, variant, body) = match self {
+            Command::Submit {
+                id,
+                spec,
+                submitted_at_ms,
+            } => match v2_spec(spec) {
+                Some(spec) => (
+                    COMMAND_FORMAT_V2,
+                    Some(VARIANT_SUBMIT),
+                    encode_body(&SubmitV2 {
+                        id: *id,
+                        spec,
+                        submitted_at_ms: *submitted_at_ms,
+                    })?,
+                ),
+                None => (COMMAND_FORMAT_V3, None, encode_body(self)?),
+            },
+            Command::SubmitAs {
+                id,
+                spec,
+                owner,
+                submitted_at_ms,
+            } => match v2_spec(spec) {
+                Some(spec) => (
+                    COMMAND_FORMAT_V2,
+                    Some(VARIANT_SUBMIT_AS),
+                    encode_body(&SubmitAsV2 {
+                        id: *id,
+                        spec,
+                        owner: owner.clone(),
+                        submitted_at_ms: *submitted_at_ms,
+                    })?,
+                ),
+                None => (COMMAND_FORMAT_V3, None, encode_body(self)?),
+            },
+            // Encoded the same in formats 2 and 3.
+            other => (COMMAND_FORMAT_V2, None, encode_body(other)?),
+        };
+        let mut out = Vec::with_capacity(2 + body.len());
+        out.push(format);
+        out.extend(variant);
+        out.extend(body);
         Ok(out)
     }
 
@@ -265,7 +335,27 @@ impl Command {
     pub fn decode(bytes: &[u8]) -> Result<Command, CommandError> {
         let (&format, body) = bytes.split_first().ok_or(CommandError::Empty)?;
         match format {
-            COMMAND_FORMAT_V2 => decode_whole(body),
+            COMMAND_FORMAT_V3 => decode_whole(body),
+            COMMAND_FORMAT_V2 => match body.split_first() {
+                Some((&VARIANT_SUBMIT, rest)) => {
+                    let v2: SubmitV2 = decode_whole(rest)?;
+                    Ok(Command::Submit {
+                        id: v2.id,
+                        spec: v2.spec.upgrade(),
+                        submitted_at_ms: v2.submitted_at_ms,
+                    })
+                }
+                Some((&VARIANT_SUBMIT_AS, rest)) => {
+                    let v2: SubmitAsV2 = decode_whole(rest)?;
+                    Ok(Command::SubmitAs {
+                        id: v2.id,
+                        spec: v2.spec.upgrade(),
+                        owner: v2.owner,
+                        submitted_at_ms: v2.submitted_at_ms,
+                    })
+                }
+                _ => decode_whole(body),
+            },
             COMMAND_FORMAT_V1 => match decode_whole::<CommandV1>(body)? {
                 CommandV1::Submit {
                     id,
@@ -273,13 +363,17 @@ impl Command {
                     submitted_at_ms,
                 } => Ok(Command::Submit {
                     id,
-                    spec: spec.upgrade(),
+                    spec: spec.upgrade().upgrade(),
                     submitted_at_ms,
                 }),
             },
             other => Err(CommandError::UnknownFormat(other)),
         }
     }
+}
+
+fn encode_body<T: Serialize>(value: &T) -> Result<Vec<u8>, CommandError> {
+    Ok(bincode::serde::encode_to_vec(value, codec())?)
 }
 
 fn decode_whole<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CommandError> {
@@ -396,6 +490,29 @@ mod tests {
             },
             Command::Evict { node: 2, at_ms: 1 },
             Command::Gc { jobs: vec![job] },
+            Command::SubmitAs {
+                id: job,
+                spec: JobSpec::shell("y"),
+                owner: "acc".into(),
+                submitted_at_ms: 2,
+            },
+            Command::SubmitAs {
+                id: job,
+                spec: JobSpec {
+                    user: Some("1000:1000".into()),
+                    ..JobSpec::shell("y")
+                },
+                owner: "acc".into(),
+                submitted_at_ms: 2,
+            },
+            Command::Submit {
+                id: job,
+                spec: JobSpec {
+                    user: Some("7".into()),
+                    ..JobSpec::shell("y")
+                },
+                submitted_at_ms: 3,
+            },
         ];
         for reason in reasons {
             commands.push(Command::Finished {
@@ -413,6 +530,50 @@ mod tests {
             let bytes = command.encode().unwrap();
             assert_eq!(Command::decode(&bytes).unwrap(), command);
         }
+    }
+
+    #[test]
+    fn only_a_submit_with_a_user_needs_format_3() {
+        // Formats 2 and 3 differ only in the spec of these two variants,
+        // found by their index: the declaration order must not move.
+        let submit_as = Command::SubmitAs {
+            id: JobId::from_parts(1, 1),
+            spec: JobSpec::shell("x"),
+            owner: "o".into(),
+            submitted_at_ms: 0,
+        };
+        assert_eq!(encode_body(&submit()).unwrap()[0], VARIANT_SUBMIT);
+        assert_eq!(encode_body(&submit_as).unwrap()[0], VARIANT_SUBMIT_AS);
+        // What the previous release reads: format 2 unless a user is set.
+        assert_eq!(submit().encode().unwrap()[0], COMMAND_FORMAT_V2);
+        assert_eq!(submit_as.encode().unwrap()[0], COMMAND_FORMAT_V2);
+        let cancel = Command::Cancel {
+            job: JobId::from_parts(1, 1),
+            at_ms: 0,
+        };
+        assert_eq!(cancel.encode().unwrap()[0], COMMAND_FORMAT_V2);
+        let Command::Submit {
+            id,
+            spec,
+            submitted_at_ms,
+        } = submit()
+        else {
+            unreachable!()
+        };
+        let with_user = Command::Submit {
+            id,
+            spec: JobSpec {
+                user: Some("1000".into()),
+                ..spec
+            },
+            submitted_at_ms,
+        };
+        assert_eq!(with_user.encode().unwrap()[0], COMMAND_FORMAT_V3);
+        // A format-3 entry of a spec without a user reads the same as its
+        // format-2 twin.
+        let mut v3 = vec![COMMAND_FORMAT_V3];
+        v3.extend(encode_body(&submit()).unwrap());
+        assert_eq!(Command::decode(&v3).unwrap(), submit());
     }
 
     #[test]

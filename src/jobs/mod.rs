@@ -26,6 +26,6 @@ pub use self::job::{Attempt, EndReason, Job, JobState};
 pub use self::node::{Capacity, Drain, NodeRecord, NodeStatus, Reserved};
 pub use self::output::{OutputChunk, OutputStream};
 pub use self::spec::{
-    check_map, limits, JobSpec, Resources, RetryPolicy, SpecError, MAX_ARGS_BYTES,
+    check_map, limits, user_ids, JobSpec, Resources, RetryPolicy, SpecError, MAX_ARGS_BYTES,
     MAX_COMMAND_BYTES,
 };

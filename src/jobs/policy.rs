@@ -1,10 +1,13 @@
 //! The sandbox policy of `[executor.policy]`: who a job's container runs
-//! as, which images it may use and how they are fetched, its ulimits. The
+//! as, which images it may use and how they are fetched, its ulimits and
+//! block-I/O rates. The
 //! API checks a job against it at submit (a clear refusal naming the key);
 //! the executor applies it again when it creates the container, so a node
 //! with a stricter policy never runs what another node let in.
 
 use serde::{Deserialize, Serialize};
+
+use super::spec::user_ids;
 
 /// When the executor fetches an image from its registry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +30,11 @@ pub struct SandboxPolicy {
     /// `UID:GID` every container runs as: not root, so a process that got
     /// out of its namespaces is nobody on the host (65534 = `nobody`).
     pub user: String,
+    /// Wildcard patterns of `UID:GID` a job may ask to run as (its `user`;
+    /// a bare UID is matched as `UID:UID`), e.g. `1000:1000` or `20??:*`.
+    /// Empty: a job may not choose, every job runs as `user`. Root is never
+    /// implied: only a pattern that matches `0:...` lets a job be root.
+    pub allowed_users: Vec<String>,
     /// Wildcard patterns (`*` for any run of characters) an image must
     /// match, e.g. `drover-job:*` or `registry.internal/*`; empty = any.
     pub allowed_images: Vec<String>,
@@ -47,6 +55,13 @@ pub struct SandboxPolicy {
     /// The token roles that may ask for a network when it is allowed (with
     /// ACLs off every caller is `admin`).
     pub network_roles: Vec<String>,
+    /// Bytes per second one job may read from each block device under the
+    /// node's Docker data root and `executor.scratch_dir`; 0 = no limit.
+    /// Under cgroup v1 the kernel throttles direct and synchronous I/O
+    /// only (cached reads and writeback are not charged to the job).
+    pub io_read_bps: u64,
+    /// As `io_read_bps`, for writes.
+    pub io_write_bps: u64,
 }
 
 impl Default for SandboxPolicy {
@@ -59,6 +74,9 @@ impl Default for SandboxPolicy {
             ulimit_nproc: 0,
             allow_network: false,
             network_roles: vec!["admin".into(), "operator".into()],
+            allowed_users: Vec::new(),
+            io_read_bps: 0,
+            io_write_bps: 0,
         }
     }
 }
@@ -66,26 +84,18 @@ impl Default for SandboxPolicy {
 impl SandboxPolicy {
     /// Why the policy itself is unusable (a config error), naming the key.
     pub fn problem(&self, default_image: &str) -> Option<(&'static str, String)> {
-        let numeric = |part: &str| !part.is_empty() && part.chars().all(|c| c.is_ascii_digit());
-        let user_ok = match self.user.split_once(':') {
-            Some((uid, gid)) => numeric(uid) && numeric(gid),
-            None => numeric(&self.user),
-        };
-        if !user_ok {
+        if user_ids(&self.user).is_err() {
             return Some((
                 "executor.policy.user",
                 format!("`{}` is not UID or UID:GID (numbers)", self.user),
             ));
         }
-        for pattern in &self.allowed_images {
-            if pattern.trim().is_empty() {
-                return Some(("executor.policy.allowed_images", "an empty pattern".into()));
-            }
-            if let Err(e) = glob::Pattern::new(pattern.trim()) {
-                return Some((
-                    "executor.policy.allowed_images",
-                    format!("pattern {pattern:?}: {e}"),
-                ));
+        for (key, patterns) in [
+            ("executor.policy.allowed_images", &self.allowed_images),
+            ("executor.policy.allowed_users", &self.allowed_users),
+        ] {
+            if let Some(problem) = pattern_problem(patterns) {
+                return Some((key, problem));
             }
         }
         if let Some(role) = self
@@ -131,6 +141,36 @@ impl SandboxPolicy {
 }
 
 impl SandboxPolicy {
+    /// The `UID:GID` a job's container runs as: the policy's `user`, or the
+    /// job's own `user` when `allowed_users` lets it choose that one. Err
+    /// is the refusal for the submitter, naming the key.
+    pub fn run_as(&self, requested: Option<&str>) -> Result<String, String> {
+        let Some(requested) = requested else {
+            let (uid, gid) = user_ids(&self.user)?;
+            return Ok(format!("{uid}:{gid}"));
+        };
+        let (uid, gid) = user_ids(requested)?;
+        let ids = format!("{uid}:{gid}");
+        if self.allowed_users.is_empty() {
+            return Err(format!(
+                "`user`: jobs may not choose who they run as here \
+                 (executor.policy.allowed_users is empty; they run as {})",
+                self.user
+            ));
+        }
+        if !self
+            .allowed_users
+            .iter()
+            .any(|pattern| wildcard_match(pattern.trim(), &ids))
+        {
+            return Err(format!(
+                "`user` {ids} is not allowed here: executor.policy.allowed_users is [{}]",
+                self.allowed_users.join(", ")
+            ));
+        }
+        Ok(ids)
+    }
+
     /// Why a job of a caller with `role` may not have the network it asks
     /// for, naming the key: the refusal and whether it is the caller's role
     /// (PERMISSION_DENIED) rather than the job (INVALID_ARGUMENT).
@@ -158,6 +198,18 @@ impl SandboxPolicy {
         }
         None
     }
+}
+
+/// Why a list of wildcard patterns is unusable (an empty or broken one).
+fn pattern_problem(patterns: &[String]) -> Option<String> {
+    patterns.iter().find_map(|pattern| {
+        if pattern.trim().is_empty() {
+            return Some("an empty pattern".into());
+        }
+        glob::Pattern::new(pattern.trim())
+            .err()
+            .map(|e| format!("pattern {pattern:?}: {e}"))
+    })
 }
 
 /// Shell-style wildcards (the `glob` crate): `*` matches any run of
@@ -232,6 +284,39 @@ mod tests {
         assert_eq!(
             typo.problem("").map(|p| p.0),
             Some("executor.policy.network_roles")
+        );
+    }
+
+    #[test]
+    fn a_job_runs_as_the_policy_user_unless_allowed_to_choose() {
+        let closed = SandboxPolicy::default();
+        assert_eq!(closed.run_as(None).as_deref(), Ok("65534:65534"));
+        let why = closed.run_as(Some("1000")).expect_err("may not choose");
+        assert!(why.contains("executor.policy.allowed_users"), "{why}");
+        let bare_uid = SandboxPolicy {
+            user: "4242".into(),
+            ..SandboxPolicy::default()
+        };
+        assert_eq!(bare_uid.run_as(None).as_deref(), Ok("4242:4242"));
+        let open = SandboxPolicy {
+            allowed_users: vec!["1000:1000".into(), "20??:*".into()],
+            ..SandboxPolicy::default()
+        };
+        assert_eq!(open.run_as(Some("1000")).as_deref(), Ok("1000:1000"));
+        assert_eq!(open.run_as(Some("2001:7")).as_deref(), Ok("2001:7"));
+        for refused in ["0", "0:0", "1000:0", "3000"] {
+            let why = open.run_as(Some(refused)).expect_err(refused);
+            assert!(why.contains("executor.policy.allowed_users"), "{why}");
+        }
+        let why = open.run_as(Some("root")).expect_err("a name");
+        assert!(why.contains("UID:GID"), "{why}");
+        let broken = SandboxPolicy {
+            allowed_users: vec![" ".into()],
+            ..SandboxPolicy::default()
+        };
+        assert_eq!(
+            broken.problem("").map(|p| p.0),
+            Some("executor.policy.allowed_users")
         );
     }
 

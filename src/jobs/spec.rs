@@ -127,6 +127,11 @@ pub struct JobSpec {
     pub network: bool,
     /// The user's own labels, for filtering.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Who the container runs as, `UID` or `UID:GID` (numbers; a bare UID
+    /// runs with the GID of the same number). None: the node's
+    /// `executor.policy.user`. Only what `executor.policy.allowed_users`
+    /// lists is accepted, so a tenant cannot choose root.
+    pub user: Option<String>,
 }
 
 /// Why a [`JobSpec`] is refused. Messages are meant for the submitting user.
@@ -218,6 +223,28 @@ fn image_error(image: &str) -> Option<String> {
     }
 }
 
+/// The numeric `(uid, gid)` of a job's `user`, `UID` or `UID:GID`; a bare
+/// UID gets the GID of the same number (the user's private group), never
+/// Docker's fallback of group 0. Names are refused: they would resolve in
+/// the image's `/etc/passwd`, so the same name could be root in one image.
+pub fn user_ids(user: &str) -> Result<(u32, u32), String> {
+    let number = |part: &str| {
+        (!part.is_empty() && part.len() <= 10 && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse::<u32>().ok())
+            .flatten()
+    };
+    let ids = match user.split_once(':') {
+        Some((uid, gid)) => number(uid).zip(number(gid)),
+        None => number(user).map(|uid| (uid, uid)),
+    };
+    ids.ok_or_else(|| {
+        format!(
+            "`user` {user:?} is not UID or UID:GID (numbers up to {}, e.g. 1000:1000)",
+            u32::MAX
+        )
+    })
+}
+
 /// Bytes of name/value pairs, each counted with two separators (`=` and
 /// the terminator of an environment entry).
 fn pairs_bytes<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> usize {
@@ -255,7 +282,8 @@ impl JobSpec {
             + pairs_bytes(self.env.iter().map(|(k, v)| (k, v)))
             + pairs_bytes(&self.constraints)
             + pairs_bytes(&self.labels)
-            + self.idempotency_key.as_ref().map_or(0, String::len);
+            + self.idempotency_key.as_ref().map_or(0, String::len)
+            + self.user.as_ref().map_or(0, String::len);
         strings as u64
     }
 
@@ -353,6 +381,9 @@ impl JobSpec {
                 ));
             }
         }
+        if let Some(user) = &self.user {
+            user_ids(user)?;
+        }
         Ok(())
     }
 
@@ -398,6 +429,34 @@ impl JobSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_is_numbers_only() {
+        assert_eq!(user_ids("1000"), Ok((1000, 1000)));
+        assert_eq!(user_ids("0:5"), Ok((0, 5)));
+        assert_eq!(user_ids("4294967295:1"), Ok((u32::MAX, 1)));
+        for bad in [
+            "",
+            "root",
+            "1000:",
+            ":1000",
+            "1:2:3",
+            "-1",
+            "+1",
+            "4294967296",
+            "1000\0",
+            " 1",
+            "1 ",
+        ] {
+            let why = user_ids(bad).expect_err(bad);
+            assert!(why.contains("UID:GID"), "{bad:?}: {why}");
+        }
+        let named = JobSpec {
+            user: Some("nobody".into()),
+            ..JobSpec::shell("true")
+        };
+        assert!(named.validate().is_err());
+    }
 
     #[test]
     fn accepts_a_command_or_an_argv() {

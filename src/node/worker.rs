@@ -64,6 +64,7 @@ pub async fn run(node: Arc<Node>) {
             .output_cap_bytes
             .saturating_add(16 << 20),
         policy: node.config.executor.policy.clone(),
+        scratch_dir: node.config.executor.scratch_dir.clone(),
         ..DockerConfig::default()
     };
     let mut backoff = BACKOFF_MIN;
@@ -290,6 +291,7 @@ impl Worker {
             pids: spec.resources.pids,
             timeout: (spec.timeout_ms > 0).then(|| Duration::from_millis(spec.timeout_ms)),
             network: spec.network,
+            user: spec.user.clone(),
         }
     }
 

@@ -31,6 +31,8 @@ mod m0003_acl;
 mod m0004_apply_journal;
 #[path = "../../migrations/m0005_idempotency_per_owner.rs"]
 mod m0005_idempotency_per_owner;
+#[path = "../../migrations/m0006_job_user.rs"]
+mod m0006_job_user;
 
 /// One schema migration.
 #[derive(Clone, Copy, Debug)]
@@ -50,10 +52,11 @@ pub const MIGRATIONS: &[Migration] = &[
     m0003_acl::MIGRATION,
     m0004_apply_journal::MIGRATION,
     m0005_idempotency_per_owner::MIGRATION,
+    m0006_job_user::MIGRATION,
 ];
 
 /// The schema version this binary writes: the last migration's.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// Reads the schema version (0 if none is recorded).
 pub fn read_schema_version(meta: &sled::Tree) -> Result<u32, String> {

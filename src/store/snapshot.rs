@@ -1,10 +1,10 @@
 //! Snapshot data: the byte format shipped between nodes, and the files that
 //! hold it under `data_dir/snapshots/`.
 //!
-//! # Format (version 3)
+//! # Format (version 4)
 //! ```text
 //! magic    8 bytes  "DROVSNAP"
-//! version  1 byte   3
+//! version  1 byte   4
 //! header   u32 BE length, then bincode SnapshotHeader {index, term, membership,
 //!          job_count, node_count, token_count, acl_bootstrap}
 //! jobs     job_count times: u32 BE length, then bincode Job, in ascending id order
@@ -15,9 +15,10 @@
 //!          staged (see store::restore)
 //! crc      u32 BE   CRC-32 of every preceding byte
 //! ```
-//! Version 2 (schema 2) had no tokens and its jobs were
+//! Version 3 (schemas 3 to 5) is the same with jobs as
+//! `jobs::legacy::JobV5` (no `user`). Version 2 (schema 2) had no tokens and its jobs were
 //! `jobs::legacy::JobV2` (no owner); version 1 (schema 1) had no nodes
-//! either, and its jobs were `jobs::legacy::JobV1`. Both are still read, so
+//! either, and its jobs were `jobs::legacy::JobV1`. All are still read, so
 //! a snapshot file written before an upgrade can be restored and sent.
 //! The same bytes are the file on disk and the payload of InstallSnapshot,
 //! so a follower verifies exactly what the leader wrote. Jobs are framed one
@@ -39,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use super::codec;
 use super::layout::SnapshotRecord;
 use crate::acl::Token;
-use crate::jobs::legacy::{JobV1, JobV2};
+use crate::jobs::legacy::{JobV1, JobV2, JobV5};
 use crate::jobs::{Job, NodeRecord};
 use crate::raft::{Index, Membership, SnapshotMeta, Term};
 
@@ -47,6 +48,7 @@ const MAGIC: &[u8; 8] = b"DROVSNAP";
 const FORMAT_V1: u8 = 1;
 const FORMAT_V2: u8 = 2;
 const FORMAT_V3: u8 = 3;
+const FORMAT_V4: u8 = 4;
 const FILE_PREFIX: &str = "snap-";
 const FILE_SUFFIX: &str = ".snap";
 const TMP_SUFFIX: &str = ".tmp";
@@ -180,7 +182,7 @@ impl SnapshotBuilder {
             .map_err(|_| super::StoreError::InvalidArgument("snapshot header too large".into()))?;
         let mut out = Vec::with_capacity(8 + 1 + 4 + header.len() + self.body.len() + 4);
         out.extend_from_slice(MAGIC);
-        out.push(FORMAT_V3);
+        out.push(FORMAT_V4);
         out.extend_from_slice(&header_len.to_be_bytes());
         out.extend_from_slice(&header);
         out.extend_from_slice(&self.body);
@@ -286,7 +288,7 @@ pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
     }
     let version = r.take(1)?[0];
     let header: SnapshotHeader = match version {
-        FORMAT_V3 => codec::decode("snapshot header", r.frame()?)?,
+        FORMAT_V3 | FORMAT_V4 => codec::decode("snapshot header", r.frame()?)?,
         FORMAT_V2 => {
             let v2: SnapshotHeaderV2 = codec::decode("snapshot header", r.frame()?)?;
             SnapshotHeader {
@@ -325,8 +327,14 @@ pub(crate) fn decode(data: &[u8]) -> Result<DecodedSnapshot, String> {
     for n in 0..header.job_count {
         let frame = r.frame()?;
         let job: Job = match version {
-            FORMAT_V1 => codec::decode::<JobV1>("snapshot job", frame)?.upgrade(),
-            FORMAT_V2 => codec::decode::<JobV2>("snapshot job", frame)?.upgrade(),
+            FORMAT_V1 => codec::decode::<JobV1>("snapshot job", frame)?
+                .upgrade()
+                .upgrade()
+                .upgrade(),
+            FORMAT_V2 => codec::decode::<JobV2>("snapshot job", frame)?
+                .upgrade()
+                .upgrade(),
+            FORMAT_V3 => codec::decode::<JobV5>("snapshot job", frame)?.upgrade(),
             _ => codec::decode("snapshot job", frame)?,
         };
         if jobs.last().is_some_and(|prev: &Job| prev.id >= job.id) {
@@ -484,6 +492,17 @@ mod tests {
     use crate::jobs::{JobId, JobSpec};
     use crate::raft::PeerInfo;
 
+    /// Five jobs, the last one running as a chosen user.
+    fn sample_jobs() -> Vec<Job> {
+        (1..=5u64)
+            .map(|n| {
+                let mut spec = JobSpec::shell(format!("echo {n}"));
+                spec.user = (n == 5).then(|| "1000:1000".into());
+                Job::new(JobId::from_parts(n, u128::from(n)), spec, n as i64, n)
+            })
+            .collect()
+    }
+
     fn sample() -> (SnapshotMeta, Vec<u8>) {
         let mut meta = SnapshotMeta {
             index: 42,
@@ -492,13 +511,7 @@ mod tests {
         };
         meta.membership.voters.insert(1, PeerInfo::default());
         let mut b = SnapshotBuilder::new();
-        for n in 1..=5u64 {
-            let job = Job::new(
-                JobId::from_parts(n, u128::from(n)),
-                JobSpec::shell(format!("echo {n}")),
-                n as i64,
-                n,
-            );
+        for job in sample_jobs() {
             b.push_encoded_job(&codec::encode("job", &job).unwrap())
                 .unwrap();
         }
@@ -531,11 +544,34 @@ mod tests {
         let (meta, data) = sample();
         let decoded = decode(&data).unwrap();
         assert_eq!(decoded.meta, meta);
-        assert_eq!(decoded.jobs.len(), 5);
+        assert_eq!(decoded.jobs, sample_jobs());
         assert_eq!(decoded.nodes.len(), 1);
         assert_eq!(decoded.tokens.len(), 1);
         assert_eq!(decoded.tokens[0].role, crate::acl::Role::Submitter);
         assert_eq!(decoded.bootstrap.as_deref(), Some("01TOKEN"));
+    }
+
+    #[test]
+    fn a_format_3_snapshot_of_the_previous_release_still_reads() {
+        // Jobs as schemas 3 to 5 wrote them (no `user`), version byte 3.
+        let jobs: Vec<Job> = sample_jobs()
+            .into_iter()
+            .filter(|j| j.spec.user.is_none())
+            .collect();
+        let mut b = SnapshotBuilder::new();
+        for job in &jobs {
+            let old = crate::jobs::legacy::JobV5::from_job(job.clone()).unwrap();
+            b.push_encoded_job(&codec::encode("job", &old).unwrap())
+                .unwrap();
+        }
+        let (meta, _) = sample();
+        let mut data = b.finish(&meta).unwrap();
+        assert_eq!(data[MAGIC.len()], FORMAT_V4);
+        data[MAGIC.len()] = FORMAT_V3;
+        let body = data.len() - 4;
+        let crc = crc32fast::hash(&data[..body]);
+        data[body..].copy_from_slice(&crc.to_be_bytes());
+        assert_eq!(decode(&data).unwrap().jobs, jobs);
     }
 
     #[test]

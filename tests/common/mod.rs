@@ -668,6 +668,7 @@ pub fn run_spec(job_id: &str, command: &str) -> drover::executor::RunSpec {
         pids: 64,
         timeout: None,
         network: false,
+        user: None,
     }
 }
 

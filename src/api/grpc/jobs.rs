@@ -192,6 +192,9 @@ impl DroverService {
         if let Some(refusal) = policy.image_refusal(&spec.image) {
             return Err(Status::invalid_argument(refusal));
         }
+        if let Err(refusal) = policy.run_as(spec.user.as_deref()) {
+            return Err(Status::invalid_argument(refusal));
+        }
         if spec.network {
             match policy.network_refusal(caller.role) {
                 Some((refusal, true)) => return Err(Status::permission_denied(refusal)),
