@@ -385,6 +385,20 @@ async fn bad_input_gets_typed_errors() {
             },
         ),
         (
+            "user given by name",
+            pb::JobSpec {
+                user: "root".into(),
+                ..base()
+            },
+        ),
+        (
+            "a user the policy does not list",
+            pb::JobSpec {
+                user: "0".into(),
+                ..base()
+            },
+        ),
+        (
             "NUL in a label value",
             pb::JobSpec {
                 labels: [("team".to_string(), "a\0".to_string())].into(),

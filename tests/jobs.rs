@@ -569,3 +569,79 @@ async fn three_nodes_spread_jobs_and_rerun_the_work_of_a_killed_node() {
     )
     .await;
 }
+
+/// Where `executor.policy.allowed_users` lists it, a job runs as the user
+/// it asks for (`drover job run --user`), writes its own `/scratch` on
+/// disk, and keeps its `user` across a restart (replayed from the log);
+/// root, which the policy does not list, is refused at submit with the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_runs_as_the_user_it_may_choose_and_writes_its_scratch() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let Some(mut cluster) = Cluster::start_running_jobs(
+        1,
+        RaftSettings {
+            scratch_dir: Some(scratch.path().join("jobs")),
+            extra_config: "\n[executor.policy]\nallowed_users = [\"1000:*\"]\n".into(),
+            ..RaftSettings::default()
+        },
+    ) else {
+        return;
+    };
+    cluster.wait_leader(ELECTION).await;
+    let out = cluster.cli(&[
+        "job",
+        "run",
+        "--user",
+        "1000:1000",
+        "--",
+        "id -u; id -g; echo data >/scratch/f && cat /scratch/f; ls -ld /scratch | tr -s ' ' | cut -d' ' -f3",
+    ]);
+    assert_eq!(
+        stdout(&out),
+        "1000\n1000\ndata\n1000\n",
+        "stderr: {}",
+        stderr(&out)
+    );
+    let out = cluster.cli(&[
+        "job",
+        "run",
+        "--",
+        "id -u; ls -ld /scratch | tr -s ' ' | cut -d' ' -f3",
+    ]);
+    assert_eq!(stdout(&out), "65534\n65534\n", "stderr: {}", stderr(&out));
+
+    let out = cluster.cli(&["job", "run", "--user", "0", "--", "id -u"]);
+    assert!(!out.status.success(), "root was let in: {}", stdout(&out));
+    assert!(
+        stderr(&out).contains("executor.policy.allowed_users"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut client = cluster.client(0).await.expect("client");
+    let id = submit(
+        &mut client,
+        pb::JobSpec {
+            user: "1000".into(),
+            ..shell("true")
+        },
+    )
+    .await;
+    wait_job(&cluster, 0, &id, "succeeded", |j| j.state == "SUCCEEDED").await;
+    cluster.restart(0);
+    cluster.wait_leader(ELECTION).await;
+    let job = wait_job(&cluster, 0, &id, "back after the restart", |_| true).await;
+    // Recorded as it runs: a bare UID gets the group of the same number.
+    assert_eq!(job.spec.map(|s| s.user).as_deref(), Some("1000:1000"));
+    let rest: serde_json::Value = reqwest::get(format!("{}/v1/jobs/{id}", cluster.http_url(0)))
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(rest["user"], "1000:1000", "{rest}");
+    let left: Vec<_> = std::fs::read_dir(scratch.path().join("jobs"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "scratch directories left: {left:?}");
+}

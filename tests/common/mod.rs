@@ -79,6 +79,8 @@ pub struct RaftSettings {
     pub cors_origins: Vec<String>,
     /// acl.bootstrap_token_file.
     pub bootstrap_token_file: Option<PathBuf>,
+    /// executor.scratch_dir.
+    pub scratch_dir: Option<PathBuf>,
     /// Extra `drover agent` arguments, after `--config FILE`.
     pub agent_args: Vec<String>,
     /// Data directory of node i (by position), where a test puts it on a
@@ -108,6 +110,7 @@ impl Default for RaftSettings {
             cpu_millis: 4000,
             queue_capacity: 100_000,
             retain_max: 100_000,
+            scratch_dir: None,
             acl: false,
             cors_origins: Vec::new(),
             bootstrap_token_file: None,
@@ -225,6 +228,16 @@ impl Cluster {
              [acl]\nenabled = {}\ncors_origins = {:?}\n",
             s.executor, s.cpu_millis, spec.id, s.node_down_after_ms, s.queue_capacity, s.retain_max, s.acl, s.cors_origins
         );
+        if let Some(dir) = &s.scratch_dir {
+            sections = sections.replacen(
+                "[executor]\n",
+                &format!(
+                    "[executor]\nscratch_dir = {:?}\n",
+                    dir.display().to_string()
+                ),
+                1,
+            );
+        }
         if let Some(file) = &s.bootstrap_token_file {
             sections += &format!("bootstrap_token_file = \"{}\"\n", file.display());
         }

@@ -180,7 +180,7 @@ impl DroverService {
         request: Request<pb::SubmitJobRequest>,
     ) -> Result<Response<pb::SubmitJobResponse>, Status> {
         let caller = self.authorize(&request, Action::SubmitJob)?;
-        let spec = spec_from_proto(
+        let mut spec = spec_from_proto(
             request.get_ref().spec.as_ref(),
             &self.node.config.executor.default_image,
         )?;
@@ -192,8 +192,12 @@ impl DroverService {
         if let Some(refusal) = policy.image_refusal(&spec.image) {
             return Err(Status::invalid_argument(refusal));
         }
-        if let Err(refusal) = policy.run_as(spec.user.as_deref()) {
-            return Err(Status::invalid_argument(refusal));
+        if spec.user.is_some() {
+            // Recorded as it will run (`UID:GID`), like the other defaults.
+            let user = policy
+                .run_as(spec.user.as_deref())
+                .map_err(Status::invalid_argument)?;
+            spec.user = Some(user);
         }
         if spec.network {
             match policy.network_refusal(caller.role) {
