@@ -685,3 +685,25 @@ async fn scratch_writes_are_held_to_the_io_limit() {
         .unwrap_or_default();
     assert!(left.is_empty(), "scratch directories left: {left:?}");
 }
+
+/// A job's last words without a newline reach its output: the engine logs
+/// them as the container's pipe closes, which its follow can miss (it did
+/// in about half of the runs before the driver read the log once more).
+#[tokio::test]
+async fn a_last_line_without_a_newline_is_never_lost() {
+    let Some(d) = driver().await else {
+        return;
+    };
+    for n in 0..8 {
+        let job = job_id("no-newline");
+        let (outcome, out, err) =
+            run(&d, &spec(&job, "echo first; printf oops >&2; printf last")).await;
+        cleanup(&d, &job).await;
+        assert_eq!(outcome.reason, Reason::Exited(0));
+        assert_eq!(
+            (out.as_str(), err.as_str()),
+            ("first\nlast", "oops"),
+            "run {n}"
+        );
+    }
+}
