@@ -326,12 +326,13 @@ async fn env_and_labels_identify_the_attempt() {
 async fn container_is_locked_down() {
     let Some(d) = driver().await else { return };
     let job = job_id("caps");
-    // No capabilities at all, no_new_privs set, pids limited.
+    // No capabilities at all, no_new_privs set, Docker's default seccomp
+    // filter in force (mode 2), pids limited.
     let (outcome, out, _) = run(
         &d,
         &spec(
             &job,
-            "grep -E '^(CapEff|CapPrm|NoNewPrivs)' /proc/self/status; cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max",
+            "grep -E '^(CapEff|CapPrm|NoNewPrivs|Seccomp)' /proc/self/status; cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max",
         ),
     )
     .await;
@@ -345,6 +346,7 @@ async fn container_is_locked_down() {
     assert_eq!(fields.get("CapEff"), Some(&"0000000000000000"), "{out}");
     assert_eq!(fields.get("CapPrm"), Some(&"0000000000000000"), "{out}");
     assert_eq!(fields.get("NoNewPrivs"), Some(&"1"), "{out}");
+    assert_eq!(fields.get("Seccomp"), Some(&"2"), "{out}");
     assert!(out.lines().any(|l| l == "64"), "pids limit missing: {out}");
 }
 
