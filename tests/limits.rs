@@ -10,11 +10,13 @@
 
 mod common;
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::{wait_for, Cluster, RaftSettings};
 use drover::proto::v1 as pb;
+use http_body::Frame;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -248,4 +250,51 @@ async fn silent_connections_slow_headers_and_slow_bodies_are_cut_off_and_write_n
     let mut client = cluster.client(0).await.expect("client");
     let jobs = common::all_jobs(&mut client, false).await.expect("list");
     assert!(jobs.is_empty(), "nothing was written: {jobs:?}");
+
+    // A gRPC restore whose parts stop arriving: DEADLINE_EXCEEDED naming
+    // the key, while the client still holds its stream open, and nothing
+    // restored. Sent with plain HTTP/2 (tonic's client holds a client
+    // stream back until it ends, so it cannot stall one).
+    let (parts, rx) = tokio::sync::mpsc::channel::<Result<Frame<bytes::Bytes>, Infallible>>(1);
+    let mut frame = vec![0u8];
+    let message = [&[0x0a, 8][..], b"DROVBKUP"].concat(); // field 1, 8 bytes
+    frame.extend((message.len() as u32).to_be_bytes());
+    frame.extend(message);
+    parts
+        .send(Ok(Frame::data(frame.into())))
+        .await
+        .expect("first part");
+    let h2 = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let request =
+        axum::http::Request::post(format!("http://{api}/drover.v1.Drover/RestoreSnapshot"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(http_body_util::StreamBody::new(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            ))
+            .expect("request");
+    let started = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(10), h2.request(request))
+        .await
+        .expect("no answer within 10 s while the stream stayed open")
+        .expect("an HTTP/2 answer");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let header = |name: &str| {
+        answer
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(header("grpc-status"), "4", "DEADLINE_EXCEEDED: {answer:?}");
+    assert!(
+        header("grpc-message").contains("limits.read_timeout"),
+        "{answer:?}"
+    );
+    drop(parts);
+    let jobs = common::all_jobs(&mut client, false).await.expect("list");
+    assert!(jobs.is_empty(), "nothing was restored: {jobs:?}");
 }

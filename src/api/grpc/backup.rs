@@ -73,7 +73,19 @@ impl DroverService {
         let metadata = request.metadata().clone();
         let mut stream = request.into_inner();
         let mut file = Vec::new();
-        while let Some(chunk) = stream.message().await? {
+        // A client that stops sending holds the restore (and its buffer):
+        // each part must arrive within limits.read_timeout.
+        let patience = self.node.config.limits.read_timeout;
+        loop {
+            let Ok(next) = tokio::time::timeout(patience, stream.message()).await else {
+                return Err(Status::deadline_exceeded(format!(
+                    "no part of the backup arrived for {} (limits.read_timeout); nothing changed",
+                    humantime::format_duration(patience)
+                )));
+            };
+            let Some(chunk) = next? else {
+                break;
+            };
             if file.len() + chunk.data.len() > MAX_BACKUP_BYTES {
                 return Err(Status::resource_exhausted(format!(
                     "a backup over {MAX_BACKUP_BYTES} bytes cannot be restored online; restore it offline (--data-dir) and add nodes"
