@@ -645,3 +645,91 @@ async fn a_job_runs_as_the_user_it_may_choose_and_writes_its_scratch() {
         .unwrap_or_default();
     assert!(left.is_empty(), "scratch directories left: {left:?}");
 }
+
+/// Nodes tell the leader what their sandbox policy allows: a job that asks
+/// for a user only node 2 lets it have runs on node 2 every time (node 1
+/// would refuse it, START_FAILED), whichever node it was submitted to, while
+/// plain jobs still use both nodes; a user no node lists is refused at
+/// submit, naming the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_asks_for_a_user_lands_only_on_nodes_that_allow_it() {
+    let Some(cluster) = Cluster::start_running_jobs(
+        2,
+        RaftSettings {
+            node_config: vec![(
+                2,
+                "\n[executor.policy]\nallowed_users = [\"1000:1000\"]\n".into(),
+            )],
+            ..RaftSettings::default()
+        },
+    ) else {
+        return;
+    };
+    cluster.wait_leader(ELECTION).await;
+    let mut node1 = cluster.client(0).await.expect("client");
+    // Node 2's heartbeat says what it allows, into the replicated node table.
+    common::wait_for("node 2 to offer its users", ELECTION, || {
+        let mut client = node1.clone();
+        async move {
+            let nodes = client
+                .list_nodes(pb::ListNodesRequest { consistent: true })
+                .await
+                .ok()?
+                .into_inner()
+                .nodes;
+            nodes
+                .iter()
+                .any(|n| {
+                    n.id == 2
+                        && n.labels
+                            .get("drover.users")
+                            .is_some_and(|u| u == "1000:1000")
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    let mut node2 = cluster.client(1).await.expect("client");
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let spec = pb::JobSpec {
+            user: "1000".into(),
+            ..shell("id -u")
+        };
+        let client = if n % 2 == 0 { &mut node1 } else { &mut node2 };
+        ids.push(submit(client, spec).await);
+    }
+    // Running side by side, so the least loaded node takes the next.
+    let mut plain = Vec::new();
+    for _ in 0..6 {
+        plain.push(submit(&mut node1, shell("sleep 1")).await);
+    }
+    for id in &ids {
+        let job = wait_job(&cluster, 0, id, "succeeded", |j| j.state == "SUCCEEDED").await;
+        let attempt = &job.attempts[0];
+        assert_eq!(attempt.node, 2, "placed on a node that refuses its user");
+        assert_eq!(attempt.output_tail, b"1000\n");
+    }
+    let mut nodes = BTreeSet::new();
+    for id in &plain {
+        let job = wait_job(&cluster, 0, id, "succeeded", |j| j.state == "SUCCEEDED").await;
+        nodes.insert(job.attempts[0].node);
+    }
+    assert_eq!(nodes, BTreeSet::from([1, 2]), "plain jobs use both nodes");
+    for client in [&mut node1, &mut node2] {
+        let refused = client
+            .submit_job(pb::SubmitJobRequest {
+                spec: Some(pb::JobSpec {
+                    user: "0".into(),
+                    ..shell("true")
+                }),
+            })
+            .await
+            .expect_err("no node lets a job be root");
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused.message().contains("executor.policy.allowed_users"),
+            "{refused:?}"
+        );
+    }
+}

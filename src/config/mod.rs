@@ -642,6 +642,24 @@ impl Config {
         // beyond them, so a node configured so would never run anything.
         crate::jobs::check_map("executor.labels", &executor.labels)
             .map_err(|message| bad("executor.labels", message))?;
+        if let Some(key) = executor
+            .labels
+            .keys()
+            .find(|k| k.starts_with(crate::jobs::policy::RESERVED_LABEL_PREFIX))
+        {
+            return Err(bad(
+                "executor.labels",
+                format!("`{key}`: labels starting with `drover.` are the node's own (they say what executor.policy allows)"),
+            ));
+        }
+        let mut heartbeat = executor.labels.clone();
+        heartbeat.extend(executor.policy.offers());
+        crate::jobs::check_map("executor.labels", &heartbeat).map_err(|message| {
+            bad(
+                "executor.labels",
+                format!("{message} (with the node's own labels for executor.policy)"),
+            )
+        })?;
         for (key, addr) in [
             ("advertise.api", &self.advertise.api),
             ("advertise.raft", &self.advertise.raft),
@@ -803,6 +821,19 @@ listen = { api = "127.0.0.1:1", raft = "127.0.0.1:2" }
         let text = format!("{MINIMAL}\n[raft]\ntick = \"fast\"\n");
         let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
         assert!(err.contains("tick"), "{err}");
+    }
+
+    #[test]
+    fn the_nodes_own_labels_and_scratch_paths_are_checked() {
+        let text = format!("{MINIMAL}\n[executor.labels]\n\"drover.network\" = \"allowed\"\n");
+        let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("executor.labels") && err.contains("drover.network"),
+            "{err}"
+        );
+        let text = format!("{MINIMAL}\n[executor]\nscratch_dir = \"relative/dir\"\n");
+        let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("executor.scratch_dir"), "{err}");
     }
 
     #[test]

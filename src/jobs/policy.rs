@@ -98,6 +98,15 @@ impl SandboxPolicy {
                 return Some((key, problem));
             }
         }
+        if self.allowed_users.iter().any(|p| p.contains(',')) {
+            return Some((
+                "executor.policy.allowed_users",
+                "a pattern cannot hold a comma".into(),
+            ));
+        }
+        if let Err(why) = super::check_map("executor.policy.allowed_users", &self.offers()) {
+            return Some(("executor.policy.allowed_users", why));
+        }
         if let Some(role) = self
             .network_roles
             .iter()
@@ -198,6 +207,49 @@ impl SandboxPolicy {
         }
         None
     }
+}
+
+/// Prefix of the labels a node sets itself to tell the leader what its
+/// policy lets a job have; `executor.labels` may not use it, so no
+/// operator label can claim (or hide) what the policy says.
+pub const RESERVED_LABEL_PREFIX: &str = "drover.";
+/// Set to `allowed` on a node whose policy gives jobs a network.
+const LABEL_NETWORK: &str = "drover.network";
+/// The node's `allowed_users`, comma-separated.
+const LABEL_USERS: &str = "drover.users";
+
+impl SandboxPolicy {
+    /// The labels this node adds to its heartbeat so the leader places a
+    /// job that asks for a network or a user only where it may run.
+    pub fn offers(&self) -> std::collections::BTreeMap<String, String> {
+        let mut labels = std::collections::BTreeMap::new();
+        if self.allow_network {
+            labels.insert(LABEL_NETWORK.to_string(), "allowed".to_string());
+        }
+        if !self.allowed_users.is_empty() {
+            labels.insert(LABEL_USERS.to_string(), self.allowed_users.join(","));
+        }
+        labels
+    }
+}
+
+/// Whether a node with `labels` (its heartbeat's, with [`SandboxPolicy::offers`])
+/// lets a job have the network and the user (`UID:GID`, as the API records
+/// it) it asks for. The role check stays at submit, where the caller is known.
+pub fn node_offers(
+    labels: &std::collections::BTreeMap<String, String>,
+    network: bool,
+    user: Option<&str>,
+) -> bool {
+    let network_ok = !network || labels.get(LABEL_NETWORK).is_some_and(|v| v == "allowed");
+    let user_ok = user.is_none_or(|user| {
+        labels.get(LABEL_USERS).is_some_and(|patterns| {
+            patterns
+                .split(',')
+                .any(|pattern| wildcard_match(pattern.trim(), user))
+        })
+    });
+    network_ok && user_ok
 }
 
 /// Why a list of wildcard patterns is unusable (an empty or broken one).
@@ -316,6 +368,41 @@ mod tests {
         };
         assert_eq!(
             broken.problem("").map(|p| p.0),
+            Some("executor.policy.allowed_users")
+        );
+    }
+
+    #[test]
+    fn a_node_offers_what_its_policy_allows_and_nothing_more() {
+        let closed = SandboxPolicy::default().offers();
+        assert!(closed.is_empty(), "{closed:?}");
+        assert!(node_offers(&closed, false, None));
+        assert!(!node_offers(&closed, true, None), "no network");
+        assert!(!node_offers(&closed, false, Some("1000:1000")), "no user");
+        let open = SandboxPolicy {
+            allow_network: true,
+            allowed_users: vec!["1000:1000".into(), "20??:*".into()],
+            ..SandboxPolicy::default()
+        }
+        .offers();
+        assert!(node_offers(&open, true, Some("1000:1000")));
+        assert!(node_offers(&open, false, Some("2001:5")));
+        assert!(!node_offers(&open, false, Some("0:0")));
+        assert!(!node_offers(&open, true, Some("1000:1001")));
+        let comma = SandboxPolicy {
+            allowed_users: vec!["1000:1000,0:0".into()],
+            ..SandboxPolicy::default()
+        };
+        assert_eq!(
+            comma.problem("").map(|p| p.0),
+            Some("executor.policy.allowed_users")
+        );
+        let long = SandboxPolicy {
+            allowed_users: (0..100).map(|n| format!("{n}:{n}")).collect(),
+            ..SandboxPolicy::default()
+        };
+        assert_eq!(
+            long.problem("").map(|p| p.0),
             Some("executor.policy.allowed_users")
         );
     }

@@ -13,6 +13,7 @@ pub mod raft_loop;
 mod reads;
 pub mod reports;
 pub mod run;
+mod sandbox;
 pub mod scheduler_loop;
 pub mod transport;
 pub mod wire;

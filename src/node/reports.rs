@@ -155,7 +155,10 @@ impl Node {
     pub async fn heartbeat_loop(self: Arc<Self>) {
         let interval = self.config.scheduler.heartbeat_interval;
         let capacity = self.capacity();
-        let labels = self.config.executor.labels.clone();
+        // The operator's labels, and what this node's sandbox policy lets
+        // a job have (so network and user jobs are placed where they run).
+        let mut labels = self.config.executor.labels.clone();
+        labels.extend(self.config.executor.policy.offers());
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -185,7 +185,12 @@ async fn pass(node: &Node, last_gc: &mut Instant) -> Result<Option<Instant>, Str
         if !quota.allows(owner) {
             continue;
         }
-        if let Some(on) = scheduler::place(&mut loads, &job.spec.resources, &job.spec.constraints) {
+        let needs = scheduler::SandboxNeeds {
+            network: job.spec.network,
+            user: job.spec.user.as_deref(),
+        };
+        let spec = &job.spec;
+        if let Some(on) = scheduler::place(&mut loads, &spec.resources, &spec.constraints, needs) {
             quota.placed(owner);
             let attempt = u32::try_from(job.attempts.len() + 1).unwrap_or(u32::MAX);
             assignments.push(Assignment {

@@ -63,6 +63,11 @@ impl NodeLoad {
             .all(|(k, v)| self.labels.get(k).is_some_and(|have| have == v))
     }
 
+    /// Whether the node's policy (as its labels say) lets the job run.
+    fn offers(&self, needs: &SandboxNeeds<'_>) -> bool {
+        crate::jobs::policy::node_offers(&self.labels, needs.network, needs.user)
+    }
+
     /// Load after adding `r`, in parts per million of the scarcer resource.
     fn load_with(&self, r: &Resources) -> u64 {
         let frac = |used: u64, add: u64, cap: u64| (used + add) * 1_000_000 / cap.max(1);
@@ -79,18 +84,29 @@ impl NodeLoad {
     }
 }
 
+/// What a job asks of a node's sandbox policy, beyond labels and room.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SandboxNeeds<'a> {
+    /// It asks for a network.
+    pub network: bool,
+    /// It runs as this `UID:GID`.
+    pub user: Option<&'a str>,
+}
+
 /// Picks the node for a job and reserves its resources there: among the
-/// eligible nodes whose labels satisfy the constraints and that have room,
-/// the least loaded after placement (then fewest jobs, then lowest id), so
-/// work spreads over the cluster. `None`: no node can take it now.
+/// eligible nodes whose labels satisfy the constraints, whose policy lets
+/// it have what it `needs`, and that have room, the least loaded after
+/// placement (then fewest jobs, then lowest id), so work spreads over the
+/// cluster. `None`: no node can take it now.
 pub fn place(
     nodes: &mut [NodeLoad],
     resources: &Resources,
     constraints: &BTreeMap<String, String>,
+    needs: SandboxNeeds<'_>,
 ) -> Option<NodeId> {
     let best = nodes
         .iter_mut()
-        .filter(|n| n.eligible && n.satisfies(constraints) && n.fits(resources))
+        .filter(|n| n.eligible && n.satisfies(constraints) && n.offers(&needs) && n.fits(resources))
         .min_by_key(|n| (n.load_with(resources), n.active, n.id))?;
     best.reserve(resources);
     Some(best.id)
@@ -190,7 +206,7 @@ mod tests {
         let mut nodes = vec![node(1, 2000, &[]), node(2, 2000, &[]), node(3, 2000, &[])];
         let none = BTreeMap::new();
         let placed: Vec<_> = (0..6)
-            .filter_map(|_| place(&mut nodes, &job(100), &none))
+            .filter_map(|_| place(&mut nodes, &job(100), &none, SandboxNeeds::default()))
             .collect();
         assert_eq!(placed, [1, 2, 3, 1, 2, 3]);
     }
@@ -203,14 +219,67 @@ mod tests {
         ];
         nodes[1].eligible = false;
         let zone_a = BTreeMap::from([("zone".to_string(), "a".to_string())]);
-        assert_eq!(place(&mut nodes, &job(200), &zone_a), Some(1));
+        assert_eq!(
+            place(&mut nodes, &job(200), &zone_a, SandboxNeeds::default()),
+            Some(1)
+        );
         // Node 1 is full for another 200m; node 2 is not eligible.
-        assert_eq!(place(&mut nodes, &job(200), &BTreeMap::new()), None);
+        assert_eq!(
+            place(
+                &mut nodes,
+                &job(200),
+                &BTreeMap::new(),
+                SandboxNeeds::default()
+            ),
+            None
+        );
         let zone_c = BTreeMap::from([("zone".to_string(), "c".to_string())]);
-        assert_eq!(place(&mut nodes, &job(10), &zone_c), None);
+        assert_eq!(
+            place(&mut nodes, &job(10), &zone_c, SandboxNeeds::default()),
+            None
+        );
         assert!(!cluster_full(&nodes));
-        place(&mut nodes, &job(50), &BTreeMap::new());
+        place(
+            &mut nodes,
+            &job(50),
+            &BTreeMap::new(),
+            SandboxNeeds::default(),
+        );
         assert!(cluster_full(&nodes));
+    }
+
+    #[test]
+    fn a_network_or_user_job_goes_only_where_the_policy_lets_it_run() {
+        let open = crate::jobs::policy::SandboxPolicy {
+            allow_network: true,
+            allowed_users: vec!["1000:*".into()],
+            ..Default::default()
+        };
+        let mut nodes = vec![node(1, 4000, &[]), node(2, 4000, &[])];
+        nodes[1].labels.extend(open.offers());
+        let none = BTreeMap::new();
+        let network = SandboxNeeds {
+            network: true,
+            user: None,
+        };
+        let user = SandboxNeeds {
+            network: false,
+            user: Some("1000:1000"),
+        };
+        for _ in 0..3 {
+            assert_eq!(place(&mut nodes, &job(100), &none, network), Some(2));
+            assert_eq!(place(&mut nodes, &job(100), &none, user), Some(2));
+        }
+        let root = SandboxNeeds {
+            network: false,
+            user: Some("0:0"),
+        };
+        assert_eq!(place(&mut nodes, &job(100), &none, root), None);
+        // Plain jobs still spread: node 1 is the emptier one now.
+        assert_eq!(
+            place(&mut nodes, &job(100), &none, SandboxNeeds::default()),
+            Some(1)
+        );
     }
 
     #[test]

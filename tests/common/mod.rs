@@ -88,6 +88,9 @@ pub struct RaftSettings {
     pub data_dirs: Vec<PathBuf>,
     /// TOML appended to every node's config (extra sections, e.g. `[storage]`).
     pub extra_config: String,
+    /// TOML appended to the config of node i (by id, from 1) after
+    /// `extra_config`, for nodes whose settings differ.
+    pub node_config: Vec<(u64, String)>,
     /// With TLS: the directory holding `ca.pem`, `node-ID.pem` (and keys)
     /// for every node and `client-admin.pem`, as `drover tls` makes them
     /// (see [`make_certs`]). Nodes get a `[tls]` section; the helpers
@@ -117,6 +120,7 @@ impl Default for RaftSettings {
             agent_args: Vec::new(),
             data_dirs: Vec::new(),
             extra_config: String::new(),
+            node_config: Vec::new(),
             tls_dir: None,
             cluster_id: None,
         }
@@ -242,6 +246,9 @@ impl Cluster {
             sections += &format!("bootstrap_token_file = \"{}\"\n", file.display());
         }
         sections += &s.extra_config;
+        for (_, extra) in s.node_config.iter().filter(|(id, _)| *id == spec.id) {
+            sections += extra;
+        }
         let text = agent::NodeConfig {
             id: spec.id,
             cluster_id: &self.cluster_id,

@@ -186,25 +186,14 @@ impl DroverService {
         )?;
         spec.validate()
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        // The receiving node's sandbox policy; the node that runs the job
-        // applies its own again.
-        let policy = &self.node.config.executor.policy;
-        if let Some(refusal) = policy.image_refusal(&spec.image) {
-            return Err(Status::invalid_argument(refusal));
-        }
-        if spec.user.is_some() {
-            // Recorded as it will run (`UID:GID`), like the other defaults.
-            let user = policy
-                .run_as(spec.user.as_deref())
-                .map_err(Status::invalid_argument)?;
-            spec.user = Some(user);
-        }
-        if spec.network {
-            match policy.network_refusal(caller.role) {
-                Some((refusal, true)) => return Err(Status::permission_denied(refusal)),
-                Some((refusal, false)) => return Err(Status::invalid_argument(refusal)),
-                None => {}
-            }
+        // The sandbox asks: this node's image policy, and a user or a
+        // network some node offers; the node that runs the job applies its
+        // own policy again.
+        if let Err(refusal) = self.node.admit_sandbox(caller.role, &mut spec) {
+            return Err(match refusal.by_role {
+                true => Status::permission_denied(refusal.message),
+                false => Status::invalid_argument(refusal.message),
+            });
         }
         self.node.admit_new_work().map_err(raft_status)?;
         self.write(
