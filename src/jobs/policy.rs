@@ -184,13 +184,8 @@ impl SandboxPolicy {
     /// for, naming the key: the refusal and whether it is the caller's role
     /// (PERMISSION_DENIED) rather than the job (INVALID_ARGUMENT).
     pub fn network_refusal(&self, role: crate::acl::Role) -> Option<(String, bool)> {
-        if !self.allow_network {
-            return Some((
-                "`network`: jobs get no network here (executor.policy.allow_network is false)"
-                    .into(),
-                false,
-            ));
-        }
+        // The role first: a caller another node would give a network must
+        // still be one this node's network_roles lists.
         if !self
             .network_roles
             .iter()
@@ -203,6 +198,13 @@ impl SandboxPolicy {
                     self.network_roles.join(", ")
                 ),
                 true,
+            ));
+        }
+        if !self.allow_network {
+            return Some((
+                "`network`: jobs get no network here (executor.policy.allow_network is false)"
+                    .into(),
+                false,
             ));
         }
         None
@@ -328,6 +330,11 @@ mod tests {
         assert_eq!(open.network_refusal(Role::Operator), None);
         let (why, by_role) = open.network_refusal(Role::Submitter).expect("not its role");
         assert!(why.contains("executor.policy.network_roles"), "{why}");
+        assert!(by_role);
+        // The role is checked first, so a node that gives no network still
+        // tells a submitter it may not ask (another node's network would
+        // not make it allowed).
+        let (_, by_role) = closed.network_refusal(Role::Submitter).expect("closed");
         assert!(by_role);
         let typo = SandboxPolicy {
             network_roles: vec!["admins".into()],
