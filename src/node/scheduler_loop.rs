@@ -14,8 +14,10 @@ use crate::scheduler::{self, NodeLoad};
 
 /// Placements proposed in one entry at most.
 const MAX_ASSIGN_BATCH: usize = 512;
-/// Queue entries one pass looks at, at most (a queue of jobs no node can
-/// take must not make every pass read all of it).
+/// Queue entries one pass reads, at most (a queue of jobs no node can take
+/// must not make every pass read all of it). The jobs of owners already at
+/// their active quota are passed over without being read, and do not count:
+/// however many such an owner queues, the jobs behind theirs are reached.
 const MAX_QUEUE_SCAN: usize = 20_000;
 /// Finished jobs deleted per GC entry, at most.
 const MAX_GC_BATCH: usize = 1_000;
@@ -162,12 +164,26 @@ async fn pass(node: &Node, last_gc: &mut Instant) -> Result<Option<Instant>, Str
         store.active_by_owner(),
     );
     let mut bound: std::collections::HashMap<String, bool> = Default::default();
+    let held: std::collections::HashSet<String> = quota
+        .held()
+        .filter(|o| node.owner_is_bound(o))
+        .map(str::to_string)
+        .collect();
+    let passed_over = store.queued_of(&held);
+    let mut read = 0;
     let mut assignments = Vec::new();
-    for entry in store.queued_jobs().take(MAX_QUEUE_SCAN) {
-        if assignments.len() >= MAX_ASSIGN_BATCH || scheduler::cluster_full(&loads) {
+    for entry in store.queued_jobs() {
+        if read >= MAX_QUEUE_SCAN
+            || assignments.len() >= MAX_ASSIGN_BATCH
+            || scheduler::cluster_full(&loads)
+        {
             break;
         }
         let (id, not_before) = entry.map_err(|e| e.to_string())?;
+        if passed_over.contains(&id) {
+            continue;
+        }
+        read += 1;
         if not_before > now_ms {
             wake_at_ms(not_before);
             continue;

@@ -132,6 +132,14 @@ impl ActiveQuota {
         owner.is_none_or(|o| self.active.get(o).copied().unwrap_or(0) < self.max)
     }
 
+    /// The owners at their quota now (before the pass places anything).
+    pub fn held(&self) -> impl Iterator<Item = &str> {
+        self.active
+            .iter()
+            .filter(|(_, n)| **n >= self.max)
+            .map(|(o, _)| o.as_str())
+    }
+
     /// Counts a job of `owner` placed in this pass.
     pub fn placed(&mut self, owner: Option<&str>) {
         if let Some(owner) = owner {
@@ -291,6 +299,8 @@ mod tests {
         assert!(quota.allows(Some("bob")));
         quota.placed(None);
         assert!(quota.allows(None), "jobs without an owner are not bound");
+        let held: Vec<&str> = quota.held().collect();
+        assert_eq!(held, ["alice"]);
     }
 
     #[test]

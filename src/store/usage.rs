@@ -1,18 +1,18 @@
 //! Figures counted from the job table and kept in memory only: jobs by
 //! state (status pages), what each owner holds (queued and active jobs,
-//! output tail bytes) and the table's footprint (the replicated state),
-//! which the leader's quota checks read on every submit and the scheduler
-//! on every pass. Counted from the table when the store opens and after an
+//! output tail bytes, which of the queued jobs are whose) and the table's
+//! footprint (the replicated state), which the leader's quota checks read
+//! on every submit and the scheduler on every pass. Counted from the table when the store opens and after an
 //! install or a restore, moved by every committed apply (each staged job
 //! row adds to a [`UsageDelta`]); the table is the truth, and counting it
 //! again at open means no stored counter can drift from it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::{Store, StoreError};
-use crate::jobs::{Job, JobState};
+use crate::jobs::{Job, JobId, JobState};
 
 /// One owner's share of the job table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +36,9 @@ pub(crate) struct UsageDelta {
     owners: HashMap<String, [i64; 4]>,
     /// The table's footprint ([`Job::footprint`]).
     state_bytes: i64,
+    /// Queued jobs with an owner, added (`Some(owner)`) or gone (`None`),
+    /// in the order the change staged them.
+    queued: Vec<(JobId, Option<String>)>,
 }
 
 impl UsageDelta {
@@ -46,6 +49,10 @@ impl UsageDelta {
         let Some(owner) = &job.owner else {
             return;
         };
+        if job.state == JobState::Queued {
+            self.queued
+                .push((job.id, (sign > 0).then(|| owner.clone())));
+        }
         let queued = i64::from(job.state == JobState::Queued);
         let active = i64::from(job.active_on().is_some());
         let row = self.owners.entry(owner.clone()).or_default();
@@ -64,6 +71,10 @@ pub(crate) struct Usage {
     by_state: [AtomicU64; JobState::ALL.len()],
     owners: Mutex<HashMap<String, OwnerUsage>>,
     state_bytes: AtomicU64,
+    /// The owner of each queued job that has one, so a placement pass can
+    /// pass over the jobs of owners at their active quota without reading
+    /// them (`queued_of`).
+    queued_owner: Mutex<HashMap<JobId, String>>,
 }
 
 /// `n` moved by `d`, never below zero.
@@ -99,6 +110,19 @@ impl Usage {
             .collect()
     }
 
+    /// The queued jobs of `owners`.
+    pub(crate) fn queued_of(&self, owners: &HashSet<String>) -> HashSet<JobId> {
+        if owners.is_empty() {
+            return HashSet::new();
+        }
+        let queued = self.queued_owner.lock().unwrap_or_else(|e| e.into_inner());
+        queued
+            .iter()
+            .filter(|(_, owner)| owners.contains(*owner))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// The table's footprint in bytes.
     pub(crate) fn state_bytes(&self) -> u64 {
         self.state_bytes.load(Ordering::Acquire)
@@ -110,6 +134,15 @@ impl Usage {
             add(counter, d);
         }
         add(&self.state_bytes, delta.state_bytes);
+        {
+            let mut queued = self.queued_owner.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, owner) in delta.queued {
+                match owner {
+                    Some(owner) => queued.insert(id, owner),
+                    None => queued.remove(&id),
+                };
+            }
+        }
         let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         for (owner, [jobs, queued, active, output]) in delta.owners {
             let usage = owners.entry(owner.clone()).or_default();
@@ -126,6 +159,10 @@ impl Usage {
     /// Replaces the figures with those of a whole table (a recount).
     pub(crate) fn replace(&self, delta: UsageDelta) {
         self.owners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.queued_owner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
@@ -167,6 +204,12 @@ impl Store {
     /// What `owner`'s jobs hold in the table, as of the latest apply. O(1).
     pub fn owner_usage(&self, owner: &str) -> OwnerUsage {
         self.usage.owner(owner)
+    }
+
+    /// The queued jobs of `owners`, as of the latest apply: what a
+    /// placement pass skips when those owners are at their active quota.
+    pub fn queued_of(&self, owners: &HashSet<String>) -> HashSet<JobId> {
+        self.usage.queued_of(owners)
     }
 
     /// Active (ASSIGNED or RUNNING) jobs per owner that has any.
@@ -219,5 +262,35 @@ mod tests {
         usage.publish(delta);
         assert!(usage.owners.lock().unwrap().is_empty());
         assert_eq!(usage.state_bytes(), job(None, 3).footprint());
+    }
+
+    #[test]
+    fn knows_whose_queued_jobs_are_whose() {
+        let usage = Usage::default();
+        let alice: HashSet<String> = ["alice".to_string()].into();
+        let mut delta = UsageDelta::default();
+        for n in 1..=3 {
+            delta.job(&job(Some("alice"), n), 1);
+        }
+        delta.job(&job(Some("bob"), 4), 1);
+        delta.job(&job(None, 5), 1);
+        usage.publish(delta);
+        let ids = |ns: &[u128]| -> HashSet<JobId> {
+            ns.iter().map(|n| JobId::from_parts(1, *n)).collect()
+        };
+        assert_eq!(usage.queued_of(&alice), ids(&[1, 2, 3]));
+        // Job 1 is placed (a put: the old row out, the new one in), job 2
+        // deleted: neither is queued any more.
+        let mut delta = UsageDelta::default();
+        delta.job(&job(Some("alice"), 1), -1);
+        let mut placed = job(Some("alice"), 1);
+        placed.state = JobState::Assigned;
+        delta.job(&placed, 1);
+        delta.job(&job(Some("alice"), 2), -1);
+        usage.publish(delta);
+        assert_eq!(usage.queued_of(&alice), ids(&[3]));
+        let both: HashSet<String> = ["alice".to_string(), "bob".to_string()].into();
+        assert_eq!(usage.queued_of(&both), ids(&[3, 4]));
+        assert!(usage.queued_of(&HashSet::new()).is_empty());
     }
 }
