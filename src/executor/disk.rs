@@ -33,7 +33,12 @@ impl JobDisk {
     /// this machine). Err: the scratch root cannot be made.
     pub fn new(scratch_dir: Option<PathBuf>, engine_root: Option<&Path>) -> io::Result<JobDisk> {
         if let Some(dir) = &scratch_dir {
-            std::fs::create_dir_all(dir)?;
+            if !dir.exists() {
+                // Jobs' files are theirs: other users of this host do not
+                // even list them (the engine, as root, still mounts them).
+                std::fs::create_dir_all(dir)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+            }
         }
         let mut devices = Vec::new();
         for path in scratch_dir.as_deref().into_iter().chain(engine_root) {
@@ -150,6 +155,11 @@ mod tests {
     fn scratch_directories_come_and_go_with_their_containers() {
         let root = tempfile::tempdir().unwrap();
         let disk = JobDisk::new(Some(root.path().join("scratch")), None).unwrap();
+        let mode = std::fs::metadata(root.path().join("scratch"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "a scratch root it makes is private");
         let bind = disk.prepare("drover-a-1", 4242, 4242).unwrap().unwrap();
         let dir = root.path().join("scratch/drover-a-1");
         assert_eq!(bind, format!("{}:/scratch:rw", dir.display()));
