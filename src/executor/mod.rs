@@ -15,6 +15,7 @@
 
 pub mod disk;
 pub mod docker;
+mod logs;
 pub mod network;
 mod output;
 
